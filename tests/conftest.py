@@ -1,0 +1,100 @@
+"""Shared fixtures: a real ComfyUI server (subprocess), ComfyUI in-process, tiny real-format models.
+
+- ``tiny_models``: {filename: path} of generated Wan 2.1 T2V / Wan 2.2 5B / Wan 2.1 I2V / Wan VAE.
+- ``comfy_server``: one ComfyUI server for the session with this pack, the test-only nodes and
+  the tiny models (``models/diffusion_models``, ``models/vae``).
+- ``comfy_server_factory(extra_args=[...])``: another server with its own flags (``--lowvram`` ...).
+- ``comfy`` / ``pack``: ComfyUI imported in this process (CPU) / this pack imported as ComfyUI does.
+A failing test gets the tail of every running server's log attached to its report.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import tiny_models as tiny  # noqa: E402
+from harness.comfy_env import import_comfy, import_pack  # noqa: E402
+from harness.comfy_server import ComfyServer  # noqa: E402
+from harness.paths import PACK_DIR_NAME, REPO_ROOT, TEST_NODES_DIR, comfyui_dir  # noqa: E402
+
+_LIVE_SERVERS: list[ComfyServer] = []
+
+
+@pytest.fixture(scope="session")
+def comfy_dir() -> Path:
+    return comfyui_dir()
+
+
+@pytest.fixture(scope="session")
+def tiny_models() -> dict[str, Path]:
+    return tiny.ensure_all()
+
+
+def _server_models(tiny_models: dict[str, Path]) -> dict[str, dict[str, Path]]:
+    return {
+        "diffusion_models": {s.filename: tiny_models[s.filename] for s in (tiny.WAN21_T2V, tiny.WAN22_5B, tiny.WAN21_I2V)},
+        "vae": {tiny.WAN21_VAE.filename: tiny_models[tiny.WAN21_VAE.filename]},
+    }
+
+
+def make_server(base_dir: Path, tiny_models: dict[str, Path], extra_args=()) -> ComfyServer:
+    return ComfyServer(
+        comfy_dir=comfyui_dir(),
+        base_dir=base_dir,
+        custom_nodes={PACK_DIR_NAME: REPO_ROOT, "iad_test_nodes": TEST_NODES_DIR},
+        models=_server_models(tiny_models),
+        extra_args=list(extra_args),
+    )
+
+
+@pytest.fixture(scope="session")
+def comfy_server(tmp_path_factory, tiny_models) -> ComfyServer:
+    server = make_server(tmp_path_factory.mktemp("comfy-base"), tiny_models)
+    _LIVE_SERVERS.append(server)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+        _LIVE_SERVERS.remove(server)
+
+
+@pytest.fixture(scope="session")
+def comfy_server_factory(tmp_path_factory, tiny_models):
+    started: list[ComfyServer] = []
+
+    def start(extra_args=()) -> ComfyServer:
+        server = make_server(tmp_path_factory.mktemp("comfy-base-extra"), tiny_models, extra_args)
+        started.append(server)
+        _LIVE_SERVERS.append(server)
+        return server.start()
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+            _LIVE_SERVERS.remove(server)
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    return import_comfy()
+
+
+@pytest.fixture(scope="session")
+def pack(comfy):
+    return import_pack()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        for server in _LIVE_SERVERS:
+            report.sections.append((f"ComfyUI server log (port {server.port}, {server.log_path})", server.log_tail(12000)))

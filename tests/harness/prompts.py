@@ -1,0 +1,55 @@
+"""Builds API-format prompts (the JSON that POST /prompt takes) without hand-numbering nodes."""
+
+from __future__ import annotations
+
+import itertools
+
+
+class Prompt(dict):
+    """``p = Prompt(); m = p.add("UNETLoader", unet_name=..., weight_dtype="default")``;
+    ``p.add("KSampler", model=m[0], ...)``. ``add`` returns a handle whose ``[i]`` is the link
+    ``[node_id, i]`` to output i."""
+
+    def __init__(self):
+        super().__init__()
+        self._ids = itertools.count(1)
+
+    def add(self, class_type: str, node_id: str | None = None, **inputs) -> "NodeRef":
+        node_id = str(node_id or next(self._ids))
+        while node_id in self:
+            node_id = str(next(self._ids))
+        self[node_id] = {"class_type": class_type, "inputs": dict(inputs)}
+        return NodeRef(node_id)
+
+
+class NodeRef(str):
+    def __getitem__(self, index: int) -> list:
+        return [str(self), index]
+
+    @property
+    def id(self) -> str:
+        return str(self)
+
+
+def wan_t2v(unet_name: str, vae_name: str, text: str = "a person smiles", width: int = 64, height: int = 64,
+            length: int = 5, steps: int = 3, cfg: float = 3.0, seed: int = 0, sampler: str = "euler",
+            scheduler: str = "simple", save: bool = True, filename_prefix: str = "iad_test") -> tuple[Prompt, dict]:
+    """A minimal native Wan T2V graph: UNETLoader -> (ModelSamplingSD3) -> KSampler on
+    EmptyHunyuanLatentVideo -> VAEDecode -> SaveImage, with the test-only conditioning node
+    standing in for umt5-xxl. Returns the prompt and a dict of node handles to splice into."""
+    p = Prompt()
+    model = p.add("UNETLoader", unet_name=unet_name, weight_dtype="default")
+    sampling = p.add("ModelSamplingSD3", model=model[0], shift=8.0)
+    positive = p.add("IaDTestWanConditioning", text=text, length=16, scale=1.0)
+    negative = p.add("IaDTestWanConditioning", text="", length=16, scale=1.0)
+    latent = p.add("EmptyHunyuanLatentVideo", width=width, height=height, length=length, batch_size=1)
+    sampler_node = p.add("KSampler", model=sampling[0], positive=positive[0], negative=negative[0],
+                         latent_image=latent[0], seed=seed, steps=steps, cfg=cfg, sampler_name=sampler,
+                         scheduler=scheduler, denoise=1.0)
+    vae = p.add("VAELoader", vae_name=vae_name)
+    decode = p.add("VAEDecode", samples=sampler_node[0], vae=vae[0])
+    nodes = dict(model=model, sampling=sampling, positive=positive, negative=negative, latent=latent,
+                 sampler=sampler_node, vae=vae, decode=decode)
+    if save:
+        nodes["save"] = p.add("SaveImage", images=decode[0], filename_prefix=filename_prefix)
+    return p, nodes

@@ -1,0 +1,148 @@
+"""Tiny deterministic stand-ins for real model files, in the real formats.
+
+The real weights (Wan 2.1/2.2, its VAE, ...) can never be downloaded here, so the tests generate
+small random-weight models with the *same key names and shape rules* and load them through
+ComfyUI's own loaders (``UNETLoader`` / ``comfy.sd.load_diffusion_model``, ``VAELoader``). The
+modules are instantiated from ComfyUI's own classes, so the key layout can never drift from what
+ComfyUI's detector (``comfy/model_detection.py``) expects.
+
+ComfyUI infers a Wan config from the weights: ``head.modulation`` [1,2,dim] gives dim and
+heads = dim // 128 (dim must be a multiple of 128); ``head.head.weight`` [4*out_dim, dim];
+``blocks.0.ffn.0.weight`` [ffn, dim]; the count of ``blocks.N.``; ``patch_embedding.weight``
+[dim, in_dim, 1, 2, 2]; ``text_embedding.0.weight`` must be [dim, 4096] (text_dim is fixed);
+``img_emb.*`` present means I2V. The VAE's width is read from ``decoder.head.0.gamma``.
+
+Files are seeded, written atomically and cached by (generator version, spec), so every run and
+every process gets bit-identical files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from .paths import TINY_MODELS_DIR
+
+GENERATOR_VERSION = 1
+
+
+@dataclass(frozen=True)
+class WanSpec:
+    """A Wan diffusion model shape. dim must be a multiple of 128 (heads = dim // 128)."""
+
+    filename: str
+    model_type: str = "t2v"  # "t2v" or "i2v"
+    dim: int = 128
+    ffn_dim: int = 256
+    num_layers: int = 2
+    in_dim: int = 16
+    out_dim: int = 16
+    seed: int = 0
+    dtype: str = "float32"
+
+
+@dataclass(frozen=True)
+class WanVAESpec:
+    filename: str
+    dim: int = 8
+    seed: int = 0
+
+
+WAN21_T2V = WanSpec("iad-tiny-wan2.1-t2v.safetensors")
+# Wan 2.2 TI2V 5B layout: 48 latent channels in and out (ComfyUI matches out_dim 48 as Wan 2.2 5B).
+WAN22_5B = WanSpec("iad-tiny-wan2.2-ti2v-5b.safetensors", in_dim=48, out_dim=48, seed=1)
+# Wan 2.1 I2V layout: 16 noise + 4 mask + 16 image channels in, CLIP-vision image embedding (img_emb).
+WAN21_I2V = WanSpec("iad-tiny-wan2.1-i2v.safetensors", model_type="i2v", in_dim=36, seed=2)
+WAN21_VAE = WanVAESpec("iad-tiny-wan2.1-vae.safetensors")
+
+ALL_SPECS = (WAN21_T2V, WAN22_5B, WAN21_I2V, WAN21_VAE)
+
+
+def _spec_key(spec) -> str:
+    payload = json.dumps({"v": GENERATOR_VERSION, "type": type(spec).__name__, **asdict(spec)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _seeded_like(name: str, tensor: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A deterministic initialisation that keeps activations finite and O(1) through the net."""
+    shape = tensor.shape
+    leaf = name.rsplit(".", 1)[-1]
+    if tensor.ndim == 1 and ("norm" in name or leaf in ("gamma",)):
+        return torch.ones(shape)  # RMS/LayerNorm scales
+    if tensor.ndim <= 1 or leaf == "bias":
+        return torch.randn(shape, generator=generator) * 0.02
+    if "modulation" in name:
+        return torch.randn(shape, generator=generator) * 0.02
+    fan_in = math.prod(shape[1:])
+    return torch.randn(shape, generator=generator) / math.sqrt(max(fan_in, 1))
+
+
+def _randomise(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    state = module.state_dict()
+    return {name: _seeded_like(name, state[name], generator).contiguous() for name in sorted(state)}
+
+
+def build_wan_state_dict(spec: WanSpec) -> dict[str, torch.Tensor]:
+    from .comfy_env import import_comfy
+
+    import_comfy()
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    model = WanModel(
+        model_type=spec.model_type,
+        in_dim=spec.in_dim,
+        dim=spec.dim,
+        ffn_dim=spec.ffn_dim,
+        out_dim=spec.out_dim,
+        num_heads=spec.dim // 128,
+        num_layers=spec.num_layers,
+        operations=comfy.ops.disable_weight_init,  # no costly init: we overwrite every tensor
+    )
+    dtype = getattr(torch, spec.dtype)
+    return {k: v.to(dtype) for k, v in _randomise(model, spec.seed).items()}
+
+
+def build_wan_vae_state_dict(spec: WanVAESpec) -> dict[str, torch.Tensor]:
+    from .comfy_env import import_comfy
+
+    import_comfy()
+    from comfy.ldm.wan.vae import WanVAE
+
+    # The same fixed config ComfyUI uses (comfy/sd.py), only the width is ours.
+    vae = WanVAE(dim=spec.dim, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+                 temperal_downsample=[False, True, True], dropout=0.0)
+    return _randomise(vae, spec.seed)
+
+
+def ensure(spec, directory: Path = TINY_MODELS_DIR) -> Path:
+    """Path to the generated file for ``spec``, generating it once (atomic, process-safe)."""
+    target_dir = Path(directory) / _spec_key(spec)
+    target = target_dir / spec.filename
+    if target.exists():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    if isinstance(spec, WanSpec):
+        state = build_wan_state_dict(spec)
+    elif isinstance(spec, WanVAESpec):
+        state = build_wan_vae_state_dict(spec)
+    else:
+        raise TypeError(f"unknown tiny model spec {spec!r}")
+    fd, tmp = tempfile.mkstemp(dir=target_dir, suffix=".partial")
+    os.close(fd)
+    save_file(state, tmp, metadata={"iad_tiny_model": json.dumps(asdict(spec)), "generator_version": str(GENERATOR_VERSION)})
+    os.replace(tmp, target)
+    return target
+
+
+def ensure_all(directory: Path = TINY_MODELS_DIR) -> dict[str, Path]:
+    return {spec.filename: ensure(spec, directory) for spec in ALL_SPECS}

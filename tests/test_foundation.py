@@ -1,0 +1,165 @@
+"""The foundation: the pack loads into a real ComfyUI, native Wan graphs run on tiny models,
+bad prompts are rejected cleanly, and the library/glue boundary holds."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tomllib
+
+import numpy as np
+import pytest
+
+from harness import prompts
+from harness import tiny_models as tiny
+from harness.comfy_server import PromptRejected
+from harness.paths import PACK_DIR_NAME, REPO_ROOT
+
+pytestmark = pytest.mark.server
+
+
+def _pack_node_ids(pack) -> set[str]:
+    return {cls.GET_SCHEMA().node_id for cls in pack.nodes.collect_nodes()}
+
+
+def test_server_starts_and_loads_the_pack_without_import_errors(comfy_server):
+    stats = comfy_server.get_json("/system_stats")
+    assert stats["system"]["comfyui_version"]
+    log = comfy_server.log_text()
+    pack_lines = [line for line in log.splitlines() if line.rstrip().endswith(PACK_DIR_NAME)]
+    assert pack_lines, f"ComfyUI never reported importing {PACK_DIR_NAME}:\n{log[-3000:]}"
+    assert not any("IMPORT FAILED" in line for line in pack_lines), pack_lines
+    problems = [line for line in log.splitlines() if PACK_DIR_NAME in line and ("Cannot import" in line or "Error" in line)]
+    assert not problems, problems
+
+
+def test_object_info_lists_every_node_the_pack_registers(comfy_server, pack):
+    info = comfy_server.object_info()
+    expected = _pack_node_ids(pack)
+    missing = expected - set(info)
+    assert not missing, f"registered by the pack but absent from /object_info: {sorted(missing)}"
+    # The test-only conditioning node comes from tests/, not from the pack.
+    assert "IaDTestWanConditioning" in info
+    assert "IaDTestWanConditioning" not in expected
+
+
+def test_every_pack_node_input_has_a_tooltip(pack):
+    for cls in pack.nodes.collect_nodes():
+        schema = cls.GET_SCHEMA()
+        for item in schema.inputs:
+            assert getattr(item, "tooltip", None), f"{schema.node_id}.{item.id} has no tooltip"
+        assert schema.category.startswith("IaD"), f"{schema.node_id} is not under the IaD menu"
+
+
+def test_minimal_native_wan_t2v_workflow_runs(comfy_server):
+    prompt, nodes = prompts.wan_t2v(tiny.WAN21_T2V.filename, tiny.WAN21_VAE.filename, length=5, width=64, height=48)
+    first = comfy_server.run_ok(prompt)
+    frames = first.images(nodes["save"])
+    # 5 frames -> 2 latent frames -> decoded back to 5 frames of the requested size.
+    assert len(frames) == 5
+    assert all(f.shape == (48, 64, 3) for f in frames)
+    stack = np.stack(frames).astype(np.float32)
+    assert stack.std() > 1.0, "decoded video is flat: the tiny models produced no signal"
+
+
+def test_changing_the_seed_changes_the_video(comfy_server):
+    prompt_a, nodes = prompts.wan_t2v(tiny.WAN21_T2V.filename, tiny.WAN21_VAE.filename, seed=1, filename_prefix="seed_a")
+    prompt_b, _ = prompts.wan_t2v(tiny.WAN21_T2V.filename, tiny.WAN21_VAE.filename, seed=2, filename_prefix="seed_b")
+    a = comfy_server.run_ok(prompt_a).images(nodes["save"])
+    b = comfy_server.run_ok(prompt_b).images(nodes["save"])
+    assert not np.array_equal(np.stack(a), np.stack(b))
+
+
+def test_invalid_prompt_is_rejected_with_node_errors_and_the_server_keeps_serving(comfy_server):
+    prompt, nodes = prompts.wan_t2v("no-such-model.safetensors", tiny.WAN21_VAE.filename)
+    with pytest.raises(PromptRejected) as rejected:
+        comfy_server.run(prompt)
+    assert nodes["model"] in rejected.value.node_errors
+    assert "no-such-model.safetensors" in json.dumps(rejected.value.node_errors)
+    # A prompt with an unknown node type is also a 400, not a crash.
+    with pytest.raises(PromptRejected):
+        comfy_server.run({"1": {"class_type": "IaDNoSuchNode", "inputs": {}}})
+    assert comfy_server.is_alive()
+    ok_prompt, ok_nodes = prompts.wan_t2v(tiny.WAN21_T2V.filename, tiny.WAN21_VAE.filename, steps=1, filename_prefix="after_400")
+    assert len(comfy_server.run_ok(ok_prompt).images(ok_nodes["save"])) == 5
+
+
+@pytest.mark.parametrize(
+    "spec, model_type, latent_channels",
+    [(tiny.WAN21_T2V, "t2v", 16), (tiny.WAN21_I2V, "i2v", 16), (tiny.WAN22_5B, "t2v", 48)],
+    ids=["wan2.1-t2v", "wan2.1-i2v", "wan2.2-5b"],
+)
+def test_tiny_wan_models_are_detected_by_comfyui_like_the_real_ones(comfy, tiny_models, spec, model_type, latent_channels):
+    import comfy.sd
+
+    patcher = comfy.sd.load_diffusion_model(str(tiny_models[spec.filename]))
+    config = patcher.model.model_config
+    assert config.unet_config["image_model"] == "wan2.1"
+    assert config.unet_config["model_type"] == model_type
+    assert config.unet_config["dim"] == spec.dim and config.unet_config["num_heads"] == spec.dim // 128
+    assert config.unet_config["num_layers"] == spec.num_layers
+    assert config.latent_format.latent_channels == latent_channels
+    if spec is tiny.WAN22_5B:
+        assert type(config).__name__ == "WAN22_T2V"  # ComfyUI's Wan 2.2 TI2V-5B config
+
+
+def test_tiny_models_are_bit_identical_across_generations(tmp_path):
+    from safetensors.torch import load_file
+
+    regenerated = tiny.ensure(tiny.WAN21_T2V, tmp_path)
+    cached = tiny.ensure(tiny.WAN21_T2V)
+    a, b = load_file(regenerated), load_file(cached)
+    assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+    assert regenerated.stat().st_size < 8 * 1024 * 1024
+
+
+def test_model_folders_merge_with_user_configured_paths(comfy, pack, tmp_path):
+    import folder_paths
+
+    saved = {k: folder_paths.folder_names_and_paths.get(k) for k in ("iad", "insightface")}
+    try:
+        user_dir = str(tmp_path / "shared-insightface")
+        folder_paths.folder_names_and_paths["insightface"] = ([user_dir], {".onnx"})
+        folder_paths.folder_names_and_paths.pop("iad", None)
+        pack.nodes.register_model_folders()
+        pack.nodes.register_model_folders()  # idempotent
+        paths, exts = folder_paths.folder_names_and_paths["insightface"]
+        assert paths[0] == user_dir, "the user's own path must stay first"
+        assert paths.count(paths[-1]) == 1 and paths[-1].endswith("insightface")
+        assert exts == {".onnx"}
+        iad_paths, iad_exts = folder_paths.folder_names_and_paths["iad"]
+        assert iad_paths[-1].endswith("iad") and iad_exts == {".safetensors"}
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                folder_paths.folder_names_and_paths.pop(key, None)
+            else:
+                folder_paths.folder_names_and_paths[key] = value
+
+
+def test_importing_the_iad_library_never_imports_comfyui_or_node_code():
+    script = r"""
+import importlib, pkgutil, sys
+import iad
+names = ["iad"] + [m.name for m in pkgutil.walk_packages(iad.__path__, "iad.") if not m.name.endswith("__main__")]
+for name in names:
+    importlib.import_module(name)
+bad = sorted(m for m in sys.modules if m.split(".")[0] in {"comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution"})
+assert not bad, f"importing the iad library pulled in ComfyUI/node modules: {bad}"
+print(len(names))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_pack_metadata_is_what_comfy_registry_and_manager_expect():
+    meta = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    comfy_section = meta["tool"]["comfy"]
+    for key in ("PublisherId", "DisplayName", "Icon"):
+        assert comfy_section[key], key
+    requirements = (REPO_ROOT / "requirements.txt").read_text()
+    for package in ("torch", "insightface", "onnxruntime-gpu", "safetensors", "einops"):
+        assert package in requirements
+    for path in ("__init__.py", "nodes", "iad", "workflows", "requirements.txt", "tests", "LICENSE", "README.md", "docs"):
+        assert (REPO_ROOT / path).exists(), path
