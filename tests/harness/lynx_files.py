@@ -1,0 +1,111 @@
+"""Random-weight files in Lynx's released format (bytedance/lynx), built from the documented layout.
+
+The names and shapes are written out here from docs/lynx.md (not taken from iad.lynx, which is
+what the tests check):
+
+resampler.safetensors (IP-Adapter Perceiver ``Resampler``)::
+
+    latents [1, Q, D]            proj_in.weight [D, 512]    proj_in.bias [D]
+    proj_out.weight [O, D]       proj_out.bias [O]          norm_out.weight/bias [O]
+    layers.{l}.0.norm1.weight/bias [D]     layers.{l}.0.norm2.weight/bias [D]
+    layers.{l}.0.to_q.weight [H*64, D]     layers.{l}.0.to_kv.weight [2*H*64, D]
+    layers.{l}.0.to_out.weight [D, H*64]
+    layers.{l}.1.0.weight/bias [D]         layers.{l}.1.1.weight [4D, D]    layers.{l}.1.3.weight [D, 4D]
+
+ip_layers.safetensors (``nn.ModuleList`` of processors, entry j):
+
+    full: {j}.to_k_ip.weight [M, O] {j}.to_k_ip.bias [M] {j}.to_v_ip.* likewise, {j}.registers [1, R, O]
+    lite: {j}.to_k_ip.weight [M, O] {j}.to_v_ip.weight [M, O]          (entry j patches block 2j)
+
+Released: D=1280, H=20, Q=16, depth 4, M=5120; full O=5120, 40 entries, R=16; lite O=2048, 20 entries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+
+@dataclass(frozen=True)
+class LynxSpec:
+    variant: str = "full"     # "full" | "lite"
+    dim: int = 128            # resampler width D
+    heads: int = 2            # resampler heads (64 wide)
+    depth: int = 2
+    queries: int = 4
+    embed: int = 512
+    output: int = 128         # token width O
+    model_dim: int = 128      # base-model width M
+    entries: int = 2          # processors in ip_layers
+    registers: int = 4        # full only
+    seed: int = 0
+
+
+RELEASED_FULL = LynxSpec("full", dim=1280, heads=20, depth=4, queries=16, output=5120, model_dim=5120, entries=40, registers=16)
+RELEASED_LITE = LynxSpec("lite", dim=1280, heads=20, depth=4, queries=16, output=2048, model_dim=5120, entries=20, registers=0)
+
+
+def resampler_shapes(s: LynxSpec) -> dict[str, tuple[int, ...]]:
+    inner = s.heads * 64
+    shapes = {
+        "latents": (1, s.queries, s.dim),
+        "proj_in.weight": (s.dim, s.embed), "proj_in.bias": (s.dim,),
+        "proj_out.weight": (s.output, s.dim), "proj_out.bias": (s.output,),
+        "norm_out.weight": (s.output,), "norm_out.bias": (s.output,),
+    }
+    for layer in range(s.depth):
+        p = f"layers.{layer}."
+        shapes[p + "0.norm1.weight"] = shapes[p + "0.norm1.bias"] = (s.dim,)
+        shapes[p + "0.norm2.weight"] = shapes[p + "0.norm2.bias"] = (s.dim,)
+        shapes[p + "0.to_q.weight"] = (inner, s.dim)
+        shapes[p + "0.to_kv.weight"] = (2 * inner, s.dim)
+        shapes[p + "0.to_out.weight"] = (s.dim, inner)
+        shapes[p + "1.0.weight"] = shapes[p + "1.0.bias"] = (s.dim,)
+        shapes[p + "1.1.weight"] = (4 * s.dim, s.dim)
+        shapes[p + "1.3.weight"] = (s.dim, 4 * s.dim)
+    return shapes
+
+
+def ip_layer_shapes(s: LynxSpec) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for j in range(s.entries):
+        for proj in ("to_k_ip", "to_v_ip"):
+            shapes[f"{j}.{proj}.weight"] = (s.model_dim, s.output)
+            if s.variant == "full":
+                shapes[f"{j}.{proj}.bias"] = (s.model_dim,)
+        if s.variant == "full":
+            shapes[f"{j}.registers"] = (1, s.registers, s.output)
+    return shapes
+
+
+def _random(shapes: dict[str, tuple[int, ...]], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, shape in shapes.items():
+        if name.endswith("bias"):
+            t = 0.05 * torch.randn(shape, generator=generator)
+        elif len(shape) == 1:  # LayerNorm scales
+            t = 1.0 + 0.05 * torch.randn(shape, generator=generator)
+        elif name == "latents" or name.endswith("registers"):
+            t = torch.randn(shape, generator=generator) / shape[-1] ** 0.5
+        else:
+            t = torch.randn(shape, generator=generator) / shape[-1] ** 0.5
+        out[name] = t.contiguous()
+    return out
+
+
+def lynx_tensors(spec: LynxSpec) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(spec.seed)
+    return _random(resampler_shapes(spec), g), _random(ip_layer_shapes(spec), g)
+
+
+def write_lynx(folder: Path, spec: LynxSpec, dtype: torch.dtype = torch.float32) -> Path:
+    """``folder/resampler.safetensors`` + ``folder/ip_layers.safetensors`` with seeded random weights."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    resampler, ip_layers = lynx_tensors(spec)
+    save_file({k: v.to(dtype) for k, v in resampler.items()}, str(folder / "resampler.safetensors"))
+    save_file({k: v.to(dtype) for k, v in ip_layers.items()}, str(folder / "ip_layers.safetensors"))
+    return folder
