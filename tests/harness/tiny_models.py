@@ -146,3 +146,86 @@ def ensure(spec, directory: Path = TINY_MODELS_DIR) -> Path:
 
 def ensure_all(directory: Path = TINY_MODELS_DIR) -> dict[str, Path]:
     return {spec.filename: ensure(spec, directory) for spec in ALL_SPECS}
+
+
+# -- Other video families (LTX-Video, HunyuanVideo), added for the IaD Apply patch tests ----------
+# Both take T5/LLaVA-shaped conditioning [1, L, 4096], so the test-only Wan conditioning node feeds
+# them too. They are generated on demand (not part of ALL_SPECS/the default server models).
+
+
+@dataclass(frozen=True)
+class LTXVSpec:
+    """An LTX-Video transformer. ComfyUI reads heads as 32 fixed and head_dim from attn2.to_k:
+    inner = 32 * head_dim; cross_attention_dim = inner here (as in the real 2B model)."""
+
+    filename: str
+    head_dim: int = 4
+    num_layers: int = 2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class HunyuanVideoSpec:
+    """A HunyuanVideo 1.0 T2V transformer: hidden 128 (heads = hidden // 128), double and single
+    blocks, a CLIP-L pooled vector input (vector_in, 768) and the guidance embedding, as the real
+    one has (without vector_in ComfyUI would match it as HunyuanImage 2.1)."""
+
+    filename: str
+    hidden_size: int = 128
+    depth: int = 2
+    depth_single_blocks: int = 2
+    seed: int = 0
+
+
+LTXV_TINY = LTXVSpec("iad-tiny-ltxv.safetensors", seed=3)
+HUNYUAN_VIDEO_TINY = HunyuanVideoSpec("iad-tiny-hunyuan-video.safetensors", seed=4)
+OTHER_FAMILY_SPECS = (LTXV_TINY, HUNYUAN_VIDEO_TINY)
+
+
+def build_ltxv_state_dict(spec: LTXVSpec) -> dict[str, torch.Tensor]:
+    from .comfy_env import import_comfy
+
+    import_comfy()
+    import comfy.ops
+    from comfy.ldm.lightricks.model import LTXVModel
+
+    inner = 32 * spec.head_dim
+    model = LTXVModel(in_channels=128, cross_attention_dim=inner, attention_head_dim=spec.head_dim,
+                      num_attention_heads=32, caption_channels=4096, num_layers=spec.num_layers,
+                      operations=comfy.ops.disable_weight_init)
+    return _randomise(model, spec.seed)
+
+
+def build_hunyuan_video_state_dict(spec: HunyuanVideoSpec) -> dict[str, torch.Tensor]:
+    from .comfy_env import import_comfy
+
+    import_comfy()
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+
+    model = HunyuanVideo(
+        image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
+        hidden_size=spec.hidden_size, mlp_ratio=4.0, num_heads=spec.hidden_size // 128, depth=spec.depth,
+        depth_single_blocks=spec.depth_single_blocks, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 2, 2],
+        qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False, use_cond_type_embedding=False,
+        vision_in_dim=None, operations=comfy.ops.disable_weight_init,
+    )
+    return _randomise(model, spec.seed)
+
+
+_OTHER_BUILDERS = {LTXVSpec: build_ltxv_state_dict, HunyuanVideoSpec: build_hunyuan_video_state_dict}
+
+
+def ensure_other(spec, directory: Path = TINY_MODELS_DIR) -> Path:
+    """Like ``ensure`` for the LTX-Video / HunyuanVideo specs (same caching and atomic write)."""
+    target_dir = Path(directory) / _spec_key(spec)
+    target = target_dir / spec.filename
+    if target.exists():
+        return target
+    target_dir.mkdir(parents=True, exist_ok=True)
+    state = _OTHER_BUILDERS[type(spec)](spec)
+    fd, tmp = tempfile.mkstemp(dir=target_dir, suffix=".partial")
+    os.close(fd)
+    save_file(state, tmp, metadata={"iad_tiny_model": json.dumps(asdict(spec)), "generator_version": str(GENERATOR_VERSION)})
+    os.replace(tmp, target)
+    return target

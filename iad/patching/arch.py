@@ -1,0 +1,130 @@
+"""Which video model is this? Detected from the loaded diffusion model itself (duck typing on
+its modules), so the library needs no ComfyUI import and works on fp8/GGUF-loaded models too.
+
+Families and the patch site each one gets:
+- ``wan``: Wan 2.1/2.2 T2V and I2V, ``blocks.{i}.cross_attn`` (text cross-attention)
+- ``ltxv``: LTX-Video, ``transformer_blocks.{i}.attn2`` (text cross-attention)
+- ``hunyuan_video``: HunyuanVideo, no text cross-attention: residual identity attention after
+  double blocks ``0..depth-1`` and single blocks (adapter block index ``depth + j``)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SUPPORTED_TEXT = "IaD supports Wan 2.1/2.2 T2V and I2V, LTX-Video, HunyuanVideo"
+
+# model_config class names (ComfyUI's supported_models) -> what users call them.
+_FRIENDLY = {
+    "SD15": "Stable Diffusion 1.5", "SD20": "Stable Diffusion 2", "SDXL": "SDXL", "SDXLRefiner": "SDXL Refiner",
+    "SD3": "SD3", "Flux": "Flux", "FluxSchnell": "Flux Schnell", "AuraFlow": "AuraFlow", "HunyuanDiT": "HunyuanDiT",
+    "HunyuanImage21": "HunyuanImage 2.1", "HunyuanImage21Refiner": "HunyuanImage 2.1 refiner",
+    "HunyuanVideo15": "HunyuanVideo 1.5", "CosmosT2V": "Cosmos", "Lumina2": "Lumina 2", "QwenImage": "Qwen-Image",
+    "WAN21_Vace": "Wan VACE", "WAN21_Camera": "Wan Fun Camera", "WAN22_S2V": "Wan 2.2 S2V", "WAN21_HuMo": "Wan HuMo",
+    "WAN22_Animate": "Wan 2.2 Animate", "Mochi": "Mochi", "GenmoMochi": "Mochi", "Chroma": "Chroma",
+}
+_SUPPORTED_HUNYUAN_CONFIGS = {"HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V"}
+
+# Known widths, to name the model an adapter was made for in width-mismatch errors.
+_KNOWN_WIDTHS = {
+    "wan": {1536: "Wan 2.1 1.3B", 3072: "Wan 2.2 5B", 5120: "Wan 2.1/2.2 14B"},
+    "ltxv": {2048: "LTX-Video 2B", 4096: "LTX-Video 13B"},
+    "hunyuan_video": {3072: "HunyuanVideo 13B"},
+}
+FAMILY_NAMES = {"wan": "Wan", "ltxv": "LTX-Video", "hunyuan_video": "HunyuanVideo"}
+
+
+class UnsupportedModelError(ValueError):
+    """The model (or the adapter for it) cannot be patched; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class ArchInfo:
+    family: str            # "wan" | "ltxv" | "hunyuan_video"
+    variant: str           # human-readable, e.g. "Wan T2V (WAN21_T2V)"
+    model_dim: int         # attention width the identity K/V must have
+    num_heads: int
+    num_blocks: int        # patchable block indices are 0..num_blocks-1
+    double_blocks: int = 0  # HunyuanVideo: indices < double_blocks are double blocks
+
+    def site(self, index: int) -> str:
+        """The attribute path (inside ``diffusion_model``) that block ``index`` patches."""
+        if self.family == "wan":
+            return f"blocks.{index}.cross_attn"
+        if self.family == "ltxv":
+            return f"transformer_blocks.{index}.attn2"
+        if index < self.double_blocks:
+            return f"double_blocks.{index}"
+        return f"single_blocks.{index - self.double_blocks}"
+
+
+def describe_width(family: str, width: int) -> str:
+    name = _KNOWN_WIDTHS.get(family, {}).get(int(width))
+    return f"width {width} ({name})" if name else f"width {width}"
+
+
+def _model_name(config_name: str | None, diffusion_model) -> str:
+    if config_name:
+        return _FRIENDLY.get(config_name, config_name)
+    return type(diffusion_model).__name__
+
+
+def detect_architecture(diffusion_model, config_name: str | None = None) -> ArchInfo:
+    """ArchInfo for a loaded diffusion model (``model.model.diffusion_model`` in ComfyUI).
+    ``config_name`` is ComfyUI's model_config class name (``WAN21_T2V``, ``SDXL``...), used to
+    name the model and to tell apart variants that share a class. Raises UnsupportedModelError."""
+    cls = type(diffusion_model).__name__
+    label = f" ({config_name})" if config_name else ""
+    if cls == "WanModel":
+        model_type = getattr(diffusion_model, "model_type", None)
+        blocks = getattr(diffusion_model, "blocks", None)
+        if model_type in ("t2v", "i2v") and blocks is not None and len(blocks) > 0:
+            attn_cls = type(blocks[0].cross_attn).__name__
+            if attn_cls in ("WanT2VCrossAttention", "WanI2VCrossAttention"):
+                return ArchInfo("wan", f"Wan {model_type.upper()}{label}", int(diffusion_model.dim),
+                                int(diffusion_model.num_heads), len(blocks))
+    elif cls == "LTXVModel":
+        blocks = diffusion_model.transformer_blocks
+        return ArchInfo("ltxv", f"LTX-Video{label}", int(diffusion_model.inner_dim), int(blocks[0].attn2.heads), len(blocks))
+    elif cls == "HunyuanVideo" and (config_name is None or config_name in _SUPPORTED_HUNYUAN_CONFIGS):
+        double, single = len(diffusion_model.double_blocks), len(diffusion_model.single_blocks)
+        return ArchInfo("hunyuan_video", f"HunyuanVideo{label}", int(diffusion_model.hidden_size),
+                        int(diffusion_model.num_heads), double + single, double_blocks=double)
+    raise UnsupportedModelError(
+        f"{SUPPORTED_TEXT}; this is {_model_name(config_name, diffusion_model)}. "
+        "Connect IaD Apply to a model loaded with Load Diffusion Model from one of those families."
+    )
+
+
+def normalise_family(family: str) -> str:
+    f = str(family).lower().replace("-", "").replace("_", "").replace(" ", "")
+    if f.startswith("wan"):
+        return "wan"
+    if f.startswith("ltx"):
+        return "ltxv"
+    if f.startswith("hunyuan"):
+        return "hunyuan_video"
+    return str(family)
+
+
+def check_adapter_fits(arch: ArchInfo, config, adapter_name: str = "the IaD adapter") -> None:
+    """Raise UnsupportedModelError when an adapter config (AdapterConfig) does not fit ``arch``:
+    another family, another width (a 14B adapter on the 1.3B model), or blocks it lacks."""
+    family = normalise_family(config.family)
+    if family != arch.family:
+        raise UnsupportedModelError(
+            f"{adapter_name} was made for {FAMILY_NAMES.get(family, config.family)}, but the model is "
+            f"{arch.variant}. Load the IaD adapter made for this model family."
+        )
+    if int(config.model_dim) != arch.model_dim:
+        raise UnsupportedModelError(
+            f"{adapter_name} was made for a {FAMILY_NAMES[arch.family]} model of "
+            f"{describe_width(arch.family, config.model_dim)}, but the connected model has "
+            f"{describe_width(arch.family, arch.model_dim)}. Load the adapter made for this model size."
+        )
+    bad = [b for b in config.blocks if not 0 <= int(b) < arch.num_blocks]
+    if bad:
+        raise UnsupportedModelError(
+            f"{adapter_name} patches blocks {bad}, but {arch.variant} has only {arch.num_blocks} "
+            "patchable blocks. Load the adapter made for this model."
+        )

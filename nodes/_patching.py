@@ -1,0 +1,319 @@
+"""Patching a native ComfyUI ``MODEL`` (a ModelPatcher) with an IaD identity adapter.
+
+Only clones are patched, never the shared model, and never by global monkeypatching:
+- Wan / LTX-Video: an object patch on the ``forward`` of each listed block's text
+  cross-attention (``blocks.{i}.cross_attn`` / ``transformer_blocks.{i}.attn2``). Patching the
+  ``forward`` attribute (not the module) keeps the module tree unchanged, so LoRA keys, lowvram
+  casting and weight offloading see the same modules as in the unpatched model.
+- HunyuanVideo (no text cross-attention): ``patches_replace["dit"]`` double/single block
+  replacements that add a residual identity attention after the original block.
+
+The adapter's weights are attached with ``set_additional_models`` so model management loads and
+offloads them together with the base model. Identity K/V are computed from the identity tokens
+once per (block, device, dtype) and cached: per step only ``attention(q, K_id, V_id)`` is added.
+
+Patch objects are immutable after construction: ``__deepcopy__`` (ModelPatcher.clone deep-copies
+``model_options``) returns them as they are instead of copying adapter weights and tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import torch
+
+import comfy.ldm.modules.attention as comfy_attention
+import comfy.model_management
+import comfy.model_patcher
+
+from ..iad.patching import StepGate, add_identity_attention, detect_architecture, residual_identity_attention, rows_for
+from ..iad.patching.arch import ArchInfo, check_adapter_fits
+
+ADDITIONAL_MODELS_KEY = "iad_adapters"
+_uids = itertools.count(1)
+
+# Diagnostics: callables ``observer(event: dict)`` told about every identity attention that runs
+# (block, sigma, rows). Empty in normal use (one truthiness check per active call); tests and
+# benchmarks use it to see which steps the identity really ran in.
+IDENTITY_CALL_OBSERVERS: list = []
+
+
+def _attention(q, k, v, heads):
+    return comfy_attention.optimized_attention(q, k, v, heads=heads)
+
+
+# -- the IAD_MODEL socket -------------------------------------------------------------------------
+@dataclass(eq=False)
+class IaDModel:
+    """What ``IAD_MODEL`` carries: the adapter (``iad.adapter.IdentityAdapter``) inside a
+    ModelPatcher so ComfyUI's model management moves it with the base model."""
+
+    patcher: comfy.model_patcher.ModelPatcher
+    name: str = ""
+
+    @classmethod
+    def wrap(cls, adapter: torch.nn.Module, name: str = "") -> "IaDModel":
+        patcher = comfy.model_patcher.ModelPatcher(
+            adapter, load_device=comfy.model_management.get_torch_device(),
+            offload_device=comfy.model_management.unet_offload_device(),
+        )
+        return cls(patcher, name or getattr(adapter.config, "name", "") or "IaD adapter")
+
+    @property
+    def adapter(self):
+        return self.patcher.model
+
+    @property
+    def config(self):
+        return self.adapter.config
+
+
+# -- the IAD_IDENTITY socket ----------------------------------------------------------------------
+@dataclass(eq=False)
+class IaDIdentity:
+    """Identity tokens computed once per run by IaD Identity, ``[1, num_tokens, token_dim]`` on the CPU."""
+
+    tokens: torch.Tensor
+    adapter_id: int              # id() of the adapter module that made the tokens
+    adapter_name: str
+    decoupling: str              # human-readable: which decoupler, strength
+    num_references: int
+    notes: list[str] = field(default_factory=list)
+
+
+# -- one identity applied to a model ----------------------------------------------------------------
+class IdentityEntry:
+    """One IaD Apply: adapter + tokens + weight + step range. Caches per-block K/V."""
+
+    def __init__(self, adapter, tokens: torch.Tensor, weight: float, gate: StepGate, apply_to_uncond: bool):
+        self.uid = next(_uids)
+        self.adapter = adapter
+        self.tokens = tokens
+        self.weight = float(weight)
+        self.gate = gate
+        self.apply_to_uncond = bool(apply_to_uncond)
+        self.key_norm = bool(adapter.config.identity_key_norm)
+        self._kv: dict = {}
+
+    def rows(self, transformer_options: dict, batch: int):
+        """``False`` when inactive at this step, else the batch rows (None = all) to patch.
+        The sigma test runs once per model call (cached in that call's transformer_options)."""
+        sigmas = transformer_options.get("sigmas")
+        cache = transformer_options.get("iad_gates")
+        if cache is None or cache[0] is not sigmas:  # a new model call (or a reused options dict)
+            cache = (sigmas, {})
+            transformer_options["iad_gates"] = cache
+        active = cache[1].get(self.uid)
+        if active is None:
+            active = True if sigmas is None else self.gate.active(float(sigmas.max()))
+            cache[1][self.uid] = active
+        if not active:
+            return False
+        rows = rows_for(batch, transformer_options.get("cond_or_uncond"), self.apply_to_uncond)
+        return False if rows == [] else rows
+
+    def kv(self, block_index: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (block_index, device, dtype)
+        cached = self._kv.get(key)
+        if cached is None:
+            param = next(self.adapter.parameters())
+            with torch.no_grad():
+                k, v = self.adapter.block_kv(block_index, self.tokens.to(param.device, param.dtype))
+            cached = (k.to(device, dtype), v.to(device, dtype))
+            self._kv[key] = cached
+        return cached
+
+    def notify(self, block_index: int, transformer_options: dict, rows) -> None:
+        sigmas = transformer_options.get("sigmas")
+        event = {"entry": self.uid, "block": block_index, "rows": rows,
+                 "sigma": None if sigmas is None else float(sigmas.max())}
+        for observer in IDENTITY_CALL_OBSERVERS:
+            observer(event)
+
+
+def _active(entries, transformer_options: dict, batch: int):
+    out = []
+    for entry in entries:
+        rows = entry.rows(transformer_options, batch)
+        if rows is not False:
+            out.append((entry, rows))
+    return out
+
+
+class _PatchBase:
+    """Shared by the patch objects: immutable, cheap to deep-copy, weights via set_additional_models."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def to(self, device_or_dtype):
+        # K/V are cached per device/dtype on first use; the adapter itself is moved by model
+        # management (set_additional_models), so there is nothing to move here.
+        return self
+
+    def models(self):
+        # The adapter's ModelPatcher is attached with set_additional_models (which clones with the
+        # MODEL); listing it here too would load the same weights under a second patcher.
+        return []
+
+    def _add_identity(self, out, q, active, block_index, heads, transformer_options, norm_k=None):
+        for entry, rows in active:
+            k_id, v_id = entry.kv(block_index, q.device, q.dtype)
+            if entry.key_norm and norm_k is not None:
+                k_id = norm_k(k_id)
+            add_identity_attention(out, q, k_id, v_id, heads, entry.weight, rows, _attention)
+            if IDENTITY_CALL_OBSERVERS:
+                entry.notify(block_index, transformer_options, rows)
+        return out
+
+
+class WanCrossAttentionIdentity(_PatchBase):
+    """Replaces ``blocks.{i}.cross_attn.forward``: the block's own text (and I2V image)
+    cross-attention plus ``weight * attention(q, K_id, V_id)``, before the output projection."""
+
+    def __init__(self, module, inner, block_index: int, entries: tuple):
+        self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
+
+    def __call__(self, x, context, *args, transformer_options={}, **kwargs):
+        active = _active(self.entries, transformer_options, x.shape[0])
+        if not active:
+            return self.inner(x, context, *args, transformer_options=transformer_options, **kwargs)
+        m = self.module
+        heads = m.num_heads
+        q = m.norm_q(m.q(x))
+        img_out = None
+        if hasattr(m, "k_img"):  # WanI2VCrossAttention: CLIP-vision tokens come first in context
+            context_img_len = kwargs.get("context_img_len", args[0] if args else None)
+            context_img = context[:, :context_img_len]
+            context = context[:, context_img_len:]
+            k_img = m.norm_k_img(m.k_img(context_img))
+            img_out = comfy_attention.optimized_attention(q, k_img, m.v_img(context_img), heads=heads,
+                                                          transformer_options=transformer_options)
+        k = m.norm_k(m.k(context))
+        out = comfy_attention.optimized_attention(q, k, m.v(context), heads=heads, transformer_options=transformer_options)
+        if img_out is not None:
+            out = out + img_out
+        self._add_identity(out, q, active, self.block_index, heads, transformer_options, m.norm_k)
+        return m.o(out)
+
+
+class LTXVCrossAttentionIdentity(_PatchBase):
+    """Replaces ``transformer_blocks.{i}.attn2.forward`` (LTX-Video text cross-attention)."""
+
+    def __init__(self, module, inner, block_index: int, entries: tuple):
+        self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
+
+    def __call__(self, x, context=None, mask=None, pe=None, transformer_options={}):
+        active = _active(self.entries, transformer_options, x.shape[0])
+        if not active or pe is not None:  # attn2 never gets rotary embeddings; anything else is not ours
+            return self.inner(x, context=context, mask=mask, pe=pe, transformer_options=transformer_options)
+        m = self.module
+        context = x if context is None else context
+        q = m.q_norm(m.to_q(x))
+        k = m.k_norm(m.to_k(context))
+        v = m.to_v(context)
+        if mask is None:
+            out = comfy_attention.optimized_attention(q, k, v, m.heads, attn_precision=m.attn_precision,
+                                                      transformer_options=transformer_options)
+        else:
+            out = comfy_attention.optimized_attention_masked(q, k, v, m.heads, mask, attn_precision=m.attn_precision,
+                                                             transformer_options=transformer_options)
+        self._add_identity(out, q, active, self.block_index, m.heads, transformer_options, m.k_norm)
+        return m.to_out(out)
+
+
+class HunyuanBlockIdentity(_PatchBase):
+    """A ``patches_replace["dit"]`` entry for a HunyuanVideo double or single block: the original
+    block, then ``img + weight * attention(rms(img), K_id, V_id)`` on the video tokens."""
+
+    def __init__(self, kind: str, block_index: int, heads: int, entries: tuple, inner=None):
+        self.kind, self.block_index, self.heads, self.entries, self.inner = kind, block_index, heads, tuple(entries), inner
+
+    def __call__(self, args, extra):
+        out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
+        transformer_options = args["transformer_options"]
+        if self.kind == "double":
+            # Single blocks see video+text as one sequence; remember where the text starts.
+            transformer_options["iad_txt_len"] = int(out["txt"].shape[1])
+        img = out["img"]
+        active = _active(self.entries, transformer_options, img.shape[0])
+        if not active:
+            return out
+        token_slice = None
+        if self.kind == "single" and transformer_options.get("iad_txt_len"):
+            token_slice = slice(0, img.shape[1] - transformer_options["iad_txt_len"])
+        for entry, rows in active:
+            k_id, v_id = entry.kv(self.block_index, img.device, img.dtype)
+            img = residual_identity_attention(img, k_id, v_id, self.heads, entry.weight, rows, token_slice, _attention)
+            if IDENTITY_CALL_OBSERVERS:
+                entry.notify(self.block_index, transformer_options, rows)
+        out = dict(out)
+        out["img"] = img
+        return out
+
+
+# -- applying -------------------------------------------------------------------------------------
+def architecture_of(model) -> ArchInfo:
+    base = model.model
+    return detect_architecture(base.diffusion_model, type(getattr(base, "model_config", None)).__name__
+                               if getattr(base, "model_config", None) is not None else None)
+
+
+def step_gate(model, start_percent: float, end_percent: float) -> StepGate:
+    sampling = model.get_model_object("model_sampling")
+    return StepGate(float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
+
+
+def apply_identity(model, iad_model: IaDModel, identity: IaDIdentity, weight: float, start_percent: float,
+                   end_percent: float, apply_to_uncond: bool):
+    """A patched clone of ``model`` (or ``model`` itself when the identity could never act)."""
+    arch = architecture_of(model)
+    check_adapter_fits(arch, iad_model.config, f"IaD adapter '{iad_model.name}'")
+    if identity.adapter_id != id(iad_model.adapter):
+        raise ValueError(
+            f"The IAD_IDENTITY input was computed with adapter '{identity.adapter_name}', but IaD Apply got adapter "
+            f"'{iad_model.name}'. Connect the same IaD Model Loader output to IaD Identity and IaD Apply."
+        )
+    gate = step_gate(model, start_percent, end_percent)
+    if weight == 0.0 or gate.never:
+        return model  # bit-identical and free: nothing is patched
+    entry = IdentityEntry(iad_model.adapter, identity.tokens, weight, gate, apply_to_uncond)
+    patched = model.clone()
+    diffusion_model = patched.model.diffusion_model
+    if arch.family in ("wan", "ltxv"):
+        patch_cls = WanCrossAttentionIdentity if arch.family == "wan" else LTXVCrossAttentionIdentity
+        for block in iad_model.config.blocks:
+            key = f"diffusion_model.{arch.site(block)}.forward"
+            current = patched.get_model_object(key)
+            if isinstance(current, patch_cls):  # an earlier IaD Apply in the chain: compose
+                patch = patch_cls(current.module, current.inner, block, current.entries + (entry,))
+            else:
+                module = _get(diffusion_model, arch.site(block))
+                patch = patch_cls(module, current, block, (entry,))
+            patched.add_object_patch(key, patch)
+    else:
+        blocks = set(iad_model.config.blocks)
+        if any(b >= arch.double_blocks for b in blocks):
+            blocks.add(arch.double_blocks - 1)  # records where the text starts for the single blocks
+        dit = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
+        for block in sorted(blocks):
+            kind, index = ("double", block) if block < arch.double_blocks else ("single", block - arch.double_blocks)
+            name = f"{kind}_block"
+            current = dit.get((name, index))
+            entries = (entry,) if block in iad_model.config.blocks else ()
+            if isinstance(current, HunyuanBlockIdentity):
+                patch = HunyuanBlockIdentity(kind, block, arch.num_heads, current.entries + entries, current.inner)
+            else:
+                patch = HunyuanBlockIdentity(kind, block, arch.num_heads, entries, current)
+            patched.set_model_patch_replace(patch, "dit", name, index)
+    adapters = list(patched.get_additional_models_with_key(ADDITIONAL_MODELS_KEY))
+    patched.set_additional_models(ADDITIONAL_MODELS_KEY, adapters + [iad_model.patcher])
+    return patched
+
+
+def _get(root, path: str):
+    obj = root
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj

@@ -1,0 +1,167 @@
+"""IaD Model Loader, IaD Identity, IaD Apply: identity adapters on a native ComfyUI MODEL."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+import folder_paths
+
+from ..iad.adapter import IdentityAdapter
+from ..iad.checkpoint import check_compatible, load_adapter
+from ..iad.decoupling import Decoupler, TrainingFreeDecoupler
+from ..iad.face_types import FaceEmbeds
+from ..iad.patching.arch import UnsupportedModelError
+from . import _patching
+from .comfy_api_compat import io
+from .model_paths import IAD_FOLDER
+
+IAD_MODEL = "IAD_MODEL"
+IAD_IDENTITY = "IAD_IDENTITY"
+DECOUPLING_CHOICES = ["auto", "trained", "training-free", "none"]
+
+# PersonalVideo (arXiv 2411.17048) found that injecting identity only in the later part of
+# denoising keeps the base model's motion and prompt following: the early, high-noise steps lay out
+# composition and motion, the later ones resolve the face.
+DEFAULT_START_PERCENT = 0.3
+
+
+class IaDModelLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IaDModelLoader",
+            display_name="IaD Model Loader",
+            category="IaD",
+            description="Loads an IaD identity adapter (.safetensors) from models/iad. ComfyUI's model management "
+                        "loads and offloads it together with the video model it is applied to.",
+            inputs=[
+                io.Combo.Input("adapter_name", options=folder_paths.get_filename_list(IAD_FOLDER),
+                               tooltip="An IaD adapter checkpoint in ComfyUI/models/iad (made for one model family "
+                                       "and size, e.g. Wan 2.1 14B)."),
+            ],
+            outputs=[io.Custom(IAD_MODEL).Output(display_name="iad_model")],
+        )
+
+    @classmethod
+    def execute(cls, adapter_name: str) -> io.NodeOutput:
+        path = folder_paths.get_full_path(IAD_FOLDER, adapter_name)
+        if path is None:
+            raise ValueError(f"IaD Model Loader: '{adapter_name}' is not in ComfyUI/models/iad. Put the adapter "
+                             "file there (or in a folder your extra_model_paths.yaml lists under 'iad') and refresh.")
+        adapter = load_adapter(path)
+        return io.NodeOutput(_patching.IaDModel.wrap(adapter, name=adapter_name))
+
+
+def _z_id(adapter: IdentityAdapter, embeddings: torch.Tensor, decoupling: str, strength: float) -> tuple[torch.Tensor, str, list[str]]:
+    """One identity embedding [1, D] from N references, and how it was decoupled."""
+    own = adapter.decoupler
+    if decoupling == "auto":
+        decoupling = "trained" if isinstance(own, Decoupler) else "training-free"
+    if decoupling == "trained":
+        if not isinstance(own, Decoupler):
+            raise ValueError(
+                f"IaD Identity: decoupling='trained' needs an adapter with a trained decoupler, but this adapter has "
+                f"decoupler_kind='{adapter.config.decoupler_kind}'. Choose 'training-free' (or 'auto')."
+            )
+        return own.fuse(embeddings.to(own.id_head[0].weight), strength=strength).unsqueeze(0), f"trained (strength {strength})", []
+    if decoupling == "training-free":
+        prior = own.basis if isinstance(own, TrainingFreeDecoupler) else None
+        decoupler = TrainingFreeDecoupler.fit(embeddings, prior=prior, strength=strength)
+        return decoupler.fuse(embeddings).unsqueeze(0), f"training-free (rank {decoupler.rank}, strength {strength})", list(decoupler.notes)
+    mean = embeddings.mean(0)
+    return (mean / mean.norm().clamp_min(1e-8) * embeddings.norm(dim=-1).mean()).unsqueeze(0), "none (mean of the references)", []
+
+
+class IaDIdentity(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IaDIdentity",
+            display_name="IaD Identity",
+            category="IaD",
+            description="Turns the reference faces into identity tokens for IaD Apply, once per run. Decoupling keeps "
+                        "who the person is and drops the photo's expression and pose, so the prompt decides those.",
+            inputs=[
+                io.Custom(IAD_MODEL).Input("iad_model", tooltip="The adapter from IaD Model Loader; its resampler makes the tokens."),
+                io.Custom("FACE_EMBEDS").Input("face_embeds", tooltip="Reference faces of ONE person from IaD Face Embed; "
+                                                                      "several photos give a more robust identity."),
+                io.Combo.Input("decoupling", options=DECOUPLING_CHOICES, default="auto",
+                               tooltip="auto: the adapter's trained decoupler when it has one, else training-free. "
+                                       "trained: the adapter's learned identity/action split. training-free: remove the "
+                                       "directions in which the references differ (expression, pose). none: plain mean."),
+                io.Float.Input("strength", default=1.0, min=0.0, max=1.0, step=0.05,
+                               tooltip="How much of the expression/pose component to remove (0 = keep the raw embedding)."),
+            ],
+            outputs=[io.Custom(IAD_IDENTITY).Output(display_name="identity")],
+        )
+
+    @classmethod
+    def execute(cls, iad_model, face_embeds: FaceEmbeds, decoupling: str = "auto", strength: float = 1.0) -> io.NodeOutput:
+        adapter: IdentityAdapter = iad_model.adapter
+        config = adapter.config
+        if not isinstance(face_embeds, FaceEmbeds):
+            raise ValueError("IaD Identity: face_embeds must come from IaD Face Embed (FACE_EMBEDS).")
+        if face_embeds.dim != config.embed_dim:
+            raise ValueError(
+                f"IaD Identity: the faces were embedded as {face_embeds.dim}-d vectors by '{face_embeds.embedder}', but "
+                f"adapter '{iad_model.name}' expects {config.embed_dim}-d embeddings from '{config.embedder}'."
+            )
+        check_compatible(config, f"IaD adapter '{iad_model.name}'", expected_embedder=face_embeds.embedder)
+        with torch.inference_mode():
+            embeddings = face_embeds.embeddings()
+            z_id, how, notes = _z_id(adapter, embeddings, decoupling, strength)
+            param = next(adapter.resampler.parameters())
+            tokens = adapter.identity_tokens(z_id.to(param.device, param.dtype)).float().cpu()
+        identity = _patching.IaDIdentity(tokens=tokens.clone(), adapter_id=id(adapter), adapter_name=iad_model.name,
+                                         decoupling=how, num_references=len(face_embeds), notes=notes)
+        return io.NodeOutput(identity)
+
+
+class IaDApply(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IaDApply",
+            display_name="IaD Apply",
+            category="IaD",
+            description="Adds the identity to a native video MODEL (Wan 2.1/2.2 T2V and I2V, LTX-Video, HunyuanVideo) "
+                        "as extra attention on identity tokens. Patches a copy: chain it with LoRAs, ModelSamplingSD3 "
+                        "and other patches in any order.",
+            inputs=[
+                io.Model.Input("model", tooltip="The video model from Load Diffusion Model (GGUF/fp8 loaders work too)."),
+                io.Custom(IAD_MODEL).Input("iad_model", tooltip="The adapter from IaD Model Loader, made for this model family and size."),
+                io.Custom(IAD_IDENTITY).Input("identity", tooltip="Identity tokens from IaD Identity (computed with the same adapter)."),
+                io.Float.Input("weight", default=1.0, min=-2.0, max=3.0, step=0.05,
+                               tooltip="Strength of the identity attention. 0 returns the model untouched."),
+                io.Float.Input("start_percent", default=DEFAULT_START_PERCENT, min=0.0, max=1.0, step=0.01,
+                               tooltip="Where in the denoising the identity starts (0 = first step). The default skips "
+                                       "the early steps: PersonalVideo found that identity injected only in the later "
+                                       "part of denoising keeps the model's motion and prompt following, since early "
+                                       "steps lay out composition and motion and later steps resolve the face."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Where the identity stops (1 = last step). Mapped to sigmas with the model's own "
+                                       "percent_to_sigma, so shift settings are respected."),
+                io.Boolean.Input("apply_to_uncond", default=False,
+                                 tooltip="Also add the identity to the negative (unconditional) pass. Off: CFG pushes "
+                                         "towards the identity (stronger likeness). On: identity in both passes (milder). "
+                                         "No effect at cfg 1, where there is no negative pass."),
+            ],
+            outputs=[io.Model.Output()],
+        )
+
+    @classmethod
+    def execute(cls, model, iad_model, identity, weight: float = 1.0, start_percent: float = DEFAULT_START_PERCENT,
+                end_percent: float = 1.0, apply_to_uncond: bool = False) -> io.NodeOutput:
+        if start_percent > end_percent:
+            logging.warning("IaD Apply: start_percent %.3f is after end_percent %.3f, so the identity is never applied "
+                            "and the model is returned unchanged.", start_percent, end_percent)
+        try:
+            patched = _patching.apply_identity(model, iad_model, identity, weight, start_percent, end_percent, apply_to_uncond)
+        except UnsupportedModelError as exc:
+            raise ValueError(f"IaD Apply: {exc}") from None
+        return io.NodeOutput(patched)
+
+
+NODES = [IaDModelLoader, IaDIdentity, IaDApply]
