@@ -1,0 +1,145 @@
+"""One video in, one report out: runs the face analysis once and every metric on its results."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..metrics.clip_score import ClipScoreResult
+from ..metrics.expression import ExpressionResult, expression_copy, expression_vector
+from ..metrics.facesim import FaceSimResult, face_similarity, uniform_frame_indices
+from ..metrics.identity_stability import IdentityStabilityResult, identity_stability
+from ..metrics.motion import MotionResult, motion_metrics
+from .analysis import ReferenceFaces, analyse_frames, face_model_name
+
+SAMPLING_ALL = "all"
+SAMPLING_CONSISID = "consisid16"
+SAMPLINGS = (SAMPLING_ALL, SAMPLING_CONSISID)
+REPORT_VERSION = 1
+CLIP_SKIPPED_NO_MODELS = ("CLIP-T skipped: no CLIP models supplied (connect a CLIP text encoder from Load CLIP and a "
+                          "CLIP vision model from Load CLIP Vision to the IaD Evaluate Video node)")
+
+ClipScorer = Callable[[np.ndarray, str], ClipScoreResult]
+
+
+@dataclass
+class EvaluationReport:
+    source: str
+    num_frames: int
+    height: int
+    width: int
+    fps: float
+    sampling: str
+    face_model: str
+    prompt: str | None
+    facesim: FaceSimResult
+    stability: IdentityStabilityResult
+    motion: MotionResult
+    expression: ExpressionResult | None
+    expression_skipped: str | None
+    clip: ClipScoreResult | None
+    clip_skipped: str | None
+    frames_found_after_padding: list[int] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {
+            "report_version": REPORT_VERSION, "source": self.source, "face_model": self.face_model,
+            "video": {"frames": self.num_frames, "height": self.height, "width": self.width, "fps": self.fps},
+            "sampling": self.sampling, "prompt": self.prompt,
+            "facesim": {**self.facesim.as_dict(), "frames_found_after_padding": self.frames_found_after_padding},
+            "identity_stability": self.stability.as_dict(),
+            "expression_copy": self.expression.as_dict() if self.expression else {"skipped": self.expression_skipped},
+            "motion": self.motion.as_dict(),
+            "clip_t": self.clip.as_dict() if self.clip else {"skipped": self.clip_skipped},
+            "notes": self.notes,
+        }
+
+    def to_json(self, indent: int | None = 1) -> str:
+        return json.dumps(self.as_dict(), indent=indent)
+
+    def summary_row(self) -> dict:
+        """One flat row for the CLI's Markdown/CSV table (NaN where a metric is undefined)."""
+        e = self.expression
+        return {
+            "video": self.source, "frames": self.num_frames, "face_model": self.face_model,
+            "facesim_mean": self.facesim.mean, "facesim_min": self.facesim.min,
+            "face_fraction": self.facesim.face_fraction,
+            "identity_stability": self.stability.adjacent_mean,
+            "copy_paste_rate": e.copy_rate if e else math.nan,
+            "expression_distance": e.mean_distance if e else math.nan,
+            "expression_variability": e.variability if e else math.nan,
+            "motion": self.motion.video_mean_magnitude,
+            "dynamic": self.motion.dynamic,
+            "clip_t": self.clip.mean if self.clip else math.nan,
+        }
+
+
+def evaluate_video(
+    frames: np.ndarray,
+    detector,
+    reference: ReferenceFaces,
+    fps: float,
+    prompt: str | None = None,
+    sampling: str = SAMPLING_ALL,
+    clip_scorer: ClipScorer | None = None,
+    source: str = "video",
+    clip_negative: bool | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> EvaluationReport:
+    """``frames``: (N, H, W, 3) uint8 RGB. ``sampling``: ``"all"`` frames, or ``"consisid16"``
+    (16 uniform frames and cosines clipped at 0, as ConsisID reports FaceSim-Arc)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
+        raise ValueError(f"{source}: expected video frames of shape (N, H, W, 3), got {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"{source}: expected uint8 frames, got {frames.dtype}")
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown frame sampling {sampling!r}; use one of {SAMPLINGS}")
+    n = frames.shape[0]
+    indices = list(range(n)) if sampling == SAMPLING_ALL else uniform_frame_indices(n)
+    if clip_negative is None:
+        clip_negative = sampling == SAMPLING_CONSISID
+    model = face_model_name(detector)
+    notes = list(reference.notes)
+    if reference.face_model and reference.face_model != model:
+        notes.append(f"the reference embeddings were made with {reference.face_model!r} and the video's with "
+                     f"{model!r}: FaceSim compares embeddings of different models only if they are the same recognizer")
+
+    found = analyse_frames(detector, frames, indices, progress=progress)
+    embeddings = [f.face.embedding if f.face is not None else None for f in found]
+    facesim = face_similarity(reference.embeddings, embeddings, indices, face_model=model, clip_negative=clip_negative)
+    stability = identity_stability(embeddings)
+
+    expression, expression_skipped = None, None
+    frame_expressions = [expression_vector(f.face.landmark_3d_68, f.face.pose) if f.face is not None else None
+                         for f in found]
+    if not reference.has_expression:
+        expression_skipped = ("expression copy skipped: the reference face has no 68-point landmarks or pose; the face "
+                              "pack needs its landmark model (1k3d68.onnx, part of antelopev2 and buffalo_l)")
+    elif not any(v is not None and np.any(np.isfinite(v)) for v in frame_expressions):
+        expression_skipped = "expression copy skipped: no video frame has a face with landmarks or pose"
+    else:
+        expression = expression_copy(reference.expressions, frame_expressions, indices)
+
+    motion = motion_metrics(frames, fps)
+
+    clip, clip_skipped = None, None
+    if clip_scorer is None:
+        clip_skipped = CLIP_SKIPPED_NO_MODELS
+    elif not prompt or not prompt.strip():
+        clip_skipped = "CLIP-T skipped: no prompt given"
+    else:
+        clip = clip_scorer(frames[indices], prompt)
+
+    return EvaluationReport(
+        source=source, num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]), fps=float(fps),
+        sampling=sampling, face_model=model, prompt=prompt or None, facesim=facesim, stability=stability,
+        motion=motion, expression=expression, expression_skipped=expression_skipped, clip=clip,
+        clip_skipped=clip_skipped, frames_found_after_padding=[f.face.image_index for f in found if f.padded_retry],
+        notes=notes + facesim.notes,
+    )

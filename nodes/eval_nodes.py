@@ -1,0 +1,137 @@
+"""IaD Evaluate Video: identity, expression-copy, motion (and CLIP-T) metrics of a generated
+video, as a JSON report and a plot of the per-frame curves. The metrics live in ``iad.metrics``
+and ``iad.eval``; this module only converts ComfyUI values and wires CLIP models in."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import torch
+
+from ..iad.eval.analysis import ReferenceFaces
+from ..iad.eval.evaluate import SAMPLING_ALL, SAMPLING_CONSISID, evaluate_video
+from ..iad.metrics.clip_score import clip_text_score
+from ..iad.plotting import image_to_array, plot_report
+from .comfy_api_compat import API_MODULE, io
+
+FaceAnalysis = io.Custom("FACE_ANALYSIS")
+FaceEmbeds = io.Custom("FACE_EMBEDS")
+
+SAMPLING_CHOICES = {"all frames": SAMPLING_ALL, "ConsisID (16 uniform frames)": SAMPLING_CONSISID}
+CLIP_BATCH = 16
+
+
+def images_to_uint8(images: torch.Tensor, what: str) -> np.ndarray:
+    """ComfyUI IMAGE ([B, H, W, C] float 0-1) -> (B, H, W, 3) uint8 RGB, with clear errors."""
+    if not isinstance(images, torch.Tensor):
+        raise ValueError(f"{what}: expected an IMAGE batch, got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images[None]
+    if images.ndim != 4 or images.shape[0] == 0 or images.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"{what}: expected IMAGE frames [frames, height, width, channels], got {tuple(images.shape)}")
+    if not torch.isfinite(images).all():
+        raise ValueError(f"{what}: the frames contain NaN/inf values: check the node that produced them (VAE decode)")
+    images = images.detach().to("cpu", torch.float32)
+    if images.shape[-1] == 1:
+        images = images.expand(-1, -1, -1, 3)
+    return (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def make_clip_scorer(clip, clip_vision):
+    """CLIP-T from ComfyUI's own CLIP (text encoder: projected pooled output) and CLIP_VISION
+    (``image_embeds``) objects."""
+
+    def score(frames: np.ndarray, prompt: str):
+        tokens = clip.tokenize(prompt)
+        _, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+        if pooled is None:
+            raise ValueError("CLIP-T: this text encoder gives no pooled embedding: load a CLIP text encoder "
+                             "(clip_l / clip_g) with Load CLIP")
+        pixels = torch.from_numpy(frames).float() / 255.0
+        embeds = [clip_vision.encode_image(pixels[i:i + CLIP_BATCH])["image_embeds"] for i in range(0, len(pixels), CLIP_BATCH)]
+        return clip_text_score(pooled.reshape(pooled.shape[0], -1)[0].float(), torch.cat(embeds).float(),
+                               text_model=type(getattr(clip, "cond_stage_model", clip)).__name__,
+                               image_model=type(getattr(clip_vision, "model", clip_vision)).__name__)
+
+    return score
+
+
+class IaDEvaluateVideo(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IaDEvaluateVideo",
+            display_name="IaD Evaluate Video",
+            category="IaD/evaluation",
+            description=(
+                "Measures a generated video against the reference face: FaceSim (identity per frame, with the share "
+                "of frames where a face was found), identity stability, expression copy (does the face copy the "
+                "photo's expression and head pose, or follow the prompt?), motion (Farneback optical flow and a "
+                "VBench-style dynamic degree) and, when CLIP models are connected, CLIP-T. Outputs a JSON report "
+                "and a plot of the per-frame curves. Definitions: docs/metrics.md."),
+            is_output_node=True,
+            inputs=[
+                io.Image.Input("video", tooltip="The generated video frames (IMAGE batch, e.g. from VAE Decode)."),
+                FaceAnalysis.Input("face_analysis", tooltip="Face detector/recognizer from IaD Face Analysis Loader; "
+                                   "its recognizer is named in the report."),
+                FaceEmbeds.Input("reference_embeds", optional=True,
+                                 tooltip="Reference identity from IaD Face Embed (made with the same face pack). "
+                                         "Give this or reference_image."),
+                io.Image.Input("reference_image", optional=True,
+                               tooltip="Reference photo(s) of the person; used when reference_embeds is not connected."),
+                io.String.Input("prompt", default="", multiline=True, optional=True,
+                                tooltip="The prompt the video was generated from (for CLIP-T and the report)."),
+                io.Float.Input("fps", default=16.0, min=1.0, max=240.0, step=1.0,
+                               tooltip="Frame rate of the video (Wan: 16, Wan 2.2 5B: 24); sets the dynamic-degree "
+                                       "frame sampling and threshold."),
+                io.Combo.Input("frame_sampling", options=list(SAMPLING_CHOICES), default="all frames",
+                               tooltip="Evaluate faces on every frame, or on ConsisID's 16 uniformly sampled frames "
+                                       "(cosines clipped at 0, as ConsisID reports FaceSim-Arc)."),
+                io.Clip.Input("clip", optional=True,
+                              tooltip="Optional CLIP text encoder (Load CLIP, e.g. clip_l) for CLIP-T; needs clip_vision too."),
+                io.ClipVision.Input("clip_vision", optional=True,
+                                    tooltip="Optional CLIP vision model (Load CLIP Vision) of the same CLIP as `clip`."),
+            ],
+            outputs=[
+                io.String.Output(display_name="report", tooltip="The evaluation as JSON (docs/metrics.md)."),
+                io.Image.Output(display_name="plot", tooltip="Per-frame curves: identity, expression distance to the "
+                                                             "reference, motion."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, video, face_analysis, reference_embeds=None, reference_image=None, prompt: str = "",
+                fps: float = 16.0, frame_sampling: str = "all frames", clip=None, clip_vision=None) -> io.NodeOutput:
+        if not hasattr(face_analysis, "detect"):
+            raise ValueError("IaD Evaluate Video: face_analysis must come from IaD Face Analysis Loader")
+        frames = images_to_uint8(video, "IaD Evaluate Video: video")
+        if reference_embeds is not None:
+            reference = ReferenceFaces.from_face_embeds(reference_embeds)
+        elif reference_image is not None:
+            photos = images_to_uint8(reference_image, "IaD Evaluate Video: reference_image")
+            reference = ReferenceFaces.from_images(face_analysis, list(photos),
+                                                   [f"reference_image {i}" for i in range(len(photos))])
+        else:
+            raise ValueError("IaD Evaluate Video needs the reference face: connect reference_embeds (IaD Face Embed) "
+                             "or reference_image (the photo).")
+        if frame_sampling not in SAMPLING_CHOICES:
+            raise ValueError(f"IaD Evaluate Video: frame_sampling must be one of {list(SAMPLING_CHOICES)}")
+        scorer, clip_note = None, None
+        if clip is not None and clip_vision is not None:
+            scorer = make_clip_scorer(clip, clip_vision)
+        elif clip is not None or clip_vision is not None:
+            missing = "clip_vision" if clip_vision is None else "clip"
+            clip_note = f"CLIP-T skipped: {missing} is not connected (CLIP-T needs both a CLIP text encoder and a CLIP vision model)"
+        report = evaluate_video(frames, face_analysis, reference, fps, prompt=prompt or None,
+                                sampling=SAMPLING_CHOICES[frame_sampling], clip_scorer=scorer, source="video")
+        if clip_note:
+            report.clip_skipped = clip_note
+        text = report.to_json()
+        plot = torch.from_numpy(image_to_array(plot_report(report)).astype(np.float32) / 255.0)[None]
+        # Shown on the node itself (an output node): the plot as a preview and the report as text.
+        ui = importlib.import_module(API_MODULE).ui
+        return io.NodeOutput(text, plot, ui={"images": ui.PreviewImage(plot, cls=cls).as_dict()["images"], "text": [text]})
+
+
+NODES = [IaDEvaluateVideo]
