@@ -25,6 +25,7 @@ class DetectedFace:
     landmark_2d_106: np.ndarray | None = None   # (106, 2) when the pack has a 2D-106 model
     landmark_3d_68: np.ndarray | None = None    # (68, 3) when the pack has a 3D-68 model
     pose: np.ndarray | None = None              # (3,) pitch, yaw, roll in degrees (3D-68 model)
+    aligned_crop: np.ndarray | None = None      # (S, S, 3) uint8 RGB ArcFace-aligned crop the embedding came from
 
 
 @dataclass
