@@ -101,7 +101,8 @@ class IaDIdentity(io.ComfyNode):
     def execute(cls, iad_model, face_embeds: FaceEmbeds, decoupling: str = "auto", strength: float = 1.0) -> io.NodeOutput:
         adapter: IdentityAdapter = iad_model.adapter
         config = adapter.config
-        if not isinstance(face_embeds, FaceEmbeds):
+        # Duck-typed: iad is importable under two names (iad / <pack>.iad), so isinstance would lie.
+        if not all(hasattr(face_embeds, a) for a in ("embeddings", "dim", "embedder")):
             raise ValueError("IaD Identity: face_embeds must come from IaD Face Embed (FACE_EMBEDS).")
         if face_embeds.dim != config.embed_dim:
             raise ValueError(
