@@ -20,6 +20,7 @@ from harness.lynx_files import (
     LynxSpec,
     ip_layer_shapes,
     lynx_tensors,
+    reference_resampler,
     resampler_shapes,
     write_lynx,
 )
@@ -130,28 +131,6 @@ def test_loaded_adapter_carries_the_file_tensors_at_the_right_blocks(lynx_dirs, 
     assert torch.equal(adapter.resampler.layers[1][1][3].weight, resampler["layers.1.1.3.weight"])
 
 
-def _lynx_resampler_reference(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int, depth: int) -> torch.Tensor:
-    """Lynx's Resampler written out from its equations (IP-Adapter Perceiver)."""
-    ln = lambda t, p: F.layer_norm(t, t.shape[-1:], sd[p + ".weight"], sd[p + ".bias"], 1e-5)  # noqa: E731
-    x = x @ sd["proj_in.weight"].T + sd["proj_in.bias"]                     # [B, 1, D]
-    lat = sd["latents"].expand(x.shape[0], -1, -1)
-    for l in range(depth):
-        p = f"layers.{l}."
-        xi, li = ln(x, p + "0.norm1"), ln(lat, p + "0.norm2")
-        q = li @ sd[p + "0.to_q.weight"].T
-        k, v = (torch.cat([xi, li], 1) @ sd[p + "0.to_kv.weight"].T).chunk(2, -1)
-        split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
-        q, k, v = split(q), split(k), split(v)
-        scale = 1 / math.sqrt(math.sqrt(q.shape[-1]))
-        w = torch.softmax((q * scale) @ (k * scale).transpose(-2, -1), -1)
-        o = (w @ v).transpose(1, 2).reshape(lat.shape[0], lat.shape[1], -1)
-        lat = lat + o @ sd[p + "0.to_out.weight"].T
-        h = ln(lat, p + "1.0") @ sd[p + "1.1.weight"].T
-        lat = lat + F.gelu(h) @ sd[p + "1.3.weight"].T
-    out = lat @ sd["proj_out.weight"].T + sd["proj_out.bias"]
-    return ln(out, "norm_out")
-
-
 @pytest.mark.parametrize("variant", ["full", "lite"])
 def test_identity_tokens_equal_lynx_resampler_equations(lynx_dirs, variant):
     spec = FULL if variant == "full" else LITE
@@ -159,11 +138,11 @@ def test_identity_tokens_equal_lynx_resampler_equations(lynx_dirs, variant):
     adapter = load_lynx(lynx_dirs[variant])
     e = F.normalize(torch.randn(3, 512, generator=torch.Generator().manual_seed(5)), dim=-1)
     ours = adapter.identity_tokens(e)
-    ref = _lynx_resampler_reference(resampler, e[:, None, :], spec.heads, spec.depth)   # Lynx feeds [B, 1, 512]
+    ref = reference_resampler(resampler, e[:, None, :], spec.heads, spec.depth)   # Lynx feeds [B, 1, 512]
     assert ours.shape == (3, spec.queries, spec.output)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
     # Lynx's unconditional branch: the resampler of an all-zero embedding (not "no identity").
-    torch.testing.assert_close(adapter.null_tokens(1), _lynx_resampler_reference(resampler, torch.zeros(1, 1, 512), spec.heads, spec.depth), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(adapter.null_tokens(1), reference_resampler(resampler, torch.zeros(1, 1, 512), spec.heads, spec.depth), atol=1e-5, rtol=1e-5)
 
 
 def test_bf16_files_load_and_keep_their_dtype_unless_asked(tmp_path):

@@ -25,7 +25,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import torch
+import torch.nn.functional as F
 from safetensors.torch import save_file
 
 
@@ -109,3 +112,25 @@ def write_lynx(folder: Path, spec: LynxSpec, dtype: torch.dtype = torch.float32)
     save_file({k: v.to(dtype) for k, v in resampler.items()}, str(folder / "resampler.safetensors"))
     save_file({k: v.to(dtype) for k, v in ip_layers.items()}, str(folder / "ip_layers.safetensors"))
     return folder
+
+
+def reference_resampler(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int, depth: int) -> torch.Tensor:
+    """Lynx's Resampler written out from its equations (IP-Adapter Perceiver)."""
+    ln = lambda t, p: F.layer_norm(t, t.shape[-1:], sd[p + ".weight"], sd[p + ".bias"], 1e-5)  # noqa: E731
+    x = x @ sd["proj_in.weight"].T + sd["proj_in.bias"]                     # [B, 1, D]
+    lat = sd["latents"].expand(x.shape[0], -1, -1)
+    for l in range(depth):
+        p = f"layers.{l}."
+        xi, li = ln(x, p + "0.norm1"), ln(lat, p + "0.norm2")
+        q = li @ sd[p + "0.to_q.weight"].T
+        k, v = (torch.cat([xi, li], 1) @ sd[p + "0.to_kv.weight"].T).chunk(2, -1)
+        split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)  # noqa: E731
+        q, k, v = split(q), split(k), split(v)
+        scale = 1 / math.sqrt(math.sqrt(q.shape[-1]))
+        w = torch.softmax((q * scale) @ (k * scale).transpose(-2, -1), -1)
+        o = (w @ v).transpose(1, 2).reshape(lat.shape[0], lat.shape[1], -1)
+        lat = lat + o @ sd[p + "0.to_out.weight"].T
+        h = ln(lat, p + "1.0") @ sd[p + "1.1.weight"].T
+        lat = lat + F.gelu(h) @ sd[p + "1.3.weight"].T
+    out = lat @ sd["proj_out.weight"].T + sd["proj_out.bias"]
+    return ln(out, "norm_out")
