@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=Path, default=None,
                    help="JSON {video name: prompt} or CSV with columns video,prompt (default: <video name>.txt)")
     p.add_argument("--face-pack", type=Path, default=None,
-                   help="insightface model pack folder (e.g. ComfyUI/models/insightface/antelopev2)")
+                   help="insightface model pack folder (e.g. ComfyUI/models/insightface/models/antelopev2) or name")
     p.add_argument("--provider", default="auto", help="onnxruntime execution provider: auto, CPU, CUDA, ...")
     p.add_argument("--det-size", type=int, default=640, help="face detection size in pixels")
     p.add_argument("--sampling", choices=SAMPLINGS, default=SAMPLING_ALL,
@@ -108,13 +108,15 @@ def find_reference(video: Path, name: str, reference: Path | None, videos_root: 
 
 
 def load_face_analyzer(args):
-    """The insightface analyser (``iad.face_analysis``) on the given pack."""
-    from .. import face_analysis
+    """The insightface analyser (``iad.face_analysis.FaceAnalyzer``) on ``--face-pack``: a pack
+    folder path, or a pack name looked up under ``IAD_INSIGHTFACE_ROOT`` and ``~/.insightface``."""
+    from ..face_analysis import FaceAnalyzer
 
     if args.face_pack is None:
         raise ValueError("--face-pack is required: the folder of an insightface pack, e.g. "
-                         "ComfyUI/models/insightface/antelopev2")
-    return face_analysis.load_from_cli(args.face_pack, provider=args.provider, det_size=args.det_size)
+                         "ComfyUI/models/insightface/models/antelopev2 (or a pack name under IAD_INSIGHTFACE_ROOT)")
+    pack = str(args.face_pack.resolve()) if args.face_pack.exists() else str(args.face_pack)
+    return FaceAnalyzer.load(pack, provider=args.provider, det_size=args.det_size, cache=False)
 
 
 class _Progress:

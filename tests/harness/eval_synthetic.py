@@ -78,8 +78,11 @@ class SyntheticFaceAnalyzer:
 
     embedder = "synthetic/colour-layout-48"
 
-    def __init__(self, min_face_pixels: int = 400):
+    def __init__(self, min_face_pixels: int = 400, min_margin: int = 0):
+        # min_margin: faces closer than this to the image border are missed, like real detectors
+        # miss tightly cropped faces (what the padding retry is for)
         self.min_face_pixels = min_face_pixels
+        self.min_margin = min_margin
         self.calls = 0
 
     def detect(self, image: np.ndarray) -> list[DetectedFace]:
@@ -97,6 +100,9 @@ class SyntheticFaceAnalyzer:
         if stats[best, cv2.CC_STAT_AREA] < self.min_face_pixels:
             return []
         x, y, w, h = (int(v) for v in stats[best, :4])
+        height, width = skin.shape
+        if min(x, y, width - (x + w), height - (y + h)) < self.min_margin:
+            return []
         face_mask = np.zeros_like(skin)
         face_mask[y:y + h, x:x + w] = 1
         dark = ((brightness < 3 * 60) & (face_mask > 0)).astype(np.uint8)
