@@ -22,6 +22,7 @@ import importlib.metadata
 import logging
 import os
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -216,6 +217,19 @@ def locate_pack(pack: str | os.PathLike, search_roots: Iterable[str | os.PathLik
         + "ComfyUI-IaD never downloads models: get the pack (the same antelopev2 PuLID/InstantID use) and unzip it "
         f"so the .onnx files sit directly in {expected}{os.sep}."
     )
+
+
+def pack_fingerprint(pack: str | os.PathLike, search_roots: Iterable[str | os.PathLike] | None = None) -> str:
+    """Changes whenever the pack's files (or where it is found) change; cheap (no model loading)."""
+    try:
+        location = locate_pack(pack, search_roots)
+    except FacePackError as exc:
+        return f"error: {exc}"
+    files = []
+    for path in _onnx_files(location.folder):
+        stat = path.stat()
+        files.append(f"{path.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return f"{location.folder}|" + "|".join(files)
 
 
 # -- onnxruntime providers ----------------------------------------------------------------------------
@@ -423,8 +437,7 @@ class FaceAnalyzer:
         if warning:
             _warn_once(warning)
             notes.append(warning)
-        key = (str(location.folder.resolve()), tuple(providers), det_size,
-               tuple((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in _onnx_files(location.folder)))
+        key = (str(location.folder.resolve()), tuple(providers), det_size, pack_fingerprint(location.folder))
         if cache:
             with _CACHE_LOCK:
                 cached = _CACHE.get(key)
@@ -543,7 +556,9 @@ class FaceAnalyzer:
         from insightface.utils import face_align
 
         rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else as_rgb_uint8(image)
-        return face_align.norm_crop(rgb, landmark=np.asarray(kps, dtype=np.float32), image_size=self.crop_size)
+        with warnings.catch_warnings():  # scikit-image deprecation inside insightface, once per face otherwise
+            warnings.simplefilter("ignore", FutureWarning)
+            return face_align.norm_crop(rgb, landmark=np.asarray(kps, dtype=np.float32), image_size=self.crop_size)
 
     def embed_aligned(self, crops) -> torch.Tensor:
         """(N, D) float32 L2-normalised embeddings of aligned RGB crops, in batched recognizer calls
@@ -569,7 +584,8 @@ class FaceAnalyzer:
                      on_missing: str = "raise", retry: bool = True, landmarks: bool = True,
                      same_person_threshold: float | None = SAME_PERSON_THRESHOLD) -> FaceEmbeds:
         """One face per image (chosen by ``policy``: largest / most confident / index, where
-        ``face_index`` counts faces from left to right), embedded in one batched recognizer call.
+        ``face_index`` counts faces from left to right; a photo with a single face always gives that
+        face), embedded in one batched recognizer call.
         ``on_missing``: "raise" (NoFaceError naming the image) or "skip" (noted in ``info``).
         With two or more faces, photos that do not look like the same person are named in ``info``."""
         if policy not in SELECTION_POLICIES:
@@ -634,6 +650,8 @@ class FaceAnalyzer:
         if policy == "most confident":
             return max(candidates, key=lambda c: (c.score, c.area))
         ordered = sorted(candidates, key=lambda c: (float(c.bbox[0] + c.bbox[2]), float(c.bbox[1] + c.bbox[3])))
+        if len(ordered) == 1:
+            return ordered[0]  # a photo with one face is unambiguous whatever the index
         if not 0 <= face_index < len(ordered):
             raise FaceAnalysisError(
                 f"{where} has {len(ordered)} face(s) but face index {face_index} was asked for (faces are numbered "
