@@ -5,6 +5,6 @@ Each backend embeds *aligned* face crops (the 5-point similarity alignment that 
 checkpoints record, so a loader can refuse identity tokens computed from the wrong recognizer.
 """
 
-from .irse50 import IRSE50_EMBEDDER, IRSE50Recognizer, build_irse50, load_irse50
+from .irse50 import IRSE50_EMBEDDER, IRSE50Recognizer, analyzer_with_irse50, build_irse50, load_irse50
 
-__all__ = ["IRSE50_EMBEDDER", "IRSE50Recognizer", "build_irse50", "load_irse50"]
+__all__ = ["IRSE50_EMBEDDER", "IRSE50Recognizer", "analyzer_with_irse50", "build_irse50", "load_irse50"]

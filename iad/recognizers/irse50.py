@@ -227,3 +227,38 @@ class IRSE50Recognizer:
     def embed_rgb_crops(self, crops_rgb, batch_size: int = 64) -> torch.Tensor:
         crops = crops_rgb[..., ::-1] if isinstance(crops_rgb, np.ndarray) else torch.flip(torch.as_tensor(crops_rgb), dims=[-1])
         return self.embed_bgr_crops(crops, batch_size)
+
+
+def analyzer_with_irse50(analyzer, recognizer: IRSE50Recognizer):
+    """A copy of a face analyzer (``iad.face_analysis.FaceAnalyzer``) that keeps its detector and its
+    5-point ArcFace alignment but embeds the aligned crops with IR-SE50.
+
+    The alignment insightface's ``norm_crop`` does at 112 px (similarity transform onto the standard
+    ArcFace template) is the one Lynx uses, so only the recognizer changes. The copy's ``embedder``
+    is ``facexlib/irse50``, which adapter checks compare against.
+    """
+    import copy
+
+    for attribute in ("embed_aligned", "embedder", "crop_size", "describe"):
+        if not hasattr(analyzer, attribute):
+            raise TypeError(f"expected a FACE_ANALYSIS from IaD Face Analysis Loader, got {type(analyzer).__name__}")
+    twin = copy.copy(analyzer)
+    base_describe = analyzer.describe
+    twin.embedder = recognizer.embedder
+    twin.crop_size = INPUT_SIZE
+    twin.notes = list(getattr(analyzer, "notes", [])) + [
+        f"identity embeddings by IR-SE50 ({recognizer.embedder}, torch on {recognizer.device}) on the detector's aligned 112x112 crops"
+    ]
+
+    def embed_aligned(crops) -> torch.Tensor:
+        batch = [np.asarray(c) for c in crops]
+        if not batch:
+            return torch.zeros(0, EMBED_DIM)
+        for i, crop in enumerate(batch):
+            if crop.shape != (INPUT_SIZE, INPUT_SIZE, 3) or crop.dtype != np.uint8:
+                raise ValueError(f"aligned face {i + 1} is {crop.shape} {crop.dtype}; IR-SE50 needs 112x112x3 uint8 RGB crops")
+        return recognizer.embed_rgb_crops(np.stack(batch))
+
+    twin.embed_aligned = embed_aligned
+    twin.describe = lambda: f"{base_describe()}; identity embeddings by IR-SE50 ({recognizer.embedder})"
+    return twin
