@@ -1,0 +1,222 @@
+"""IaD Apply in-process, on tiny generated models of every supported family, through ComfyUI's
+own loader and sampler: bit-identity when inactive, no leaks, clones, chains, step gating,
+cfg 1 / uncond handling, tokens once per run, model management of the adapter, clear errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from harness import apply_fixtures as af
+
+SUPPORTED = ["wan-t2v", "wan-i2v", "ltxv", "hunyuan-video"]
+
+
+@pytest.fixture(scope="module")
+def fx(comfy, pack):
+    return af
+
+
+@pytest.fixture(scope="module")
+def models(fx):
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            family = af.FAMILIES[name]
+            cache[name] = (family, af.load_model(family), *af.iad_inputs(family))
+        return cache[name]
+
+    return get
+
+
+# -- architecture detection and refusals -------------------------------------------------------------
+@pytest.mark.parametrize("name, family, blocks", [
+    ("wan-t2v", "wan", 2), ("wan-i2v", "wan", 2), ("wan2.2-5b", "wan", 2), ("ltxv", "ltxv", 2), ("hunyuan-video", "hunyuan_video", 4),
+])
+def test_architecture_is_detected_from_the_loaded_model(models, name, family, blocks):
+    _, model, _, _ = models(name)
+    arch = af.module("nodes._patching").architecture_of(model)
+    assert (arch.family, arch.model_dim, arch.num_blocks) == (family, 128, blocks)
+    if family == "hunyuan_video":
+        assert arch.double_blocks == 2 and arch.site(3) == "single_blocks.1"
+
+
+def test_unsupported_model_is_refused_by_name(fx):
+    import comfy.model_patcher
+    import comfy.supported_models
+
+    unet = {"use_checkpoint": False, "image_size": 32, "use_spatial_transformer": True, "legacy": False,
+            "num_classes": "sequential", "adm_in_channels": 2816, "in_channels": 4, "out_channels": 4,
+            "model_channels": 32, "num_res_blocks": [1], "transformer_depth": [1], "channel_mult": [1],
+            "transformer_depth_middle": 1, "use_linear_in_transformer": True, "context_dim": 64,
+            "num_head_channels": 32, "transformer_depth_output": [1, 1], "use_temporal_attention": False,
+            "use_temporal_resblock": False}
+    sdxl = comfy.model_patcher.ModelPatcher(comfy.supported_models.SDXL(unet).get_model({}, ""), torch.device("cpu"), torch.device("cpu"))
+    iad_model, identity = af.iad_inputs(af.FAMILIES["wan-t2v"])
+    with pytest.raises(ValueError) as err:
+        af.apply(sdxl, iad_model, identity)
+    assert "IaD supports Wan 2.1/2.2 T2V and I2V, LTX-Video, HunyuanVideo; this is SDXL" in str(err.value)
+
+
+def test_width_and_family_mismatches_are_refused(models):
+    family, model, _, _ = models("wan-t2v")
+    big = af.module("nodes._patching").IaDModel.wrap(
+        af.module("iad.adapter").IdentityAdapter.random(af.module("iad.adapter").AdapterConfig.tiny(model_dim=5120, blocks=[0])),
+        "wan14b.safetensors")
+    identity = af.module("nodes.iad_nodes").IaDIdentity.execute(big, af.face_embeds()).result[0]
+    with pytest.raises(ValueError) as err:
+        af.apply(model, big, identity)
+    message = str(err.value)
+    assert "width 5120 (Wan 2.1/2.2 14B)" in message and "width 128" in message and "wan14b.safetensors" in message
+    ltx_model, ltx_identity = af.iad_inputs(af.FAMILIES["ltxv"])
+    with pytest.raises(ValueError, match="made for LTX-Video, but the model is Wan T2V"):
+        af.apply(model, ltx_model, ltx_identity)
+    other_model, _ = af.iad_inputs(family, adapter_seed=5)
+    _, identity_of_other = af.iad_inputs(family, adapter_seed=6)
+    with pytest.raises(ValueError, match="same IaD Model Loader output"):
+        af.apply(model, other_model, identity_of_other)
+
+
+# -- the must-hold properties, on every family ----------------------------------------------------
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_inactive_is_bit_identical_active_changes_nothing_leaks_and_clones_reproduce(models, name):
+    family, model, iad_model, identity = models(name)
+    base = af.sample(model, family, steps=3)
+    weights_before = {k: v.clone() for k, v in model.model.state_dict().items()}
+
+    with af.CallRecorder() as rec:
+        zero = af.apply(model, iad_model, identity, weight=0.0)
+        assert torch.equal(af.sample(zero, family, steps=3), base)
+        # A range inside the last 1 % of denoising: patched, but no sampled sigma ever falls in it.
+        never = af.apply(model, iad_model, identity, start=0.99, end=1.0)
+        assert never is not model, "a range that is valid but never reached must still patch (the gate decides)"
+        assert torch.equal(af.sample(never, family, steps=3), base)
+    assert rec.events == [], "an inactive identity must not run a single identity attention"
+
+    with af.CallRecorder() as rec:
+        patched = af.apply(model, iad_model, identity, start=0.0, end=1.0)
+        out = af.sample(patched, family, steps=3)
+    assert len(rec.events) == 3 * len(family.blocks), "one identity attention per patched block per step"
+    assert (out - base).abs().max() > 1e-3, "the identity had no effect"
+
+    assert torch.equal(af.sample(model, family, steps=3), base), "the unpatched model changed after a patched run"
+    assert all(torch.equal(v, weights_before[k]) for k, v in model.model.state_dict().items())
+    assert not model.object_patches and "patches_replace" not in model.model_options["transformer_options"]
+    assert torch.equal(af.sample(patched.clone(), family, steps=3), out), "a clone of the patched model differs"
+
+
+def test_step_range_gates_exactly_the_steps_inside_it(models):
+    import comfy.samplers
+
+    family, model, iad_model, identity = models("wan-t2v")
+    steps = 6
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps)[:-1].tolist()
+    patching = af.module("nodes._patching")
+    gate = patching.step_gate(model, 0.5, 1.0)
+    expected_active = [s for s in sigmas if gate.sigma_end <= s <= gate.sigma_start]
+    assert 0 < len(expected_active) < steps
+
+    def run(m):
+        x0 = []
+        out = af.sample(m, family, steps=steps, callback=lambda step, denoised, x, total: x0.append(denoised.clone()))
+        return out, x0
+
+    base, base_x0 = run(model)
+    with af.CallRecorder() as rec:
+        out, x0 = run(af.apply(model, iad_model, identity, start=0.5, end=1.0))
+    assert rec.sigmas == pytest.approx(sorted(expected_active, reverse=True), abs=1e-5)
+    first_active = sigmas.index(expected_active[0])
+    for step in range(steps):
+        same = torch.equal(x0[step], base_x0[step])
+        assert same == (step < first_active), f"step {step} (sigma {sigmas[step]:.3f}): identical={same}"
+    assert not torch.equal(out, base)
+
+
+def test_two_applies_compose_like_their_summed_weight(models):
+    family, model, iad_model, identity = models("wan-t2v")
+    chained = af.apply(af.apply(model, iad_model, identity, weight=0.4), iad_model, identity, weight=0.8)
+    with af.CallRecorder() as rec:
+        a = af.sample(chained, family, steps=3)
+    assert len({e["entry"] for e in rec.events}) == 2
+    summed = af.sample(af.apply(model, iad_model, identity, weight=1.2), family, steps=3)
+    single = af.sample(af.apply(model, iad_model, identity, weight=0.8), family, steps=3)
+    # weight * attention is added before the output projection, so two entries add linearly.
+    assert torch.allclose(a, summed, atol=1e-4, rtol=1e-4)
+    assert (a - single).abs().max() > 1e-3
+    assert len(chained.get_additional_models()) == 2
+
+
+def test_hunyuan_chain_composes(models):
+    family, model, iad_model, identity = models("hunyuan-video")
+    other_model, other_identity = af.iad_inputs(family, adapter_seed=1, face_seed=1)
+    chained = af.apply(af.apply(model, iad_model, identity, weight=0.5), other_model, other_identity, weight=0.5)
+    with af.CallRecorder() as rec:
+        a = af.sample(chained, family, steps=2)
+    assert len({e["entry"] for e in rec.events}) == 2
+    assert not torch.equal(a, af.sample(af.apply(model, iad_model, identity, weight=0.5), family, steps=2))
+    dit = chained.model_options["transformer_options"]["patches_replace"]["dit"]
+    assert set(dit) == {("double_block", 1), ("single_block", 0), ("single_block", 1)}
+
+
+def test_cfg1_and_the_unconditional_toggle(models):
+    family, model, iad_model, identity = models("wan-t2v")
+    with af.CallRecorder() as rec:
+        cfg1 = af.sample(af.apply(model, iad_model, identity), family, steps=2, cfg=1.0)
+    assert rec.events and all(e["rows"] is None for e in rec.events)  # cond only: every row
+    assert not torch.equal(cfg1, af.sample(model, family, steps=2, cfg=1.0))
+
+    with af.CallRecorder() as cond_only:
+        af.sample(af.apply(model, iad_model, identity, apply_to_uncond=False), family, steps=2)
+    with af.CallRecorder() as both:
+        with_uncond = af.sample(af.apply(model, iad_model, identity, apply_to_uncond=True), family, steps=2)
+    # ComfyUI batches [cond, uncond] or [uncond, cond]: one row of two gets the identity.
+    assert all(e["rows"] is not None and len(e["rows"]) == 1 for e in cond_only.events)
+    assert all(e["rows"] is None for e in both.events)
+    assert not torch.equal(with_uncond, af.sample(af.apply(model, iad_model, identity), family, steps=2))
+
+
+def test_tokens_once_per_run_kv_once_per_block_and_weights_managed(models):
+    import comfy.model_management
+
+    family, model, _, _ = models("wan-t2v")
+    iad_model, _ = af.iad_inputs(family, adapter_seed=3)
+    adapter = iad_model.adapter
+    calls = {"resampler": 0, "kv": 0}
+    hooks = [adapter.resampler.register_forward_hook(lambda *a: calls.__setitem__("resampler", calls["resampler"] + 1))]
+    hooks += [adapter.blocks[str(b)].to_k_ip.register_forward_hook(lambda *a: calls.__setitem__("kv", calls["kv"] + 1))
+              for b in family.blocks]
+    try:
+        identity = af.module("nodes.iad_nodes").IaDIdentity.execute(iad_model, af.face_embeds()).result[0]
+        assert calls["resampler"] == 1
+        patched = af.apply(model, iad_model, identity)
+        af.sample(patched, family, steps=4)
+        af.sample(patched, family, steps=4)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert calls["resampler"] == 1, "identity tokens must never be recomputed during sampling"
+    assert calls["kv"] == len(family.blocks), "identity K/V are computed once per block, then cached"
+    assert iad_model.patcher in patched.get_additional_models()
+    loaded = [m.model.model for m in comfy.model_management.current_loaded_models if m.model is not None]
+    assert any(m is adapter for m in loaded), "model management did not load the adapter with the model"
+
+
+def test_patch_objects_deepcopy_cheaply_and_keep_the_module_tree(models):
+    family, model, iad_model, identity = models("hunyuan-video")
+    patched = af.apply(model, iad_model, identity)
+    clone = patched.clone()
+    dit_a = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+    dit_b = clone.model_options["transformer_options"]["patches_replace"]["dit"]
+    assert all(dit_a[k] is dit_b[k] for k in dit_a)
+    patch = next(iter(dit_a.values()))
+    assert copy.deepcopy(patch) is patch and patch.to(torch.device("cpu")) is patch and patch.models() == []
+
+    _, wan, wan_model, wan_identity = models("wan-t2v")
+    wan_patched = af.apply(wan, wan_model, wan_identity)
+    assert set(wan_patched.object_patches) == {f"diffusion_model.blocks.{b}.cross_attn.forward" for b in (0, 1)}
+    # Only `forward` is replaced: LoRA keys / lowvram casting see the same modules.
+    names = [n for n, _ in wan_patched.model.named_modules()]
+    assert "diffusion_model.blocks.0.cross_attn.q" in names
