@@ -203,3 +203,42 @@ def test_cli_usage_errors_exit_2(tmp_path, capsys):
     assert main([str(tmp_path), "--no-plots"], analyzer=SyntheticFaceAnalyzer()) == 1
     row = next(csv.DictReader(open(tmp_path / "iad-eval" / "report.csv")))
     assert row["status"] == "error" and "no reference photo for v" in row["message"]
+
+
+def test_python_m_iad_eval_with_a_real_insightface_pack(tmp_path):
+    """The command a user types, in a fresh process, on the generated insightface pack."""
+    import subprocess
+    import sys
+
+    from harness import insightface_pack as ip
+    from harness.paths import REPO_ROOT
+
+    pack = ip.ensure_pack(ip.ANTELOPEV2)
+    root = tmp_path / "videos"
+    (root / "references").mkdir(parents=True)
+    Image.fromarray(ip.face_image(size=256, face=64, person=0)).save(root / "references" / "reference.png")
+    same = np.stack([ip.face_image(size=256, face=64, person=0)] * 5)
+    other = np.stack([ip.face_image(size=256, face=64, person=1)] * 5)
+    write_video(root / "same.mp4", same, fps=16)
+    write_video(root / "other.webm", other, fps=16)
+    (root / "broken.webm").write_bytes(b"\x1aE\xdf\xa3" + b"\x00" * 300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "iad.eval", str(root), "--face-pack", str(pack), "--provider", "CPU",
+         "--out", str(tmp_path / "out")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 1, proc.stderr                    # broken.webm failed, the others ran
+    assert "broken.webm" in proc.stderr and "2/3 videos evaluated" in proc.stdout
+    rows = {r["video"]: r for r in csv.DictReader(open(tmp_path / "out" / "report.csv"))}
+    assert rows["same.mp4"]["face_model"] == "insightface/antelopev2/glintr100"
+    assert float(rows["same.mp4"]["facesim_mean"]) > 0.95 and float(rows["same.mp4"]["face_fraction"]) == 1.0
+    assert float(rows["other.webm"]["facesim_mean"]) < 0.5
+    assert rows["broken.webm"]["status"] == "error"
+    assert "insightface/antelopev2/glintr100" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_cli_missing_face_pack_is_a_usage_error_naming_the_folder(tmp_path, capsys):
+    write_video(tmp_path / "v.mp4", render_video(3, H, W, lambda t: face()), fps=16)
+    assert main([str(tmp_path), "--face-pack", str(tmp_path / "no_such_pack")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err and "no_such_pack" in err
