@@ -9,9 +9,10 @@ import torch
 import folder_paths
 
 from ..iad.adapter import IdentityAdapter
-from ..iad.checkpoint import check_compatible, load_adapter
+from ..iad.checkpoint import check_compatible
 from ..iad.decoupling import Decoupler, TrainingFreeDecoupler
 from ..iad.face_types import FaceEmbeds
+from ..iad.lynx import load_adapter_or_lynx
 from ..iad.patching.arch import UnsupportedModelError
 from . import _patching
 from .comfy_api_compat import io
@@ -35,7 +36,9 @@ class IaDModelLoader(io.ComfyNode):
             display_name="IaD Model Loader",
             category="IaD",
             description="Loads an IaD identity adapter (.safetensors) from models/iad. ComfyUI's model management "
-                        "loads and offloads it together with the video model it is applied to.",
+                        "loads and offloads it together with the video model it is applied to. Lynx adapters load "
+                        "directly: put the lynx_full or lynx_lite folder (resampler.safetensors + ip_layers.safetensors) "
+                        "in models/iad and pick either file.",
             inputs=[
                 io.Combo.Input("adapter_name", options=folder_paths.get_filename_list(IAD_FOLDER),
                                tooltip="An IaD adapter checkpoint in ComfyUI/models/iad (made for one model family "
@@ -50,7 +53,7 @@ class IaDModelLoader(io.ComfyNode):
         if path is None:
             raise ValueError(f"IaD Model Loader: '{adapter_name}' is not in ComfyUI/models/iad. Put the adapter "
                              "file there (or in a folder your extra_model_paths.yaml lists under 'iad') and refresh.")
-        adapter = load_adapter(path)
+        adapter = load_adapter_or_lynx(path)  # IaD checkpoints, or Lynx's released files directly
         return io.NodeOutput(_patching.IaDModel.wrap(adapter, name=adapter_name))
 
 

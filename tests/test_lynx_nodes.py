@@ -150,3 +150,26 @@ def test_lynx_guider_is_lynxs_three_pass_formula(pack, tmp_path):
     guider = lynx_nodes.IaDLynxGuider.execute(with_id_cond_only, positive, negative, cfg, 1.0).result[0]
     out = _one_step(pack, with_id_cond_only, guider, positive, negative, noise)
     torch.testing.assert_close(out, neg_id + cfg * (pos_id - neg_id), atol=1e-4, rtol=1e-4)
+
+
+def test_iad_model_loader_loads_a_lynx_folder_from_models_iad(pack):
+    import shutil
+
+    import folder_paths
+
+    _module(pack, "nodes.model_paths").register_model_folders()   # what the pack's entry point does at start-up
+    iad_nodes = _module(pack, "nodes.iad_nodes")
+    folder = Path(folder_paths.get_folder_paths("iad")[0]) / "iad-test-lynx_full"
+    try:
+        write_lynx(folder, LynxSpec("full", entries=2, registers=3))
+        names = folder_paths.get_filename_list("iad")
+        assert "iad-test-lynx_full/resampler.safetensors" in names and "iad-test-lynx_full/ip_layers.safetensors" in names
+        for name in ("iad-test-lynx_full/resampler.safetensors", "iad-test-lynx_full/ip_layers.safetensors"):
+            iad_model = iad_nodes.IaDModelLoader.execute(name).result[0]
+            config = iad_model.config
+            assert (config.embedder, config.num_registers, config.blocks) == ("facexlib/irse50", 3, [0, 1])
+        (folder / "ip_layers.safetensors").write_bytes(b"\0" * 64)
+        with pytest.raises(ValueError, match="ip_layers.safetensors"):
+            iad_nodes.IaDModelLoader.execute("iad-test-lynx_full/resampler.safetensors")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
