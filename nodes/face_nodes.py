@@ -72,6 +72,12 @@ class IaDFaceAnalysisLoader(io.ComfyNode):
         )
 
     @classmethod
+    def fingerprint_inputs(cls, model_pack: str, provider: str = "auto", det_size: int = 640):
+        # Re-run when the pack's files change (the user fixed a missing or nested folder), not
+        # only when the widgets change: ComfyUI would otherwise replay a cached error or analyzer.
+        return fa.pack_fingerprint(model_pack, insightface_roots())
+
+    @classmethod
     def execute(cls, model_pack: str, provider: str = "auto", det_size: int = 640) -> io.NodeOutput:
         try:
             analyzer = fa.FaceAnalyzer.load(model_pack, insightface_roots(), provider=provider, det_size=det_size)
@@ -121,7 +127,7 @@ class IaDFaceEmbed(io.ComfyNode):
     @classmethod
     def execute(cls, face_analysis, images, policy: str = "largest", face_index: int = 0, min_score: float = 0.5,
                 same_person_threshold: float = fa.SAME_PERSON_THRESHOLD) -> io.NodeOutput:
-        if not isinstance(face_analysis, fa.FaceAnalyzer):
+        if not hasattr(face_analysis, "embed_images"):  # duck-typed: wrappers (e.g. another recognizer) qualify
             raise ValueError("IaD Face Embed: 'face_analysis' must come from IaD Face Analysis Loader, got "
                              f"{type(face_analysis).__name__}.")
         if not isinstance(images, torch.Tensor) or images.ndim != 4:

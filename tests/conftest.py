@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from harness import insightface_pack  # noqa: E402
 from harness import tiny_models as tiny  # noqa: E402
 from harness.comfy_env import import_comfy, import_pack  # noqa: E402
 from harness.comfy_server import ComfyServer  # noqa: E402
@@ -39,6 +40,9 @@ def _server_models(tiny_models: dict[str, Path]) -> dict[str, dict[str, Path]]:
     return {
         "diffusion_models": {s.filename: tiny_models[s.filename] for s in (tiny.WAN21_T2V, tiny.WAN22_5B, tiny.WAN21_I2V)},
         "vae": {tiny.WAN21_VAE.filename: tiny_models[tiny.WAN21_VAE.filename]},
+        # Generated insightface packs where users keep theirs: models/insightface/models/<pack>/.
+        "insightface/models": {spec.name: insightface_pack.ensure_pack(spec)
+                               for spec in (insightface_pack.ANTELOPEV2, insightface_pack.BUFFALO_L)},
     }
 
 

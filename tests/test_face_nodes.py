@@ -1,0 +1,225 @@
+"""IaD Face Analysis Loader / IaD Face Embed through a real ComfyUI server (LoadImage -> our nodes ->
+outputs) and in-process, on the generated insightface pack the session server sees at
+models/insightface/models/{antelopev2,buffalo_l}/. Every failure mode gets its message checked and
+the server must keep serving the next prompt."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from harness import insightface_pack as ip
+from harness.prompts import Prompt
+
+pytestmark = pytest.mark.server
+
+
+def save_input(server, image: np.ndarray) -> str:
+    name = f"face-{uuid.uuid4().hex[:10]}.png"
+    Image.fromarray(image).save(server.input_dir / name)
+    return name
+
+
+def face_prompt(images: list[str], model_pack: str = "antelopev2", policy: str = "largest", face_index: int = 0,
+                det_size: int = 640):
+    p = Prompt()
+    loaded = [p.add("LoadImage", image=name) for name in images]
+    batch = loaded[0][0]
+    for extra in loaded[1:]:
+        batch = p.add("ImageBatch", image1=batch, image2=extra[0])[0]
+    loader = p.add("IaDFaceAnalysisLoader", model_pack=model_pack, provider="auto", det_size=det_size)
+    embed = p.add("IaDFaceEmbed", face_analysis=loader[0], images=batch, policy=policy, face_index=face_index,
+                  min_score=0.5, same_person_threshold=0.3)
+    crops = p.add("SaveImage", images=embed[1], filename_prefix=f"crops-{uuid.uuid4().hex[:6]}")
+    mask = p.add("MaskToImage", mask=embed[2])
+    masks = p.add("SaveImage", images=mask[0], filename_prefix=f"mask-{uuid.uuid4().hex[:6]}")
+    return p, dict(loader=loader, embed=embed, crops=crops, masks=masks)
+
+
+def info_of(result, nodes) -> str:
+    return "\n".join(result.ui(nodes["embed"]).get("text", []))
+
+
+def run_error(server, prompt) -> str:
+    result = server.run(prompt)
+    assert not result.ok, "the prompt was expected to fail"
+    return result.error["exception_message"]
+
+
+def assert_still_serving(server) -> None:
+    assert server.is_alive()
+    prompt, nodes = face_prompt([save_input(server, ip.face_image(person=0))])
+    result = server.run_ok(prompt)
+    assert "1 face(s) from 1 image(s)" in info_of(result, nodes)
+
+
+@contextmanager
+def pack_layout(server, name: str, files: list[Path], nested: bool = False):
+    """A pack folder under the running server's models/insightface/models/, removed afterwards."""
+    folder = server.models_dir / "insightface" / "models" / name
+    target = folder / name if nested else folder
+    target.mkdir(parents=True)
+    for file in files:
+        (target / file.name).symlink_to(file)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_loader_lists_found_packs_and_only_available_providers(comfy_server):
+    import onnxruntime
+
+    info = comfy_server.object_info()
+    loader = info["IaDFaceAnalysisLoader"]["input"]["required"]
+    assert loader["model_pack"][1]["options"] == ["antelopev2", "buffalo_l"]
+    assert loader["model_pack"][1]["default"] == "antelopev2"
+    providers = loader["provider"][1]["options"]
+    assert providers[0] == "auto" and "CPU" in providers
+    names = {"CUDA": "CUDAExecutionProvider", "ROCm": "ROCMExecutionProvider", "DirectML": "DmlExecutionProvider",
+             "CoreML": "CoreMLExecutionProvider", "CPU": "CPUExecutionProvider"}
+    assert all(names[p] in onnxruntime.get_available_providers() for p in providers[1:])
+    embed = info["IaDFaceEmbed"]
+    assert embed["output"] == ["FACE_EMBEDS", "IMAGE", "MASK", "STRING"]
+    assert embed["input"]["required"]["policy"][1]["options"] == ["largest", "most confident", "index"]
+
+
+def test_embed_workflow_runs_through_the_server(comfy_server):
+    a = ip.face_image(person=0)
+    b = np.full((320, 320, 3), 60, np.uint8)
+    box_b = ip.draw_face(b, 192, 128, 64, person=0)
+    prompt, nodes = face_prompt([save_input(comfy_server, a), save_input(comfy_server, b)])
+    result = comfy_server.run_ok(prompt)
+    info = info_of(result, nodes)
+    assert info.startswith("insightface/antelopev2/glintr100 on CPU: 2 face(s) from 2 image(s), policy 'largest'")
+    assert "image 2 of 2 (batch index 1): face at x 160..224, y 96..160" in info
+    assert "Identity warning" not in info
+    crops = result.images(nodes["crops"])
+    assert len(crops) == 2 and all(c.shape == (112, 112, 3) for c in crops)
+    assert np.abs(crops[0].astype(int) - crops[1].astype(int)).mean() < 8  # the same drawn face, aligned alike
+    masks = result.images(nodes["masks"])
+    assert len(masks) == 2 and masks[1].shape == (320, 320, 3)
+    x1, y1, x2, y2 = box_b.astype(int)
+    assert masks[1][(y1 + y2) // 2, (x1 + x2) // 2, 0] == 255 and masks[1][10, 10, 0] == 0
+    assert masks[1][:, :, 0].astype(bool).sum() == pytest.approx(np.pi * 32 * 32, rel=0.1)
+
+
+def test_several_faces_and_different_people_are_reported_in_info(comfy_server):
+    group = np.full((640, 640, 3), 90, np.uint8)
+    ip.draw_face(group, 196, 324, 128, person=0)  # large, off the anchor grid
+    ip.draw_face(group, 480, 320, 64, person=1)   # small, more confident
+    other = ip.face_image(person=1)
+    prompt, nodes = face_prompt([save_input(comfy_server, group), save_input(comfy_server, other)],
+                                policy="most confident")
+    info = info_of(comfy_server.run_ok(prompt), nodes)
+    assert "image 1 of 2 (batch index 0): 2 faces found, picked the most confident: x 448..512" in info
+    assert "Identity warning" not in info  # person 1 in both
+    prompt, nodes = face_prompt([save_input(comfy_server, group), save_input(comfy_server, other)], policy="largest")
+    info = info_of(comfy_server.run_ok(prompt), nodes)
+    assert "picked the largest" in info
+    assert "Identity warning: image 1 of 2 (batch index 0) and image 2 of 2 (batch index 1) do not look like the same person" in info
+
+
+def test_no_face_in_image_k_fails_with_its_name_and_the_server_keeps_serving(comfy_server):
+    blank = np.full((256, 256, 3), 120, np.uint8)
+    prompt, nodes = face_prompt([save_input(comfy_server, ip.face_image()), save_input(comfy_server, blank)])
+    message = run_error(comfy_server, prompt)
+    assert message.startswith("IaD Face Embed: No face found in image 2 of 2 (batch index 1)")
+    assert "retrying at 320/256/160/128" in message and "lower the minimum detection score" in message
+    assert_still_serving(comfy_server)
+
+
+def test_tight_crop_works_through_the_server(comfy_server):
+    tight = np.full((200, 200, 3), 90, np.uint8)
+    ip.draw_face(tight, 100, 100, 200, ring=False)
+    prompt, nodes = face_prompt([save_input(comfy_server, tight)])
+    assert "with 50% padding around the image (tight crop)" in info_of(comfy_server.run_ok(prompt), nodes)
+
+
+def test_missing_pack_names_folder_and_files_then_works_once_fixed(comfy_server):
+    link = comfy_server.models_dir / "insightface" / "models" / "buffalo_l"
+    source = Path(os.readlink(link))
+    link.unlink()
+    try:
+        prompt, _ = face_prompt([save_input(comfy_server, ip.face_image())], model_pack="buffalo_l")
+        message = run_error(comfy_server, prompt)
+        assert message.startswith("IaD Face Analysis Loader: Face model pack 'buffalo_l' not found.")
+        assert f"Expected the folder {link}" in message
+        for name in ip.BUFFALO_L_FILES.values():
+            assert name in message
+        assert "never downloads" in message
+        assert_still_serving(comfy_server)
+    finally:
+        link.symlink_to(source)
+    # The same prompt now runs: the loader notices the folder changed (no stale cached error).
+    result = comfy_server.run_ok(prompt)
+    assert result.ok
+
+
+def test_nested_pack_is_used_with_a_note(comfy_server):
+    files = sorted(ip.ensure_pack(ip.ANTELOPEV2).glob("*.onnx"))
+    with pack_layout(comfy_server, "nestedpack", files, nested=True) as folder:
+        packs = comfy_server.object_info()["IaDFaceAnalysisLoader"]["input"]["required"]["model_pack"][1]["options"]
+        assert packs == ["antelopev2", "buffalo_l", "nestedpack"]
+        prompt, nodes = face_prompt([save_input(comfy_server, ip.face_image())], model_pack="nestedpack")
+        result = comfy_server.run_ok(prompt)
+        info = info_of(result, nodes)
+        assert f"unpacked one level too deep: the model files are in {folder / 'nestedpack'}" in info
+        assert info.startswith("insightface/nestedpack/glintr100")
+
+
+def test_empty_or_incomplete_pack_folder_says_what_is_missing(comfy_server):
+    files = {f.name: f for f in ip.ensure_pack(ip.ANTELOPEV2).glob("*.onnx")}
+    with pack_layout(comfy_server, "emptypack", []) as folder:
+        prompt, _ = face_prompt([save_input(comfy_server, ip.face_image())], model_pack="emptypack")
+        message = run_error(comfy_server, prompt)
+        assert f"{folder} exists but holds no .onnx files" in message
+    assert_still_serving(comfy_server)
+    with pack_layout(comfy_server, "halfpack", [files["2d106det.onnx"], files["glintr100.onnx"]]) as folder:
+        prompt, _ = face_prompt([save_input(comfy_server, ip.face_image())], model_pack="halfpack")
+        message = run_error(comfy_server, prompt)
+        assert f"Face model pack folder {folder} has no face detector" in message
+        assert "glintr100.onnx -> recognition" in message
+    assert_still_serving(comfy_server)
+
+
+# -- in-process: the node classes with tensors ComfyUI would pass ----------------------------------------
+@pytest.fixture(scope="module")
+def face_nodes(pack):
+    pack.nodes.collect_nodes()
+    return sys.modules[f"{pack.__name__}.nodes.face_nodes"]
+
+
+@pytest.fixture(scope="module")
+def node_analyzer(face_nodes, tmp_path_factory):
+    root = ip.insightface_root(tmp_path_factory.mktemp("insightface"), {"antelopev2": ip.ensure_pack(ip.ANTELOPEV2)})
+    return face_nodes.fa.FaceAnalyzer.load("antelopev2", [root])
+
+
+def test_node_handles_rgba_and_grayscale_batches_and_rejects_nan(face_nodes, node_analyzer):
+    rgb = torch.from_numpy(ip.face_image(person=0)).float()[None] / 255.0
+    reference = face_nodes.IaDFaceEmbed.execute(node_analyzer, rgb)
+    embeds, crops, mask, info = reference.args
+    assert crops.shape == (1, 112, 112, 3) and mask.shape == (1, 320, 320) and embeds.dim == 512
+    rgba = torch.cat([rgb, torch.ones_like(rgb[..., :1])], dim=-1)
+    gray = rgb.mean(-1, keepdim=True)
+    for variant in (rgba, gray):
+        out = face_nodes.IaDFaceEmbed.execute(node_analyzer, variant).args[0]
+        assert np.allclose(out.faces[0].bbox, embeds.faces[0].bbox)
+    broken = torch.cat([rgb, rgb.clone()])
+    broken[1, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"IaD Face Embed: image 2 of 2 \(batch index 1\) contains 1 NaN"):
+        face_nodes.IaDFaceEmbed.execute(node_analyzer, broken)
+    with pytest.raises(ValueError, match="empty batch"):
+        face_nodes.IaDFaceEmbed.execute(node_analyzer, rgb[:0])
+    with pytest.raises(ValueError, match="must come from IaD Face Analysis Loader"):
+        face_nodes.IaDFaceEmbed.execute("not an analyzer", rgb)
