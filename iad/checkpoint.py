@@ -127,7 +127,8 @@ def _config_from_metadata(path: Path, metadata: dict[str, str]) -> AdapterConfig
     if metadata.get("format") != FORMAT_NAME:
         raise AdapterCheckpointError(
             f"{path} is a safetensors file but not an IaD adapter (no '{FORMAT_NAME}' metadata). "
-            "If it is a Lynx checkpoint, convert it with the Lynx importer (docs/lynx.md); "
+            "If it is a Lynx checkpoint, load its folder directly or convert it with the Lynx importer "
+            "(python -m iad.convert_lynx); "
             "otherwise load it with the node it was made for."
         )
     try:
