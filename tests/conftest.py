@@ -102,3 +102,9 @@ def pytest_runtest_makereport(item, call):
     if report.failed:
         for server in _LIVE_SERVERS:
             report.sections.append((f"ComfyUI server log (port {server.port}, {server.log_path})", server.log_tail(12000)))
+        # Fixtures may register more diagnostics (browser console, screenshots) on the test item.
+        for title, produce in getattr(item, "iad_failure_reports", {}).items():
+            try:
+                report.sections.append((title, produce()))
+            except Exception as exc:  # noqa: BLE001 - a diagnostic must never hide the failure
+                report.sections.append((title, f"(could not collect: {exc!r})"))

@@ -1,0 +1,119 @@
+"""Regenerate ``workflows/*.json`` from ``scripts/workflow_specs.py`` inside the real frontend.
+
+The shipped files are ComfyUI UI-format graphs. Writing that format by hand is fragile (widget
+order, the hidden ``control_after_generate`` value after a seed, slot indices, node sizes), so
+this script lets the frontend itself produce them: it starts ComfyUI with this pack (and no
+models), opens the UI in headless Chromium, creates each node with ``LiteGraph.createNode``, sets
+widgets and links *by name*, adds the Note nodes, groups and model download metadata
+(``properties.models``, which the frontend's "Missing Models" dialog turns into download buttons),
+and saves ``app.graph.serialize()``.
+
+    .venv/bin/python scripts/build_workflows.py            # all workflows
+    .venv/bin/python scripts/build_workflows.py wan21_t2v_1.3B_iad_single_photo
+
+It fails loudly when a node type, widget, input or output named in a spec does not exist, so a
+renamed node input cannot silently produce a broken workflow.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "scripts"))
+
+from harness.comfy_server import ComfyServer  # noqa: E402
+from harness.frontend import Browser  # noqa: E402
+from harness.paths import PACK_DIR_NAME, comfyui_dir  # noqa: E402
+
+import workflow_specs  # noqa: E402
+
+WORKFLOWS_DIR = REPO / "workflows"
+
+_BUILD_JS = """async (spec) => {
+    const app = window.app, LG = window.LiteGraph;
+    await app.loadGraphData({last_node_id: 0, last_link_id: 0, nodes: [], links: [], groups: [],
+                             config: {}, extra: {}, version: 0.4}, true, false, null,
+                            {showMissingNodesDialog: false, showMissingModelsDialog: false});
+    const graph = app.graph;
+    const byKey = {};
+    const fail = (msg) => { throw new Error(spec.name + ': ' + msg); };
+    for (const n of spec.nodes) {
+        const node = LG.createNode(n.type);
+        if (!node) fail(`node type ${n.type} is not registered`);
+        graph.add(node);
+        node.pos = [n.pos[0], n.pos[1]];
+        if (n.title) node.title = n.title;
+        if (n.color) node.color = n.color;
+        if (n.bgcolor) node.bgcolor = n.bgcolor;
+        if (n.models && n.models.length) node.properties.models = n.models;
+        for (const [name, value] of Object.entries(n.widgets || {})) {
+            const w = (node.widgets || []).find((x) => x.name === name);
+            if (!w) fail(`${n.key} (${n.type}) has no widget ${name}: ${(node.widgets || []).map((x) => x.name)}`);
+            w.value = value;
+        }
+        const size = node.computeSize();
+        node.setSize([Math.max(size[0], n.size ? n.size[0] : 0), Math.max(size[1], n.size ? n.size[1] : 0)]);
+        byKey[n.key] = node;
+    }
+    for (const n of spec.nodes) {
+        const dst = byKey[n.key];
+        for (const [inputName, [srcKey, outName]] of Object.entries(n.links || {})) {
+            const src = byKey[srcKey];
+            if (!src) fail(`${n.key}.${inputName} links to unknown node ${srcKey}`);
+            const out = typeof outName === 'number' ? outName : src.outputs.findIndex((o) => o.name === outName);
+            if (out < 0 || !src.outputs[out]) fail(`${srcKey} (${src.type}) has no output ${outName}: ${src.outputs.map((o) => o.name)}`);
+            const inp = dst.inputs.findIndex((i) => i.name === inputName);
+            if (inp < 0) fail(`${n.key} (${dst.type}) has no input ${inputName}: ${dst.inputs.map((i) => i.name)}`);
+            if (!src.connect(out, dst, inp)) fail(`could not link ${srcKey}.${outName} -> ${n.key}.${inputName} (type mismatch?)`);
+        }
+    }
+    for (const g of spec.groups) {
+        const group = new LG.LGraphGroup(g.title);
+        if (g.color) group.color = g.color;
+        graph.add(group);
+        group.resizeTo(g.members.map((k) => byKey[k]), 40);
+    }
+    graph.setDirtyCanvas(true, true);
+    return JSON.parse(JSON.stringify(graph.serialize()));
+}"""
+
+
+def build(names: list[str] | None = None, out_dir: Path = WORKFLOWS_DIR) -> list[Path]:
+    specs = [s for s in workflow_specs.all_workflows() if not names or s.name in names]
+    if names and len(specs) != len(names):
+        known = [s.name for s in workflow_specs.all_workflows()]
+        raise SystemExit(f"unknown workflow name(s) {sorted(set(names) - {s.name for s in specs})}; known: {known}")
+    written = []
+    with tempfile.TemporaryDirectory(prefix="iad-build-workflows-") as base:
+        server = ComfyServer(comfy_dir=comfyui_dir(), base_dir=Path(base), custom_nodes={PACK_DIR_NAME: REPO})
+        with server, Browser() as browser:
+            page = browser.new_page(server.url)
+            try:
+                for spec in specs:
+                    graph = page.evaluate(_BUILD_JS, spec.to_js())
+                    graph["extra"] = {"ds": {"scale": 0.6, "offset": [40, 40]}, "iad_workflow": spec.name}
+                    target = out_dir / f"{spec.name}.json"
+                    target.write_text(json.dumps(graph, indent=2) + "\n")
+                    written.append(target)
+                    print(f"wrote {target} ({len(graph['nodes'])} nodes, {len(graph['links'])} links)")
+            finally:
+                page.close()
+    return written
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="workflow names (default: all)")
+    args = parser.parse_args()
+    build(args.names or None)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,377 @@
+"""The real ComfyUI frontend (``comfyui-frontend-package``) in headless Chromium, driven by Playwright.
+
+Used by the workflow tests to do what a user does: open the UI served by a real ComfyUI server,
+load a workflow file through Workflow ▸ Open (the hidden ``#comfy-file-input``), see what the
+frontend reports (missing node types, missing model files, invalid widget values), run it with
+Ctrl+Enter (the Run shortcut) and read back the ``POST /prompt`` the frontend made.
+
+Rules that keep it robust on a 2-core machine with no internet:
+- the system Chromium (``/usr/bin/chromium``) is used, never a downloaded browser;
+- every request that is not to loopback is aborted (the UI calls out for release notes, registry
+  look-ups, fonts) and recorded;
+- no fixed sleeps: every wait is a condition with a timeout;
+- console messages, page errors and blocked requests are kept and can be attached to a failing
+  test (``log_text()``), and ``screenshot()`` writes PNGs under ``test-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from .paths import ARTIFACTS_DIR
+
+CHROMIUM = Path(os.environ.get("IAD_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM_ARGS = (
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+)
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+
+# The UI is usable once the app object, the node definitions from /object_info and the canvas
+# exist and the start-up spinner is gone (checked on 1.32.9).
+_UI_READY_JS = """() => !!(window.app && window.app.graph && window.LiteGraph
+    && window.app.extensionManager && window.app.extensionManager.spinner === false
+    && Object.keys(window.LiteGraph.registered_node_types).length > 100
+    && document.querySelector('#graph-canvas'))"""
+
+# Registered before any workflow is loaded: afterConfigureGraph receives the node types the
+# frontend could not find (strings, or {type, hint} inside subgraphs). showMissingModelsError is
+# wrapped to record which model files the frontend found missing (with their download URLs).
+_INSTALL_PROBES_JS = """() => {
+    if (window.__iad) return;
+    window.__iad = {missing: [], missingModels: [], loads: 0};
+    window.app.registerExtension({
+        name: 'iad.test.load-probe',
+        async afterConfigureGraph(missing) {
+            for (const m of (missing || [])) window.__iad.missing.push(typeof m === 'string' ? m : m.type);
+            window.__iad.loads += 1;
+        },
+    });
+    const original = window.app.showMissingModelsError.bind(window.app);
+    window.app.showMissingModelsError = (models, paths) => {
+        for (const m of (models || [])) window.__iad.missingModels.push(
+            {name: m.name, url: m.url || null, directory: m.directory || null, directory_invalid: !!m.directory_invalid});
+        return original(models, paths);
+    };
+}"""
+
+# What the loaded graph looks like to the frontend: per node its type, whether the frontend
+# flagged it (has_errors: unknown type), and every widget with its value and, for combos, the
+# allowed values; number widgets carry their min/max.
+_GRAPH_REPORT_JS = """() => {
+    const nodes = [];
+    for (const node of window.app.graph.nodes) {
+        const widgets = [];
+        for (const w of (node.widgets || [])) {
+            const entry = {name: w.name, type: w.type, value: w.value};
+            const o = w.options || {};
+            if (w.type === 'combo') {
+                const values = typeof o.values === 'function' ? o.values(w, node) : o.values;
+                entry.options = Array.isArray(values) ? values : null;
+            }
+            if (w.type === 'number' || w.type === 'slider') { entry.min = o.min; entry.max = o.max; }
+            widgets.push(entry);
+        }
+        nodes.push({id: node.id, type: node.type, title: node.title, has_errors: !!node.has_errors,
+                    registered: node.type in window.LiteGraph.registered_node_types, widgets});
+    }
+    return nodes;
+}"""
+
+
+class FrontendError(AssertionError):
+    """The frontend did not reach a state in time; the message carries the browser log."""
+
+
+@dataclass
+class InvalidWidget:
+    node_id: int
+    node_type: str
+    widget: str
+    value: object
+    reason: str
+
+
+@dataclass
+class LoadReport:
+    """What the frontend reported after loading one workflow file."""
+
+    workflow: Path
+    missing_node_types: list[str]
+    missing_models: list[dict]
+    nodes: list[dict]
+    dialog_missing_types: list[str] = field(default_factory=list)
+
+    @property
+    def node_types(self) -> list[str]:
+        return [n["type"] for n in self.nodes]
+
+    @property
+    def error_nodes(self) -> list[dict]:
+        return [n for n in self.nodes if n["has_errors"] or not n["registered"]]
+
+    def invalid_widgets(self, allowed_missing_files: set[str] = frozenset()) -> list[InvalidWidget]:
+        """Combo values that are not among the server's choices and numbers outside their range.
+        A model-file combo whose value is one of ``allowed_missing_files`` (files the user is
+        told to download, absent on the test server) is not counted."""
+        problems = []
+        for node in self.nodes:
+            for w in node["widgets"]:
+                value = w["value"]
+                if w["type"] == "combo" and w.get("options") is not None:
+                    if value not in w["options"] and value not in allowed_missing_files:
+                        problems.append(InvalidWidget(node["id"], node["type"], w["name"], value,
+                                                      f"not one of {w['options'][:12]}"))
+                elif w["type"] in ("number", "slider") and isinstance(value, (int, float)):
+                    lo, hi = w.get("min"), w.get("max")
+                    if (lo is not None and value < lo) or (hi is not None and value > hi):
+                        problems.append(InvalidWidget(node["id"], node["type"], w["name"], value,
+                                                      f"outside [{lo}, {hi}]"))
+        return problems
+
+
+@dataclass
+class QueuedPrompt:
+    """The ``POST /prompt`` the frontend sent and the server's answer."""
+
+    request: dict
+    status: int
+    response: dict
+
+    @property
+    def prompt(self) -> dict:
+        return self.request["prompt"]
+
+    @property
+    def prompt_id(self) -> str | None:
+        return self.response.get("prompt_id")
+
+
+def _is_loopback(url: str) -> bool:
+    parsed = urlparse(url)
+    if parsed.scheme in ("data", "blob", "about"):
+        return True
+    return (parsed.hostname or "") in LOOPBACK_HOSTS
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")[:120] or "page"
+
+
+class Browser:
+    """One headless Chromium for a test session; ``new_page(url)`` opens the UI in a fresh context."""
+
+    def __init__(self, executable: Path = CHROMIUM):
+        if not Path(executable).exists():
+            raise FileNotFoundError(
+                f"Chromium not found at {executable}: run `bash scripts/setup.sh` (installs Debian's "
+                "chromium) or set IAD_CHROMIUM to a Chromium binary. Never `playwright install`."
+            )
+        self.executable = Path(executable)
+        self._playwright = None
+        self._browser = None
+
+    def start(self) -> "Browser":
+        from playwright.sync_api import sync_playwright
+
+        self._playwright = sync_playwright().start()
+        self._browser = self._playwright.chromium.launch(
+            executable_path=str(self.executable), headless=True, args=list(CHROMIUM_ARGS),
+        )
+        return self
+
+    def stop(self) -> None:
+        if self._browser is not None:
+            self._browser.close()
+            self._browser = None
+        if self._playwright is not None:
+            self._playwright.stop()
+            self._playwright = None
+
+    def __enter__(self) -> "Browser":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def new_page(self, server_url: str, timeout: float = 90.0) -> "ComfyPage":
+        return ComfyPage(self._browser, server_url, timeout=timeout).open()
+
+
+class ComfyPage:
+    """The ComfyUI frontend in one browser context (its own storage, its own logs)."""
+
+    def __init__(self, browser, server_url: str, timeout: float = 90.0):
+        self.server_url = server_url.rstrip("/")
+        self.timeout_ms = int(timeout * 1000)
+        self.console: list[str] = []
+        self.blocked: list[str] = []
+        self.context = browser.new_context(viewport={"width": 1600, "height": 1000})
+        self.context.route("**/*", self._route)
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(self.timeout_ms)
+        self.page.on("console", lambda m: self.console.append(f"[{m.type}] {m.text}"))
+        self.page.on("pageerror", lambda e: self.console.append(f"[pageerror] {e}"))
+        self.page.on("requestfailed", lambda r: self.console.append(f"[requestfailed] {r.method} {r.url} {r.failure}"))
+
+    def _route(self, route) -> None:
+        if _is_loopback(route.request.url):
+            route.continue_()
+        else:
+            self.blocked.append(route.request.url)
+            route.abort()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def open(self) -> "ComfyPage":
+        started = time.monotonic()
+        self.page.goto(self.server_url + "/", wait_until="domcontentloaded")
+        self.wait_for(_UI_READY_JS, "the UI to be ready (app, node definitions, canvas, no spinner)")
+        self.page.evaluate(_INSTALL_PROBES_JS)
+        # The missing-models warning is how the frontend tells a user which files to download.
+        self.page.evaluate("() => window.app.extensionManager.setting.set('Comfy.Workflow.ShowMissingModelsWarning', true)")
+        self.ready_seconds = time.monotonic() - started
+        return self
+
+    def close(self) -> None:
+        try:
+            self.context.close()
+        except Exception:  # noqa: BLE001 - the browser may already be gone after a crash
+            pass
+
+    def wait_for(self, js: str, what: str, arg=None, timeout: float | None = None):
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+        try:
+            return self.page.wait_for_function(js, arg=arg, timeout=self.timeout_ms if timeout is None else timeout * 1000)
+        except PlaywrightTimeout as exc:
+            raise FrontendError(f"timed out waiting for {what}\n--- browser log ---\n{self.log_text()}") from exc
+
+    def evaluate(self, js: str, arg=None):
+        return self.page.evaluate(js, arg)
+
+    # -- workflows ------------------------------------------------------------------------------
+    def load_workflow(self, path: Path) -> LoadReport:
+        """Open ``path`` through Workflow ▸ Open (the hidden file input), wait until the frontend
+        finished configuring the graph, and report what it found."""
+        path = Path(path)
+        before = self.evaluate("() => { window.__iad.missing = []; window.__iad.missingModels = []; return window.__iad.loads; }")
+        self.page.set_input_files("#comfy-file-input", str(path))
+        self.wait_for("(n) => window.__iad.loads > n", f"the frontend to load {path.name}", arg=before)
+        probe = self.evaluate("() => window.__iad")
+        dialog_types = []
+        if probe["missing"]:
+            # The user-facing signal: the missing-nodes dialog lists each type.
+            self.page.wait_for_selector(".comfy-missing-nodes", timeout=self.timeout_ms)
+            dialog_types = [t.strip() for t in self.page.locator(".comfy-missing-nodes span").all_inner_texts()]
+        return LoadReport(
+            workflow=path,
+            missing_node_types=sorted(set(probe["missing"])),
+            missing_models=probe["missingModels"],
+            nodes=self.evaluate(_GRAPH_REPORT_JS),
+            dialog_missing_types=dialog_types,
+        )
+
+    def close_dialogs(self) -> None:
+        """Dismiss the missing-nodes/missing-models dialogs so the canvas gets the keyboard."""
+        for _ in range(5):
+            if not self.page.locator(".p-dialog-mask").count():
+                return
+            self.page.keyboard.press("Escape")
+            try:
+                self.page.wait_for_selector(".p-dialog-mask", state="detached", timeout=5000)
+            except Exception:  # noqa: BLE001 - another dialog may be stacked: loop again
+                pass
+
+    # -- editing the loaded graph as a user would (for running shipped workflows on tiny models) ---
+    def rename_widget_values(self, mapping: dict[str, str]) -> int:
+        """Every widget whose value is a key of ``mapping`` gets the mapped value (model file names
+        to the tiny test models). Returns how many widgets changed."""
+        return self.evaluate("""(mapping) => {
+            let changed = 0;
+            for (const node of window.app.graph.nodes)
+                for (const w of (node.widgets || []))
+                    if (typeof w.value === 'string' && w.value in mapping) { w.value = mapping[w.value]; changed += 1; }
+            window.app.graph.setDirtyCanvas(true, true);
+            return changed;
+        }""", mapping)
+
+    def set_widgets(self, node_type: str, values: dict) -> int:
+        """Set widgets by name on every node of ``node_type``. Returns the number of nodes changed."""
+        return self.evaluate("""([type, values]) => {
+            let count = 0;
+            for (const node of window.app.graph.nodes.filter((n) => n.type === type)) {
+                for (const [name, value] of Object.entries(values)) {
+                    const w = (node.widgets || []).find((x) => x.name === name);
+                    if (!w) throw new Error(`${type} #${node.id} has no widget ${name}`);
+                    w.value = value;
+                }
+                count += 1;
+            }
+            return count;
+        }""", [node_type, values])
+
+    def replace_text_encoding(self, replacement_type: str = "IaDTestWanConditioning", length: int = 16) -> int:
+        """Replace every CLIPTextEncode by ``replacement_type`` (same text, same consumers) and drop
+        the text-encoder loaders left without consumers: umt5-xxl has a fixed 5B config, so no tiny
+        one exists. Returns the number of encoders replaced."""
+        return self.evaluate("""([replacementType, length]) => {
+            const graph = window.app.graph;
+            const encoders = graph.nodes.filter((n) => n.type === 'CLIPTextEncode');
+            for (const enc of encoders) {
+                const repl = window.LiteGraph.createNode(replacementType);
+                if (!repl) throw new Error(`${replacementType} is not registered`);
+                graph.add(repl);
+                repl.pos = [enc.pos[0], enc.pos[1]];
+                repl.title = `${enc.title} (test conditioning)`;
+                repl.widgets.find((w) => w.name === 'text').value = enc.widgets.find((w) => w.name === 'text').value;
+                repl.widgets.find((w) => w.name === 'length').value = length;
+                const targets = (enc.outputs[0].links || []).map((id) => graph.links[id] ?? graph.links.get?.(id)).filter(Boolean)
+                    .map((l) => [graph.getNodeById(l.target_id), l.target_slot]);
+                for (const [node, slot] of targets) repl.connect(0, node, slot);
+                graph.remove(enc);
+            }
+            for (const loader of graph.nodes.filter((n) => ['CLIPLoader', 'DualCLIPLoader'].includes(n.type)))
+                if (!(loader.outputs || []).some((o) => (o.links || []).length)) graph.remove(loader);
+            graph.setDirtyCanvas(true, true);
+            return encoders.length;
+        }""", [replacement_type, length])
+
+    def graph_to_prompt(self) -> dict:
+        """``app.graphToPrompt()``: the conversion the Run button performs ({output, workflow})."""
+        return self.evaluate("async () => JSON.parse(JSON.stringify(await window.app.graphToPrompt()))")
+
+    def queue_with_keyboard(self) -> QueuedPrompt:
+        """Press Ctrl+Enter (Run) and return the POST /prompt body the frontend sent and the answer."""
+        self.close_dialogs()
+        self.page.locator("#graph-canvas").focus()
+        with self.page.expect_response(
+            lambda r: r.request.method == "POST" and urlparse(r.url).path in ("/api/prompt", "/prompt"),
+            timeout=self.timeout_ms,
+        ) as caught:
+            self.page.keyboard.press("Control+Enter")
+        response = caught.value
+        try:
+            body = response.json()
+        except Exception:  # noqa: BLE001
+            body = {"raw": response.text()}
+        return QueuedPrompt(request=json.loads(response.request.post_data or "{}"), status=response.status, response=body)
+
+    # -- diagnostics ----------------------------------------------------------------------------
+    def screenshot(self, name: str, directory: Path | None = None) -> Path:
+        directory = Path(directory or ARTIFACTS_DIR / "screenshots")
+        directory.mkdir(parents=True, exist_ok=True)
+        target = directory / f"{_safe_name(name)}.png"
+        self.page.screenshot(path=str(target), full_page=False)
+        return target
+
+    def log_text(self, limit: int = 12000) -> str:
+        lines = list(self.console)
+        if self.blocked:
+            lines.append(f"[blocked {len(self.blocked)} non-loopback requests] " + " ".join(sorted(set(self.blocked))[:20]))
+        return "\n".join(lines)[-limit:]

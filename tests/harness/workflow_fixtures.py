@@ -1,0 +1,104 @@
+"""Pytest fixtures for the workflow tests: one headless Chromium per session, one fresh ComfyUI
+page per test with its console log and a screenshot attached to the report when the test fails.
+
+Import them into a test module: ``from harness.workflow_fixtures import browser, comfy_page``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from .frontend import Browser, ComfyPage
+from .paths import ARTIFACTS_DIR, REPO_ROOT
+
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+SCREENSHOTS_DIR = ARTIFACTS_DIR / "workflows"
+FAILURES_DIR = ARTIFACTS_DIR / "failures"
+
+
+def shipped_workflows() -> list[Path]:
+    return sorted(WORKFLOWS_DIR.glob("*.json"))
+
+
+def load_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def reference_image_names() -> list[str]:
+    """The photo file names the shipped workflows' Load Image nodes start with."""
+    names = set()
+    for path in shipped_workflows():
+        for node in load_json(path)["nodes"]:
+            if node["type"] == "LoadImage":
+                names.add(node["widgets_values"][0])
+    return sorted(names)
+
+
+def tiny_adapter_path(family: str = "wan2.1", model_dim: int = 128, blocks=(0, 1), seed: int = 0) -> Path:
+    """A tiny IaD adapter checkpoint (real format, random weights) for the tiny Wan model, cached."""
+    import sys
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from iad.adapter import AdapterConfig, IdentityAdapter
+    from iad.checkpoint import save_adapter
+
+    from .paths import TINY_MODELS_DIR
+
+    target = TINY_MODELS_DIR / "adapters" / f"iad-tiny-{family}-d{model_dim}-b{'-'.join(map(str, blocks))}-s{seed}.safetensors"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        config = AdapterConfig.tiny(family=family, model_dim=model_dim, blocks=list(blocks))
+        save_adapter(IdentityAdapter.random(config, seed=seed), target)
+    return target
+
+
+TINY_ADAPTER_NAME = "iad-tiny-wan2.1-adapter.safetensors"
+
+
+@pytest.fixture(scope="session")
+def workflow_assets(comfy_server, tiny_models):
+    """Puts into the running server what a user adds before running a shipped workflow: a face
+    model pack (tiny antelopev2 in models/insightface/models/), an IaD adapter (tiny, models/iad)
+    and reference photos of one person under the names the workflows' Load Image nodes use.
+    Returns {"adapter": name, "photos": [names]}."""
+    import numpy as np
+    from PIL import Image
+
+    from . import insightface_pack
+
+    pack_dir = insightface_pack.ensure_pack(insightface_pack.ANTELOPEV2)
+    comfy_server.add_model("insightface", pack_dir, f"models/{pack_dir.name}")
+    comfy_server.add_model("iad", tiny_adapter_path(), TINY_ADAPTER_NAME)
+    photos = []
+    for i, name in enumerate(reference_image_names() or ["iad_reference_1.png"]):
+        # The same test person in different photos: position and background vary (on the tiny
+        # detector's anchor grid: 16 px steps at a 64 px face in 320 px).
+        image = insightface_pack.face_image(size=320, face=64, person=0, background=80 + 15 * (i % 4),
+                                            centre=(160 + 16 * ((i % 3) - 1), 160 - 16 * (i % 2)))
+        Image.fromarray(np.ascontiguousarray(image)).save(comfy_server.input_dir / name)
+        photos.append(name)
+    return {"adapter": TINY_ADAPTER_NAME, "photos": photos}
+
+
+@pytest.fixture(scope="session")
+def browser():
+    with Browser() as b:
+        yield b
+
+
+@pytest.fixture
+def comfy_page(request, browser, comfy_server, workflow_assets) -> ComfyPage:
+    # workflow_assets first: the UI reads the photo and model lists when it opens.
+    page = browser.new_page(comfy_server.url)
+    request.node.iad_failure_reports = {
+        "browser console (last lines)": page.log_text,
+        "screenshot of the page at failure": lambda: str(page.screenshot(request.node.name, FAILURES_DIR)),
+    }
+    try:
+        yield page
+    finally:
+        page.close()
