@@ -11,7 +11,7 @@ models: setup  ## the tiny deterministic demo/test models under .cache/tiny-mode
 	$(PY) scripts/make_tiny_models.py
 
 demo: setup models  ## start ComfyUI with this pack on 127.0.0.1:8188 and run the demo workflow once
-	$(PY) scripts/demo.py
+	$(PY) scripts/demo.py $(DEMO_ARGS)
 
 test: setup  ## the whole test suite (real ComfyUI server, real frontend in headless Chromium)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -163,3 +163,16 @@ def test_pack_metadata_is_what_comfy_registry_and_manager_expect():
         assert package in requirements
     for path in ("__init__.py", "nodes", "iad", "workflows", "requirements.txt", "tests", "LICENSE", "README.md", "docs"):
         assert (REPO_ROOT / path).exists(), path
+
+
+def test_make_demo_runs_the_demo_workflow_end_to_end(tmp_path):
+    from harness.comfy_server import free_port
+
+    done = subprocess.run(
+        [sys.executable, "scripts/demo.py", "--once", "--port", str(free_port()), "--base-dir", str(tmp_path / "demo")],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr + (tmp_path / "demo" / "server.log").read_text()
+    assert "demo workflow ran" in done.stdout
+    saved = sorted((tmp_path / "demo" / "output").glob("iad_demo_*.png"))
+    assert len(saved) == 9

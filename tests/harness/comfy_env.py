@@ -52,4 +52,6 @@ def import_pack():
     sys.modules[_PACK_MODULE_NAME] = module
     spec.loader.exec_module(module)
     module.PACK_DIR_NAME = PACK_DIR_NAME
+    # What ComfyUI's loader does next: the entry point registers the model folders.
+    module.nodes.register_model_folders()
     return module

@@ -60,7 +60,8 @@ WAN21_T2V = WanSpec("iad-tiny-wan2.1-t2v.safetensors")
 # Wan 2.2 TI2V 5B layout: 48 latent channels in and out (ComfyUI matches out_dim 48 as Wan 2.2 5B).
 WAN22_5B = WanSpec("iad-tiny-wan2.2-ti2v-5b.safetensors", in_dim=48, out_dim=48, seed=1)
 # Wan 2.1 I2V layout: 16 noise + 4 mask + 16 image channels in, CLIP-vision image embedding (img_emb).
-WAN21_I2V = WanSpec("iad-tiny-wan2.1-i2v.safetensors", model_type="i2v", in_dim=36, seed=2)
+# Stored in fp16 like the repackaged releases (and to keep its 1280-wide image projection small).
+WAN21_I2V = WanSpec("iad-tiny-wan2.1-i2v.safetensors", model_type="i2v", in_dim=36, seed=2, dtype="float16")
 WAN21_VAE = WanVAESpec("iad-tiny-wan2.1-vae.safetensors")
 
 ALL_SPECS = (WAN21_T2V, WAN22_5B, WAN21_I2V, WAN21_VAE)
