@@ -220,3 +220,41 @@ def test_patch_objects_deepcopy_cheaply_and_keep_the_module_tree(models):
     # Only `forward` is replaced: LoRA keys / lowvram casting see the same modules.
     names = [n for n, _ in wan_patched.model.named_modules()]
     assert "diffusion_model.blocks.0.cross_attn.q" in names
+
+
+@pytest.mark.parametrize("mode", ["NO_VRAM", "LOW_VRAM"])
+def test_offloaded_partial_loading(models, monkeypatch, mode):
+    """What --novram / --lowvram make ComfyUI do on a GPU (weights left on the offload device and
+    cast per layer, LoRA applied at cast time), forced here on the CPU: ComfyUI itself never
+    partially loads onto a CPU device, so its device test and free memory are patched for the test."""
+    import comfy.model_management as mm
+    import comfy.sd
+
+    family, model, iad_model, identity = models("wan-t2v")
+    lora = {f"diffusion_model.blocks.{b}.cross_attn.{m}.lora_{p}.weight": torch.randn(*((128, 4) if p == "up" else (4, 128)),
+                                                                                     generator=torch.Generator().manual_seed(b)) * 0.5
+            for b in (0, 1) for m in ("q", "o") for p in ("up", "down")}
+    with_lora, _ = comfy.sd.load_lora_for_models(model, None, lora, 1.0, 0.0)
+    patched = af.apply(with_lora, iad_model, identity)
+    full = af.sample(patched, family, steps=2)
+    mm.unload_all_models()
+
+    monkeypatch.setattr(mm, "vram_state", getattr(mm.VRAMState, mode))
+    monkeypatch.setattr(mm, "is_device_cpu", lambda device: False)
+    if mode == "LOW_VRAM":
+        size = patched.model_size()
+        fake = size // 2 + mm.minimum_inference_memory()
+
+        def free_memory(dev=None, torch_free_too=False):
+            return (fake, fake) if torch_free_too else fake
+
+        monkeypatch.setattr(mm, "get_free_memory", free_memory)
+    lowvram_seen = []
+    with af.CallRecorder() as rec:
+        out = af.sample(patched, family, steps=2,
+                        callback=lambda *a: lowvram_seen.append(patched.model.model_lowvram))
+    mm.unload_all_models()
+    assert lowvram_seen and all(lowvram_seen), "the model was not partially loaded"
+    assert rec.events, "the identity did not run under partial loading"
+    assert torch.allclose(out, full, atol=1e-4, rtol=1e-4)
+    assert (out - af.sample(with_lora, family, steps=2)).abs().max() > 1e-3
