@@ -379,6 +379,26 @@ def images_to_rgb_uint8(images) -> list[np.ndarray]:
     return [as_rgb_uint8(img, i, len(items)) for i, img in enumerate(items)]
 
 
+def _images_to_bgr_uint8(images) -> list[np.ndarray]:
+    """Like ``images_to_rgb_uint8`` but BGR (what insightface's models take), converting a float
+    RGB batch to BGR uint8 in a single pass instead of one copy per image."""
+    if (isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point() and images.shape[0] > 0
+            and images.shape[-1] == 3 and min(images.shape[1:3]) >= MIN_IMAGE_PX):
+        count = images.shape[0]
+        pixels = images.detach()
+        # One cheap reduction (NaN/inf propagate into min/max); only a broken batch is searched per image.
+        low, high = torch.aminmax(pixels)
+        if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
+            bad = int((~torch.isfinite(pixels.reshape(count, -1)).all(dim=1)).nonzero()[0, 0])
+            as_rgb_uint8(pixels[bad], bad, count)  # raises, naming the image
+        as_bytes = pixels.float().mul(255.0).add_(0.5)
+        if float(low) < 0.0 or float(high) > 1.0:
+            as_bytes.clamp_(0, 255)
+        as_bytes = as_bytes.to(torch.uint8)
+        return list(as_bytes.flip(-1).cpu().numpy())  # channel flip on bytes: 4x less memory traffic
+    return [np.ascontiguousarray(rgb[..., ::-1]) for rgb in images_to_rgb_uint8(images)]
+
+
 def _image_list(images) -> list:
     if isinstance(images, torch.Tensor) or isinstance(images, np.ndarray):
         if images.ndim == 4:
@@ -472,11 +492,10 @@ class FaceAnalyzer:
         bboxes, kpss = self.detector.detect(bgr, input_size=(det_size, det_size), det_thresh=float(min_score))
         return bboxes, kpss
 
-    def _candidates(self, rgb: np.ndarray, min_score: float, retry: bool) -> tuple[list[_Candidate], str | None]:
-        """Faces in one image, best score first, and how they were found if not on the first try."""
+    def _candidates(self, bgr: np.ndarray, min_score: float, retry: bool) -> tuple[list[_Candidate], str | None]:
+        """Faces in one BGR image, best score first, and how they were found if not on the first try."""
         import cv2
 
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
         sizes = [self.det_size] + ([s for s in RETRY_DET_SIZES if s < self.det_size] if retry else [])
         attempts: list[tuple[int, float]] = [(s, 0.0) for s in sizes]
         if retry:
@@ -517,48 +536,76 @@ class FaceAnalyzer:
                image_index: int = 0) -> list[DetectedFace]:
         """Every face in one RGB image (best detection score first), with embeddings (one batched
         recognizer call) and landmarks when the pack has them. An empty list if there is none."""
-        rgb = as_rgb_uint8(image, image_index, image_index + 1)
-        candidates, _ = self._candidates(rgb, min_score, retry)
-        return self._finish(rgb, candidates, image_index, landmarks)
+        bgr = np.ascontiguousarray(as_rgb_uint8(image, image_index, image_index + 1)[..., ::-1])
+        candidates, _ = self._candidates(bgr, min_score, retry)
+        return self._faces([(image_index, bgr, c) for c in candidates], landmarks)
 
-    def _finish(self, rgb: np.ndarray, candidates: list[_Candidate], image_index: int, landmarks: bool) -> list[DetectedFace]:
-        if not candidates:
+    def _faces(self, found: list[tuple[int, np.ndarray, _Candidate]], landmarks: bool) -> list[DetectedFace]:
+        """DetectedFace records for (image index, BGR image, candidate): one batched recognizer call,
+        one batched call per landmark model."""
+        if not found:
             return []
-        crops = [self.align(rgb, c.kps) for c in candidates]
+        crops = [self._align_bgr(bgr, c.kps)[..., ::-1] for _, bgr, c in found]
         embeddings = self.embed_aligned(crops)
-        faces = []
-        for candidate, crop, embedding in zip(candidates, crops, embeddings):
-            face = DetectedFace(image_index=image_index, bbox=candidate.bbox, kps=candidate.kps,
-                                det_score=candidate.score, embedding=embedding, aligned_crop=crop)
-            if landmarks:
-                self._add_landmarks(rgb, face)
-            faces.append(face)
+        faces = [DetectedFace(image_index=i, bbox=c.bbox, kps=c.kps, det_score=c.score, embedding=z,
+                              aligned_crop=np.ascontiguousarray(crop))
+                 for (i, _, c), crop, z in zip(found, crops, embeddings)]
+        if landmarks and self.landmarks:
+            self._add_landmarks([bgr for _, bgr, _ in found], faces)
         return faces
 
-    def _add_landmarks(self, rgb: np.ndarray, face: DetectedFace) -> None:
-        if not self.landmarks:
-            return
-        from insightface.app.common import Face
+    def _add_landmarks(self, bgrs: list[np.ndarray], faces: list[DetectedFace]) -> None:
+        """insightface's Landmark preprocessing and decoding (crop of 1.5x the box, inverse affine,
+        pose from the 3D mean shape), but one session run per model for all faces."""
+        import cv2
+        from insightface.utils import transform as ins_transform
 
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
-        record = Face(bbox=face.bbox.astype(np.float32), kps=face.kps, det_score=face.det_score)
         for role, model in self.landmarks.items():
-            model.get(bgr, record)
-        if "landmark_2d_106" in self.landmarks:
-            face.landmark_2d_106 = np.asarray(record["landmark_2d_106"], dtype=np.float32)
-        if "landmark_3d_68" in self.landmarks:
-            face.landmark_3d_68 = np.asarray(record["landmark_3d_68"], dtype=np.float32)
-            face.pose = np.asarray(record["pose"], dtype=np.float32)
+            size = int(model.input_size[0])
+            crops, inverses = [], []
+            for bgr, face in zip(bgrs, faces):
+                x1, y1, x2, y2 = (float(v) for v in face.bbox[:4])
+                scale = size / (max(x2 - x1, y2 - y1) * 1.5)
+                m = np.array([[scale, 0.0, size / 2 - (x1 + x2) / 2 * scale],
+                              [0.0, scale, size / 2 - (y1 + y2) / 2 * scale]], dtype=np.float64)
+                crops.append(cv2.warpAffine(bgr, m, (size, size), borderValue=0.0))
+                inverses.append(cv2.invertAffineTransform(m))
+            blob = cv2.dnn.blobFromImages(crops, 1.0 / model.input_std, (size, size),
+                                          (model.input_mean, model.input_mean, model.input_mean), swapRB=True)
+            batch_dim = model.input_shape[0]
+            step = 1 if isinstance(batch_dim, int) and batch_dim == 1 else len(crops)
+            preds = np.concatenate([model.session.run(model.output_names, {model.input_name: blob[i:i + step]})[0]
+                                    for i in range(0, len(crops), step)]).reshape(len(crops), -1)
+            for pred, inverse, face in zip(preds, inverses, faces):
+                points = pred.reshape(-1, 3 if pred.shape[0] >= 3000 else 2)
+                if model.lmk_num < points.shape[0]:
+                    points = points[-model.lmk_num:]
+                points = points.astype(np.float64) * 1.0
+                points[:, :2] = (points[:, :2] + 1) * (size // 2)
+                mapped = points.copy()
+                mapped[:, :2] = points[:, :2] @ inverse[:, :2].T + inverse[:, 2]
+                if points.shape[1] == 3:
+                    mapped[:, 2] = points[:, 2] * (size // 2) * float(np.hypot(inverse[0, 0], inverse[0, 1]))
+                if role == "landmark_2d_106":
+                    face.landmark_2d_106 = mapped.astype(np.float32)
+                else:
+                    face.landmark_3d_68 = mapped.astype(np.float32)
+                    if getattr(model, "require_pose", False):
+                        s_, rotation, t_ = ins_transform.P2sRt(ins_transform.estimate_affine_matrix_3d23d(model.mean_lmk, mapped))
+                        face.pose = np.array(ins_transform.matrix2angle(rotation), dtype=np.float32)
 
     # ---- alignment and embedding
-    def align(self, image, kps: np.ndarray) -> np.ndarray:
-        """The ArcFace-aligned (crop_size x crop_size) RGB uint8 crop for 5 keypoints."""
+    def _align_bgr(self, bgr: np.ndarray, kps: np.ndarray) -> np.ndarray:
         from insightface.utils import face_align
 
-        rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else as_rgb_uint8(image)
         with warnings.catch_warnings():  # scikit-image deprecation inside insightface, once per face otherwise
             warnings.simplefilter("ignore", FutureWarning)
-            return face_align.norm_crop(rgb, landmark=np.asarray(kps, dtype=np.float32), image_size=self.crop_size)
+            return face_align.norm_crop(bgr, landmark=np.asarray(kps, dtype=np.float32), image_size=self.crop_size)
+
+    def align(self, image, kps: np.ndarray) -> np.ndarray:
+        """The ArcFace-aligned (crop_size x crop_size) RGB uint8 crop for 5 keypoints."""
+        rgb = image if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 else as_rgb_uint8(image)
+        return self._align_bgr(rgb, kps)  # a pure warp: channel order passes through
 
     def embed_aligned(self, crops) -> torch.Tensor:
         """(N, D) float32 L2-normalised embeddings of aligned RGB crops, in batched recognizer calls
@@ -595,14 +642,14 @@ class FaceAnalyzer:
         if (isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4 and images.shape[0] == 0) or (
                 isinstance(images, (list, tuple)) and not images):
             raise FaceImageError("No images given (an empty batch): connect at least one reference photo.")
-        rgbs = images_to_rgb_uint8(images)
-        count = len(rgbs)
+        bgrs = _images_to_bgr_uint8(images)
+        count = len(bgrs)
         info: list[str] = []
         selected: list[tuple[int, _Candidate]] = []
         missing: list[int] = []
-        for i, rgb in enumerate(rgbs):
+        for i, bgr in enumerate(bgrs):
             where = which_image(i, count)
-            candidates, how = self._candidates(rgb, min_score, retry)
+            candidates, how = self._candidates(bgr, min_score, retry)
             if not candidates:
                 missing.append(i)
                 continue
@@ -627,16 +674,8 @@ class FaceAnalyzer:
             if on_missing == "raise" or not selected:
                 raise NoFaceError(message, missing)
             info.append(f"skipped: {message}")
-        crops = [self.align(rgbs[i], c.kps) for i, c in selected]
-        embeddings = self.embed_aligned(crops)
-        faces = []
-        for (i, candidate), crop, embedding in zip(selected, crops, embeddings):
-            face = DetectedFace(image_index=i, bbox=candidate.bbox, kps=candidate.kps, det_score=candidate.score,
-                                embedding=embedding, aligned_crop=crop)
-            if landmarks:
-                self._add_landmarks(rgbs[i], face)
-            faces.append(face)
-        result = FaceEmbeds(faces=faces, embedder=self.embedder, image_sizes=[r.shape[:2] for r in rgbs], info=info)
+        faces = self._faces([(i, bgrs[i], c) for i, c in selected], landmarks)
+        result = FaceEmbeds(faces=faces, embedder=self.embedder, image_sizes=[b.shape[:2] for b in bgrs], info=info)
         if same_person_threshold is not None and len(faces) > 1:
             warning = same_person_warning(result, same_person_threshold, count)
             if warning:
@@ -696,13 +735,19 @@ def same_person_warning(embeds: FaceEmbeds, threshold: float = SAME_PERSON_THRES
 
 
 def face_mask(bbox: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W) float32 mask, 1 inside the ellipse inscribed in the face box."""
+    """(H, W) float32 mask, 1 inside the ellipse inscribed in the face box (computed only over the box)."""
+    mask = np.zeros((height, width), dtype=np.float32)
     x1, y1, x2, y2 = (float(v) for v in bbox[:4])
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     rx, ry = max((x2 - x1) / 2, 1e-3), max((y2 - y1) / 2, 1e-3)
-    ys = (np.arange(height, dtype=np.float32) + 0.5 - cy) / ry
-    xs = (np.arange(width, dtype=np.float32) + 0.5 - cx) / rx
-    return ((ys[:, None] ** 2 + xs[None, :] ** 2) <= 1.0).astype(np.float32)
+    top, bottom = max(int(np.floor(y1)), 0), min(int(np.ceil(y2)) + 1, height)
+    left, right = max(int(np.floor(x1)), 0), min(int(np.ceil(x2)) + 1, width)
+    if top >= bottom or left >= right:
+        return mask
+    ys = (np.arange(top, bottom, dtype=np.float32) + 0.5 - cy) / ry
+    xs = (np.arange(left, right, dtype=np.float32) + 0.5 - cx) / rx
+    mask[top:bottom, left:right] = (ys[:, None] ** 2 + xs[None, :] ** 2) <= 1.0
+    return mask
 
 
 def _route_pack(location: PackLocation, providers: list[str]) -> tuple[dict, dict[str, Path], list[str]]:

@@ -138,6 +138,30 @@ def test_a_batch_is_embedded_with_one_recognizer_call(analyzer, monkeypatch):
     assert torch.allclose(one_by_one, embeds.embeddings(), atol=1e-5)
 
 
+def test_landmarks_are_batched_and_match_insightface_per_face(analyzer, monkeypatch):
+    from insightface.app.common import Face
+
+    runs: dict[str, list[int]] = {}
+    for role, model in analyzer.landmarks.items():
+        real_run = model.session.run
+
+        def counting_run(names, feeds, *args, _role=role, _run=real_run, **kwargs):
+            runs.setdefault(_role, []).append(next(iter(feeds.values())).shape[0])
+            return _run(names, feeds, *args, **kwargs)
+
+        monkeypatch.setattr(model.session, "run", counting_run)
+    images = [ip.face_image(person=0), ip.face_image(640, 64, centre=(208, 400)), ip.face_image(person=2)]
+    embeds = analyzer.embed_images(images, same_person_threshold=None)
+    assert runs == {"landmark_2d_106": [3], "landmark_3d_68": [3]}
+    for face, image in zip(embeds.faces, images):
+        record = Face(bbox=face.bbox, kps=face.kps, det_score=face.det_score)
+        for model in analyzer.landmarks.values():
+            model.get(np.ascontiguousarray(image[..., ::-1]), record)  # insightface's own per-face path
+        assert np.allclose(face.landmark_2d_106, record["landmark_2d_106"], atol=1e-3)
+        assert np.allclose(face.landmark_3d_68, record["landmark_3d_68"], atol=1e-3)
+        assert np.allclose(face.pose, record["pose"], atol=1e-3)
+
+
 def test_embed_images_returns_typed_face_embeds(analyzer):
     images = torch.from_numpy(np.stack([ip.face_image(person=0), ip.face_image(person=0)])).float() / 255.0
     embeds = analyzer.embed_images(images)
