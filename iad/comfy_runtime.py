@@ -1,0 +1,60 @@
+"""Making ComfyUI importable for the command-line tools (``python -m iad.prepare`` / ``iad.train``).
+
+The library never imports ComfyUI at import time; the data preparation and the trainer need it
+only inside functions, to load models exactly as ComfyUI does (``comfy.sd.load_diffusion_model``,
+the VAE and text-encoder loaders). This module finds the ComfyUI tree and imports it lazily:
+
+1. the ``comfyui_dir`` given in the config (or ``--comfyui-dir``), else
+2. the ``COMFYUI_PATH`` environment variable, else
+3. the ComfyUI this pack is installed in (``ComfyUI/custom_nodes/<pack>/iad`` -> ``ComfyUI``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+class ComfyNotFoundError(RuntimeError):
+    """ComfyUI could not be located or imported; the message says where we looked."""
+
+
+def locate_comfyui(explicit: str | os.PathLike | None = None) -> Path:
+    candidates: list[tuple[str, Path]] = []
+    if explicit:
+        candidates.append(("comfyui_dir", Path(explicit)))
+    if os.environ.get("COMFYUI_PATH"):
+        candidates.append(("COMFYUI_PATH", Path(os.environ["COMFYUI_PATH"])))
+    here = Path(__file__).resolve()
+    candidates.append(("the ComfyUI this pack is installed in", here.parents[3]))
+    marker = here.parents[1] / ".comfyui" / "path"   # developer checkout prepared by `make setup`
+    if marker.is_file():
+        candidates.append((".comfyui/path", Path(marker.read_text().strip())))
+    for _, path in candidates:
+        if (path / "comfy" / "sd.py").is_file():
+            return path.resolve()
+    tried = "; ".join(f"{what}: {path}" for what, path in candidates)
+    raise ComfyNotFoundError(
+        f"ComfyUI not found (tried {tried}). Set 'comfyui_dir' in the config, pass --comfyui-dir, or set "
+        "COMFYUI_PATH to the folder that contains ComfyUI's main.py."
+    )
+
+
+def import_comfy(comfyui_dir: str | os.PathLike | None = None, cpu: bool | None = None):
+    """Import ``comfy`` (idempotent). ``cpu=True`` forces ComfyUI's ``--cpu`` mode (must happen
+    before ``comfy.model_management`` is first imported); ``None`` keeps ComfyUI's default."""
+    if "comfy.sd" in sys.modules:
+        return sys.modules["comfy"]
+    root = str(locate_comfyui(comfyui_dir))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import comfy.options  # noqa: F401  (argument parsing stays off when imported as a library)
+    import comfy.cli_args
+
+    if cpu:
+        comfy.cli_args.args.cpu = True
+    import comfy.model_management  # noqa: F401
+    import comfy.sd  # noqa: F401
+
+    return sys.modules["comfy"]

@@ -1,0 +1,62 @@
+"""``python -m iad.prepare [CONFIG.json] [--input DIR --output DIR --vae FILE ...]`` (docs/training.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from . import PrepareConfig, run
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m iad.prepare", description=__doc__)
+    parser.add_argument("config", nargs="?", help="JSON file of PrepareConfig fields (flags override it)")
+    parser.add_argument("--input", help="folder of clips with captions")
+    parser.add_argument("--output", help="dataset folder to create or resume")
+    parser.add_argument("--vae", help="Wan VAE file (ComfyUI/models/vae)")
+    parser.add_argument("--text-encoder", help="umt5-xxl file (ComfyUI/models/text_encoders), loaded as CLIP type wan")
+    parser.add_argument("--text-encoder-kind", choices=["comfy", "hash", "callable"],
+                        help="hash: deterministic stand-in for dry runs/tests (no language understanding)")
+    parser.add_argument("--face-pack", help="insightface pack name or folder (default antelopev2)")
+    parser.add_argument("--face-search-root", action="append", help="folder holding models/<pack> (repeatable)")
+    parser.add_argument("--det-size", type=int)
+    parser.add_argument("--resolution", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"))
+    parser.add_argument("--num-frames", type=int, help="target window length, 4k+1")
+    parser.add_argument("--clips-per-shard", type=int)
+    parser.add_argument("--comfyui-dir", help="ComfyUI folder (default: COMFYUI_PATH or the ComfyUI this pack is in)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    data: dict = json.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+    flags = {"input": args.input, "output": args.output, "vae": args.vae, "face_pack": args.face_pack,
+             "face_search_roots": args.face_search_root, "det_size": args.det_size,
+             "resolution": args.resolution, "num_frames": args.num_frames, "clips_per_shard": args.clips_per_shard,
+             "comfyui_dir": args.comfyui_dir}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.text_encoder or args.text_encoder_kind:
+        spec = dict(data.get("text_encoder") or {})
+        if args.text_encoder_kind:
+            spec["kind"] = args.text_encoder_kind
+        if args.text_encoder:
+            spec.setdefault("kind", "comfy")
+            spec["path"] = args.text_encoder
+        data["text_encoder"] = spec
+    if args.no_progress:
+        data["progress"] = False
+    try:
+        config = PrepareConfig.from_dict(data)
+    except (TypeError, ValueError) as exc:
+        print(f"iad.prepare: {exc}", file=sys.stderr)
+        return 2
+    state = run(config)
+    clips = sum(1 for _ in state["done"])
+    print(f"iad.prepare: {clips} clips in {len(state['shards'])} shards at {config.output}; "
+          f"{len(state['skipped'])} skipped" + "".join(f"\n  skipped {s['source']}: {s['reason']}" for s in state["skipped"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The prepared-dataset format: ``dataset.json`` + shards of ``.safetensors`` tensors and ``.json``
+records. Nothing is pickled. Written by :mod:`iad.prepare`, read by :mod:`iad.train`.
+
+```
+<out>/dataset.json                 format "comfyui-iad-dataset", settings, shard list, skipped clips
+<out>/prompt_bank.safetensors      text embeddings of the prompt bank and of the empty prompt
+<out>/shard-00000.safetensors      tensors, one group per clip: "<k>.latents", "<k>.text", ...
+<out>/shard-00000.json             one record per clip: key, source, caption, action, person, ...
+```
+
+Per clip ``k`` (``c0``, ``c1``...):
+
+| tensor | shape | dtype |
+|---|---|---|
+| ``k.latents`` | ``[C, T', h, w]`` ComfyUI raw VAE latent of the target window | float32 |
+| ``k.text`` | ``[L, 4096]`` caption embedding | float16 |
+| ``k.action_text`` | ``[4096]`` mean of the action phrase's embedding (caption when absent) | float32 |
+| ``k.track.frames`` | ``[n]`` source frame indices with a face in the primary track | int64 |
+| ``k.track.bboxes`` / ``.kps`` / ``.scores`` | ``[n, 4]`` / ``[n, 5, 2]`` / ``[n]`` | float32 |
+| ``k.track.embeddings`` | ``[n, 512]`` unit face embeddings | float32 |
+| ``k.track.landmarks`` | ``[n, 106, 2]`` (zeros when the pack has no 2D-106 model) | float32 |
+| ``k.target.frames`` | ``[F]`` source frame indices of the window | int64 |
+| ``k.target.bboxes`` | ``[F, 4]`` face box in *training-resolution* pixels (NaN: no face) | float32 |
+| ``k.ref.frames`` / ``.embeddings`` / ``.crops`` | ``[R]`` / ``[R, 512]`` / ``[R, S, S, 3]`` aligned crops | int64 / float32 / uint8 |
+
+References come from frames at least ``reference_gap`` frames outside the target window (a
+different moment); ``R`` may be 0, in which case the trainer takes references from another clip
+of the same ``person``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+DATASET_FORMAT = "comfyui-iad-dataset"
+SHARD_FORMAT = "comfyui-iad-shard"
+FORMAT_VERSION = 1
+DATASET_FILE = "dataset.json"
+PROMPT_BANK_FILE = "prompt_bank.safetensors"
+
+
+class DatasetFormatError(ValueError):
+    """A prepared dataset that cannot be used; the message names the file and the fix."""
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_shard(folder: Path, index: int, tensors: dict[str, torch.Tensor], records: list[dict]) -> str:
+    """Tensors first, then the records: a shard counts as written once its .json exists."""
+    name = f"shard-{index:05d}"
+    atomic_save_tensors(folder / f"{name}.safetensors", tensors, {"format": SHARD_FORMAT, "format_version": str(FORMAT_VERSION)})
+    atomic_write_text(folder / f"{name}.json", json.dumps({"format": SHARD_FORMAT, "format_version": FORMAT_VERSION,
+                                                         "clips": records}, indent=1))
+    return name
+
+
+def read_dataset(folder: str | os.PathLike) -> dict:
+    folder = Path(folder)
+    path = folder / DATASET_FILE
+    if not path.is_file():
+        raise DatasetFormatError(f"{folder} is not a prepared IaD dataset (no {DATASET_FILE}). "
+                                 "Create one with `python -m iad.prepare --input VIDEOS --output FOLDER ...`.")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise DatasetFormatError(f"{path} is not valid JSON ({exc}); re-run iad.prepare into a new folder.") from None
+    if info.get("format") != DATASET_FORMAT:
+        raise DatasetFormatError(f"{path} is not an IaD dataset description (format {info.get('format')!r}).")
+    if int(info.get("format_version", 0)) != FORMAT_VERSION:
+        raise DatasetFormatError(f"{path} has dataset format version {info.get('format_version')}; this ComfyUI-IaD "
+                                 f"reads version {FORMAT_VERSION}. Re-run iad.prepare with this version.")
+    return info
+
+
+def read_shard_records(folder: Path, name: str) -> list[dict]:
+    path = Path(folder) / f"{name}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DatasetFormatError(f"{path} is listed in dataset.json but missing; re-run iad.prepare to resume.") from None
+    if data.get("format") != SHARD_FORMAT:
+        raise DatasetFormatError(f"{path} is not an IaD shard record file.")
+    return data["clips"]

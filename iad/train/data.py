@@ -1,0 +1,167 @@
+"""Reading a prepared dataset and building deterministic batches.
+
+Determinism is by construction, not by saved RNG state: step ``s`` of a run with seed ``S`` uses
+the global-batch clip indices from a permutation seeded by ``(S, epoch)`` and per-sample random
+draws (references, noise, sigma, prompts) from generators seeded by ``(S, s, position in the
+global batch)``. A resumed run, and a run split over several processes, therefore sees exactly
+the samples and noise of the uninterrupted single-process run.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..prepare.shards import PROMPT_BANK_FILE, DatasetFormatError, read_dataset, read_shard_records
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def sample_generator(seed: int, step: int, position: int, salt: int = 0) -> torch.Generator:
+    value = (seed * 1_000_003 + step * 7919 + position * 104_729 + salt * 15_485_863) ^ _MIX
+    return torch.Generator().manual_seed(value & 0x7FFF_FFFF_FFFF_FFFF)
+
+
+@dataclass
+class Clip:
+    shard: str
+    key: str
+    record: dict
+    person: str
+
+
+class PreparedDataset:
+    """Clips of a prepared dataset; tensors are read from the shards on demand (safetensors mmap)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        self.info = read_dataset(self.folder)
+        self.clips: list[Clip] = []
+        for shard in self.info["shards"]:
+            for record in read_shard_records(self.folder, shard):
+                person = record.get("person") or f"{record['source']}#track{record['primary_track']}"
+                self.clips.append(Clip(shard, record["key"], record, str(person)))
+        if not self.clips:
+            raise DatasetFormatError(f"{self.folder} has no prepared clips (every clip was skipped? see 'skipped' in "
+                                     "dataset.json).")
+        self.persons = sorted({c.person for c in self.clips})
+        self.person_index = {p: i for i, p in enumerate(self.persons)}
+        actions = sorted({c.record.get("action") or c.record["caption"] for c in self.clips})
+        self.action_index = {a: i for i, a in enumerate(actions)}
+        self._handles: dict[str, object] = {}
+        # References from a different clip of the same person when a clip has none of its own.
+        self.by_person: dict[str, list[int]] = {}
+        for i, c in enumerate(self.clips):
+            if c.record["references"] > 0:
+                self.by_person.setdefault(c.person, []).append(i)
+        orphans = [c.record["source"] for c in self.clips if c.record["references"] == 0 and not self.by_person.get(c.person)]
+        if orphans:
+            raise DatasetFormatError(
+                f"clips {orphans[:5]} have no reference frames from another moment and no other clip of the same person: "
+                "use longer clips (target window + 2 * reference_gap frames) or give clips of one person the same "
+                "'person' in their sidecar JSON.")
+        shapes = {tuple(self.tensor(i, "latents").shape) for i in range(min(len(self.clips), 4))}
+        if len(shapes) != 1:
+            raise DatasetFormatError(f"{self.folder}: clips have different latent shapes {sorted(shapes)}")
+        self.latent_shape = shapes.pop()
+        self.embedder = self.info.get("embedder")
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def _handle(self, shard: str):
+        from safetensors import safe_open
+
+        handle = self._handles.get(shard)
+        if handle is None:
+            handle = safe_open(str(self.folder / f"{shard}.safetensors"), framework="pt", device="cpu")
+            self._handles[shard] = handle
+        return handle
+
+    def tensor(self, index: int, name: str) -> torch.Tensor:
+        clip = self.clips[index]
+        return self._handle(clip.shard).get_tensor(f"{clip.key}.{name}")
+
+    def prompt_bank(self) -> tuple[list[str], list[torch.Tensor], torch.Tensor]:
+        from safetensors import safe_open
+
+        path = self.folder / PROMPT_BANK_FILE
+        if not path.is_file():
+            raise DatasetFormatError(f"{path} is missing: re-run iad.prepare on this folder to write it.")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            prompts = json.loads(f.metadata()["prompts"])
+            return prompts, [f.get_tensor(f"bank.{i}") for i in range(len(prompts))], f.get_tensor("null")
+
+    def __getstate__(self):   # safetensors handles are per process
+        state = dict(self.__dict__)
+        state["_handles"] = {}
+        return state
+
+
+def global_batch_indices(num_clips: int, global_batch: int, step: int, seed: int) -> list[int]:
+    """Clip indices of step ``step``'s global batch: consecutive slices of per-epoch permutations."""
+    out = []
+    position = step * global_batch
+    while len(out) < global_batch:
+        epoch, offset = divmod(position, num_clips)
+        perm = torch.randperm(num_clips, generator=torch.Generator().manual_seed(seed * 7_919 + epoch))
+        take = min(global_batch - len(out), num_clips - offset)
+        out.extend(int(i) for i in perm[offset:offset + take])
+        position += take
+    return out
+
+
+def pad_text(texts: list[torch.Tensor]) -> torch.Tensor:
+    """[B, L_max, 4096] with zero rows after each text (Wan pads its umt5 context with zeros)."""
+    length = max(t.shape[0] for t in texts)
+    out = torch.zeros(len(texts), length, texts[0].shape[-1])
+    for i, t in enumerate(texts):
+        out[i, : t.shape[0]] = t.float()
+    return out
+
+
+def build_batch(dataset: PreparedDataset, indices: list[int], positions: list[int], step: int, seed: int,
+                num_references: int) -> dict:
+    """One process's batch. ``positions`` are the samples' places in the global batch (seeding)."""
+    latents, texts, refs, frames, frame_person, frame_action, action_text, persons, crops, boxes = ([] for _ in range(10))
+    for index, position in zip(indices, positions):
+        g = sample_generator(seed, 0, position, salt=1)
+        clip = dataset.clips[index]
+        latents.append(dataset.tensor(index, "latents").float())
+        texts.append(dataset.tensor(index, "text"))
+        source = index
+        if clip.record["references"] == 0:   # another clip of the same person
+            pool = dataset.by_person[clip.person]
+            source = pool[int(torch.randint(len(pool), (1,), generator=g))]
+        ref_bank = dataset.tensor(source, "ref.embeddings")
+        pick = torch.randint(ref_bank.shape[0], (num_references,), generator=g)
+        refs.append(ref_bank[pick])
+        crops.append(dataset.tensor(source, "ref.crops")[pick[0]])
+        # Frames for the decoupling losses: the references plus target-window faces of the track.
+        track = dataset.tensor(index, "track.embeddings")
+        t_pick = torch.randint(track.shape[0], (2,), generator=g)
+        person = dataset.person_index[clip.person]
+        action = dataset.action_index[clip.record.get("action") or clip.record["caption"]]
+        for e in (ref_bank[pick[0]], track[t_pick[0]], track[t_pick[1]]):
+            frames.append(e)
+            frame_person.append(person)
+            frame_action.append(action)
+            action_text.append(dataset.tensor(index, "action_text"))
+        persons.append(person)
+        boxes.append(dataset.tensor(index, "target.bboxes"))
+    return {
+        "latents": torch.stack(latents),
+        "context": pad_text(texts),
+        "references": torch.stack(refs),               # [B, R, D]
+        "frame_embeddings": torch.stack(frames),       # [3B, D]
+        "frame_person": torch.tensor(frame_person),
+        "frame_action": torch.tensor(frame_action),
+        "frame_action_text": torch.stack(action_text).float(),
+        "person": torch.tensor(persons),
+        "reference_crops": torch.stack(crops),         # [B, S, S, 3] uint8
+        "target_boxes": torch.stack(boxes),            # [B, F, 4]
+        "positions": list(positions),
+    }

@@ -1,0 +1,316 @@
+"""The frozen base model (loaded through ComfyUI), the training patch, and the training objective.
+
+The identity enters the base model exactly as at inference (``nodes/_patching.py``): an object
+patch on each listed block's ``cross_attn.forward`` of a ModelPatcher *clone* computes
+``o( attn(q, k_txt, v_txt) + w * attn(q, k_id, v_id) )`` with the block's own ``q``/``norm_q``
+(and ``norm_k`` on identity keys), through the same ``iad.patching.add_identity_attention`` and
+ComfyUI's ``optimized_attention``. The only difference: identity K/V are recomputed (with
+gradients) from the current tokens on every call, passed in ``transformer_options["iad_train"]``.
+Gradient checkpointing uses ComfyUI's own ``patches_replace["dit"]`` block replacement.
+ComfyUI is imported lazily (inside functions).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..adapter import AdapterConfig, IdentityAdapter
+from ..decoupling import Decoupler
+from ..losses import (ActionTextProjector, identity_consistency_reward, identity_decoupling_loss,
+                      prompt_following_loss, sample_frame_indices, semantic_consistency_reward, text_alignment_loss)
+from ..patching import add_identity_attention
+from ..patching.arch import UnsupportedModelError, check_adapter_fits, detect_architecture
+from .config import ConfigError, TrainConfig
+from .data import sample_generator
+
+TRAIN_KEY = "iad_train"
+
+
+class IncompatibleBaseModelError(ConfigError):
+    """The base model cannot be trained with this trainer/adapter."""
+
+
+class TrainingCrossAttention:
+    """Object patch for ``blocks.{i}.cross_attn.forward`` (Wan T2V) during training."""
+
+    def __init__(self, module, inner, block_index: int):
+        self.module, self.inner, self.block_index = module, inner, int(block_index)
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, x, context, *args, transformer_options={}, **kwargs):
+        ident = transformer_options.get(TRAIN_KEY)
+        if ident is None:
+            return self.inner(x, context, *args, transformer_options=transformer_options, **kwargs)
+        import comfy.ldm.modules.attention as comfy_attention
+
+        m = self.module
+        q = m.norm_q(m.q(x))
+        k = m.norm_k(m.k(context))
+        out = comfy_attention.optimized_attention(q, k, m.v(context), heads=m.num_heads, transformer_options=transformer_options)
+        adapter: IdentityAdapter = ident["adapter"]
+        k_id, v_id = adapter.block_kv(self.block_index, ident["tokens"])
+        if adapter.config.identity_key_norm:
+            k_id = m.norm_k(k_id.to(q.dtype))
+        out = add_identity_attention(out, q, k_id.to(q.dtype), v_id.to(q.dtype), m.num_heads, ident["weight"], None,
+                                     lambda q_, k_, v_, heads: comfy_attention.optimized_attention(q_, k_, v_, heads=heads))
+        return m.o(out)
+
+
+class CheckpointedBlock:
+    """``patches_replace["dit"]`` entry: the original block under activation checkpointing."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, args, extra):
+        from torch.utils.checkpoint import checkpoint
+
+        original = extra["original_block"]
+        return checkpoint(lambda img, txt, vec, pe: original({**args, "img": img, "txt": txt, "vec": vec, "pe": pe}),
+                          args["img"], args["txt"], args["vec"], args["pe"], use_reentrant=False)
+
+
+def load_base(config: TrainConfig, device: torch.device):
+    """The frozen base through ``comfy.sd.load_diffusion_model``; returns (patcher, arch)."""
+    from ..comfy_runtime import import_comfy
+
+    import_comfy(config.comfyui_dir, cpu=device.type == "cpu")
+    import comfy.sd
+
+    options = {"dtype": torch.bfloat16} if config.precision == "bf16" else {"dtype": torch.float32}
+    try:
+        patcher = comfy.sd.load_diffusion_model(config.base_model, model_options=options)
+    except RuntimeError as exc:
+        raise IncompatibleBaseModelError(f"base_model {config.base_model}: ComfyUI could not load it ({exc})") from None
+    base = patcher.model
+    config_name = type(base.model_config).__name__
+    try:
+        arch = detect_architecture(base.diffusion_model, config_name)
+    except UnsupportedModelError as exc:
+        raise IncompatibleBaseModelError(f"base_model {config.base_model}: {exc}") from None
+    if arch.family != "wan" or getattr(base.diffusion_model, "model_type", None) != "t2v":
+        raise IncompatibleBaseModelError(
+            f"base_model {config.base_model} is {arch.variant}; the trainer trains Wan 2.1/2.2 text-to-video adapters "
+            "(the T2V model of the size you will use, e.g. wan2.1_t2v_1.3B or 14B). I2V/LTX-Video/HunyuanVideo "
+            "adapters are not trainable with it yet.")
+    if type(base.model_sampling).__name__.find("Flow") < 0 and not hasattr(base.model_sampling, "shift"):
+        raise IncompatibleBaseModelError(f"base_model {config.base_model} is not a flow-matching model")
+    base.requires_grad_(False)
+    base.eval()
+    return patcher, arch
+
+
+def adapter_config_for(config: TrainConfig, arch, embedder: str | None) -> AdapterConfig:
+    fields = dict(config.adapter)
+    fields.setdefault("family", "wan2.1")
+    fields.setdefault("model_dim", arch.model_dim)
+    fields.setdefault("blocks", list(range(arch.num_blocks)))
+    fields.setdefault("token_dim", min(arch.model_dim, 2048))
+    fields.setdefault("decoupler_kind", "trained")
+    if embedder:
+        fields.setdefault("embedder", embedder)
+    try:
+        adapter_config = AdapterConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"adapter: {exc}") from None
+    try:
+        check_adapter_fits(arch, adapter_config, "the adapter configured in 'adapter'")
+    except UnsupportedModelError as exc:
+        raise IncompatibleBaseModelError(str(exc)) from None
+    if embedder and adapter_config.embedder != embedder:
+        raise ConfigError(f"adapter.embedder is {adapter_config.embedder!r} but the dataset's face embeddings come from "
+                          f"{embedder!r}; remove adapter.embedder or re-prepare the data with that recognizer.")
+    return adapter_config
+
+
+def install_patches(patcher, arch, adapter_config: AdapterConfig, gradient_checkpointing: bool):
+    """A clone of ``patcher`` with the training patch on every adapter block (and checkpointing)."""
+    patched = patcher.clone()
+    diffusion_model = patched.model.diffusion_model
+    for block in adapter_config.blocks:
+        key = f"diffusion_model.{arch.site(block)}.forward"
+        module = diffusion_model.blocks[block].cross_attn
+        patched.add_object_patch(key, TrainingCrossAttention(module, patched.get_model_object(key), block))
+    if gradient_checkpointing:
+        for i in range(arch.num_blocks):
+            patched.set_model_patch_replace(CheckpointedBlock(), "dit", "double_block", i)
+    return patched
+
+
+def shifted_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """ComfyUI's ``time_snr_shift``: the sigma of flow time ``u`` under ``shift``."""
+    return u if shift == 1.0 else shift * u / (1 + (shift - 1) * u)
+
+
+class IaDTrainable(nn.Module):
+    """The trained parameters (adapter: decoupler + resampler + K/V; the TAL projector) and the
+    objective. The frozen base is held outside the module tree, so DDP/FSDP see only these."""
+
+    def __init__(self, adapter: IdentityAdapter, config: TrainConfig, text_dim: int = 4096):
+        super().__init__()
+        self.adapter = adapter
+        self.config = config
+        self.projector = (ActionTextProjector(adapter.config.decoupler_act_dim, text_dim)
+                          if isinstance(adapter.decoupler, Decoupler) else None)
+        self._runtime: dict = {}
+
+    def attach(self, patched, base_patcher, shift: float, gather=None, prompt_bank=None, icr=None) -> None:
+        self._runtime = {"patched": patched, "base": base_patcher, "shift": shift, "gather": gather,
+                         "prompt_bank": prompt_bank, "icr": icr}
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _model_call(self, x_t, sigma, context, tokens):
+        patched = self._runtime["patched"]
+        options = dict(patched.model_options.get("transformer_options", {}))
+        if tokens is not None:
+            options[TRAIN_KEY] = {"adapter": self.adapter, "tokens": tokens, "weight": self.config.identity_weight}
+        denoised = patched.model.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options)
+        return (x_t - denoised.to(x_t.dtype)) / sigma.view(-1, *([1] * (x_t.dim() - 1)))   # velocity
+
+    def identity_tokens(self, references: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([self.adapter.identity_embedding(r) for r in references])  # decoupler.fuse, as IaD Identity does
+        return self.adapter.identity_tokens(z)
+
+    def sample_sigma_noise(self, positions, step: int, shape, device) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.config.timesteps
+        top = 1.0 - t.start_percent if t.late_steps_only else 1.0
+        sigmas, noises = [], []
+        for position in positions:
+            g = sample_generator(self.config.seed, 0, position, salt=2)
+            u = torch.rand((), generator=g) * top
+            sigmas.append(shifted_sigma(u, self._runtime["shift"]).clamp_min(t.min_sigma))
+            noises.append(torch.randn(shape, generator=g))
+        return torch.stack(sigmas).to(device), torch.stack(noises).to(device)
+
+    # -- the objective ---------------------------------------------------------------------------
+    def forward(self, batch: dict, step: int, with_extras: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg, w = self.config, self.config.losses
+        device = next(self.adapter.parameters()).device
+        base = self._runtime["patched"].model
+        parts: dict[str, torch.Tensor] = {}
+        total = torch.zeros((), device=device)
+
+        x0 = base.process_latent_in(batch["latents"].to(device))
+        sigma, noise = self.sample_sigma_noise(batch["positions"], step, x0.shape[1:], device)
+        x_t = sigma.view(-1, 1, 1, 1, 1) * noise + (1 - sigma.view(-1, 1, 1, 1, 1)) * x0
+        context = batch["context"].to(device)
+        tokens = self.identity_tokens(batch["references"].to(device))
+        v_pred = self._model_call(x_t, sigma, context, tokens)
+        per_sample = (v_pred.float() - (noise - x0).float()).pow(2).flatten(1).mean(1)
+        parts["diffusion"] = per_sample.mean()
+        total = total + w.diffusion * parts["diffusion"]
+
+        if self.projector is not None and (w.identity_decoupling > 0 or w.text_alignment > 0):
+            gather = self._runtime["gather"] or (lambda t: t)
+            e = gather(batch["frame_embeddings"].to(device))
+            persons = gather(batch["frame_person"].to(device))
+            actions = gather(batch["frame_action"].to(device))
+            action_text = gather(batch["frame_action_text"].to(device))
+            z_id, z_act = self.adapter.decoupler(e)
+            recon = self.adapter.decoupler.reconstruct(z_id, z_act)
+            idl = identity_decoupling_loss(z_id, z_act, persons, e, recon, temperature=w.temperature,
+                                           w_decorrelation=w.decorrelation, w_reconstruction=w.reconstruction)
+            parts.update(idl.parts)
+            parts["identity_decoupling"] = idl.total
+            a, t = self.projector(z_act, action_text)
+            parts["text_alignment"] = text_alignment_loss(a, t, actions, w.temperature)
+            total = total + w.identity_decoupling * idl.total + w.text_alignment * parts["text_alignment"]
+
+        if with_extras and w.prompt_following.weight > 0 and step % w.prompt_following.every == 0:
+            parts["prompt_following"] = self._prompt_following(batch, step, x_t, sigma, tokens, device)
+            total = total + w.prompt_following.weight * parts["prompt_following"]
+        if with_extras and w.scr.weight > 0 and step % w.scr.every == 0:
+            with torch.no_grad():
+                v_frozen = self._model_call(x_t, sigma, context, None)
+            target = (noise - x0).float()
+            frame_scores = lambda v: -(v.float() - target).pow(2).mean(dim=(1, 3, 4))   # noqa: E731  [B, T']
+            parts["scr"] = semantic_consistency_reward(frame_scores(v_frozen), frame_scores(v_pred), w.scr.temperature)
+            total = total + w.scr.weight * parts["scr"]
+        if with_extras and w.icr.weight > 0 and step % w.icr.every == 0:
+            s = sigma.view(-1, 1, 1, 1, 1)
+            x0_pred = x_t - s * v_pred
+            parts["icr"] = self._icr(batch, step, base.process_latent_out(x0_pred), device)
+            total = total + w.icr.weight * parts["icr"]
+        parts["total"] = total
+        return total, parts
+
+    def _prompt_following(self, batch, step, x_t, sigma, tokens, device) -> torch.Tensor:
+        """Simulated prompt augmentation: prompts from the bank (or the caption) must steer the model
+        the same with and without the identity (docs/training.md, L_PF)."""
+        from .data import pad_text
+
+        prompts, bank, null = self._runtime["prompt_bank"]
+        pf = self.config.losses.prompt_following
+        texts = []
+        for i, position in enumerate(batch["positions"]):
+            g = sample_generator(self.config.seed, 0, position, salt=3)
+            if float(torch.rand((), generator=g)) < pf.bank_probability:
+                texts.append(bank[int(torch.randint(len(bank), (1,), generator=g))])
+            else:
+                texts.append(batch["context"][i])
+        prompt = pad_text(texts).to(device)
+        nulls = pad_text([null] * len(texts)).to(device)
+        text_id = self._model_call(x_t, sigma, prompt, tokens)
+        null_id = self._model_call(x_t, sigma, nulls, tokens)
+        with torch.no_grad():
+            text_base = self._model_call(x_t, sigma, prompt, None)
+            null_base = self._model_call(x_t, sigma, nulls, None)
+        return prompt_following_loss(text_id, null_id, text_base, null_base)
+
+    def _icr(self, batch, step, latent_pred, device) -> torch.Tensor:
+        """PersonalVideo ICR: decode the predicted clean latent with the Wan VAE, crop the face at the
+        target's tracked box, embed with a differentiable recognizer, compare with the reference."""
+        vae, recognizer = self._runtime["icr"]
+        pixels = vae.first_stage_model.decode(latent_pred.to(next(vae.first_stage_model.parameters()).dtype))
+        pixels = pixels.float().clamp(-1, 1)                      # [B, 3, T, H, W]
+        crops, refs, valid = [], [], []
+        boxes_all = batch["target_boxes"]
+        for b in range(pixels.shape[0]):
+            boxes = boxes_all[b]
+            g = sample_generator(self.config.seed, 0, batch["positions"][b], salt=4)
+            for f in sample_frame_indices(boxes.shape[0], self.config.losses.icr.frames, g).tolist():
+                f_pix = min(f, pixels.shape[2] - 1) if boxes.shape[0] == pixels.shape[2] else round(f * (pixels.shape[2] - 1) / max(boxes.shape[0] - 1, 1))
+                box = boxes[f]
+                ok = bool(torch.isfinite(box).all())
+                crops.append(_crop_face(pixels[b, :, f_pix], box if ok else None))
+                valid.append(ok)
+            refs.append(batch["reference_crops"][b])
+        frame_emb = recognizer(torch.stack(crops))                # RGB [-1, 1] -> unit embeddings
+        ref = torch.stack(refs).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+        with torch.no_grad():
+            ref_emb = recognizer(F.interpolate(ref, size=(112, 112), mode="bilinear", align_corners=False))
+        return identity_consistency_reward(ref_emb, frame_emb, torch.tensor(valid, device=device))
+
+
+def _crop_face(image: torch.Tensor, box: torch.Tensor | None, size: int = 112) -> torch.Tensor:
+    """A square crop around ``box`` (1.2x, clamped to the frame) resized to ``size`` (differentiable)."""
+    _, h, w = image.shape
+    if box is None:
+        region = image
+    else:
+        x1, y1, x2, y2 = (float(v) for v in box)
+        cx, cy, half = (x1 + x2) / 2, (y1 + y2) / 2, 0.6 * max(x2 - x1, y2 - y1)
+        left, top = int(max(0, cx - half)), int(max(0, cy - half))
+        right, bottom = int(min(w, cx + half)), int(min(h, cy + half))
+        region = image[:, top:max(bottom, top + 1), left:max(right, left + 1)]
+    return F.interpolate(region[None], size=(size, size), mode="bilinear", align_corners=False)[0]
+
+
+class TorchRecognizer(nn.Module):
+    """IR-SE50 as the differentiable recognizer for ICR: RGB [-1, 1] crops -> unit embeddings."""
+
+    def __init__(self, path: str):
+        super().__init__()
+        from ..recognizers import load_irse50
+
+        self.net = load_irse50(path)
+        self.net.requires_grad_(False)
+        self.net.eval()
+
+    def forward(self, rgb: torch.Tensor) -> torch.Tensor:
+        net = getattr(self.net, "net", self.net)
+        return F.normalize(net(rgb.flip(1)).float(), dim=-1)   # IR-SE50 takes BGR

@@ -1,0 +1,308 @@
+"""The training loop: setup, steps with accumulation, logging, evaluation, checkpoints, resume."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..adapter import IdentityAdapter
+from ..checkpoint import load_adapter, save_adapter
+from . import distributed
+from .config import ConfigError, TrainConfig, load_config
+from .data import PreparedDataset, build_batch, global_batch_indices
+from .model import IaDTrainable, adapter_config_for, install_patches, load_base
+
+log = logging.getLogger("iad.train")
+STATE_FORMAT = "comfyui-iad-train-state"
+EVAL_POSITION = 10**12   # sample numbers of the fixed evaluation batch (never used in training)
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    final_checkpoint: Path | None
+    steps: int
+    history: list[dict] = field(default_factory=list)      # one entry per logged step
+    evals: list[dict] = field(default_factory=list)        # fixed-noise evaluation losses
+    resumed_from: int = 0
+    samples_per_second: float = 0.0
+    peak_memory_bytes: int = 0
+
+
+def _config_hash(config: TrainConfig) -> str:
+    """What must not change across a resume (everything that shapes the run's math)."""
+    d = config.to_dict()
+    for key in ("steps", "resume", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints", "output_dir",
+                "comfyui_dir", "device", "cpu_threads"):
+        d.pop(key, None)
+    d.pop("distributed", None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _init_adapter(config: TrainConfig, adapter_config, device) -> IdentityAdapter:
+    if config.init_from:
+        adapter = load_adapter(config.init_from, expected_family=adapter_config.family,
+                               expected_model_dim=adapter_config.model_dim).float()
+        return adapter.train().to(device)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        adapter = IdentityAdapter(adapter_config)
+        # Identity values start at zero: the untrained adapter leaves the base model's output unchanged.
+        for kv in adapter.blocks.values():
+            torch.nn.init.zeros_(kv.to_v_ip.weight)
+            if kv.to_v_ip.bias is not None:
+                torch.nn.init.zeros_(kv.to_v_ip.bias)
+    return adapter.train().to(device)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig) -> None:
+        self.config = config
+        c = config
+        if c.cpu_threads > 0:
+            torch.set_num_threads(c.cpu_threads)
+        self.dist = distributed.setup(c.distributed.strategy, c.distributed.backend, c.device)
+        self.device = self.dist.device
+        self.out = Path(c.output_dir)
+        self.dataset = PreparedDataset(c.data)
+        self.patcher, self.arch = load_base(c, self.device)
+        self.adapter_config = adapter_config_for(c, self.arch, self.dataset.embedder)
+        self.adapter_config.name = c.name
+        adapter = _init_adapter(c, self.adapter_config, self.device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(c.seed + 1)
+            self.module = IaDTrainable(adapter, c).to(self.device)
+        if c.losses.identity_decoupling == 0 and c.losses.text_alignment == 0:
+            self.module.projector = None
+        self.patched = install_patches(self.patcher, self.arch, self.adapter_config, c.gradient_checkpointing)
+        self.patched.patch_model(device_to=self.device)
+        base_model = self.patched.model
+        shift = c.timesteps.shift if c.timesteps.shift is not None else float(getattr(base_model.model_sampling, "shift", 1.0))
+        prompt_bank = self.dataset.prompt_bank() if c.losses.prompt_following.weight > 0 else None
+        icr = self._load_icr() if c.losses.icr.weight > 0 else None
+        self.module.attach(self.patched, self.patcher, shift, gather=distributed.gather_batch,
+                           prompt_bank=prompt_bank, icr=icr)
+        uses_everything = (self.module.projector is not None and c.losses.identity_decoupling > 0
+                           and c.losses.text_alignment > 0)
+        self.model = distributed.wrap(self.module, self.dist, find_unused=not uses_everything,
+                                      shard_base=base_model.diffusion_model if c.distributed.fsdp_shard_base else None)
+        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.optimizer.lr,
+                                           betas=tuple(c.optimizer.betas), weight_decay=c.optimizer.weight_decay,
+                                           foreach=False)
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if c.precision == "bf16"
+                         else nullcontext())
+        self.step = 0
+
+    def _load_icr(self):
+        from ..prepare.encoders import ComfyVAE
+        from .model import TorchRecognizer
+
+        vae = ComfyVAE(self.config.losses.icr.vae, self.config.comfyui_dir).vae
+        vae.first_stage_model.to(self.device).requires_grad_(False)
+        return vae, TorchRecognizer(self.config.losses.icr.recognizer).to(self.device)
+
+    # -- state -------------------------------------------------------------------------------------
+    def _full_state(self) -> tuple[dict, dict]:
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
+                                                             get_optimizer_state_dict)
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return (get_model_state_dict(self.model, options=options),
+                get_optimizer_state_dict(self.model, self.optimizer, options=options))
+
+    def save(self, final: bool = False) -> Path | None:
+        """Adapter checkpoint (IaD format, loadable by IaD Model Loader) + training state."""
+        from ..prepare.shards import atomic_save_tensors
+
+        model_state, optim_state = self._full_state()
+        if not self.dist.main:
+            distributed.barrier()
+            return None
+        c = self.config
+        adapter_state = {k[len("adapter."):]: v.detach().float() for k, v in model_state.items() if k.startswith("adapter.")}
+        self.adapter_config.extra = {"trained_steps": self.step, "base_model": Path(c.base_model).name,
+                                     "dataset": Path(c.data).name, "trainer": "iad.train"}
+        adapter = IdentityAdapter.from_state_dict(self.adapter_config, adapter_state)
+        ckpt_dir = self.out / "checkpoints"
+        dtype = getattr(torch, c.save_dtype)
+        path = save_adapter(adapter, ckpt_dir / f"{c.name}-step{self.step:06d}.safetensors", dtype=dtype)
+        if final:
+            save_adapter(adapter, self.out / f"{c.name}.safetensors", dtype=dtype)
+        tensors = {f"model.{k}": v.detach().cpu() for k, v in model_state.items()}
+        scalars = {}
+        for fqn, stats in optim_state["state"].items():
+            for name, value in stats.items():
+                if torch.is_tensor(value) and value.dim() > 0:
+                    tensors[f"optim.{fqn}.{name}"] = value.detach().cpu()
+                else:
+                    scalars[f"{fqn}.{name}"] = float(value)
+        meta = {"format": STATE_FORMAT, "step": self.step, "config_hash": _config_hash(c),
+                "param_groups": optim_state["param_groups"], "scalars": scalars}
+        state_path = self.out / "state" / f"state-step{self.step:06d}.safetensors"
+        atomic_save_tensors(state_path, tensors, {"iad_train_state": json.dumps(meta)})
+        self._prune(ckpt_dir, f"{c.name}-step", c.keep_checkpoints)
+        self._prune(self.out / "state", "state-step", max(c.keep_checkpoints, 1) if c.keep_checkpoints else 0)
+        distributed.barrier()
+        return path
+
+    @staticmethod
+    def _prune(folder: Path, prefix: str, keep: int) -> None:
+        if keep <= 0:
+            return
+        files = sorted(folder.glob(f"{prefix}*.safetensors"))
+        for old in files[:-keep]:
+            old.unlink()
+
+    def latest_state(self) -> Path | None:
+        states = sorted((self.out / "state").glob("state-step*.safetensors"))
+        return states[-1] if states else None
+
+    def load(self, path: Path) -> None:
+        from safetensors import safe_open
+        from torch.distributed.checkpoint.state_dict import (StateDictOptions, set_model_state_dict,
+                                                             set_optimizer_state_dict)
+
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            meta = json.loads(f.metadata()["iad_train_state"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if meta.get("format") != STATE_FORMAT:
+            raise ConfigError(f"resume: {path} is not an iad.train state file")
+        if meta["config_hash"] != _config_hash(self.config):
+            raise ConfigError(f"resume: {path} was written with a different training config (model, data, losses, "
+                              "batch or optimizer settings changed). Use a new output_dir, or resume: false.")
+        model_state = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        optim: dict = {"state": {}, "param_groups": meta["param_groups"]}
+        for k, v in tensors.items():
+            if k.startswith("optim."):
+                fqn, name = k[len("optim."):].rsplit(".", 1)
+                optim["state"].setdefault(fqn, {})[name] = v
+        for k, v in meta["scalars"].items():
+            fqn, name = k.rsplit(".", 1)
+            optim["state"].setdefault(fqn, {})[name] = torch.tensor(v)
+        options = StateDictOptions(full_state_dict=True)
+        set_model_state_dict(self.model, model_state, options=options)
+        set_optimizer_state_dict(self.model, self.optimizer, optim, options=options)
+        self.step = int(meta["step"])
+
+    # -- loop --------------------------------------------------------------------------------------
+    def _lr(self, step: int) -> float:
+        o = self.config.optimizer
+        return o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
+
+    def _micro_batch(self, micro_index: int) -> dict:
+        c, d = self.config, self.dist
+        global_micro = c.batch_size * d.world
+        indices = global_batch_indices(len(self.dataset), global_micro, micro_index, c.seed)
+        mine = slice(d.rank * c.batch_size, (d.rank + 1) * c.batch_size)
+        positions = [micro_index * global_micro + p for p in range(global_micro)][mine]
+        return build_batch(self.dataset, indices[mine], positions, micro_index, c.seed, c.num_references)
+
+    def evaluate(self) -> dict[str, float]:
+        """Loss terms on a fixed batch with fixed noise and sigmas (comparable across steps)."""
+        count = min(len(self.dataset), 8)
+        batch = build_batch(self.dataset, list(range(count)), [EVAL_POSITION + i for i in range(count)], 0,
+                            self.config.seed, self.config.num_references)
+        with torch.no_grad(), self.autocast:
+            _, parts = self.module(batch, 0, with_extras=False)
+        return {k: float(v) for k, v in parts.items()}
+
+    def train(self) -> TrainResult:
+        c = self.config
+        resumed_from = 0
+        if c.resume:
+            state = Path(c.resume) if isinstance(c.resume, str) and c.resume != "auto" else self.latest_state()
+            if state is not None:
+                self.load(state)
+                resumed_from = self.step
+                log.info("resumed from %s at step %d", state, self.step)
+        result = TrainResult(self.out, None, c.steps, resumed_from=resumed_from)
+        logfile = self.out / "log.jsonl"
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(c.to_dict(), indent=1))
+        if self.step == 0:
+            result.evals.append({"step": 0, **self.evaluate()})
+            self._write(logfile, {"eval": result.evals[-1]})
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        samples, t_start = 0, time.perf_counter()
+        self.model.train()
+        while self.step < c.steps:
+            lr = self._lr(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            sums: dict[str, float] = {}
+            for micro in range(c.grad_accum):
+                batch = self._micro_batch(self.step * c.grad_accum + micro)
+                sync = (micro == c.grad_accum - 1) or self.dist.strategy != "ddp"
+                ctx = nullcontext() if sync else self.model.no_sync()
+                with ctx, self.autocast:
+                    loss, parts = self.model(batch, self.step)
+                    (loss / c.grad_accum).backward()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / c.grad_accum
+                samples += c.batch_size * self.dist.world
+            if c.optimizer.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                           c.optimizer.grad_clip)
+                sums["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+            self.optimizer.step()
+            self.step += 1
+            if self.step % c.log_every == 0 or self.step == c.steps:
+                terms = distributed.mean_over_ranks(sums, self.device)
+                elapsed = time.perf_counter() - t_start
+                entry = {"step": self.step, "lr": lr, **terms, "samples_per_s": samples / max(elapsed, 1e-9)}
+                result.history.append(entry)
+                self._write(logfile, entry)
+                if self.dist.main:
+                    log.info("step %d  %s", self.step, "  ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
+            if c.eval_every and self.step % c.eval_every == 0 and self.step != c.steps:
+                result.evals.append({"step": self.step, **self.evaluate()})
+                self._write(logfile, {"eval": result.evals[-1]})
+            if self.step % c.checkpoint_every == 0 and self.step != c.steps:
+                self.save()
+        elapsed = time.perf_counter() - t_start
+        result.samples_per_second = samples / max(elapsed, 1e-9)
+        if self.device.type == "cuda":
+            result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        result.evals.append({"step": self.step, **self.evaluate()})
+        self._write(logfile, {"eval": result.evals[-1]})
+        saved = self.save(final=True)
+        result.final_checkpoint = (self.out / f"{c.name}.safetensors") if saved is not None else None
+        return result
+
+    def _write(self, path: Path, entry: dict) -> None:
+        if self.dist.main:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(entry) + "\n")
+
+    def close(self) -> None:
+        try:
+            self.patched.unpatch_model()
+        finally:
+            distributed.teardown()
+
+
+def run(config, overrides: dict | None = None) -> TrainResult:
+    """Train an IaD adapter. ``config``: a path to a .json/.toml file, a dict, or a TrainConfig;
+    ``overrides``: dotted keys (``{"steps": 10, "losses.icr.weight": 0.1}``). Works the same in one
+    process and under ``torchrun`` (DDP/FSDP)."""
+    config = load_config(config, overrides)
+    trainer = Trainer(config)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
+
+
+__all__ = ["run", "Trainer", "TrainResult", "math"]

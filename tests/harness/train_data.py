@@ -1,0 +1,69 @@
+"""A tiny generated training set for the data-preparation and trainer tests.
+
+Clips are drawn with the face pattern the generated insightface detector fires on
+(``insightface_pack.draw_face``): each clip shows one "person" (a skin hue the generated
+recognizer tells apart) whose face drifts and changes size over time, over a textured background.
+Some clips are mp4 (PyAV), some are folders of PNG frames; captions and action phrases are
+sidecar files. ``corrupt=True`` adds a truncated mp4 and a clip without a caption.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from . import insightface_pack
+
+ACTIONS = ("smiling", "turning the head left", "nodding", "laughing")
+
+
+def draw_clip(person: int, action: int, frames: int = 13, size: int = 128, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    background = rng.integers(70, 110, size=(size // 8, size // 8, 1)).astype(np.uint8)
+    base = np.repeat(np.repeat(np.repeat(background, 8, 0), 8, 1), 3, 2)
+    out = []
+    for t in range(frames):
+        image = base.copy()
+        # The generated detector's matched filter sits on a 16 px grid: the face hops between grid
+        # positions (48/64/80 px), a different path per action.
+        cx = size / 2 - 16 + 16 * ((t // 4 + action) % 3)
+        cy = size / 2 - 16 + 16 * ((t // 6 + action) % 2)
+        insightface_pack.draw_face(image, cx, cy, 64.0, person=person)
+        out.append(image)
+    return np.stack(out)
+
+
+def make_dataset(folder: Path, persons: int = 3, clips_per_person: int = 2, frames: int = 13,
+                 corrupt: bool = False, size: int = 128) -> Path:
+    from iad.eval.video_io import write_video
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    for person in range(persons):
+        for k in range(clips_per_person):
+            action = (person + k) % len(ACTIONS)
+            video = draw_clip(person, action, frames, size, seed=n)
+            name = f"clip{n:02d}"
+            if n % 2 == 0:
+                write_video(folder / f"{name}.mp4", video, fps=8)
+                stem = folder / name
+            else:
+                frame_dir = folder / name
+                frame_dir.mkdir(exist_ok=True)
+                from PIL import Image
+
+                for i, f in enumerate(video):
+                    Image.fromarray(f).save(frame_dir / f"frame_{i:03d}.png")
+                stem = folder / name
+            meta = {"caption": f"a person {ACTIONS[action]} in a room", "action": ACTIONS[action], "person": f"p{person}"}
+            Path(f"{stem}.json").write_text(json.dumps(meta))
+            n += 1
+    if corrupt:
+        good = (folder / "clip00.mp4").read_bytes()
+        (folder / "broken.mp4").write_bytes(good[:64] + b"\x00garbage" * 10)
+        Path(folder / "broken.txt").write_text("a broken clip")
+        write_video(folder / "nocaption.mp4", draw_clip(0, 0, frames, size), fps=8)
+    return folder
