@@ -43,11 +43,16 @@ _BUILD_JS = """async (spec) => {
     const graph = app.graph;
     const byKey = {};
     const fail = (msg) => { throw new Error(spec.name + ': ' + msg); };
+    // Nodes without a y are stacked below the previous node of their column, using the real
+    // rendered size (title bar included), so nothing overlaps whatever the widgets need.
+    const columnBottom = {};
+    const TITLE = LG.NODE_TITLE_HEIGHT || 30, GAP = 40;
     for (const n of spec.nodes) {
         const node = LG.createNode(n.type);
         if (!node) fail(`node type ${n.type} is not registered`);
         graph.add(node);
-        node.pos = [n.pos[0], n.pos[1]];
+        const x = n.pos[0], y = n.pos[1] === null ? (columnBottom[x] ?? 0) : n.pos[1];
+        node.pos = [x, y];
         if (n.title) node.title = n.title;
         if (n.color) node.color = n.color;
         if (n.bgcolor) node.bgcolor = n.bgcolor;
@@ -59,6 +64,7 @@ _BUILD_JS = """async (spec) => {
         }
         const size = node.computeSize();
         node.setSize([Math.max(size[0], n.size ? n.size[0] : 0), Math.max(size[1], n.size ? n.size[1] : 0)]);
+        columnBottom[x] = Math.max(columnBottom[x] ?? 0, y + node.size[1] + TITLE + GAP);
         byKey[n.key] = node;
     }
     for (const n of spec.nodes) {

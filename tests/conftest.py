@@ -5,6 +5,7 @@
   the tiny models (``models/diffusion_models``, ``models/vae``).
 - ``comfy_server_factory(extra_args=[...])``: another server with its own flags (``--lowvram`` ...).
 - ``comfy`` / ``pack``: ComfyUI imported in this process (CPU) / this pack imported as ComfyUI does.
+- ``browser``: headless Chromium for the real frontend (``harness.frontend``; workflow tests).
 A failing test gets the tail of every running server's log attached to its report.
 """
 
@@ -83,6 +84,16 @@ def comfy_server_factory(tmp_path_factory, tiny_models):
         for server in started:
             server.stop()
             _LIVE_SERVERS.remove(server)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (system chromium driven by Playwright; one per
+    process: Playwright's sync API cannot run twice in a thread). See tests/harness/frontend.py."""
+    from harness.frontend import Browser
+
+    with Browser() as b:
+        yield b
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ import urllib.parse
 import pytest
 
 from harness.workflow_fixtures import (  # noqa: F401  (fixtures)
-    SCREENSHOTS_DIR, browser, comfy_page, load_json, shipped_workflows, workflow_assets,
+    SCREENSHOTS_DIR, _module_page, comfy_page, load_json, shipped_workflows, workflow_assets,
 )
 from harness.paths import PACK_DIR_NAME
 
@@ -76,6 +76,7 @@ def test_workflow_opens_in_the_frontend_without_missing_nodes_or_invalid_values(
     comfy_page.screenshot(path.stem, SCREENSHOTS_DIR)
 
     assert report.missing_node_types == [], f"{path.name}: node types missing in the frontend: {report.missing_node_types}"
+    assert report.warnings == [], f"{path.name}: the frontend warned on load (schema/links): {report.warnings}"
     assert report.error_nodes == [], f"{path.name}: nodes flagged by the frontend: {report.error_nodes}"
     assert len(report.nodes) == len(load_json(path)["nodes"])
 

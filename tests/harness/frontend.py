@@ -107,6 +107,7 @@ class LoadReport:
     missing_models: list[dict]
     nodes: list[dict]
     dialog_missing_types: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # warning/error toasts (schema, links)
 
     @property
     def node_types(self) -> list[str]:
@@ -260,10 +261,15 @@ class ComfyPage:
         """Open ``path`` through Workflow ▸ Open (the hidden file input), wait until the frontend
         finished configuring the graph, and report what it found."""
         path = Path(path)
+        self.dismiss_toasts()
         before = self.evaluate("() => { window.__iad.missing = []; window.__iad.missingModels = []; return window.__iad.loads; }")
         self.page.set_input_files("#comfy-file-input", str(path))
         self.wait_for("(n) => window.__iad.loads > n", f"the frontend to load {path.name}", arg=before)
         probe = self.evaluate("() => window.__iad")
+        # Schema/link problems are reported as warning/error toasts (validateWorkflow), before
+        # the graph is configured; let two frames render them.
+        self.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+        toasts = self.page.locator(".p-toast-message-warn, .p-toast-message-error").all_inner_texts()
         dialog_types = []
         if probe["missing"]:
             # The user-facing signal: the missing-nodes dialog lists each type.
@@ -275,7 +281,20 @@ class ComfyPage:
             missing_models=probe["missingModels"],
             nodes=self.evaluate(_GRAPH_REPORT_JS),
             dialog_missing_types=dialog_types,
+            warnings=[" ".join(t.split()) for t in toasts],
         )
+
+    def dismiss_toasts(self) -> None:
+        """Close the notifications of an earlier load (alerts stay until closed)."""
+        toasts = self.page.locator(".p-toast-message")
+        for button in self.page.locator(".p-toast-message .p-toast-close-button").all():
+            try:
+                button.click(timeout=2000)
+            except Exception:  # noqa: BLE001 - it may have closed itself meanwhile
+                pass
+        if toasts.count():
+            self.wait_for("() => document.querySelectorAll('.p-toast-message').length === 0",
+                          "earlier notifications to close", timeout=15)
 
     def close_dialogs(self) -> None:
         """Dismiss the missing-nodes/missing-models dialogs so the canvas gets the keyboard."""

@@ -1,7 +1,9 @@
-"""Pytest fixtures for the workflow tests: one headless Chromium per session, one fresh ComfyUI
-page per test with its console log and a screenshot attached to the report when the test fails.
+"""Pytest fixtures for the workflow tests: the assets a user adds (face pack, adapter, photos),
+one ComfyUI page per test module (on the session's ``browser`` from conftest.py), reset for each
+test, with its console log and a screenshot attached to the report when the test fails.
 
-Import them into a test module: ``from harness.workflow_fixtures import browser, comfy_page``.
+Import them into a test module: ``from harness.workflow_fixtures import browser, comfy_page, ...``
+(``_module_page`` and ``workflow_assets`` too: pytest resolves fixtures by name in the module).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from .frontend import Browser, ComfyPage
+from .frontend import ComfyPage
 from .paths import ARTIFACTS_DIR, REPO_ROOT
 
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
@@ -84,21 +86,28 @@ def workflow_assets(comfy_server, tiny_models):
     return {"adapter": TINY_ADAPTER_NAME, "photos": photos}
 
 
-@pytest.fixture(scope="session")
-def browser():
-    with Browser() as b:
-        yield b
-
-
-@pytest.fixture
-def comfy_page(request, browser, comfy_server, workflow_assets) -> ComfyPage:
-    # workflow_assets first: the UI reads the photo and model lists when it opens.
+@pytest.fixture(scope="module")
+def _module_page(browser, comfy_server, workflow_assets) -> ComfyPage:
+    # workflow_assets first: the UI reads the photo and model lists when it opens. One page per
+    # test module: opening the UI costs ~5-8 s on 2 cores, loading a workflow replaces the graph.
     page = browser.new_page(comfy_server.url)
-    request.node.iad_failure_reports = {
-        "browser console (last lines)": page.log_text,
-        "screenshot of the page at failure": lambda: str(page.screenshot(request.node.name, FAILURES_DIR)),
-    }
     try:
         yield page
     finally:
         page.close()
+
+
+@pytest.fixture
+def comfy_page(request, _module_page) -> ComfyPage:
+    """The ComfyUI page, with no dialog or notification left from the previous test; its console
+    log (this test's part) and a screenshot are attached to the report if the test fails."""
+    page = _module_page
+    page.close_dialogs()
+    page.dismiss_toasts()
+    page.console.clear()
+    page.blocked.clear()
+    request.node.iad_failure_reports = {
+        "browser console (this test)": page.log_text,
+        "screenshot of the page at failure": lambda: str(page.screenshot(request.node.name, FAILURES_DIR)),
+    }
+    return page

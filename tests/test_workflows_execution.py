@@ -1,0 +1,167 @@
+"""Every shipped workflow runs for real: opened in the real frontend, pointed at the tiny generated
+models the way a user picks files in the loaders, queued with Ctrl+Enter (the Run shortcut), and
+executed by the real server to the end, with outputs.
+
+What the test changes in the loaded graph, and why:
+- model file names -> the tiny generated models of the same format (the real ones are GBs);
+- CLIPLoader + CLIPTextEncode -> the test-only IaDTestWanConditioning (umt5-xxl has a fixed 5B
+  config, no tiny one can exist); the prompt text is kept and seeds the conditioning;
+- video size / frame count / steps -> small values, so a run takes seconds on 2 CPU cores.
+Everything else (IaD nodes, their widgets, the links) runs as shipped.
+"""
+
+from __future__ import annotations
+
+import io as _io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from harness import tiny_models as tiny
+from harness.workflow_fixtures import (  # noqa: F401  (fixtures)
+    SCREENSHOTS_DIR, TINY_ADAPTER_NAME, _module_page, comfy_page, load_json, shipped_workflows, workflow_assets,
+)
+
+pytestmark = [pytest.mark.server, pytest.mark.browser]
+
+WORKFLOWS = shipped_workflows()
+WIDTH, HEIGHT, FRAMES = 64, 48, 5  # 5 frames -> 2 latent frames
+TINY_BY_FOLDER = {
+    "diffusion_models": tiny.WAN21_T2V.filename,  # 1.3B and 14B share Wan 2.1's architecture
+    "vae": tiny.WAN21_VAE.filename,
+    "iad": TINY_ADAPTER_NAME,
+}
+SMALL = {
+    "EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES},
+    "KSampler": {"steps": 3},
+}
+
+
+def _model_files(path) -> dict[str, str]:
+    """{file name: models sub-folder} of every model file the workflow names (properties.models
+    of its loaders, plus the IaD adapter, which has no public download URL)."""
+    files = {}
+    for node in load_json(path)["nodes"]:
+        for meta in node.get("properties", {}).get("models", []):
+            files[meta["name"]] = meta["directory"]
+        if node["type"] == "IaDModelLoader":
+            files[node["widgets_values"][0]] = "iad"
+    return files
+
+
+def _tiny_names(path) -> dict[str, str]:
+    return {name: TINY_BY_FOLDER[folder] for name, folder in _model_files(path).items() if folder in TINY_BY_FOLDER}
+
+
+def _webp_frames(result, node_id: str) -> list[np.ndarray]:
+    frames = []
+    for item in result.outputs[node_id]["images"]:
+        data = (result.output_dir / item.get("subfolder", "") / item["filename"]).read_bytes()
+        with Image.open(_io.BytesIO(data)) as img:
+            for index in range(getattr(img, "n_frames", 1)):
+                img.seek(index)
+                frames.append(np.asarray(img.convert("RGB")).copy())
+    return frames
+
+
+def _run_in_frontend(comfy_page, comfy_server, path):
+    """Load, retarget to tiny models, Ctrl+Enter; returns (queued POST /prompt, result, graph report)."""
+    report = comfy_page.load_workflow(path)
+    assert report.missing_node_types == [], report.missing_node_types
+    comfy_page.close_dialogs()
+    names = _tiny_names(path)
+    assert comfy_page.rename_widget_values(names) >= len(names)
+    comfy_page.replace_text_encoding()
+    for node_type, values in SMALL.items():
+        comfy_page.set_widgets(node_type, values)
+    queued = comfy_page.queue_with_keyboard()
+    assert queued.status == 200 and not queued.response.get("node_errors"), (
+        f"{path.name}: the server rejected the prompt the frontend sent: {queued.response}")
+    result = comfy_server.wait(queued.prompt_id, timeout=300)
+    comfy_page.screenshot(f"{path.stem}-after-run", SCREENSHOTS_DIR)
+    assert result.ok, f"{path.name}: execution failed: {result.error}"
+    return queued, result
+
+
+def _by_type(prompt: dict, class_type: str) -> dict[str, dict]:
+    return {k: v for k, v in prompt.items() if v["class_type"] == class_type}
+
+
+def _check_runs_as_shipped(path, queued, result) -> None:
+    prompt = queued.prompt
+    # The frontend sent the shipped IaD chain (not a stripped graph): identity reaches the sampler.
+    applies = _by_type(prompt, "IaDApply")
+    assert applies, f"{path.name}: no IaD Apply in the prompt the frontend sent"
+    samplers = _by_type(prompt, "KSampler")
+    assert any(s["inputs"]["model"][0] in applies for s in samplers.values())
+    assert _by_type(prompt, "IaDIdentity") and _by_type(prompt, "IaDFaceEmbed")
+    assert not _by_type(prompt, "CLIPTextEncode") and not _by_type(prompt, "CLIPLoader")
+
+    # Every output node produced something; the video has the requested frames and size.
+    outputs = [k for k, v in prompt.items() if v["class_type"] in ("SaveAnimatedWEBP", "PreviewImage", "PreviewAny",
+                                                                    "IaDEvaluateVideo")]
+    missing = [f"{k} ({prompt[k]['class_type']})" for k in outputs if not result.outputs.get(k)]
+    assert not missing, f"{path.name}: output nodes without output: {missing}"
+    for node_id in _by_type(prompt, "SaveAnimatedWEBP"):
+        frames = _webp_frames(result, node_id)
+        assert len(frames) == FRAMES
+        assert frames[0].shape[0] == HEIGHT and frames[0].shape[1] % WIDTH == 0
+        assert np.stack(frames).astype(np.float32).std() > 1.0, "the saved video is flat"
+
+    # The face branch found the reference photo(s), one face each.
+    embed_id = next(iter(_by_type(prompt, "IaDFaceEmbed")))
+    photos = len(_by_type(prompt, "LoadImage"))
+    crops_id = next(k for k, v in _by_type(prompt, "PreviewImage").items() if v["inputs"]["images"][0] == embed_id)
+    assert len(result.outputs[crops_id]["images"]) == photos
+
+
+def _is_ab(path) -> bool:
+    return "ab" in path.stem.split("_")
+
+
+SINGLE = [p for p in WORKFLOWS if not _is_ab(p)]
+
+
+@pytest.mark.parametrize("path", SINGLE, ids=[p.stem for p in SINGLE])
+def test_workflow_runs_to_the_end_from_the_frontend(comfy_page, comfy_server, path):
+    queued, result = _run_in_frontend(comfy_page, comfy_server, path)
+    _check_runs_as_shipped(path, queued, result)
+
+
+def test_ab_workflow_puts_plain_iad_and_undecoupled_side_by_side_with_metrics(comfy_page, comfy_server):
+    path = next(p for p in WORKFLOWS if _is_ab(p))
+    queued, result = _run_in_frontend(comfy_page, comfy_server, path)
+    _check_runs_as_shipped(path, queued, result)
+    prompt = queued.prompt
+
+    # Same seed and prompt in all three samplers; the model differs: base, IaD, IaD without decoupling.
+    samplers = _by_type(prompt, "KSampler")
+    assert len(samplers) == 3
+    assert len({s["inputs"]["seed"] for s in samplers.values()}) == 1
+    assert len({tuple(s["inputs"]["positive"]) for s in samplers.values()}) == 1
+    identities = {k: v["inputs"]["decoupling"] for k, v in _by_type(prompt, "IaDIdentity").items()}
+    assert sorted(identities.values()) == ["auto", "none"]
+
+    # The three videos, side by side left to right, in the order the notes promise: A | B | C.
+    save_id = next(iter(_by_type(prompt, "SaveAnimatedWEBP")))
+    frames = np.stack(_webp_frames(result, save_id)).astype(np.float32)
+    assert frames.shape[1:3] == (HEIGHT, 3 * WIDTH)
+    plain, iad, raw = (frames[:, :, i * WIDTH:(i + 1) * WIDTH] for i in range(3))
+    # WebP is lossy: identical inputs give near-identical tiles; IaD must change the video.
+    assert np.abs(plain - iad).mean() > 2.0, "IaD left the video unchanged"
+    assert np.abs(iad - raw).mean() > 0.5, "decoupling on/off gave the same video"
+
+    # The identity metrics ran on each of the three videos and reported against the references.
+    evaluations = _by_type(prompt, "IaDEvaluateVideo")
+    assert len(evaluations) == 3
+    decoded = {v["inputs"]["video"][0] for v in evaluations.values()}
+    assert decoded == set(_by_type(prompt, "VAEDecode"))
+    for node_id in evaluations:
+        ui = result.outputs[node_id]
+        report = json.loads(ui["text"][0])
+        assert report["video"] == {"frames": FRAMES, "height": HEIGHT, "width": WIDTH, "fps": 16.0}
+        assert report["face_model"].startswith("insightface/antelopev2"), report["face_model"]
+        assert "facesim" in report and "motion" in report and "expression_copy" in report
+        assert ui["images"], "the metrics plot was not shown"
