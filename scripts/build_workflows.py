@@ -90,6 +90,13 @@ _BUILD_JS = """async (spec) => {
 }"""
 
 
+def build_graph(page, spec: workflow_specs.Workflow) -> dict:
+    """The UI-format graph of ``spec``, made by the frontend in ``page`` (a harness.frontend.ComfyPage)."""
+    graph = page.evaluate(_BUILD_JS, spec.to_js())
+    graph["extra"] = {"ds": {"scale": 0.6, "offset": [40, 40]}, "iad_workflow": spec.name}
+    return graph
+
+
 def build(names: list[str] | None = None, out_dir: Path = WORKFLOWS_DIR) -> list[Path]:
     specs = [s for s in workflow_specs.all_workflows() if not names or s.name in names]
     if names and len(specs) != len(names):
@@ -102,8 +109,7 @@ def build(names: list[str] | None = None, out_dir: Path = WORKFLOWS_DIR) -> list
             page = browser.new_page(server.url)
             try:
                 for spec in specs:
-                    graph = page.evaluate(_BUILD_JS, spec.to_js())
-                    graph["extra"] = {"ds": {"scale": 0.6, "offset": [40, 40]}, "iad_workflow": spec.name}
+                    graph = build_graph(page, spec)
                     target = out_dir / f"{spec.name}.json"
                     target.write_text(json.dumps(graph, indent=2) + "\n")
                     written.append(target)

@@ -133,3 +133,38 @@ def test_a_missing_node_type_is_detected_and_shown_to_the_user(comfy_page, tmp_p
     assert report.missing_node_types == ["IaDDeliberatelyMissingNode"], (original_type, report.missing_node_types)
     assert "IaDDeliberatelyMissingNode" in report.dialog_missing_types
     assert [n["id"] for n in report.error_nodes] == [broken["id"]]
+
+
+def _essentials(graph: dict) -> dict:
+    """What a workflow means, without layout (positions, sizes) or ids that change on every build."""
+    nodes = {}
+    for n in graph["nodes"]:
+        nodes[n["id"]] = {
+            "type": n["type"], "title": n.get("title"), "mode": n.get("mode", 0),
+            "widgets_values": n.get("widgets_values"), "models": n.get("properties", {}).get("models"),
+            "inputs": [(i["name"], i.get("link")) for i in n.get("inputs", [])],
+            "outputs": [(o["name"], sorted(o.get("links") or [])) for o in n.get("outputs", [])],
+        }
+    links = sorted(tuple(link[:6]) for link in graph["links"])
+    return {"nodes": nodes, "links": links, "groups": sorted(g["title"] for g in graph.get("groups", []))}
+
+
+def test_shipped_workflows_match_their_specs_built_against_the_current_nodes(comfy_page):
+    """A node that gains, loses or reorders an input shifts the positional widgets_values of every
+    saved workflow - sometimes into values that are still valid but mean something else. Rebuilding
+    each workflow from scripts/workflow_specs.py (widgets set by name) in the frontend must give
+    exactly the shipped file; if not, run `python scripts/build_workflows.py`."""
+    import importlib.util
+
+    from harness.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("build_workflows", REPO_ROOT / "scripts" / "build_workflows.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    specs = builder.workflow_specs.all_workflows()
+    assert sorted(s.name for s in specs) == sorted(p.stem for p in WORKFLOWS)
+    for wf in specs:
+        fresh = builder.build_graph(comfy_page, wf)
+        shipped = load_json(next(p for p in WORKFLOWS if p.stem == wf.name))
+        assert _essentials(fresh) == _essentials(shipped), (
+            f"workflows/{wf.name}.json is stale against the current node schemas: run `python scripts/build_workflows.py`")
