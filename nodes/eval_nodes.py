@@ -88,6 +88,9 @@ class IaDEvaluateVideo(io.ComfyNode):
                 io.Combo.Input("frame_sampling", options=list(SAMPLING_CHOICES), default="all frames",
                                tooltip="Evaluate faces on every frame, or on ConsisID's 16 uniformly sampled frames "
                                        "(cosines clipped at 0, as ConsisID reports FaceSim-Arc)."),
+                io.Float.Input("flow_scale", default=1.0, min=0.1, max=1.0, step=0.05,
+                               tooltip="Resolution factor for the optical flow: 1 = full resolution; 0.5 is ~4x faster "
+                                       "and reports magnitudes in full-resolution pixels."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="Optional CLIP text encoder (Load CLIP, e.g. clip_l) for CLIP-T; needs clip_vision too."),
                 io.ClipVision.Input("clip_vision", optional=True,
@@ -102,7 +105,8 @@ class IaDEvaluateVideo(io.ComfyNode):
 
     @classmethod
     def execute(cls, video, face_analysis, reference_embeds=None, reference_image=None, prompt: str = "",
-                fps: float = 16.0, frame_sampling: str = "all frames", clip=None, clip_vision=None) -> io.NodeOutput:
+                fps: float = 16.0, frame_sampling: str = "all frames", flow_scale: float = 1.0, clip=None,
+                clip_vision=None) -> io.NodeOutput:
         if not hasattr(face_analysis, "detect"):
             raise ValueError("IaD Evaluate Video: face_analysis must come from IaD Face Analysis Loader")
         frames = images_to_uint8(video, "IaD Evaluate Video: video")
@@ -124,7 +128,8 @@ class IaDEvaluateVideo(io.ComfyNode):
             missing = "clip_vision" if clip_vision is None else "clip"
             clip_note = f"CLIP-T skipped: {missing} is not connected (CLIP-T needs both a CLIP text encoder and a CLIP vision model)"
         report = evaluate_video(frames, face_analysis, reference, fps, prompt=prompt or None,
-                                sampling=SAMPLING_CHOICES[frame_sampling], clip_scorer=scorer, source="video")
+                                sampling=SAMPLING_CHOICES[frame_sampling], clip_scorer=scorer, source="video",
+                                flow_scale=flow_scale)
         if clip_note:
             report.clip_skipped = clip_note
         text = report.to_json()

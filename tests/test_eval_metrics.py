@@ -246,3 +246,16 @@ def test_clip_t_is_100_times_clipped_cosine():
     assert result.mean == pytest.approx(50.0, abs=1e-4) and result.min == pytest.approx(0.0)
     with pytest.raises(ValueError, match="same CLIP"):
         clip_text_score(unit(1, 0), images)
+
+
+def test_reduced_resolution_flow_reports_full_resolution_pixels():
+    texture = smooth_texture(128, 192)
+    frames = [np.roll(texture, 4 * t, axis=1) for t in range(3)]
+    full = motion_metrics(frames, fps=8)
+    half = motion_metrics(frames, fps=8, flow_scale=0.5)
+    assert half.flow_scale == 0.5 and half.dynamic_threshold == full.dynamic_threshold
+    # a 4 px shift is 2 px at half size, reported back as ~4 px
+    for result in (full, half):
+        assert float(np.median(result.top5_magnitude)) == pytest.approx(4.0, abs=0.6)
+    with pytest.raises(ValueError, match="flow_scale"):
+        motion_metrics(frames, fps=8, flow_scale=2.0)

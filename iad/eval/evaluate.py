@@ -89,10 +89,12 @@ def evaluate_video(
     clip_scorer: ClipScorer | None = None,
     source: str = "video",
     clip_negative: bool | None = None,
+    flow_scale: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
 ) -> EvaluationReport:
     """``frames``: (N, H, W, 3) uint8 RGB. ``sampling``: ``"all"`` frames, or ``"consisid16"``
-    (16 uniform frames and cosines clipped at 0, as ConsisID reports FaceSim-Arc)."""
+    (16 uniform frames and cosines clipped at 0, as ConsisID reports FaceSim-Arc).
+    ``flow_scale``: resolution factor for the optical flow (``iad.metrics.motion``)."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"{source}: expected video frames of shape (N, H, W, 3), got {frames.shape}")
@@ -126,7 +128,7 @@ def evaluate_video(
     else:
         expression = expression_copy(reference.expressions, frame_expressions, indices)
 
-    motion = motion_metrics(frames, fps)
+    motion = motion_metrics(frames, fps, flow_scale=flow_scale)
 
     clip, clip_skipped = None, None
     if clip_scorer is None:

@@ -37,11 +37,12 @@ class MotionResult:
     dynamic_pairs_required: int
     dynamic_sample_interval: int
     fps: float
+    flow_scale: float = 1.0
 
     def as_dict(self) -> dict:
         r = lambda v: round(float(v), 6)  # noqa: E731
         return {
-            "method": "OpenCV Farneback optical flow",
+            "method": "OpenCV Farneback optical flow", "flow_scale": self.flow_scale,
             "mean_magnitude": r(self.video_mean_magnitude) if math.isfinite(self.video_mean_magnitude) else None,
             "dynamic_degree": {
                 "dynamic": self.dynamic, "threshold_px": r(self.dynamic_threshold),
@@ -91,20 +92,32 @@ def dynamic_sample_interval(fps: float) -> int:
     return max(1, round(fps / 8.0))
 
 
-def motion_metrics(frames: Sequence[np.ndarray], fps: float) -> MotionResult:
-    """Flow statistics over consecutive frames plus the VBench-style dynamic-degree decision."""
+def motion_metrics(frames: Sequence[np.ndarray], fps: float, flow_scale: float = 1.0) -> MotionResult:
+    """Flow statistics over consecutive frames plus the VBench-style dynamic-degree decision.
+
+    ``flow_scale`` < 1 computes the flow on frames resized by that factor (much faster: Farneback's
+    cost is proportional to the pixel count) and reports magnitudes back in full-resolution
+    pixels, so thresholds stay comparable; fine sub-pixel motion is then under-resolved."""
     if fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"fps must be a positive number, got {fps}")
+    if not 0.05 <= flow_scale <= 1.0:
+        raise ValueError(f"flow_scale must be between 0.05 and 1, got {flow_scale}")
     grays = [_gray(f) for f in frames]
     if len({g.shape for g in grays}) > 1:
         raise ValueError("all frames of a video must have the same size")
+    height, width = grays[0].shape[:2] if grays else (0, 0)
+    if flow_scale < 1.0 and grays:
+        import cv2
+
+        size = (max(8, round(width * flow_scale)), max(8, round(height * flow_scale)))
+        grays = [cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in grays]
+    to_full = width / grays[0].shape[1] if grays else 1.0
     means, tops = [], []
     for a, b in zip(grays[:-1], grays[1:]):
         magnitude = farneback_magnitudes(a, b)
-        means.append(float(magnitude.mean()))
-        tops.append(top_fraction_mean(magnitude))
+        means.append(float(magnitude.mean()) * to_full)
+        tops.append(top_fraction_mean(magnitude) * to_full)
     interval = dynamic_sample_interval(fps)
-    height, width = grays[0].shape[:2] if grays else (0, 0)
     threshold = dynamic_degree_threshold(height, width, fps) if grays else math.nan
     sampled = list(range(0, len(grays), interval))
     # VBench's count_num can round to 0 for very short clips (then any video is "dynamic"):
@@ -113,7 +126,7 @@ def motion_metrics(frames: Sequence[np.ndarray], fps: float) -> MotionResult:
     if interval == 1:
         sampled_tops = tops
     else:
-        sampled_tops = [top_fraction_mean(farneback_magnitudes(grays[i], grays[j]))
+        sampled_tops = [top_fraction_mean(farneback_magnitudes(grays[i], grays[j])) * to_full
                         for i, j in zip(sampled[:-1], sampled[1:])]
     over = sum(1 for t in sampled_tops if t > threshold)
     return MotionResult(
@@ -121,5 +134,5 @@ def motion_metrics(frames: Sequence[np.ndarray], fps: float) -> MotionResult:
         video_mean_magnitude=float(np.mean(means)) if means else math.nan,
         dynamic=(over >= required) if sampled_tops else None, dynamic_threshold=threshold,
         dynamic_pairs_over_threshold=over, dynamic_pairs_required=required,
-        dynamic_sample_interval=interval, fps=float(fps),
+        dynamic_sample_interval=interval, fps=float(fps), flow_scale=float(flow_scale),
     )
