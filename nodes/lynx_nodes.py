@@ -18,32 +18,36 @@ import folder_paths
 
 from ..iad.recognizers.irse50 import IRSE50_EMBEDDER, KNOWN_FILENAMES, IRSE50Recognizer, analyzer_with_irse50, load_irse50
 from .comfy_api_compat import io
-from .model_paths import IAD_FOLDER
+from .model_paths import FACEXLIB_FOLDER, IAD_FOLDER
 
-FACEXLIB_FOLDER = "facexlib"
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 _RECOGNIZERS: dict[tuple, IRSE50Recognizer] = {}
 _RECOGNIZERS_LOCK = threading.Lock()
 
 
-def irse50_folders() -> list[str]:
-    """Where IR-SE50 weights are looked for: models/facexlib (facexlib's own name), then models/iad."""
-    folders = [os.path.join(folder_paths.models_dir, FACEXLIB_FOLDER)]
+def _registered_folders(key: str) -> list[str]:
     try:
-        folders += list(folder_paths.get_folder_paths(IAD_FOLDER))
-    except KeyError:
-        folders.append(os.path.join(folder_paths.models_dir, IAD_FOLDER))
-    return folders
+        return list(folder_paths.get_folder_paths(key))
+    except KeyError:  # pack entry point not run (e.g. imported by a script)
+        return [os.path.join(folder_paths.models_dir, key)]
+
+
+def irse50_folders() -> list[str]:
+    """Where IR-SE50 weights are looked for: the facexlib folders (including any the user's
+    extra_model_paths.yaml adds), then the iad folders."""
+    return _registered_folders(FACEXLIB_FOLDER) + _registered_folders(IAD_FOLDER)
 
 
 def irse50_options() -> list[str]:
     names = [KNOWN_FILENAMES[0]]
+    facexlib_folders = set(_registered_folders(FACEXLIB_FOLDER))
     for folder in irse50_folders():
         if not os.path.isdir(folder):
             continue
         for name in sorted(os.listdir(folder)):
-            in_facexlib = os.path.basename(folder) == FACEXLIB_FOLDER
-            if name.lower().endswith(_WEIGHT_SUFFIXES) and (in_facexlib or name in KNOWN_FILENAMES) and name not in names:
+            # Any weight file in a facexlib folder; only facexlib's known names among the adapters.
+            accepted = folder in facexlib_folders or name in KNOWN_FILENAMES
+            if name.lower().endswith(_WEIGHT_SUFFIXES) and accepted and name not in names:
                 names.append(name)
     return names
 

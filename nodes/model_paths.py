@@ -3,6 +3,7 @@
 - ``models/iad``: IaD adapter checkpoints (``.safetensors``).
 - ``models/insightface``: insightface model packs, laid out as ``insightface/models/<pack>/*.onnx``
   (the layout insightface itself and the PuLID/InstantID packs use).
+- ``models/facexlib``: facexlib's IR-SE50 ArcFace weights (the recognizer Lynx was trained on).
 
 A user's ``extra_model_paths.yaml`` may already define these keys (for example to share one
 insightface folder between packs). ``folder_paths.add_model_folder_path`` on a new key would
@@ -17,11 +18,13 @@ import folder_paths
 
 IAD_FOLDER = "iad"
 INSIGHTFACE_FOLDER = "insightface"
+FACEXLIB_FOLDER = "facexlib"  # facexlib's own folder name: IR-SE50 weights for Lynx adapters
 
 _EXTENSIONS = {
     IAD_FOLDER: {".safetensors"},
     # Pack folders, not files, are listed from here; no filter on the folder itself.
     INSIGHTFACE_FOLDER: set(),
+    FACEXLIB_FOLDER: {".pth", ".pt", ".safetensors"},
 }
 
 

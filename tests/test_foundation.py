@@ -117,7 +117,7 @@ def test_tiny_models_are_bit_identical_across_generations(tmp_path):
 def test_model_folders_merge_with_user_configured_paths(comfy, pack, tmp_path):
     import folder_paths
 
-    saved = {k: folder_paths.folder_names_and_paths.get(k) for k in ("iad", "insightface")}
+    saved = {k: folder_paths.folder_names_and_paths.get(k) for k in ("iad", "insightface", "facexlib")}
     try:
         user_dir = str(tmp_path / "shared-insightface")
         folder_paths.folder_names_and_paths["insightface"] = ([user_dir], {".onnx"})
@@ -129,6 +129,7 @@ def test_model_folders_merge_with_user_configured_paths(comfy, pack, tmp_path):
         assert paths.count(paths[-1]) == 1 and paths[-1].endswith("insightface")
         assert exts == {".onnx"}
         iad_paths, iad_exts = folder_paths.folder_names_and_paths["iad"]
+        assert folder_paths.folder_names_and_paths["facexlib"][0][-1].endswith("facexlib")
         assert iad_paths[-1].endswith("iad") and iad_exts == {".safetensors"}
     finally:
         for key, value in saved.items():
