@@ -64,7 +64,7 @@ def server(comfy_server, iad_files):
 
 
 def graph(family: str = "wan-t2v", iad=(), lora: bool = False, core_patch: bool = False, cfg: float = 3.0,
-          steps: int = 3, advanced: bool = False, prefix: str = "iad_apply"):
+          steps: int = 2, advanced: bool = False, prefix: str = "iad_apply"):
     """UNETLoader -> [LoRA] -> ModelSamplingSD3 -> IaD Apply* -> [RescaleCFG] -> KSampler -> SaveLatent.
     ``iad`` is a list of dicts: weight, start, end, uncond, adapter, face_seed."""
     p = Prompt()
