@@ -15,28 +15,66 @@ from __future__ import annotations
 import io as _io
 import json
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from harness import tiny_models as tiny
 from harness.workflow_fixtures import (  # noqa: F401  (fixtures)
-    SCREENSHOTS_DIR, TINY_ADAPTER_NAME, _module_page, comfy_page, load_json, shipped_workflows, workflow_assets,
+    SCREENSHOTS_DIR, TINY_ADAPTERS, _module_page, comfy_page, load_json, shipped_workflows, workflow_assets,
 )
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 WORKFLOWS = shipped_workflows()
 WIDTH, HEIGHT, FRAMES = 64, 48, 5  # 5 frames -> 2 latent frames
-TINY_BY_FOLDER = {
-    "diffusion_models": tiny.WAN21_T2V.filename,  # 1.3B and 14B share Wan 2.1's architecture
-    "vae": tiny.WAN21_VAE.filename,
-    "iad": TINY_ADAPTER_NAME,
+
+
+@dataclass(frozen=True)
+class Retarget:
+    """How a family's workflow is pointed at the tiny models: files per models/ folder, the test
+    conditioning that replaces its text encoder, small sizes, and (for families without a tiny
+    VAE) the sampler whose latent is saved instead of decoding."""
+
+    files: dict
+    conditioning: tuple = ("IaDTestWanConditioning", {})
+    small: dict = field(default_factory=dict)
+    replace: tuple = ()          # (node type, new type, widgets, {old output: new output})
+    mute: tuple = ()             # node types left out (no tiny stand-in: the VAE path)
+    save_latent_of: str | None = None
+
+
+RETARGET = {
+    "wan": Retarget(
+        files={"diffusion_models": tiny.WAN21_T2V.filename,  # 1.3B and 14B share Wan 2.1's architecture
+               "vae": tiny.WAN21_VAE.filename, "iad": TINY_ADAPTERS["wan2.1"]},
+        small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES}, "KSampler": {"steps": 3}},
+    ),
+    "hunyuan": Retarget(
+        files={"diffusion_models": tiny.HUNYUAN_VIDEO_TINY.filename, "iad": TINY_ADAPTERS["hunyuan_video"]},
+        conditioning=("IaDTestVideoConditioning", {"family": "hunyuan_video"}),
+        small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES},
+               "BasicScheduler": {"steps": 3}},
+        mute=("VAELoader", "VAEDecodeTiled", "SaveAnimatedWEBP"), save_latent_of="SamplerCustomAdvanced",
+    ),
+    "ltxv": Retarget(
+        files={"iad": TINY_ADAPTERS["ltxv"]},
+        conditioning=("IaDTestVideoConditioning", {"family": "ltxv"}),
+        small={"EmptyLTXVLatentVideo": {"width": 128, "height": 128, "length": 9}, "LTXVScheduler": {"steps": 3}},
+        # The LTX-Video checkpoint holds model + VAE; the tiny transformer comes through Load Diffusion Model.
+        replace=(("CheckpointLoaderSimple", "UNETLoader", {"unet_name": tiny.LTXV_TINY.filename, "weight_dtype": "default"},
+                  {0: 0}),),
+        mute=("VAEDecode", "SaveAnimatedWEBP"), save_latent_of="SamplerCustom",
+    ),
 }
-SMALL = {
-    "EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES},
-    "KSampler": {"steps": 3},
-}
+
+
+def _family(path) -> str:
+    return next(f for f in RETARGET if path.stem.startswith(f))
 
 
 def _model_files(path) -> dict[str, str]:
@@ -52,7 +90,8 @@ def _model_files(path) -> dict[str, str]:
 
 
 def _tiny_names(path) -> dict[str, str]:
-    return {name: TINY_BY_FOLDER[folder] for name, folder in _model_files(path).items() if folder in TINY_BY_FOLDER}
+    files = RETARGET[_family(path)].files
+    return {name: files[folder] for name, folder in _model_files(path).items() if folder in files}
 
 
 def _webp_frames(result, node_id: str) -> list[np.ndarray]:
@@ -67,15 +106,22 @@ def _webp_frames(result, node_id: str) -> list[np.ndarray]:
 
 
 def _run_in_frontend(comfy_page, comfy_server, path):
-    """Load, retarget to tiny models, Ctrl+Enter; returns (queued POST /prompt, result, graph report)."""
+    """Load, retarget to tiny models, Ctrl+Enter; returns (queued POST /prompt, result)."""
     report = comfy_page.load_workflow(path)
     assert report.missing_node_types == [], report.missing_node_types
     comfy_page.close_dialogs()
+    plan = RETARGET[_family(path)]
     names = _tiny_names(path)
     assert comfy_page.rename_widget_values(names) >= len(names)
-    comfy_page.replace_text_encoding()
-    for node_type, values in SMALL.items():
-        comfy_page.set_widgets(node_type, values)
+    for node_type, new_type, widgets, outputs in plan.replace:
+        assert comfy_page.replace_node(node_type, new_type, widgets, outputs) >= 1
+    comfy_page.replace_text_encoding(plan.conditioning[0], extra_widgets=plan.conditioning[1])
+    for node_type, values in plan.small.items():
+        assert comfy_page.set_widgets(node_type, values) >= 1, node_type
+    if plan.mute:
+        comfy_page.mute(list(plan.mute))
+    if plan.save_latent_of:
+        assert comfy_page.add_save_latent(plan.save_latent_of, prefix=f"iad_wf_{path.stem}") == 1
     queued = comfy_page.queue_with_keyboard()
     assert queued.status == 200 and not queued.response.get("node_errors"), (
         f"{path.name}: the server rejected the prompt the frontend sent: {queued.response}")
@@ -94,14 +140,17 @@ def _check_runs_as_shipped(path, queued, result) -> None:
     # The frontend sent the shipped IaD chain (not a stripped graph): identity reaches the sampler.
     applies = _by_type(prompt, "IaDApply")
     assert applies, f"{path.name}: no IaD Apply in the prompt the frontend sent"
-    samplers = _by_type(prompt, "KSampler")
-    assert any(s["inputs"]["model"][0] in applies for s in samplers.values())
+    consumers = {v["class_type"] for v in prompt.values()
+                 if isinstance(v["inputs"].get("model"), list) and v["inputs"]["model"][0] in applies}
+    assert consumers & {"KSampler", "BasicGuider", "SamplerCustom", "BasicScheduler"}, consumers
     assert _by_type(prompt, "IaDIdentity") and _by_type(prompt, "IaDFaceEmbed")
     assert not _by_type(prompt, "CLIPTextEncode") and not _by_type(prompt, "CLIPLoader")
+    plan = RETARGET[_family(path)]
+    assert not any(_by_type(prompt, t) for t in plan.mute), "muted nodes were sent"
 
     # Every output node produced something; the video has the requested frames and size.
     outputs = [k for k, v in prompt.items() if v["class_type"] in ("SaveAnimatedWEBP", "PreviewImage", "PreviewAny",
-                                                                    "IaDEvaluateVideo")]
+                                                                    "IaDEvaluateVideo", "SaveLatent")]
     missing = [f"{k} ({prompt[k]['class_type']})" for k in outputs if not result.outputs.get(k)]
     assert not missing, f"{path.name}: output nodes without output: {missing}"
     for node_id in _by_type(prompt, "SaveAnimatedWEBP"):
@@ -109,6 +158,11 @@ def _check_runs_as_shipped(path, queued, result) -> None:
         assert len(frames) == FRAMES
         assert frames[0].shape[0] == HEIGHT and frames[0].shape[1] % WIDTH == 0
         assert np.stack(frames).astype(np.float32).std() > 1.0, "the saved video is flat"
+
+    for node_id in _by_type(prompt, "SaveLatent"):
+        item = result.outputs[node_id]["latents"][0]
+        latent = load_file(str(result.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
+        assert latent.ndim == 5 and torch.isfinite(latent).all() and latent.std() > 0
 
     # The face branch found the reference photo(s), one face each.
     embed_id = next(iter(_by_type(prompt, "IaDFaceEmbed")))

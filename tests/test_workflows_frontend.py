@@ -36,6 +36,7 @@ def test_there_are_shipped_workflows():
     assert any("1.3B" in n for n in names), f"the smallest Wan 2.1 1.3B workflow is missing: {sorted(names)}"
     assert any("14B" in n for n in names), f"the 14B multi-reference workflow is missing: {sorted(names)}"
     assert any("ab" in n.split("_") for n in names), f"the A/B comparison workflow is missing: {sorted(names)}"
+    assert any(n.startswith("ltxv") for n in names) and any(n.startswith("hunyuan_video") for n in names), sorted(names)
 
 
 def test_template_browser_endpoint_lists_every_shipped_workflow(comfy_server):

@@ -335,11 +335,58 @@ class ComfyPage:
             return count;
         }""", [node_type, values])
 
-    def replace_text_encoding(self, replacement_type: str = "IaDTestWanConditioning", length: int = 16) -> int:
+    def replace_node(self, node_type: str, new_type: str, widgets: dict, outputs: dict[int, int]) -> int:
+        """Replace every ``node_type`` node by a new ``new_type`` node with ``widgets``; the consumers
+        of old output i are fed from new output ``outputs[i]``; consumers of unmapped outputs are
+        left unconnected (mute them). Returns the number of nodes replaced."""
+        return self.evaluate("""([type, newType, widgets, outputs]) => {
+            const graph = window.app.graph;
+            const old = graph.nodes.filter((n) => n.type === type);
+            for (const node of old) {
+                const repl = window.LiteGraph.createNode(newType);
+                if (!repl) throw new Error(`${newType} is not registered`);
+                graph.add(repl);
+                repl.pos = [node.pos[0], node.pos[1]];
+                for (const [name, value] of Object.entries(widgets)) repl.widgets.find((w) => w.name === name).value = value;
+                for (const [from, to] of Object.entries(outputs)) {
+                    const targets = (node.outputs[Number(from)].links || []).map((id) => graph.links[id] ?? graph.links.get?.(id))
+                        .filter(Boolean).map((l) => [graph.getNodeById(l.target_id), l.target_slot]);
+                    for (const [target, slot] of targets) repl.connect(to, target, slot);
+                }
+                graph.remove(node);
+            }
+            return old.length;
+        }""", [node_type, new_type, widgets, {str(k): v for k, v in outputs.items()}])
+
+    def mute(self, node_types: list[str]) -> int:
+        """Set every node of these types to 'never' (mode 2): the Run button leaves them out."""
+        return self.evaluate("""(types) => {
+            const nodes = window.app.graph.nodes.filter((n) => types.includes(n.type));
+            for (const n of nodes) n.mode = 2;
+            return nodes.length;
+        }""", node_types)
+
+    def add_save_latent(self, source_type: str, output: int = 0, prefix: str = "iad_workflow_test") -> int:
+        """Add a SaveLatent fed by output ``output`` of every ``source_type`` node (the result of a
+        graph whose decoder has no tiny stand-in)."""
+        return self.evaluate("""([type, output, prefix]) => {
+            const sources = window.app.graph.nodes.filter((n) => n.type === type);
+            for (const src of sources) {
+                const save = window.LiteGraph.createNode('SaveLatent');
+                window.app.graph.add(save);
+                save.pos = [src.pos[0], src.pos[1] + 400];
+                save.widgets.find((w) => w.name === 'filename_prefix').value = prefix;
+                src.connect(output, save, 0);
+            }
+            return sources.length;
+        }""", [source_type, output, prefix])
+
+    def replace_text_encoding(self, replacement_type: str = "IaDTestWanConditioning", length: int = 16,
+                              extra_widgets: dict | None = None) -> int:
         """Replace every CLIPTextEncode by ``replacement_type`` (same text, same consumers) and drop
         the text-encoder loaders left without consumers: umt5-xxl has a fixed 5B config, so no tiny
         one exists. Returns the number of encoders replaced."""
-        return self.evaluate("""([replacementType, length]) => {
+        return self.evaluate("""([replacementType, length, extra]) => {
             const graph = window.app.graph;
             const encoders = graph.nodes.filter((n) => n.type === 'CLIPTextEncode');
             for (const enc of encoders) {
@@ -350,6 +397,7 @@ class ComfyPage:
                 repl.title = `${enc.title} (test conditioning)`;
                 repl.widgets.find((w) => w.name === 'text').value = enc.widgets.find((w) => w.name === 'text').value;
                 repl.widgets.find((w) => w.name === 'length').value = length;
+                for (const [name, value] of Object.entries(extra)) repl.widgets.find((w) => w.name === name).value = value;
                 const targets = (enc.outputs[0].links || []).map((id) => graph.links[id] ?? graph.links.get?.(id)).filter(Boolean)
                     .map((l) => [graph.getNodeById(l.target_id), l.target_slot]);
                 for (const [node, slot] of targets) repl.connect(0, node, slot);
@@ -359,7 +407,7 @@ class ComfyPage:
                 if (!(loader.outputs || []).some((o) => (o.links || []).length)) graph.remove(loader);
             graph.setDirtyCanvas(true, true);
             return encoders.length;
-        }""", [replacement_type, length])
+        }""", [replacement_type, length, extra_widgets or {}])
 
     def graph_to_prompt(self) -> dict:
         """``app.graphToPrompt()``: the conversion the Run button performs ({output, workflow})."""

@@ -58,15 +58,19 @@ def tiny_adapter_path(family: str = "wan2.1", model_dim: int = 128, blocks=(0, 1
     return target
 
 
-TINY_ADAPTER_NAME = "iad-tiny-wan2.1-adapter.safetensors"
+# Tiny adapters (file names in models/iad) per family, for the tiny models of tests/harness/tiny_models.py
+# (all 128 wide; HunyuanVideo: blocks 0-1 double, 2-3 single).
+TINY_ADAPTERS = {"wan2.1": "iad-tiny-wan2.1-adapter.safetensors", "ltxv": "iad-tiny-ltxv-adapter.safetensors",
+                 "hunyuan_video": "iad-tiny-hunyuan-video-adapter.safetensors"}
+_TINY_ADAPTER_BLOCKS = {"wan2.1": (0, 1), "ltxv": (0, 1), "hunyuan_video": (1, 2, 3)}
 
 
 @pytest.fixture(scope="session")
 def workflow_assets(comfy_server, tiny_models):
     """Puts into the running server what a user adds before running a shipped workflow: a face
-    model pack (tiny antelopev2 in models/insightface/models/), an IaD adapter (tiny, models/iad)
-    and reference photos of one person under the names the workflows' Load Image nodes use.
-    Returns {"adapter": name, "photos": [names]}."""
+    model pack (tiny antelopev2 in models/insightface/models/), IaD adapters (tiny, models/iad), the
+    tiny LTX-Video/HunyuanVideo transformers, and reference photos of one person under the names the workflows' Load Image nodes use.
+    Returns {"adapters": {family: name}, "photos": [names]}."""
     import numpy as np
     from PIL import Image
 
@@ -74,7 +78,12 @@ def workflow_assets(comfy_server, tiny_models):
 
     pack_dir = insightface_pack.ensure_pack(insightface_pack.ANTELOPEV2)
     comfy_server.add_model("insightface", pack_dir, f"models/{pack_dir.name}")
-    comfy_server.add_model("iad", tiny_adapter_path(), TINY_ADAPTER_NAME)
+    for family, name in TINY_ADAPTERS.items():
+        comfy_server.add_model("iad", tiny_adapter_path(family, blocks=_TINY_ADAPTER_BLOCKS[family]), name)
+    from . import tiny_models as tiny
+
+    for spec in tiny.OTHER_FAMILY_SPECS:  # LTX-Video and HunyuanVideo transformers
+        comfy_server.add_model("diffusion_models", tiny.ensure_other(spec), spec.filename)
     photos = []
     for i, name in enumerate(reference_image_names() or ["iad_reference_1.png"]):
         # The same test person in different photos: position and background vary (on the tiny
@@ -83,7 +92,7 @@ def workflow_assets(comfy_server, tiny_models):
                                             centre=(160 + 16 * ((i % 3) - 1), 160 - 16 * (i % 2)))
         Image.fromarray(np.ascontiguousarray(image)).save(comfy_server.input_dir / name)
         photos.append(name)
-    return {"adapter": TINY_ADAPTER_NAME, "photos": photos}
+    return {"adapters": dict(TINY_ADAPTERS), "photos": photos}
 
 
 @pytest.fixture(scope="module")
