@@ -68,6 +68,9 @@ class PreparedDataset:
             raise DatasetFormatError(f"{self.folder}: clips have different latent shapes {sorted(shapes)}")
         self.latent_shape = shapes.pop()
         self.embedder = self.info.get("embedder")
+        # Every batch pads its captions to one length: without an attention mask, zero rows change
+        # the cross-attention, so the padding must not depend on which clips share a batch.
+        self.text_len = max(int(c.record["text_tokens"]) for c in self.clips)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -114,9 +117,9 @@ def global_batch_indices(num_clips: int, global_batch: int, step: int, seed: int
     return out
 
 
-def pad_text(texts: list[torch.Tensor]) -> torch.Tensor:
-    """[B, L_max, 4096] with zero rows after each text (Wan pads its umt5 context with zeros)."""
-    length = max(t.shape[0] for t in texts)
+def pad_text(texts: list[torch.Tensor], length: int | None = None) -> torch.Tensor:
+    """[B, length, 4096] with zero rows after each text (Wan pads its umt5 context with zeros)."""
+    length = max([t.shape[0] for t in texts] + [length or 0])
     out = torch.zeros(len(texts), length, texts[0].shape[-1])
     for i, t in enumerate(texts):
         out[i, : t.shape[0]] = t.float()
@@ -154,7 +157,7 @@ def build_batch(dataset: PreparedDataset, indices: list[int], positions: list[in
         boxes.append(dataset.tensor(index, "target.bboxes"))
     return {
         "latents": torch.stack(latents),
-        "context": pad_text(texts),
+        "context": pad_text(texts, dataset.text_len),
         "references": torch.stack(refs),               # [B, R, D]
         "frame_embeddings": torch.stack(frames),       # [3B, D]
         "frame_person": torch.tensor(frame_person),

@@ -74,10 +74,10 @@ def wrap(module: nn.Module, state: DistState, find_unused: bool, shard_base: nn.
         if shard_base is not None:   # frozen base blocks: gathered per block for forward/backward
             for block in shard_base.blocks:
                 fully_shard(block)
-        adapter = module.adapter
-        for kv in adapter.blocks.values():
-            fully_shard(kv)
-        fully_shard(adapter.resampler)
+        # Only modules whose forward runs get FSDP's unshard hooks: the resampler is called as a
+        # module; the per-block K/V, registers and decoupler are read by methods, so they belong to
+        # the root group, which is gathered when the root forward starts.
+        fully_shard(module.adapter.resampler)
         fully_shard(module)
         return module
     return module

@@ -61,7 +61,15 @@ class TrainingCrossAttention:
 
 
 class CheckpointedBlock:
-    """``patches_replace["dit"]`` entry: the original block under activation checkpointing."""
+    """``patches_replace["dit"]`` entry: Wan block ``index`` under activation checkpointing.
+
+    The block is called directly rather than through ``extra["original_block"]``: ComfyUI's
+    ``block_wrap`` closure reads its loop variable late, so when the checkpoint recomputes it
+    during backward it would run the *last* block's weights (wrong gradients). The identity
+    tokens are an explicit checkpoint input."""
+
+    def __init__(self, block, index: int):
+        self.block, self.index = block, int(index)
 
     def __deepcopy__(self, memo):
         return self
@@ -69,9 +77,16 @@ class CheckpointedBlock:
     def __call__(self, args, extra):
         from torch.utils.checkpoint import checkpoint
 
-        original = extra["original_block"]
-        return checkpoint(lambda img, txt, vec, pe: original({**args, "img": img, "txt": txt, "vec": vec, "pe": pe}),
-                          args["img"], args["txt"], args["vec"], args["pe"], use_reentrant=False)
+        options = args["transformer_options"]
+        ident = options.get(TRAIN_KEY)
+
+        def run(img, tokens):
+            opts = options if ident is None else {**options, TRAIN_KEY: {**ident, "tokens": tokens}}
+            return self.block(img, context=args["txt"], e=args["vec"], freqs=args["pe"], context_img_len=None,
+                              transformer_options=opts)
+
+        tokens = None if ident is None else ident["tokens"]
+        return {"img": checkpoint(run, args["img"], tokens, use_reentrant=False)}
 
 
 def load_base(config: TrainConfig, device: torch.device):
@@ -137,7 +152,7 @@ def install_patches(patcher, arch, adapter_config: AdapterConfig, gradient_check
         patched.add_object_patch(key, TrainingCrossAttention(module, patched.get_model_object(key), block))
     if gradient_checkpointing:
         for i in range(arch.num_blocks):
-            patched.set_model_patch_replace(CheckpointedBlock(), "dit", "double_block", i)
+            patched.set_model_patch_replace(CheckpointedBlock(diffusion_model.blocks[i], i), "dit", "double_block", i)
     return patched
 
 
@@ -252,8 +267,9 @@ class IaDTrainable(nn.Module):
                 texts.append(bank[int(torch.randint(len(bank), (1,), generator=g))])
             else:
                 texts.append(batch["context"][i])
-        prompt = pad_text(texts).to(device)
-        nulls = pad_text([null] * len(texts)).to(device)
+        length = max(t.shape[0] for t in bank + [null, batch["context"][0]])   # fixed: independent of the batch
+        prompt = pad_text(texts, length).to(device)
+        nulls = pad_text([null] * len(texts), length).to(device)
         text_id = self._model_call(x_t, sigma, prompt, tokens)
         null_id = self._model_call(x_t, sigma, nulls, tokens)
         with torch.no_grad():
