@@ -131,9 +131,9 @@ def test_evaluate_video_node_in_a_real_server_with_insightface(comfy_server):
     embeds = p.add("IaDFaceEmbed", face_analysis=analysis[0], images=ref_image[0], policy="largest", face_index=0,
                    min_score=0.5, same_person_threshold=0.3)
     same = p.add("IaDEvaluateVideo", video=same_video[0], face_analysis=analysis[0], reference_embeds=embeds[0],
-                 prompt="a person", fps=16.0, frame_sampling="all frames")
+                 prompt="a person", fps=16.0, frame_sampling="all frames", flow_scale=1.0)
     different = p.add("IaDEvaluateVideo", video=other_video[0], face_analysis=analysis[0], reference_image=ref_image[0],
-                      fps=16.0, frame_sampling="ConsisID (16 uniform frames)")
+                      fps=16.0, frame_sampling="ConsisID (16 uniform frames)", flow_scale=0.5)
     p.add("SaveImage", images=same[1], filename_prefix="iad_eval_plot")
     result = comfy_server.run_ok(p)
 
@@ -145,6 +145,7 @@ def test_evaluate_video_node_in_a_real_server_with_insightface(comfy_server):
     different_report = json.loads(result.ui(different)["text"][0])
     assert different_report["facesim"]["mean"] < 0.5                       # another person
     assert different_report["sampling"] == "consisid16" and different_report["facesim"]["frames_evaluated"] == 6
+    assert different_report["motion"]["flow_scale"] == 0.5
     plots = [n for n in result.outputs if result.ui(n).get("images") and n not in (same, different)]
     saved = result.images(plots[0])
     assert saved[0].shape[1] == 960 and saved[0].std() > 10
@@ -157,12 +158,12 @@ def test_evaluate_video_without_a_face_in_the_reference_fails_clearly_and_the_se
     analysis = p.add("IaDFaceAnalysisLoader", model_pack="antelopev2", provider="CPU", det_size=640)
     blank = p.add("LoadImage", image="iad_eval_blank.png")
     p.add("IaDEvaluateVideo", video=blank[0], face_analysis=analysis[0], reference_image=blank[0], fps=16.0,
-          frame_sampling="all frames")
+          frame_sampling="all frames", flow_scale=1.0)
     result = comfy_server.run(p)
     assert not result.ok
     assert "no face found in reference_image 0" in result.error["exception_message"]
     with pytest.raises(PromptRejected):          # a missing required input is rejected before running
         bad = Prompt()
-        bad.add("IaDEvaluateVideo", fps=16.0, frame_sampling="all frames")
+        bad.add("IaDEvaluateVideo", fps=16.0, frame_sampling="all frames", flow_scale=1.0)
         comfy_server.run(bad)
     assert comfy_server.is_alive()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 
 import numpy as np
 import pytest
@@ -146,7 +145,7 @@ def test_video_files_round_trip_and_corrupt_ones_raise_clear_errors(tmp_path):
     assert video.num_frames == 4 and not video.fps_known and np.array_equal(video.frames[3], frames[5])
 
 
-def _write_batch(root, analyzer_frames_ok=True):
+def _write_batch(root):
     refs = root / "references"
     refs.mkdir(parents=True)
     Image.fromarray(render_face(H, W, face())).save(refs / "reference.png")
