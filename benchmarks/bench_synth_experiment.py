@@ -1,0 +1,135 @@
+"""The controlled synthetic-world experiment: (a) base, (b) naive injection, (c) IaD, (d) IaD's
+training-free decoupler on (b)'s weights -- same held-out people, prompts and noise.
+
+    python benchmarks/bench_synth_experiment.py                 # the published run (shipped world)
+    python benchmarks/bench_synth_experiment.py --rebuild       # retrain the world first (~20 min)
+    python benchmarks/bench_synth_experiment.py --identities 8  # quicker
+
+Prints the table side by side (with IaD/naive ratios), the goals of issue 10 (copy rate cut
+>= 50 % relative to naive, action accuracy +30 points, identity within 2 points), and the leakage
+probe; writes docs/results/synth_experiment.json, per-frame plots and a sample sheet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from iad.synth import assets, build, experiment, world  # noqa: E402
+
+OUT = REPO / "docs" / "results"
+COLOURS = {"base": (120, 120, 120), "naive": (214, 39, 40), "iad": (31, 119, 180), "naive_tf": (255, 127, 14)}
+ROWS = [("action_accuracy", "action accuracy vs prompt", True), ("copy_rate", "expression-copy rate vs reference", True),
+        ("identity_accuracy", "identity accuracy (24-way)", True), ("face_sim", "FaceSim (cos to reference)", False),
+        ("identity_stability", "identity stability (cos to centroid)", False),
+        ("detection_rate", "face detection rate", True), ("motion_mean", "motion (Farneback px/frame)", False)]
+
+
+def fmt(v, pct):
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
+
+
+def table(results: dict, identities: int) -> str:
+    systems = [s for s in experiment.SYSTEMS if s in results]
+    head = "| metric | " + " | ".join(experiment.SYSTEM_NAMES[s] for s in systems) + " | IaD / naive |"
+    lines = [head, "|" + "---|" * (len(systems) + 2)]
+    for key, label, pct in ROWS:
+        label = label.replace("24-way", f"{identities}-way")
+        vals = [results[s][key] for s in systems]
+        ratio = "n/a"
+        if "naive" in results and "iad" in results and results["naive"][key]:
+            ratio = f"{results['iad'][key] / results['naive'][key]:.2f}x"
+        lines.append(f"| {label} | " + " | ".join(fmt(v, pct) for v in vals) + f" | {ratio} |")
+    return "\n".join(lines)
+
+
+def plots(results: dict, path: Path) -> None:
+    from iad.plotting import Panel, Series, draw_panels
+
+    x = list(range(world.FRAMES))
+    panels = []
+    for key, title, rng in (("action_accuracy", "action accuracy vs prompt (frame 4 = transition, not scored)", (0, 1)),
+                            ("copy_rate", "expression-copy rate vs the reference photo", (0, 1)),
+                            ("identity_accuracy", "identity accuracy (nearest held-out person)", (0, 1)),
+                            ("face_sim", "FaceSim: cosine to the reference embedding", None)):
+        series = [Series(experiment.SYSTEM_NAMES[s], x, [None if not math.isfinite(v) else v for v in r["per_frame"][key]],
+                         COLOURS[s]) for s, r in results.items()]
+        panels.append(Panel(title, series, y_range=rng))
+    draw_panels(panels, x_max=world.FRAMES - 1, title="Synthetic world: per-frame metrics, held-out people").save(path)
+
+
+def sample_sheet(samples: dict, cases: list, path: Path, count: int = 4) -> None:
+    """Rows: for each of the first cases, the reference photo then each system's 9 frames."""
+    from PIL import Image
+
+    rows = []
+    for i in range(min(count, len(cases))):
+        ref = torch.from_numpy(experiment.photo(cases[i].identity, cases[i].reference_action)).permute(2, 0, 1).float() / 255
+        for s, frames in samples.items():
+            strip = torch.cat([ref] + [torch.ones(3, world.SIZE, 4)] + list(frames[i]), 2)
+            rows.append(strip)
+        rows.append(torch.ones(3, 4, rows[-1].shape[2]))
+    img = torch.cat(rows, 1)
+    arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    Image.fromarray(arr).resize((arr.shape[1] * 3, arr.shape[0] * 3), Image.NEAREST).save(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--world", default=str(assets.WORLD_DIR))
+    parser.add_argument("--rebuild", action="store_true", help="retrain the world into --world first")
+    parser.add_argument("--identities", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-write", action="store_true", help="print only; do not write docs/results/")
+    args = parser.parse_args()
+    t0 = time.monotonic()
+    build_s = None
+    if args.rebuild:
+        build_s = build.build_world(args.world)["total_s"]
+    cfg = experiment.ExperimentConfig(identities=args.identities, steps=args.steps, seed=args.seed)
+    out = experiment.run(args.world, cfg)
+    samples = out.pop("_samples")
+    leak = experiment.leakage_probe(args.world)
+    out["leakage"] = leak
+    out["build_s"] = build_s
+    out["total_wall_s"] = round(time.monotonic() - t0, 1)
+    out["torch_threads"] = torch.get_num_threads()
+    print()
+    print(table(out["results"], args.identities))
+    g = out.get("goals", {})
+    print(f"\ncopy-rate cut IaD vs naive: {100 * g.get('copy_rate_relative_reduction', float('nan')):.1f} % (goal >= 50 %)")
+    print(f"action accuracy gain: {g.get('action_accuracy_gain_points', float('nan')):+.1f} points (goal >= +30)")
+    print(f"identity accuracy delta: {g.get('identity_accuracy_delta_points', float('nan')):+.1f} points (goal within -2)")
+    print("\nleakage (linear probe of the per-frame action, held-out people; chance "
+          f"{100 * leak['chance']:.1f} %):")
+    for name, v in leak["probe"].items():
+        print(f"  {name}: action probe {100 * v['action_probe_accuracy']:.1f} %, identity retrieval "
+              f"{100 * v['identity_retrieval_top1']:.1f} %")
+    print(f"\nwall time: experiment {out['wall_s']} s, total {out['total_wall_s']} s"
+          + (f" (world build {build_s} s)" if build_s else ""))
+    if not args.no_write:
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "synth_experiment.json").write_text(json.dumps(out, indent=1) + "\n")
+        plots(out["results"], OUT / "synth_per_frame.png")
+        cases = experiment.make_cases(experiment.heldout_identities(args.world, args.identities, args.seed), args.seed)
+        sample_sheet(samples, cases, OUT / "synth_samples.png")
+        (OUT / "synth_table.md").write_text(table(out["results"], args.identities) + "\n")
+        print(f"wrote {OUT}/synth_experiment.json, synth_per_frame.png, synth_samples.png, synth_table.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

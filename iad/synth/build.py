@@ -1,0 +1,329 @@
+"""Build (train) every model of the synthetic world, reproducibly, into one folder.
+
+``build_world(folder, scale)`` renders seeded datasets and trains, in order: the latent codec, the
+action classifier, the face detector and the recognizer (exported as an insightface pack), the
+tiny Wan T2V base model, the IaD decoupler, and the adapters of the experiment:
+
+- ``naive``: raw embedding -> resampler -> adapter, denoising loss only, the reference taken from
+  the *target clip's own frames* (ID-Animator / ConsisID style);
+- ``iad``: the trained decoupler (Identity Decoupling + Text Alignment losses) in front, references
+  from *another clip* of the same person (cross-video), denoising loss;
+- ``naive_tf``: the naive adapter's weights with IaD's training-free decoupler (a within-identity
+  basis estimated from training frames) stored as an IaD checkpoint.
+
+Single-threaded and seeded throughout so the files are identical bit for bit on every run on the
+same software stack (``manifest.json`` lists their SHA-256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+from ..adapter import AdapterConfig, IdentityAdapter
+from ..checkpoint import save_adapter
+from ..decoupling import Decoupler, TrainingFreeDecoupler
+from ..losses import ActionTextProjector, decoupler_training_loss
+from . import diffusion, faces, text, world
+from .codec import PatchCodec
+
+BUILD_VERSION = 1
+PACK_NAME = "synthworld"
+DETECTOR_FILE = "scrfd_synthworld.onnx"
+RECOGNIZER_FILE = "arcface_synthworld.onnx"
+WAN_FILE = "iad-synthworld-wan2.1-t2v.safetensors"
+WORLD_FILE = "synthworld-judges.safetensors"        # codec + action classifier (+ torch recognizer)
+ADAPTER_FILES = {"naive": "iad-synthworld-naive.safetensors", "iad": "iad-synthworld-iad.safetensors",
+                 "naive_tf": "iad-synthworld-naive-trainingfree.safetensors"}
+EMBEDDER = f"insightface/{PACK_NAME}/{Path(RECOGNIZER_FILE).stem}"
+
+
+@dataclass(frozen=True)
+class BuildScale:
+    train_identities: int = 240
+    clips_per_identity: int = 4
+    omit_action_prob: float = 0.25       # share of captions that leave the action out (as real captions do)
+    recognizer_steps: int = 600
+    detector_steps: int = 300
+    classifier_steps: int = 400
+    wan_steps: int = 700
+    wan_batch: int = 12
+    decoupler_steps: int = 400
+    adapter_steps: int = 350
+    adapter_batch: int = 12
+    seed: int = 0
+
+
+FULL = BuildScale()
+# A few-minute build for checking the pipeline itself (not for the published numbers).
+SMOKE = BuildScale(train_identities=24, clips_per_identity=2, recognizer_steps=40, detector_steps=40,
+                   classifier_steps=40, wan_steps=10, wan_batch=4, decoupler_steps=20, adapter_steps=8, adapter_batch=4)
+
+
+def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, **extra) -> AdapterConfig:
+    return AdapterConfig.tiny(
+        model_dim=wan_spec.dim, token_dim=64, blocks=list(range(wan_spec.num_layers)), num_tokens=4, num_registers=0,
+        embedder=EMBEDDER, decoupler_kind=kind, decoupler_act_dim=16, decoupler_hidden=128, name=f"synthworld {extra.pop('label', kind)}",
+        **extra)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+# -- data -------------------------------------------------------------------------------------------
+@dataclass
+class Dataset:
+    clips: list
+    person: torch.Tensor        # [C] identity index per clip
+    video: torch.Tensor         # [C, T, 3, H, W]
+    kps: np.ndarray             # [C, T, 5, 2]
+    boxes: np.ndarray           # [C, T, 4]
+
+
+def make_dataset(identities: list, clips_per_identity: int, seed: int, omit_action_prob: float) -> Dataset:
+    rng = np.random.default_rng(seed)
+    clips, person = [], []
+    for p, ident in enumerate(identities):
+        for _ in range(clips_per_identity):
+            clips.append(world.sample_clip(ident, rng, omit_action_prob=omit_action_prob))
+            person.append(p)
+    video = torch.cat([world.render_clips(clips[i:i + 64]) for i in range(0, len(clips), 64)])
+    ids = [c.identity for c in clips for _ in range(world.FRAMES)]
+    params = np.concatenate([c.params for c in clips])
+    jitter = np.concatenate([c.jitter for c in clips])
+    kps = world.keypoints(ids, params, jitter).reshape(len(clips), world.FRAMES, 5, 2)
+    boxes = world.face_boxes(ids, params, jitter).reshape(len(clips), world.FRAMES, 4)
+    return Dataset(clips, torch.tensor(person), video, kps, boxes)
+
+
+def negatives(count: int, seed: int) -> torch.Tensor:
+    """Frames without a face (scene backgrounds with noise and blobs): the detector's negatives."""
+    g = torch.Generator().manual_seed(seed)
+    hi = world.SIZE
+    coords = (torch.arange(hi, dtype=torch.float32) + 0.5) / hi * 2 - 1
+    y, x = torch.meshgrid(coords, coords, indexing="ij")
+    scenes = [world.SCENES[i % len(world.SCENES)] for i in range(count)]
+    bg = world._scene_background(scenes, y[None].expand(count, -1, -1), x[None].expand(count, -1, -1))
+    blobs = torch.rand(count, 3, 4, 4, generator=g)
+    blobs = F.interpolate(blobs, size=(hi, hi), mode="bilinear", align_corners=False)
+    mix = torch.rand(count, 1, 1, 1, generator=g)
+    return (bg * (1 - mix) + blobs * mix + 0.05 * torch.randn(bg.shape, generator=g)).clamp(0, 1)
+
+
+def frame_crops(ds: Dataset, jitter_px: float = 0.0, seed: int = 0, video: torch.Tensor | None = None) -> torch.Tensor:
+    """Recognizer inputs [C*T, 3, 28, 28] from ground-truth keypoints (optionally jittered), of
+    ``video`` (default: the dataset's own frames)."""
+    video = ds.video if video is None else video
+    frames = faces.to_uint8(video.reshape(-1, 3, world.SIZE, world.SIZE))
+    kps = ds.kps.reshape(-1, 5, 2)
+    if jitter_px:
+        kps = kps + np.random.default_rng(seed).normal(0, jitter_px, kps.shape).astype(np.float32)
+    return faces.crop_input(faces.aligned_crops(frames, kps))
+
+
+def action_text_embeddings() -> torch.Tensor:
+    """One 4096-d text vector per action class (mean of the phrase's tokens; neutral: 'a person')."""
+    phrases = ["a person"] + [world.ACTION_PHRASES[a] for a in world.ACTIONS[1:]]
+    enc = text.encode(phrases)
+    return enc[:, :1].mean(1)
+
+
+# -- training steps -----------------------------------------------------------------------------------
+def train_decoupler(emb: torch.Tensor, person: torch.Tensor, action: torch.Tensor, steps: int, seed: int, log=print):
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    dec = Decoupler(faces.EMBED_DIM, act_dim=16, hidden=128)
+    proj = ActionTextProjector(16, text.TEXT_DIM, 64)
+    act_text = action_text_embeddings()
+    opt = torch.optim.AdamW(list(dec.parameters()) + list(proj.parameters()), lr=1e-3)
+    for step in range(steps):
+        idx = torch.randint(0, len(emb), (256,), generator=g)
+        terms = decoupler_training_loss(dec, proj, emb[idx], person[idx], act_text[action[idx]], action[idx])
+        opt.zero_grad()
+        terms.total.backward()
+        opt.step()
+        if step % max(1, steps // 4) == 0 or step == steps - 1:
+            log(f"  decoupler step {step}/{steps} loss {terms.total.item():.3f} "
+                + " ".join(f"{k}={float(v):.3f}" for k, v in terms.parts.items()))
+    return dec.eval()
+
+
+def train_adapter(wan, adapter: IdentityAdapter, latents: torch.Tensor, contexts: torch.Tensor, ref_emb_fn, steps: int,
+                  batch: int, seed: int, text_dropout: float = 0.1, log=print, label: str = "adapter") -> IdentityAdapter:
+    """Denoising loss only, base model frozen. ``ref_emb_fn(clip_indices, generator)`` returns the
+    identity input ``[B, 512]`` for each sampled clip (this is where naive and IaD differ)."""
+    g = torch.Generator().manual_seed(seed)
+    for p in wan.parameters():
+        p.requires_grad_(False)
+    trainable = [p for n, p in adapter.named_parameters() if not n.startswith("decoupler.")]
+    opt = torch.optim.AdamW(trainable, lr=2e-3, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    empty = text.encode([""])[0]
+    adapter.train()
+    for step in range(steps):
+        idx = torch.randint(0, len(latents), (batch,), generator=g)
+        ctx = contexts[idx].clone()
+        ctx[torch.rand(batch, generator=g) < text_dropout] = empty
+        tokens = adapter.identity_tokens(ref_emb_fn(idx, g))
+        loss = diffusion.flow_loss(wan, latents[idx], ctx, g, diffusion.IdentityInjection(wan, adapter, tokens))
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
+        opt.step()
+        sched.step()
+        if step % max(1, steps // 6) == 0 or step == steps - 1:
+            log(f"  {label} step {step}/{steps} loss {loss.item():.4f}")
+    return adapter.eval()
+
+
+def _round_fp16(model: torch.nn.Module) -> None:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.half().float())
+
+
+# -- the whole build ----------------------------------------------------------------------------------------
+def build_world(folder: str | Path, scale: BuildScale = FULL, log=print) -> dict:
+    import onnx
+
+    torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
+    folder = Path(folder)
+    pack = folder / PACK_NAME
+    pack.mkdir(parents=True, exist_ok=True)
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+
+    def lap(name):
+        timings[name] = round(time.monotonic() - t0 - sum(timings.values()), 1)
+        log(f"[build] {name}: {timings[name]} s")
+
+    s = scale.seed
+    identities = world.sample_identities(scale.train_identities, seed=1000 + s)
+    ds = make_dataset(identities, scale.clips_per_identity, seed=2000 + s, omit_action_prob=scale.omit_action_prob)
+    frames = ds.video.reshape(-1, 3, world.SIZE, world.SIZE)
+    labels = torch.from_numpy(np.concatenate([c.labels for c in ds.clips]))
+    frame_person = ds.person.repeat_interleave(world.FRAMES)
+    lap("render")
+
+    codec = PatchCodec.fit(frames[::3])
+    # the judges also see frames after a codec round trip: the best a generator's output can look
+    roundtrip = codec.decode(codec.encode(ds.video))
+    both = torch.cat([frames, roundtrip.reshape(-1, 3, world.SIZE, world.SIZE)])
+    classifier = faces.train_action_classifier(both, labels.repeat(2), scale.classifier_steps, seed=3000 + s, log=log)
+    lap("codec + action classifier")
+
+    detector = faces.train_detector(both, torch.from_numpy(ds.boxes.reshape(-1, 4)).repeat(2, 1),
+                                    torch.from_numpy(ds.kps.reshape(-1, 5, 2)).repeat(2, 1, 1),
+                                    negatives(2000, seed=4000 + s), scale.detector_steps, seed=4000 + s, log=log)
+    onnx.save(faces.detector_onnx(detector), str(pack / DETECTOR_FILE))
+    lap("detector")
+
+    crops = torch.cat([frame_crops(ds, jitter_px=0.4, seed=5000 + s),
+                       frame_crops(ds, jitter_px=0.4, seed=5001 + s, video=roundtrip)])
+    recognizer = faces.train_recognizer(crops, frame_person.repeat(2), scale.recognizer_steps, seed=5000 + s, log=log)
+    onnx.save(faces.recognizer_onnx(recognizer), str(pack / RECOGNIZER_FILE))
+    lap("recognizer")
+
+    judges = {**codec.state_dict(), **{f"classifier.{k}": v.contiguous() for k, v in classifier.state_dict().items()},
+              **{f"recognizer.{k}": v.contiguous() for k, v in recognizer.state_dict().items()}}
+    save_file(judges, str(folder / WORLD_FILE), metadata={"build_version": str(BUILD_VERSION)})
+
+    latents = codec.encode(ds.video)
+    captions = [c.caption for c in ds.clips]
+    contexts = text.encode(captions)
+    spec = diffusion.WanWorldSpec()
+    wan = diffusion.build_wan(spec, seed=6000 + s)
+    diffusion.train_base(wan, latents, captions, scale.wan_steps, seed=6000 + s, batch=scale.wan_batch, log=log)
+    _round_fp16(wan)
+    save_file({k: v.half().contiguous() for k, v in wan.state_dict().items()}, str(folder / WAN_FILE),
+              metadata={"iad_synthworld_wan": json.dumps(diffusion.spec_dict(spec))})
+    lap("wan base model")
+
+    # embeddings of every training frame (ground-truth alignment), as the adapters' references
+    with torch.no_grad():
+        emb = F.normalize(recognizer(frame_crops(ds)), dim=-1).reshape(len(ds.clips), world.FRAMES, -1)
+    clip_labels = torch.from_numpy(np.stack([c.labels for c in ds.clips]))
+    decoupler = train_decoupler(emb.reshape(-1, emb.shape[-1]), frame_person, clip_labels.reshape(-1),
+                                scale.decoupler_steps, seed=7000 + s, log=log)
+    lap("decoupler")
+
+    by_person = {}
+    for i, p in enumerate(ds.person.tolist()):
+        by_person.setdefault(p, []).append(i)
+
+    def same_clip_reference(idx, g):           # naive: a frame of the target clip itself
+        f = torch.randint(0, world.FRAMES, (len(idx),), generator=g)
+        return emb[idx, f]
+
+    def other_clip_reference(idx, g):          # IaD: a frame of another clip of the same person, decoupled
+        refs = []
+        for i in idx.tolist():
+            others = [j for j in by_person[int(ds.person[i])] if j != i] or [i]
+            j = others[int(torch.randint(0, len(others), (1,), generator=g))]
+            refs.append(emb[j, int(torch.randint(0, world.FRAMES, (1,), generator=g))])
+        with torch.no_grad():
+            return decoupler.identity(torch.stack(refs))
+
+    naive = IdentityAdapter.random(adapter_config("none", spec, label="naive injection"), seed=8000 + s).float()
+    train_adapter(wan, naive, latents, contexts, same_clip_reference, scale.adapter_steps, scale.adapter_batch,
+                  seed=8000 + s, log=log, label="naive adapter")
+    save_adapter(naive, folder / ADAPTER_FILES["naive"])
+    lap("naive adapter")
+
+    iad = IdentityAdapter.random(adapter_config("trained", spec, label="IaD"), seed=8000 + s).float()
+    iad.decoupler.load_state_dict(decoupler.state_dict())
+    train_adapter(wan, iad, latents, contexts, other_clip_reference, scale.adapter_steps, scale.adapter_batch,
+                  seed=8000 + s, log=log, label="IaD adapter")
+    save_adapter(iad, folder / ADAPTER_FILES["iad"])
+    lap("IaD adapter")
+
+    basis = TrainingFreeDecoupler.estimate_basis(emb.reshape(-1, emb.shape[-1]), frame_person, max_rank=8,
+                                                 min_variance_fraction=0.02)
+    tf_config = adapter_config("training_free", spec, label="naive + training-free decoupler", decoupler_rank=int(basis.shape[0]))
+    state = {**naive.state_dict(), "decoupler.basis": basis}
+    save_adapter(IdentityAdapter.from_state_dict(tf_config, state), folder / ADAPTER_FILES["naive_tf"])
+    lap("training-free decoupler")
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
+    manifest = {
+        "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
+        "torch": torch.__version__, "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
+        "files": {str(p.relative_to(folder)): sha256(p) for p in files},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def load_judges(folder: str | Path):
+    """(codec, action classifier, torch recognizer) from a built world."""
+    state = load_file(str(Path(folder) / WORLD_FILE))
+    codec = PatchCodec.from_state_dict(state)
+    classifier = faces.ActionClassifier()
+    classifier.load_state_dict({k[len("classifier."):]: v for k, v in state.items() if k.startswith("classifier.")})
+    recognizer = faces.Recognizer()
+    recognizer.load_state_dict({k[len("recognizer."):]: v for k, v in state.items() if k.startswith("recognizer.")})
+    return codec, classifier.eval(), recognizer.eval()
+
+
+def load_wan(folder: str | Path):
+    path = Path(folder) / WAN_FILE
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        spec = diffusion.WanWorldSpec(**json.loads(f.metadata()["iad_synthworld_wan"]))
+    wan = diffusion.build_wan(spec, seed=0)
+    wan.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return wan.eval()

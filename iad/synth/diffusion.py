@@ -1,0 +1,180 @@
+"""The world's tiny Wan T2V model (ComfyUI's own ``WanModel``), flow-matching training, identity
+injection for adapter training, and an Euler sampler that matches ComfyUI's (KSampler, ``euler``,
+``simple`` schedule, Wan's flow shift).
+
+ComfyUI's conventions for Wan (``model_base.WAN21``: ``ModelType.FLOW``, ``CONST`` sampling):
+``x_sigma = (1 - sigma) x0 + sigma * noise``, the network gets ``timestep = 1000 * sigma`` and
+predicts ``v = noise - x0``; ``denoised = x - sigma * v``; sigmas are ``shift*t / (1 + (shift-1) t)``.
+Training here uses exactly these, so a model trained by :func:`train_base` samples correctly in
+ComfyUI's KSampler (nodes/synth_nodes.py, the demo).
+
+Identity injection (:class:`IdentityInjection`) replaces ``blocks[b].cross_attn.forward`` on *our
+own training copy* of the model with ``o(attn(q, k_txt, v_txt) + w * attn(q, norm_k(k_id), v_id))``
+-- the same equation as the IaD Apply patch (iad/patching, nodes/_patching.py) -- so adapters
+trained here load and run through the real nodes unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..patching.attention import sdpa_attention
+from . import text as world_text
+
+SHIFT = 8.0          # ComfyUI's sampling shift for Wan 2.1 T2V (supported_models.WAN21_T2V)
+
+
+@dataclass(frozen=True)
+class WanWorldSpec:
+    dim: int = 128
+    ffn_dim: int = 384
+    num_layers: int = 3
+    in_dim: int = 16
+    out_dim: int = 16
+
+
+def build_wan(spec: WanWorldSpec, seed: int):
+    """A ComfyUI ``WanModel`` (T2V) with seeded PyTorch-default initialisation (float32, CPU)."""
+    from ..comfy_runtime import import_comfy
+
+    import_comfy(cpu=True)
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = WanModel(model_type="t2v", in_dim=spec.in_dim, dim=spec.dim, ffn_dim=spec.ffn_dim, out_dim=spec.out_dim,
+                         num_heads=spec.dim // 128, num_layers=spec.num_layers, operations=comfy.ops.manual_cast)
+        for name, p in model.named_parameters():
+            if "modulation" in name:
+                torch.nn.init.normal_(p, 0.0, 0.02)
+            elif p.dim() >= 2:
+                torch.nn.init.xavier_uniform_(p.view(p.shape[0], -1))
+            elif "norm" in name and "weight" in name:
+                torch.nn.init.ones_(p)
+            else:
+                torch.nn.init.zeros_(p)
+        # zero-initialised output head and modulations: the untrained model predicts 0
+        torch.nn.init.zeros_(model.head.head.weight)
+    return model
+
+
+def spec_dict(spec: WanWorldSpec) -> dict:
+    return asdict(spec)
+
+
+def shifted(t: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def sample_sigmas(n: int, generator: torch.Generator) -> torch.Tensor:
+    return shifted(torch.rand(n, generator=generator)).clamp(0.002, 0.999)
+
+
+def flow_loss(model, x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator,
+              injection: "IdentityInjection | None" = None) -> torch.Tensor:
+    sigma = sample_sigmas(x0.shape[0], generator)
+    noise = torch.randn(x0.shape, generator=generator)
+    s = sigma.view(-1, 1, 1, 1, 1)
+    xt = (1 - s) * x0 + s * noise
+    with injection if injection is not None else contextlib.nullcontext():
+        v = model(xt, sigma * 1000, context)
+    return F.mse_loss(v.float(), (noise - x0).float())
+
+
+def train_base(model, latents: torch.Tensor, captions: list[str], steps: int, seed: int, batch: int = 16,
+               lr: float = 1e-3, text_dropout: float = 0.1, log=print):
+    """Flow-matching training of the whole Wan model on the world's (latent, caption) pairs."""
+    g = torch.Generator().manual_seed(seed)
+    contexts = world_text.encode(captions)
+    empty = world_text.encode([""])[0]
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
+    for step in range(steps):
+        idx = torch.randint(0, len(latents), (batch,), generator=g)
+        ctx = contexts[idx].clone()
+        drop = torch.rand(batch, generator=g) < text_dropout
+        ctx[drop] = empty
+        loss = flow_loss(model, latents[idx], ctx, g)
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % max(1, steps // 8) == 0 or step == steps - 1:
+            log(f"  wan step {step}/{steps} loss {loss.item():.4f}")
+    return model.eval()
+
+
+class IdentityInjection:
+    """Context manager: while active, every adapter block's cross-attention adds
+    ``weight * mask[b] * attn(q, norm_k(K_id[b]), V_id[b])`` (``mask`` 0 rows get no identity)."""
+
+    def __init__(self, model, adapter, tokens: torch.Tensor, weight: float = 1.0, mask: torch.Tensor | None = None):
+        self.model, self.adapter, self.tokens, self.weight = model, adapter, tokens, float(weight)
+        self.mask = mask
+        self._saved: list = []
+
+    def __enter__(self):
+        for b in self.adapter.config.blocks:
+            attn = self.model.blocks[b].cross_attn
+            self._saved.append((attn, attn.__dict__.get("forward")))
+            attn.forward = self._forward_for(attn, b)
+        return self
+
+    def __exit__(self, *exc):
+        for attn, previous in self._saved:
+            if previous is None:
+                del attn.forward
+            else:
+                attn.forward = previous
+        self._saved.clear()
+        return False
+
+    def _forward_for(self, m, block_index: int):
+        def forward(x, context, transformer_options={}, **kwargs):
+            heads = m.num_heads
+            q = m.norm_q(m.q(x))
+            k = m.norm_k(m.k(context))
+            out = sdpa_attention(q, k, m.v(context), heads)
+            k_id, v_id = self.adapter.block_kv(block_index, self.tokens)
+            if self.adapter.config.identity_key_norm:
+                k_id = m.norm_k(k_id)
+            extra = sdpa_attention(q, k_id.expand(q.shape[0], -1, -1), v_id.expand(q.shape[0], -1, -1), heads)
+            w = self.weight if self.mask is None else self.weight * self.mask.view(-1, 1, 1).to(extra.dtype)
+            return m.o(out + w * extra)
+
+        return forward
+
+
+@torch.no_grad()
+def sample(model, contexts: torch.Tensor, noise: torch.Tensor, steps: int = 12, cfg: float = 3.0,
+           adapter=None, tokens: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
+    """Euler sampling (ComfyUI's ``euler`` + ``simple`` schedule with Wan's shift). With an adapter,
+    the identity is applied to the conditional branch only (IaD Apply's default
+    ``apply_to_uncond = False``); the unconditional branch gets the empty caption."""
+    b = noise.shape[0]
+    sigmas = shifted(torch.linspace(1, 0, steps + 1))
+    empty = world_text.encode([""]).expand(b, -1, -1)
+    x = noise.clone()
+    ctx = torch.cat([contexts, empty])
+    mask = torch.cat([torch.ones(b), torch.zeros(b)])
+    for i in range(steps):
+        s = sigmas[i]
+        t = torch.full((2 * b,), float(s) * 1000)
+        xx = torch.cat([x, x])
+        if adapter is not None:
+            toks = torch.cat([tokens, tokens])
+            with IdentityInjection(model, adapter, toks, weight, mask):
+                v = model(xx, t, ctx)
+        else:
+            v = model(xx, t, ctx)
+        v_c, v_u = v[:b], v[b:]
+        v = v_u + cfg * (v_c - v_u)
+        x = x + (sigmas[i + 1] - s) * v
+    return x

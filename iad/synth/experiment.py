@@ -1,0 +1,272 @@
+"""The controlled experiment: base vs naive injection vs IaD vs training-free decoupler on naive.
+
+Held-out identities (never seen by any trained model) each get a reference photo whose
+expression is *not* among the two actions the prompt asks for. Every system generates from the
+same prompts and the same noise; then the world's ground truth judges the frames:
+
+- action accuracy: the action classifier agrees with the prompt's action for that frame
+  (segment frames 0-3 and 5-8; frame 4 is a neutral transition and not scored);
+- expression-copy rate: the classifier sees the *reference photo's* expression instead;
+- identity accuracy: the generated face (detected, aligned and embedded by the world's
+  insightface pack through ``iad.face_analysis``, exactly as the face nodes do) is nearest to the
+  right person's neutral photo among all held-out identities;
+- the evaluation issue's metrics: FaceSim (cosine to the reference, ``iad.metrics.facesim``),
+  identity stability, face-detection rate and motion (Farneback, ``iad.metrics.motion``).
+
+Also :func:`leakage_probe`: how much action information the recognizer leaks into its
+embedding (linear-probe accuracy on held-out identities), and what each decoupler leaves of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoint import load_adapter
+from . import build, diffusion, faces, text, world
+
+SYSTEMS = ("base", "naive", "iad", "naive_tf")
+SYSTEM_NAMES = {"base": "(a) base model, no identity", "naive": "(b) naive injection",
+                "iad": "(c) IaD", "naive_tf": "(d) naive + training-free decoupler"}
+REFERENCE_EXPRESSIONS = ("smile", "frown", "surprise", "wink", "blink")
+SCORED_FRAMES = [f for a, b in world.SEGMENTS for f in range(a, b)]
+
+
+@dataclass
+class ExperimentConfig:
+    identities: int = 24
+    seed: int = 0
+    steps: int = 12
+    cfg: float = 3.0
+    weight: float = 1.0
+    det_size: int = 160
+
+
+@dataclass
+class Case:
+    identity: world.Identity
+    reference_action: str
+    actions: tuple[str, str]
+    scene: str
+    prompt: str
+
+
+def heldout_identities(world_dir: Path, count: int, seed: int) -> list[world.Identity]:
+    manifest = json.loads((Path(world_dir) / "manifest.json").read_text())
+    scale = manifest["scale"]
+    train = world.sample_identities(scale["train_identities"], seed=1000 + scale["seed"])
+    from dataclasses import astuple
+
+    return world.sample_identities(count, seed=90_000 + seed, exclude={astuple(i) for i in train})
+
+
+def make_cases(identities: list[world.Identity], seed: int) -> list[Case]:
+    rng = np.random.default_rng(50_000 + seed)
+    cases = []
+    for ident in identities:
+        ref = REFERENCE_EXPRESSIONS[int(rng.integers(len(REFERENCE_EXPRESSIONS)))]
+        pool = [a for a in world.PROMPT_ACTIONS if a != ref]
+        i, j = rng.choice(len(pool), size=2, replace=False)
+        actions = (pool[i], pool[j])
+        scene = world.SCENES[int(rng.integers(len(world.SCENES)))]
+        cases.append(Case(ident, ref, actions, scene, world.caption(actions, scene)))
+    return cases
+
+
+def photo(identity: world.Identity, action: str) -> np.ndarray:
+    """A reference 'photo': one studio frame, RGB uint8 [32, 32, 3]."""
+    clip = world.still(identity, action)
+    frame = world.render([identity], clip.params[:1], ["studio"])
+    return faces.to_uint8(frame)[0]
+
+
+class World:
+    """A built world loaded for evaluation (and for the demo's wiring)."""
+
+    def __init__(self, folder: str | Path, det_size: int = 160):
+        from ..face_analysis import FaceAnalyzer
+
+        self.folder = Path(folder)
+        self.codec, self.classifier, self.recognizer = build.load_judges(self.folder)
+        self.wan = build.load_wan(self.folder)
+        self.adapters = {k: load_adapter(self.folder / f).float().eval() for k, f in build.ADAPTER_FILES.items()}
+        self.analyzer = FaceAnalyzer.load(str(self.folder / build.PACK_NAME), det_size=det_size, provider="cpu")
+
+    def embed(self, images: list[np.ndarray]) -> list[torch.Tensor | None]:
+        """Embedding of the best face in each RGB uint8 image (None: no face), via the pack."""
+        out = []
+        for i, img in enumerate(images):
+            found = self.analyzer.detect(img, landmarks=False, retry=False, image_index=i)
+            out.append(found[0].embedding.float() if found else None)
+        return out
+
+
+def generate(w: World, system: str, cases: list[Case], ref_embeddings: torch.Tensor, noise: torch.Tensor,
+             cfg: ExperimentConfig) -> torch.Tensor:
+    """Frames ``[N, T, 3, 32, 32]`` of one system for all cases (same noise for every system)."""
+    contexts = text.encode([c.prompt for c in cases])
+    if system == "base":
+        latents = diffusion.sample(w.wan, contexts, noise, cfg.steps, cfg.cfg)
+    else:
+        adapter = w.adapters[system]
+        with torch.no_grad():
+            z = torch.cat([adapter.identity_embedding(e[None]) for e in ref_embeddings])
+            tokens = adapter.identity_tokens(z)
+        latents = diffusion.sample(w.wan, contexts, noise, cfg.steps, cfg.cfg, adapter, tokens, cfg.weight)
+    return w.codec.decode(latents)
+
+
+def _nanmean(x) -> float:
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.nanmean(x)) if np.isfinite(x).any() else math.nan
+
+
+@dataclass
+class SystemResult:
+    action_accuracy: float
+    copy_rate: float
+    identity_accuracy: float
+    face_sim: float
+    detection_rate: float
+    identity_stability: float
+    motion_mean: float
+    per_frame: dict = field(default_factory=dict)
+
+
+def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embeddings: torch.Tensor,
+                    gallery: torch.Tensor) -> SystemResult:
+    from ..metrics.facesim import face_similarity
+    from ..metrics.identity_stability import identity_stability
+    from ..metrics.motion import motion_metrics
+
+    n, t = frames.shape[:2]
+    with torch.no_grad():
+        pred = w.classifier(frames.reshape(-1, 3, world.SIZE, world.SIZE)).argmax(-1).reshape(n, t).numpy()
+    target = np.zeros((n, t), np.int64)
+    for i, c in enumerate(cases):
+        for (a, b), act in zip(world.SEGMENTS, c.actions):
+            target[i, a:b] = world.ACTIONS.index(act)
+    ref_cls = np.array([world.ACTIONS.index(c.reference_action) for c in cases])
+    scored = np.zeros(t, bool)
+    scored[SCORED_FRAMES] = True
+    correct = np.where(scored[None], (pred == target).astype(float), np.nan)
+    copied = np.where(scored[None], (pred == ref_cls[:, None]).astype(float), np.nan)
+
+    uint8 = faces.to_uint8(frames.reshape(-1, 3, world.SIZE, world.SIZE)).reshape(n, t, world.SIZE, world.SIZE, 3)
+    id_ok = np.full((n, t), np.nan)
+    sims = np.full((n, t), np.nan)
+    stability, motion, detected = [], [], 0
+    gal = F.normalize(gallery, dim=-1)
+    for i in range(n):
+        embs = w.embed(list(uint8[i]))
+        for f, e in enumerate(embs):
+            if e is None:
+                continue
+            detected += 1
+            id_ok[i, f] = float(int((gal @ F.normalize(e, dim=0)).argmax()) == i)
+        fs = face_similarity(ref_embeddings[i][None].numpy(), [None if e is None else e.numpy() for e in embs])
+        sims[i] = [np.nan if v is None else v for v in fs.per_frame]
+        stability.append(identity_stability([None if e is None else e.numpy() for e in embs]).to_centroid_mean)
+        motion.append(motion_metrics(list(uint8[i]), fps=8.0).video_mean_magnitude)
+    return SystemResult(
+        action_accuracy=_nanmean(correct), copy_rate=_nanmean(copied), identity_accuracy=_nanmean(id_ok),
+        face_sim=_nanmean(sims), detection_rate=detected / (n * t), identity_stability=_nanmean(stability),
+        motion_mean=_nanmean(motion),
+        per_frame={"action_accuracy": [_nanmean(correct[:, f]) for f in range(t)],
+                   "copy_rate": [_nanmean(copied[:, f]) for f in range(t)],
+                   "identity_accuracy": [(_nanmean(id_ok[:, f])) for f in range(t)],
+                   "face_sim": [(_nanmean(sims[:, f])) for f in range(t)]},
+    )
+
+
+def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print) -> dict:
+    torch.set_num_threads(1)
+    t0 = time.monotonic()
+    w = World(world_dir, cfg.det_size)
+    identities = heldout_identities(world_dir, cfg.identities, cfg.seed)
+    cases = make_cases(identities, cfg.seed)
+    refs = w.embed([photo(c.identity, c.reference_action) for c in cases])
+    gallery = w.embed([photo(c.identity, "neutral") for c in cases])
+    missing = [i for i, e in enumerate(refs + gallery) if e is None]
+    if missing:
+        raise RuntimeError(f"the world's detector found no face in reference/gallery photos {missing}: rebuild the world")
+    refs, gallery = torch.stack(refs), torch.stack(gallery)
+    noise = torch.randn(len(cases), 16, world.FRAMES, world.SIZE // 4, world.SIZE // 4,
+                        generator=torch.Generator().manual_seed(70_000 + cfg.seed))
+    results, samples = {}, {}
+    for system in systems:
+        t1 = time.monotonic()
+        frames = generate(w, system, cases, refs, noise, cfg)
+        results[system] = evaluate_frames(w, frames, cases, refs, gallery)
+        samples[system] = frames
+        r = results[system]
+        log(f"[experiment] {system}: action {r.action_accuracy:.3f} copy {r.copy_rate:.3f} identity "
+            f"{r.identity_accuracy:.3f} facesim {r.face_sim:.3f} ({time.monotonic() - t1:.1f} s)")
+    out = {"config": asdict(cfg), "cases": [{"prompt": c.prompt, "reference": c.reference_action,
+                                             "identity": c.identity.describe()} for c in cases],
+           "results": {k: asdict(v) for k, v in results.items()}, "wall_s": round(time.monotonic() - t0, 1)}
+    if "naive" in results and "iad" in results:
+        nv, ia = results["naive"], results["iad"]
+        out["goals"] = {
+            "copy_rate_relative_reduction": (1 - ia.copy_rate / nv.copy_rate) if nv.copy_rate > 0 else math.nan,
+            "action_accuracy_gain_points": 100 * (ia.action_accuracy - nv.action_accuracy),
+            "identity_accuracy_delta_points": 100 * (ia.identity_accuracy - nv.identity_accuracy),
+        }
+    out["_samples"] = samples
+    return out
+
+
+# -- leakage ------------------------------------------------------------------------------------------
+def _probe_accuracy(x_train, y_train, x_test, y_test, classes: int, steps: int = 300, seed: int = 0) -> float:
+    torch.manual_seed(seed)
+    mean, std = x_train.mean(0), x_train.std(0) + 1e-6
+    a, b = (x_train - mean) / std, (x_test - mean) / std
+    lin = torch.nn.Linear(a.shape[1], classes)
+    opt = torch.optim.LBFGS(lin.parameters(), lr=0.5, max_iter=steps)
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(lin(a), y_train) + 1e-3 * lin.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    with torch.no_grad():
+        return float((lin(b).argmax(-1) == y_test).float().mean())
+
+
+def leakage_probe(world_dir: str | Path, identities: int = 32, clips: int = 6, seed: int = 0) -> dict:
+    """Linear-probe accuracy of the per-frame action from (a) raw recognizer embeddings, (b) IaD's
+    z_id, (c) the training-free projection -- trained on half the held-out people, tested on the
+    other half; chance = the most frequent class. Identity retrieval (nearest-neighbour top-1
+    across clips) shows what each representation keeps of identity."""
+    torch.set_num_threads(1)
+    _, _, recognizer = build.load_judges(world_dir)
+    adapters = {k: load_adapter(Path(world_dir) / f).float().eval() for k, f in build.ADAPTER_FILES.items()}
+    people = heldout_identities(world_dir, identities, seed + 1)
+    ds = build.make_dataset(people, clips, seed=60_000 + seed, omit_action_prob=0.0)
+    with torch.no_grad():
+        emb = F.normalize(recognizer(build.frame_crops(ds)), dim=-1)
+        reps = {"raw embedding": emb, "IaD z_id (trained decoupler)": adapters["iad"].decoupler.identity(emb),
+                "training-free projection": adapters["naive_tf"].decoupler.identity(emb)}
+    labels = torch.from_numpy(np.concatenate([c.labels for c in ds.clips]))
+    person = ds.person.repeat_interleave(world.FRAMES)
+    train = person < identities // 2
+    chance = float(torch.bincount(labels[~train]).max()) / int((~train).sum())
+    out = {"chance": chance, "frames": int(len(labels)), "people": identities, "probe": {}}
+    clip_id = torch.arange(len(ds.clips)).repeat_interleave(world.FRAMES)
+    for name, x in reps.items():
+        acc = _probe_accuracy(x[train], labels[train], x[~train], labels[~train], len(world.ACTIONS))
+        xn = F.normalize(x, dim=-1)
+        sim = xn @ xn.T
+        sim[clip_id[:, None] == clip_id[None, :]] = -2          # retrieve from *other* clips only
+        retrieval = float((person[sim.argmax(1)] == person).float().mean())
+        out["probe"][name] = {"action_probe_accuracy": acc, "identity_retrieval_top1": retrieval}
+    return out

@@ -1,0 +1,135 @@
+"""Synthetic-world nodes: run the whole IaD pipeline natively on the shipped tiny world models.
+
+The synthetic portrait world (iad/synth, docs/synth-world.md) has its own tiny Wan T2V model,
+face pack and adapters, trained on procedurally rendered portrait videos. Three nodes connect it
+to ComfyUI's native graph (Load Diffusion Model -> IaD Apply -> KSampler):
+
+- IaD Synthetic-World Text Encode: the world's caption grammar -> Wan-shaped CONDITIONING
+  (stands in for umt5-xxl, which the tiny world model does not use);
+- IaD Synthetic-World Person: a reference photo of one of the world's people (held out from
+  training), with the expression you choose;
+- IaD Synthetic-World Decode: the world's latent codec (instead of a Wan VAE) -> IMAGE frames.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..iad.synth import assets, text as world_text, world
+from ..iad.synth.build import load_judges
+from .comfy_api_compat import io
+
+log = logging.getLogger(__name__)
+_CODEC = {}
+
+
+def _codec():
+    if "codec" not in _CODEC:
+        try:
+            files = assets.world_files()
+        except assets.WorldNotBuiltError as exc:
+            raise RuntimeError(f"IaD Synthetic-World Decode: {exc}") from exc
+        _CODEC["codec"] = load_judges(files["judges"].parent)[0]
+    return _CODEC["codec"]
+
+
+class IaDSynthWorldTextEncode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IaDSynthWorldTextEncode",
+            display_name="IaD Synthetic-World Text Encode",
+            category="IaD/synthetic world",
+            description="Encodes a caption of the synthetic portrait world (e.g. 'a person smiles, then turns left, "
+                        "at the beach') into Wan-shaped conditioning [1, 8, 4096] for the world's tiny Wan model. "
+                        "Only for the synthetic-world models: real Wan models need their umt5-xxl text encoder.",
+            inputs=[
+                io.String.Input("text", default="a person smiles, then turns left, at the beach", multiline=True,
+                                tooltip="A caption in the world's grammar: 'a person <action>, then <action>, <scene>'. "
+                                        "Actions: " + ", ".join(world.ACTION_PHRASES.values()) + ". Scenes: "
+                                        + ", ".join(world.SCENE_PHRASES.values()) + ". Empty text = unconditional."),
+            ],
+            outputs=[io.Conditioning.Output()],
+        )
+
+    @classmethod
+    def execute(cls, text: str) -> io.NodeOutput:
+        unknown = world_text.unknown_words(text)
+        if unknown:
+            log.warning("[ComfyUI-IaD] synthetic-world text: words outside the world's vocabulary are ignored: %s",
+                        ", ".join(sorted(set(unknown))))
+        return io.NodeOutput([[world_text.encode([text]), {}]])
+
+
+class IaDSynthWorldPerson(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IaDSynthWorldPerson",
+            display_name="IaD Synthetic-World Person",
+            category="IaD/synthetic world",
+            description="Renders a reference photo of one person of the synthetic world. People are drawn from a "
+                        "seed disjoint from the training identities, so the models have never seen them.",
+            inputs=[
+                io.Int.Input("person", default=0, min=0, max=9999, tooltip="Which held-out person (any number)."),
+                io.Combo.Input("expression", options=list(world.ACTIONS), default="smile",
+                               tooltip="The expression in the photo: pick one the prompt does NOT ask for to see "
+                                       "whether the video copies the photo or follows the prompt."),
+                io.Int.Input("scale", default=4, min=1, max=16,
+                             tooltip="Nearest-neighbour upscale of the 32x32 photo (for viewing; detection works at any scale)."),
+            ],
+            outputs=[io.Image.Output(display_name="photo")],
+        )
+
+    @classmethod
+    def execute(cls, person: int, expression: str, scale: int = 4) -> io.NodeOutput:
+        if expression not in world.ACTIONS:
+            raise ValueError(f"IaD Synthetic-World Person: unknown expression '{expression}'; use one of {world.ACTIONS}.")
+        try:
+            identity = assets.heldout_person(person)
+        except assets.WorldNotBuiltError as exc:
+            raise RuntimeError(f"IaD Synthetic-World Person: {exc}") from exc
+        clip = world.still(identity, expression)
+        frame = world.render([identity], clip.params[:1], ["studio"])
+        image = frame.permute(0, 2, 3, 1)
+        if scale > 1:
+            image = image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        return io.NodeOutput(image.contiguous())
+
+
+class IaDSynthWorldDecode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IaDSynthWorldDecode",
+            display_name="IaD Synthetic-World Decode",
+            category="IaD/synthetic world",
+            description="Decodes a latent of the synthetic world's tiny Wan model into frames with the world's "
+                        "latent codec (4x4 patch PCA; the world uses it instead of a Wan VAE). Make the latent with "
+                        "EmptyHunyuanLatentVideo at width = height = 64 (8x8 latent: 32x32 frames), length 33 (9 frames).",
+            inputs=[
+                io.Latent.Input("samples", tooltip="The KSampler output of the synthetic-world Wan model."),
+                io.Int.Input("scale", default=4, min=1, max=16, tooltip="Nearest-neighbour upscale of the 32x32 frames."),
+            ],
+            outputs=[io.Image.Output(display_name="frames")],
+        )
+
+    @classmethod
+    def execute(cls, samples, scale: int = 4) -> io.NodeOutput:
+        import comfy.latent_formats
+
+        latent = samples["samples"]
+        if latent.dim() != 5 or latent.shape[1] != 16:
+            raise ValueError(f"IaD Synthetic-World Decode: expected a Wan video latent [B, 16, T, H, W], got "
+                             f"{tuple(latent.shape)}. Use EmptyHunyuanLatentVideo and the synthetic-world Wan model.")
+        model_space = comfy.latent_formats.Wan21().process_in(latent.float().cpu())
+        frames = _codec().decode(model_space)                      # [B, T, 3, H, W]
+        image = frames.reshape(-1, *frames.shape[2:]).permute(0, 2, 3, 1)
+        if scale > 1:
+            image = image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
+        return io.NodeOutput(image.contiguous())
+
+
+NODES = [IaDSynthWorldTextEncode, IaDSynthWorldPerson, IaDSynthWorldDecode]
