@@ -38,19 +38,40 @@ def images_to_uint8(images: torch.Tensor, what: str) -> np.ndarray:
     return (images[..., :3].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
+def projected_text_embedding(clip, prompt: str) -> torch.Tensor:
+    """CLIP's text embedding of ``prompt`` in the joint text-image space.
+
+    ComfyUI's SD1 text encoders return the *unprojected* pooled output by default (others the
+    projected one), so we always ask for the unprojected one and apply the encoder's own
+    ``text_projection``: the one whose input width matches the pooled output."""
+    tokens = clip.tokenize(prompt)
+    _, pooled = clip.encode_from_tokens(tokens, return_pooled="unprojected")
+    if pooled is None:
+        raise ValueError("CLIP-T: this text encoder gives no pooled embedding: load a CLIP text encoder "
+                         "(clip_l / clip_g) with Load CLIP")
+    pooled = pooled.reshape(pooled.shape[0], -1)[0].detach().to("cpu", torch.float32)
+    model = getattr(clip, "cond_stage_model", None)
+    projections = [m for name, m in (model.named_modules() if model is not None else [])
+                   if name.endswith("text_projection") and getattr(m, "weight", None) is not None
+                   and m.weight.ndim == 2 and m.weight.shape[1] == pooled.shape[0]]
+    if len(projections) != 1:
+        raise ValueError(
+            f"CLIP-T: cannot find the text projection of this text encoder ({type(model).__name__}, pooled width "
+            f"{pooled.shape[0]}): connect a single CLIP text encoder (Load CLIP with clip_l, or clip_g) and the "
+            "matching CLIP vision model")
+    weight = projections[0].weight.detach().to("cpu", torch.float32)
+    return pooled @ weight.T
+
+
 def make_clip_scorer(clip, clip_vision):
-    """CLIP-T from ComfyUI's own CLIP (text encoder: projected pooled output) and CLIP_VISION
-    (``image_embeds``) objects."""
+    """CLIP-T from ComfyUI's own CLIP (text encoder) and CLIP_VISION (``image_embeds``) objects."""
 
     def score(frames: np.ndarray, prompt: str):
-        tokens = clip.tokenize(prompt)
-        _, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
-        if pooled is None:
-            raise ValueError("CLIP-T: this text encoder gives no pooled embedding: load a CLIP text encoder "
-                             "(clip_l / clip_g) with Load CLIP")
+        text = projected_text_embedding(clip, prompt)
         pixels = torch.from_numpy(frames).float() / 255.0
-        embeds = [clip_vision.encode_image(pixels[i:i + CLIP_BATCH])["image_embeds"] for i in range(0, len(pixels), CLIP_BATCH)]
-        return clip_text_score(pooled.reshape(pooled.shape[0], -1)[0].float(), torch.cat(embeds).float(),
+        embeds = [clip_vision.encode_image(pixels[i:i + CLIP_BATCH])["image_embeds"].detach().to("cpu", torch.float32)
+                  for i in range(0, len(pixels), CLIP_BATCH)]
+        return clip_text_score(text, torch.cat(embeds),
                                text_model=type(getattr(clip, "cond_stage_model", clip)).__name__,
                                image_model=type(getattr(clip_vision, "model", clip_vision)).__name__)
 

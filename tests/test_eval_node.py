@@ -83,32 +83,90 @@ def test_bad_inputs_get_clear_errors(node):
     assert report["clip_t"]["skipped"].startswith("CLIP-T skipped: clip_vision is not connected")
 
 
-def test_clip_t_uses_comfyuis_clip_objects(node, pack):
-    """CLIP-T glue on ComfyUI's own encoder interfaces: ``CLIP.tokenize``/``encode_from_tokens``
-    (projected pooled output) and ``CLIP_VISION.encode_image`` (``image_embeds``). The encoders
-    here return embeddings whose cosines to the prompt are known."""
+def _tiny_clip_config(tmp_path, name: str, **config) -> str:
+    path = tmp_path / name
+    path.write_text(json.dumps(config))
+    return str(path)
+
+
+def _seeded(module: torch.nn.Module, seed: int) -> None:
+    # ComfyUI's ops skip weight initialisation (weights come from files): fill them deterministically
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in module.parameters():
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+
+
+def tiny_comfy_clip(tmp_path, seed: int = 0):
+    """A real ``comfy.sd.CLIP`` (SD1 CLIP-L text encoder class, real tokenizer) with a tiny config."""
+    import functools
+
+    import comfy.sd
+    import comfy.sd1_clip
+
+    config = _tiny_clip_config(
+        tmp_path, "tiny_clip_text.json", architectures=["CLIPTextModel"], hidden_act="quick_gelu", hidden_size=16,
+        intermediate_size=32, layer_norm_eps=1e-5, max_position_embeddings=77, model_type="clip_text_model",
+        num_attention_heads=2, num_hidden_layers=1, projection_dim=16, vocab_size=49408, bos_token_id=0,
+        eos_token_id=49407, pad_token_id=1)
+
+    class Target:
+        params = {}
+        clip = functools.partial(comfy.sd1_clip.SD1ClipModel, clip_model=functools.partial(
+            comfy.sd1_clip.SDClipModel, textmodel_json_config=config, return_projected_pooled=False))
+        tokenizer = comfy.sd1_clip.SD1Tokenizer
+
+    clip = comfy.sd.CLIP(target=Target())
+    _seeded(clip.cond_stage_model, seed)
+    return clip
+
+
+def tiny_comfy_clip_vision(tmp_path, projection_dim: int = 16, seed: int = 1):
+    """A real ``comfy.clip_vision.ClipVisionModel`` (ViT with projection) with a tiny config."""
+    import comfy.clip_vision
+
+    config = _tiny_clip_config(
+        tmp_path, f"tiny_clip_vision_{projection_dim}.json", hidden_act="quick_gelu", hidden_size=32, image_size=28,
+        intermediate_size=64, layer_norm_eps=1e-5, model_type="clip_vision_model", num_attention_heads=2,
+        num_channels=3, num_hidden_layers=2, patch_size=14, projection_dim=projection_dim)
+    vision = comfy.clip_vision.ClipVisionModel(config)
+    _seeded(vision.model, seed)
+    return vision
+
+
+def test_clip_t_uses_comfyuis_own_clip_classes_and_the_projected_text_embedding(node, pack, comfy, tmp_path):
     import importlib
 
     glue = importlib.import_module(f"{pack.__name__}.nodes.eval_nodes")
-    text = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    clip, vision = tiny_comfy_clip(tmp_path), tiny_comfy_clip_vision(tmp_path)
+    prompt = "a woman laughs on a beach"
 
-    class KnownClip:           # follows comfy.sd.CLIP's interface
-        def tokenize(self, prompt):
-            return {"l": [[(len(prompt), 1.0)]]}
+    # SD1 encoders give the unprojected pooled output by default; CLIP-T needs the projected one,
+    # exactly what the same encoder computes when configured to project.
+    text = glue.projected_text_embedding(clip, prompt)
+    clip.cond_stage_model.clip_l.return_projected_pooled = True
+    clip.cond_stage_model.clip_l.options_default = (*clip.cond_stage_model.clip_l.options_default[:2], True)
+    _, projected = clip.encode_from_tokens(clip.tokenize(prompt), return_pooled=True)
+    unprojected = clip.encode_from_tokens(clip.tokenize(prompt), return_pooled="unprojected")[1]
+    assert torch.allclose(text, projected[0].float(), atol=1e-5)
+    assert not torch.allclose(text, unprojected[0].float(), atol=1e-3)
 
-        def encode_from_tokens(self, tokens, return_pooled=False):
-            assert return_pooled
-            return torch.zeros(1, 77, 4), text[None]
+    frames = (np.random.default_rng(0).uniform(0, 255, (5, 40, 40, 3))).astype(np.uint8)
+    result = glue.make_clip_scorer(clip, vision)(frames, prompt)
+    images = vision.encode_image(torch.from_numpy(frames).float() / 255.0)["image_embeds"].float()
+    expected = 100 * torch.clamp(torch.nn.functional.cosine_similarity(images, text[None], dim=1), min=0)
+    assert result.per_frame == pytest.approx(expected.tolist(), abs=1e-3)
+    assert result.text_model == "SD1ClipModel"
 
-    class KnownClipVision:     # follows comfy.clip_vision.ClipVisionModel's interface
-        def encode_image(self, pixels, crop=True):
-            # brightness b -> embedding at cosine b to the text
-            b = pixels.mean(dim=(1, 2, 3))
-            return {"image_embeds": torch.stack([b, torch.sqrt(1 - b ** 2), torch.zeros_like(b), torch.zeros_like(b)], 1)}
+    report, _, _ = run_node(node, video=torch.from_numpy(render_video(4, H, W, lambda t: FaceParams(**CENTRE))).float() / 255,
+                            face_analysis=SyntheticFaceAnalyzer(), reference_image=torch.from_numpy(
+                                render_face(H, W, FaceParams(**CENTRE))[None]).float() / 255,
+                            prompt=prompt, clip=clip, clip_vision=vision)
+    assert len(report["clip_t"]["per_frame"]) == 4 and 0.0 <= report["clip_t"]["mean"] <= 100.0
 
-    frames = np.stack([np.full((8, 8, 3), v, np.uint8) for v in (255, 128, 0)])
-    result = glue.make_clip_scorer(KnownClip(), KnownClipVision())(frames, "a person")
-    assert result.per_frame == pytest.approx([100.0, 100 * 128 / 255, 0.0], abs=1e-3)
+    mismatched = tiny_comfy_clip_vision(tmp_path, projection_dim=24)
+    with pytest.raises(ValueError, match="same CLIP"):
+        glue.make_clip_scorer(clip, mismatched)(frames, prompt)
 
 
 # -- through a real ComfyUI server, real insightface on the generated pack --------------------------------
