@@ -528,6 +528,75 @@ Steps
     return Workflow("ltxv_2b_iad_single_photo", nodes, groups)
 
 
+def wan22_a14b_multi_reference() -> Workflow:
+    """Wan 2.2 A14B: a high-noise expert for the early steps and a low-noise expert for the late
+    ones. IaD goes on the low-noise expert only: late-step injection by construction."""
+    adapter = IAD_WAN21_14B
+    readme = _readme(
+        "IaD identity video - Wan 2.2 T2V A14B (two experts), several reference photos, identity on the late steps.",
+        """
+Wan 2.2 A14B denoises with two 14B experts: the high-noise one lays out composition and motion
+(steps 0-10 here), the low-noise one resolves details and faces (steps 10-20). IaD is applied to
+the low-noise expert only, so the prompt alone decides the motion and the identity arrives in the
+late steps (PersonalVideo's finding). Both experts share Wan 2.1 14B's architecture (width 5120):
+a Wan 14B IaD adapter fits.
+
+Steps
+1. Download the files below (fp8 experts: ~14 GB each; they are swapped in and out of VRAM).
+2. Load 2-4 photos of one person in the 'Reference photo' nodes.
+3. Write the action in the green prompt; Run (Ctrl+Enter).
+""", [WAN22_T2V_HIGH, WAN22_T2V_LOW, UMT5_FP8, WAN21_VAE, adapter],
+        extra="The IaD adapter must match the base model: a 14B adapter (width 5120).\n")
+    tips = """
+IaD settings in this workflow
+- IaD Identity decoupling 'training-free', strength 0.8 (see the Wan 2.1 14B workflow).
+- IaD Apply on the LOW-noise expert, start_percent 0.0: that expert only runs the late steps
+  (10-20 of 20), so this is late-step injection. To move the identity earlier, also chain an
+  IaD Apply after the high-noise expert's ModelSamplingSD3.
+- 640x640, 33 frames, 20 steps split 10/10, cfg 3.5, shift 8: the Wan 2.2 14B template settings.
+"""
+    photos, images = _photos(C1, ["iad_reference_1.png", "iad_reference_2.png"], C2)
+    nodes = [
+        note("readme", readme, (C0, 0), size=(460, 1120), title="Read me: what to download and where"),
+        Node("unet_high", "UNETLoader", C1, {"unet_name": WAN22_T2V_HIGH.name, "weight_dtype": "default"},
+             models=(WAN22_T2V_HIGH,), size=(420, 82), title="Load Diffusion Model (Wan 2.2 high noise expert)"),
+        Node("shift_high", "ModelSamplingSD3", C1, {"shift": 8.0}, links={"model": ("unet_high", 0)}, size=(420, 60)),
+        Node("unet", "UNETLoader", C1, {"unet_name": WAN22_T2V_LOW.name, "weight_dtype": "default"},
+             models=(WAN22_T2V_LOW,), size=(420, 82), title="Load Diffusion Model (Wan 2.2 low noise expert)"),
+        Node("shift", "ModelSamplingSD3", C1, {"shift": 8.0}, links={"model": ("unet", 0)}, size=(420, 60)),
+        Node("clip", "CLIPLoader", C1, {"clip_name": UMT5_FP8.name, "type": "wan", "device": "default"},
+             models=(UMT5_FP8,), size=(420, 106), title="Load CLIP (umt5-xxl text encoder)"),
+        Node("vae", "VAELoader", C1, {"vae_name": WAN21_VAE.name}, models=(WAN21_VAE,), size=(420, 60)),
+        *photos,
+        *_prompts(C2, "an elderly woman with silver hair smiles warmly, then laughs and claps her hands, "
+                      "in a cozy kitchen with morning light, slow camera push-in"),
+        *_face_and_identity(C3, C4, images, adapter, decoupling="training-free", strength=0.8),
+        _apply("apply", C4, ("shift", 0), weight=1.0, start=0.0, title="IaD Apply (low-noise expert = late steps)"),
+        Node("latent", "EmptyHunyuanLatentVideo", C4, {"width": 640, "height": 640, "length": 33, "batch_size": 1},
+             title="Video size (Wan uses EmptyHunyuanLatentVideo)", size=(360, 130)),
+        Node("sampler_high", "KSamplerAdvanced", C5,
+             {"add_noise": "enable", "noise_seed": 7, "control_after_generate": "fixed", "steps": 20, "cfg": 3.5,
+              "sampler_name": "euler", "scheduler": "simple", "start_at_step": 0, "end_at_step": 10,
+              "return_with_leftover_noise": "enable"},
+             links={"model": ("shift_high", 0), "positive": ("positive", 0), "negative": ("negative", 0),
+                    "latent_image": ("latent", 0)}, title="Steps 0-10: high-noise expert (no identity)", size=(360, 334)),
+        Node("sampler_low", "KSamplerAdvanced", C5,
+             {"add_noise": "disable", "noise_seed": 7, "control_after_generate": "fixed", "steps": 20, "cfg": 3.5,
+              "sampler_name": "euler", "scheduler": "simple", "start_at_step": 10, "end_at_step": 10000,
+              "return_with_leftover_noise": "disable"},
+             links={"model": ("apply", 0), "positive": ("positive", 0), "negative": ("negative", 0),
+                    "latent_image": ("sampler_high", 0)}, title="Steps 10-20: low-noise expert + IaD", size=(360, 334)),
+        note("tips", tips, C5, size=(440, 380), title="IaD settings"),
+        Node("decode", "VAEDecode", C6, links={"samples": ("sampler_low", 0), "vae": ("vae", 0)}),
+        _save("save", C6, ("decode", 0), "iad/wan2.2_A14B_identity", title="Identity video"),
+    ]
+    groups = [
+        Group("Wan 2.2 T2V A14B (two experts)", ["unet_high", "shift_high", "unet", "shift", "clip", "vae"]),
+        Group("Identity from several photos (IaD)", ["face_loader", "face_embed", "iad_loader", "identity"], "#335"),
+    ]
+    return Workflow("wan2.2_t2v_A14B_iad_multi_reference", nodes, groups)
+
+
 def all_workflows() -> list[Workflow]:
-    return [wan21_1_3b_single_photo(), wan21_14b_multi_reference(), wan21_ab_comparison(),
+    return [wan21_1_3b_single_photo(), wan21_14b_multi_reference(), wan22_a14b_multi_reference(), wan21_ab_comparison(),
             hunyuan_video_single_photo(), ltxv_single_photo()]

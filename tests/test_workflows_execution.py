@@ -52,7 +52,10 @@ RETARGET = {
     "wan": Retarget(
         files={"diffusion_models": tiny.WAN21_T2V.filename,  # 1.3B and 14B share Wan 2.1's architecture
                "vae": tiny.WAN21_VAE.filename, "iad": TINY_ADAPTERS["wan2.1"]},
-        small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES}, "KSampler": {"steps": 3}},
+        small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES}, "KSampler": {"steps": 3},
+               # Wan 2.2's two experts: 4 steps split 2/2, so the IaD-patched low-noise expert runs.
+               ("KSamplerAdvanced", "high-noise"): {"steps": 4, "end_at_step": 2},
+               ("KSamplerAdvanced", "low-noise"): {"steps": 4, "start_at_step": 2}},
     ),
     "hunyuan": Retarget(
         files={"diffusion_models": tiny.HUNYUAN_VIDEO_TINY.filename, "iad": TINY_ADAPTERS["hunyuan_video"]},
@@ -116,8 +119,11 @@ def _run_in_frontend(comfy_page, comfy_server, path):
     for node_type, new_type, widgets, outputs in plan.replace:
         assert comfy_page.replace_node(node_type, new_type, widgets, outputs) >= 1
     comfy_page.replace_text_encoding(plan.conditioning[0], extra_widgets=plan.conditioning[1])
-    for node_type, values in plan.small.items():
-        assert comfy_page.set_widgets(node_type, values) >= 1, node_type
+    present = {n["type"] for n in load_json(path)["nodes"]}
+    for key, values in plan.small.items():
+        node_type, title = key if isinstance(key, tuple) else (key, "")
+        if node_type in present:
+            assert comfy_page.set_widgets(node_type, values, title) >= 1, key
     if plan.mute:
         comfy_page.mute(list(plan.mute))
     if plan.save_latent_of:
@@ -142,7 +148,7 @@ def _check_runs_as_shipped(path, queued, result) -> None:
     assert applies, f"{path.name}: no IaD Apply in the prompt the frontend sent"
     consumers = {v["class_type"] for v in prompt.values()
                  if isinstance(v["inputs"].get("model"), list) and v["inputs"]["model"][0] in applies}
-    assert consumers & {"KSampler", "BasicGuider", "SamplerCustom", "BasicScheduler"}, consumers
+    assert consumers & {"KSampler", "KSamplerAdvanced", "BasicGuider", "SamplerCustom", "BasicScheduler"}, consumers
     assert _by_type(prompt, "IaDIdentity") and _by_type(prompt, "IaDFaceEmbed")
     assert not _by_type(prompt, "CLIPTextEncode") and not _by_type(prompt, "CLIPLoader")
     plan = RETARGET[_family(path)]

@@ -320,11 +320,12 @@ class ComfyPage:
             return changed;
         }""", mapping)
 
-    def set_widgets(self, node_type: str, values: dict) -> int:
-        """Set widgets by name on every node of ``node_type``. Returns the number of nodes changed."""
-        return self.evaluate("""([type, values]) => {
+    def set_widgets(self, node_type: str, values: dict, title_contains: str = "") -> int:
+        """Set widgets by name on every node of ``node_type`` (whose title contains
+        ``title_contains``). Returns the number of nodes changed."""
+        return self.evaluate("""([type, values, titlePart]) => {
             let count = 0;
-            for (const node of window.app.graph.nodes.filter((n) => n.type === type)) {
+            for (const node of window.app.graph.nodes.filter((n) => n.type === type && (n.title || '').includes(titlePart))) {
                 for (const [name, value] of Object.entries(values)) {
                     const w = (node.widgets || []).find((x) => x.name === name);
                     if (!w) throw new Error(`${type} #${node.id} has no widget ${name}`);
@@ -333,7 +334,7 @@ class ComfyPage:
                 count += 1;
             }
             return count;
-        }""", [node_type, values])
+        }""", [node_type, values, title_contains])
 
     def replace_node(self, node_type: str, new_type: str, widgets: dict, outputs: dict[int, int]) -> int:
         """Replace every ``node_type`` node by a new ``new_type`` node with ``widgets``; the consumers
