@@ -43,7 +43,8 @@ def locate_comfyui(explicit: str | os.PathLike | None = None) -> Path:
 
 def import_comfy(comfyui_dir: str | os.PathLike | None = None, cpu: bool | None = None):
     """Import ``comfy`` (idempotent). ``cpu=True`` forces ComfyUI's ``--cpu`` mode (must happen
-    before ``comfy.model_management`` is first imported); ``None`` keeps ComfyUI's default."""
+    before ``comfy.model_management`` is first imported); ``None`` forces it only when torch sees
+    no accelerator (a CUDA build of torch on a machine without a GPU would otherwise fail)."""
     if "comfy.sd" in sys.modules:
         return sys.modules["comfy"]
     root = str(locate_comfyui(comfyui_dir))
@@ -52,6 +53,11 @@ def import_comfy(comfyui_dir: str | os.PathLike | None = None, cpu: bool | None 
     import comfy.options  # noqa: F401  (argument parsing stays off when imported as a library)
     import comfy.cli_args
 
+    if cpu is None:
+        import torch
+
+        mps = getattr(torch.backends, "mps", None)
+        cpu = not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
     if cpu:
         comfy.cli_args.args.cpu = True
     import comfy.model_management  # noqa: F401

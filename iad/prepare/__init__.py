@@ -60,6 +60,7 @@ class PrepareConfig:
     comfyui_dir: str | None = None
     prompt_bank: str | None = None              # default: iad/data/prompt_bank.txt
     progress: bool = True
+    cpu_threads: int = 0                        # torch intra-op threads (0: torch's default)
 
     def __post_init__(self) -> None:
         problems = []
@@ -196,6 +197,8 @@ class Preparer:
         from .encoders import ComfyVAE, load_text_encoder
 
         c = self.config
+        if c.cpu_threads > 0:
+            torch.set_num_threads(c.cpu_threads)
         self.analyzer = FaceAnalyzer.load(c.face_pack, c.face_search_roots or None, provider=c.face_provider,
                                           det_size=c.det_size)
         self.text_encoder = load_text_encoder(c.text_encoder, c.comfyui_dir)

@@ -93,7 +93,7 @@ def load_base(config: TrainConfig, device: torch.device):
     """The frozen base through ``comfy.sd.load_diffusion_model``; returns (patcher, arch)."""
     from ..comfy_runtime import import_comfy
 
-    import_comfy(config.comfyui_dir, cpu=device.type == "cpu")
+    import_comfy(config.comfyui_dir, cpu=True if device.type == "cpu" else None)
     import comfy.sd
 
     options = {"dtype": torch.bfloat16} if config.precision == "bf16" else {"dtype": torch.float32}

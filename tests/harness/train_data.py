@@ -67,3 +67,44 @@ def make_dataset(folder: Path, persons: int = 3, clips_per_person: int = 2, fram
         Path(folder / "broken.txt").write_text("a broken clip")
         write_video(folder / "nocaption.mp4", draw_clip(0, 0, frames, size), fps=8)
     return folder
+
+
+PREPARED_VERSION = 1
+
+
+def prepare_settings(clips: Path, output: Path) -> dict:
+    """PrepareConfig fields for the generated clips: tiny Wan VAE, hash text encoder, generated pack."""
+    from . import tiny_models
+
+    pack = insightface_pack.ensure_pack(insightface_pack.ANTELOPEV2)
+    return dict(input=str(clips), output=str(output), vae=str(tiny_models.ensure(tiny_models.WAN21_VAE)),
+                text_encoder={"kind": "hash"}, face_pack=str(pack), det_size=128, resolution=[64, 64], num_frames=5,
+                clips_per_shard=2, progress=False, cpu_threads=1)
+
+
+def ensure_prepared(persons: int = 3, clips_per_person: int = 2) -> Path:
+    """A prepared dataset of the generated clips, made once and cached under .cache (process-safe)."""
+    import hashlib
+    import os
+    import shutil
+    import tempfile
+
+    from iad.prepare import run
+    from .paths import CACHE_DIR
+
+    key = hashlib.sha256(json.dumps([PREPARED_VERSION, persons, clips_per_person]).encode()).hexdigest()[:12]
+    target = CACHE_DIR / "prepared-datasets" / key
+    if (target / "dataset.json").is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(dir=target.parent, prefix="partial-"))
+    try:
+        clips = make_dataset(work / "clips", persons, clips_per_person)
+        run(prepare_settings(clips, work / "dataset"))
+        try:
+            os.replace(work / "dataset", target)
+        except OSError:   # another process finished first
+            pass
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target

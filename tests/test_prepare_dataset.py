@@ -1,0 +1,182 @@
+"""python -m iad.prepare on generated clips: face tracks from the real insightface library (generated
+pack), latents through ComfyUI's VAE loader (tiny Wan VAE), the pluggable text encoder, references
+from another moment, corrupt clips skipped and reported, resumable after an interruption."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from harness import train_data
+from harness.paths import REPO_ROOT
+
+
+@pytest.fixture(scope="module")
+def prepared(comfy, tmp_path_factory):
+    torch_threads = torch.get_num_threads()
+    root = tmp_path_factory.mktemp("prepare")
+    clips = train_data.make_dataset(root / "clips", persons=2, clips_per_person=1, corrupt=True)
+    from iad.prepare import run
+
+    settings = train_data.prepare_settings(clips, root / "dataset")
+    state = run(settings)
+    torch.set_num_threads(torch_threads)
+    return root, clips, settings, state
+
+
+def _records(folder):
+    out = []
+    for shard in json.loads((folder / "dataset.json").read_text())["shards"]:
+        out += [(shard, r) for r in json.loads((folder / f"{shard}.json").read_text())["clips"]]
+    return out
+
+
+def test_shards_hold_tracks_embeddings_landmarks_latents_text_and_captions(prepared):
+    from iad.prepare.encoders import HashTextEncoder
+
+    root, _, settings, state = prepared
+    folder = root / "dataset"
+    records = _records(folder)
+    assert sorted(r["source"] for _, r in records) == ["clip00.mp4", "clip01"]   # an mp4 and a PNG folder
+    assert state["embedder"] == "insightface/antelopev2/glintr100"
+    encoder = HashTextEncoder()
+    for shard, r in records:
+        with safe_open(str(folder / f"{shard}.safetensors"), "pt") as f:
+            t = {k.split(".", 1)[1]: f.get_tensor(k) for k in f.keys() if k.startswith(r["key"] + ".")}
+        assert t["latents"].shape == (16, 2, 8, 8) and torch.isfinite(t["latents"]).all()
+        assert torch.allclose(t["text"].float(), encoder(r["caption"]), atol=1e-2)   # fp16 storage
+        assert torch.allclose(t["action_text"], encoder(r["action"]).mean(0), atol=1e-5)
+        n = t["track.frames"].numel()
+        assert n >= 10 and t["track.embeddings"].shape == (n, 512) and t["track.landmarks"].shape == (n, 106, 2)
+        assert torch.allclose(t["track.embeddings"].norm(dim=1), torch.ones(n), atol=1e-4)
+        assert t["track.kps"].shape == (n, 5, 2) and (t["track.scores"] > 0.5).all()
+        # one identity per track: every frame agrees with the track mean
+        e = t["track.embeddings"]
+        assert float((e @ torch.nn.functional.normalize(e.mean(0), dim=0)).min()) > 0.9
+        # references: a different moment, at least reference_gap frames outside the target window
+        start, end = r["window"]
+        refs = t["ref.frames"]
+        assert refs.numel() == r["references"] >= 1
+        assert all(f < start - settings_gap(settings) or f >= end + settings_gap(settings) for f in refs.tolist())
+        assert t["ref.crops"].shape == (refs.numel(), 112, 112, 3) and t["ref.crops"].dtype == torch.uint8
+        assert float((t["ref.embeddings"] @ e.mean(0)).min()) > 0.9            # the same person
+        boxes = t["target.bboxes"]                                               # training-resolution pixels
+        ok = torch.isfinite(boxes).all(1)
+        assert ok.sum() >= 4 and (boxes[ok] >= -1).all() and (boxes[ok] <= 65).all()
+    with safe_open(str(folder / "prompt_bank.safetensors"), "pt") as f:
+        prompts = json.loads(f.metadata()["prompts"])
+        from iad.prepare import load_prompt_bank
+
+        assert prompts == load_prompt_bank() and len(prompts) >= 50
+        assert torch.allclose(f.get_tensor("bank.3").float(), encoder(prompts[3]), atol=1e-2)
+
+
+def settings_gap(settings) -> int:
+    return settings.get("reference_gap", 4)
+
+
+def test_corrupt_and_uncaptioned_clips_are_skipped_and_reported(prepared):
+    _, _, _, state = prepared
+    skipped = {s["source"]: s["reason"] for s in state["skipped"]}
+    assert set(skipped) == {"broken.mp4", "nocaption.mp4"}
+    assert "unreadable video" in skipped["broken.mp4"] and "broken.mp4" in skipped["broken.mp4"]
+    assert "no caption" in skipped["nocaption.mp4"] and "nocaption.txt" in skipped["nocaption.mp4"]
+
+
+def test_resume_redoes_nothing_and_adds_only_new_clips_via_the_cli(prepared):
+    root, clips, settings, _ = prepared
+    folder = root / "dataset"
+    before = {p.name: p.read_bytes() for p in folder.glob("shard-*")}
+    config = root / "prepare.json"
+    config.write_text(json.dumps(settings))
+    cli = [sys.executable, "-m", "iad.prepare", str(config), "--no-progress"]
+    done = subprocess.run(cli, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "2 clips in 1 shards" in done.stdout and "skipped broken.mp4" in done.stdout
+    assert {p.name: p.read_bytes() for p in folder.glob("shard-*")} == before      # nothing recomputed
+    # A new clip: only it is processed, into a new shard; the old shard is untouched.
+    from iad.eval.video_io import write_video
+
+    write_video(clips / "clip09.mp4", train_data.draw_clip(2, 1, 13, seed=9), fps=8)
+    (clips / "clip09.txt").write_text("a person turning the head left")
+    done = subprocess.run(cli, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    info = json.loads((folder / "dataset.json").read_text())
+    assert info["shards"] == ["shard-00000", "shard-00001"]
+    assert [r["source"] for r in json.loads((folder / "shard-00001.json").read_text())["clips"]] == ["clip09.mp4"]
+    assert (folder / "shard-00000.safetensors").read_bytes() == before["shard-00000.safetensors"]
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(comfy, tmp_path, monkeypatch):
+    import iad.prepare as prepare
+
+    clips = train_data.make_dataset(tmp_path / "clips", persons=2, clips_per_person=1)
+    settings = dict(train_data.prepare_settings(clips, tmp_path / "dataset"), clips_per_shard=1)
+    original = prepare.Preparer.process
+    calls = []
+
+    def crash_on_second(self, clip, key):
+        calls.append(clip.key)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, clip, key)
+
+    monkeypatch.setattr(prepare.Preparer, "process", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.run(settings)
+    info = json.loads((tmp_path / "dataset" / "dataset.json").read_text())
+    assert info["shards"] == ["shard-00000"] and list(info["done"]) == ["clip00.mp4"]
+    monkeypatch.setattr(prepare.Preparer, "process", original)
+    state = prepare.run(settings)
+    assert state["shards"] == ["shard-00000", "shard-00001"] and sorted(state["done"]) == ["clip00.mp4", "clip01"]
+    # Different settings on the same folder are refused instead of mixing datasets.
+    with pytest.raises(ValueError, match="resolution"):
+        prepare.run(dict(settings, resolution=[128, 64]))
+
+
+def test_settings_are_validated_with_clear_messages(tmp_path):
+    from iad.prepare import PrepareConfig
+
+    with pytest.raises(ValueError) as err:
+        PrepareConfig(input=str(tmp_path / "missing"), output=str(tmp_path / "o"), vae=str(tmp_path / "vae.safetensors"),
+                      text_encoder={"kind": "comfy", "path": str(tmp_path / "umt5.safetensors")}, num_frames=6,
+                      resolution=[100, 64])
+    message = str(err.value)
+    for part in ("input folder", "text_encoder.path", "vae", "resolution", "num_frames must be 4k+1"):
+        assert part in message
+    with pytest.raises(ValueError, match="unknown preparation settings.*'resolutoin'"):
+        PrepareConfig.from_dict({"input": ".", "output": "o", "vae": "v", "resolutoin": [64, 64]})
+
+
+def test_reference_window_and_track_rules():
+    from iad.prepare import choose_window
+    from iad.prepare.tracks import TrackPoint, link_tracks, validate_tracks
+
+    start, refs = choose_window(20, 5, list(range(20)), gap=4)
+    assert start == 15 and refs == list(range(0, 11))              # window at the end, refs >= 4 frames before
+    start, refs = choose_window(20, 5, list(range(0, 3)), gap=2)
+    assert start == 15 and refs == [0, 1, 2]
+    start, refs = choose_window(20, 5, list(range(12, 20)), gap=2)
+    assert start == 15 and refs == [12]                            # the window keeps the faces, one earlier moment
+    start, refs = choose_window(20, 5, list(range(0, 8)), gap=2)
+    assert start == 0 and refs == [7]                              # faces only early: window at the start
+
+    def point(frame, x, person_vec):
+        return TrackPoint(frame, np.array([x, 10, x + 40, 50], np.float32), np.zeros((5, 2), np.float32), 0.9,
+                          torch.nn.functional.normalize(person_vec, dim=0), None, None)
+
+    a, b = torch.randn(512, generator=torch.Generator().manual_seed(0)), torch.randn(512, generator=torch.Generator().manual_seed(1))
+    detections = {f: [point(f, 10 + f, a if f < 5 else b), point(f, 200, a)] for f in range(10)}
+    detections[10] = [point(10, 400, a)]
+    tracks = link_tracks(detections)
+    assert len(tracks) == 3
+    good = validate_tracks(tracks, min_frames=4, min_face_px=24, identity_threshold=0.5)
+    assert [len(t.points) for t in good] == [10]
+    reasons = sorted(t.drop_reason for t in tracks if t.drop_reason)
+    assert reasons[0].startswith("not one identity") and reasons[1].startswith("too short")
