@@ -77,12 +77,15 @@ def validate_tracks(tracks: list[Track], min_frames: int, min_face_px: float, id
         elif float(np.median(sizes)) < min_face_px:
             track.drop_reason = f"face too small: median width {np.median(sizes):.0f} px < {min_face_px:.0f} px"
         else:
+            # Compare with the medoid (the frame most similar to all others), not the mean: a track
+            # that switches person half-way has a mean between the two, close enough to both.
             e = F.normalize(track.embeddings(), dim=-1)
-            centre = F.normalize(e.mean(0), dim=0)
-            worst = float((e @ centre).min())
+            similarity = e @ e.T
+            medoid = int(similarity.mean(1).argmax())
+            worst = float(similarity[medoid].min())
             if worst < identity_threshold:
                 track.drop_reason = (f"not one identity: a frame's embedding is only {worst:.2f} cosine from the "
-                                     f"track's mean (< {identity_threshold:.2f}); a cut or another person")
+                                     f"track's typical frame (< {identity_threshold:.2f}); a cut or another person")
         if track.drop_reason is None:
             good.append(track)
     return sorted(good, key=lambda t: -len(t.points))
