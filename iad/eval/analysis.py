@@ -9,6 +9,7 @@ coordinates are shifted back. Frames still without a face are recorded as such.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol, runtime_checkable
@@ -70,6 +71,13 @@ class FrameFace:
     padded_retry: bool = False      # found only after padding
 
 
+def _accepts_retry(detector) -> bool:
+    try:
+        return "retry" in inspect.signature(detector.detect).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def detect_largest(detector, image: np.ndarray, index: int = 0, retry_with_padding: bool = True) -> FrameFace:
     image = np.ascontiguousarray(image)
     faces = detector.detect(image)
@@ -77,7 +85,9 @@ def detect_largest(detector, image: np.ndarray, index: int = 0, retry_with_paddi
         return FrameFace(replace(max(faces, key=_area), image_index=index))
     if retry_with_padding:
         padded, left, top = pad_image(image)
-        faces = detector.detect(padded)
+        # FaceAnalyzer already retried the frame at smaller sizes and with padding: ConsisID's
+        # grey-padded attempt is one more detection, not another round of retries.
+        faces = detector.detect(padded, retry=False) if _accepts_retry(detector) else detector.detect(padded)
         if faces:
             return FrameFace(_shift(max(faces, key=_area), left, top, index), padded_retry=True)
     return FrameFace(None)
