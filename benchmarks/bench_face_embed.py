@@ -21,6 +21,7 @@ weigh far more than with a real pack; ``--pack`` measures a genuine antelopev2 f
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -172,13 +173,17 @@ class RawPipeline:
         return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
+def interleaved(runs: dict, repeat: int) -> dict[str, tuple[float, float, object]]:
+    """(best, median, last result) per run. Runs alternate within each round, so a burst of load
+    from other processes hits all of them alike; the best round is the least disturbed one."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    results: dict[str, object] = {}
     for _ in range(repeat):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            results[name] = fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: (min(t), statistics.median(t), results[name]) for name, t in times.items()}
 
 
 def main() -> None:
@@ -211,17 +216,16 @@ def main() -> None:
     }
     for fn in runs.values():  # warm-up: sessions, static detector shapes, caches
         fn()
-    results = {}
-    for name, fn in runs.items():
-        results[name] = timed(fn, args.repeat)
+    results = interleaved(runs, args.repeat)
 
-    ours = results["node (IaD Face Embed, with landmarks)"][1].embeddings().numpy()
-    theirs = results["raw onnxruntime (with landmarks)"][1]
+    ours = results["node (IaD Face Embed, with landmarks)"][2].embeddings().numpy()
+    theirs = results["raw onnxruntime (with landmarks)"][2]
     agreement = float((ours * theirs).sum(1).min())
     print(f"pack: {folder}  ({analyzer.describe()})")
-    print(f"{FRAMES} frames {W}x{H}, median of {args.repeat}; torch {torch.__version__}, CPU threads {torch.get_num_threads()}")
-    for name, (seconds, _) in results.items():
-        print(f"  {name:40s} {seconds * 1000:8.1f} ms  ({FRAMES / seconds:6.1f} frames/s)")
+    print(f"{FRAMES} frames {W}x{H}, best (median) of {args.repeat} interleaved rounds; CPU threads {torch.get_num_threads()}, "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for name, (best, median, _) in results.items():
+        print(f"  {name:40s} {best * 1000:8.1f} ms ({median * 1000:8.1f})  {FRAMES / best:6.1f} frames/s")
     node = results["node (IaD Face Embed, with landmarks)"][0] / results["raw onnxruntime (with landmarks)"][0]
     plain = results["engine embed_images (no landmarks)"][0] / results["raw onnxruntime (no landmarks)"][0]
     print(f"ratio node / raw (with landmarks):   {node:.3f}  (overhead {100 * (node - 1):+.1f} %, goal <= +10 %)")

@@ -380,22 +380,25 @@ def images_to_rgb_uint8(images) -> list[np.ndarray]:
 
 
 def _images_to_bgr_uint8(images) -> list[np.ndarray]:
-    """Like ``images_to_rgb_uint8`` but BGR (what insightface's models take), converting a float
-    RGB batch to BGR uint8 in a single pass instead of one copy per image."""
+    """Like ``images_to_rgb_uint8`` but BGR (what insightface's models take). A float RGB batch is
+    converted frame by frame through one reused scratch buffer: several times faster than whole-
+    batch tensor ops, which allocate (and page-fault) hundreds of MB for a video."""
     if (isinstance(images, torch.Tensor) and images.ndim == 4 and images.is_floating_point() and images.shape[0] > 0
             and images.shape[-1] == 3 and min(images.shape[1:3]) >= MIN_IMAGE_PX):
+        import cv2
+
         count = images.shape[0]
-        pixels = images.detach()
-        # One cheap reduction (NaN/inf propagate into min/max); only a broken batch is searched per image.
-        low, high = torch.aminmax(pixels)
-        if not (bool(torch.isfinite(low)) and bool(torch.isfinite(high))):
-            bad = int((~torch.isfinite(pixels.reshape(count, -1)).all(dim=1)).nonzero()[0, 0])
-            as_rgb_uint8(pixels[bad], bad, count)  # raises, naming the image
-        as_bytes = pixels.float().mul(255.0).add_(0.5)
-        if float(low) < 0.0 or float(high) > 1.0:
-            as_bytes.clamp_(0, 255)
-        as_bytes = as_bytes.to(torch.uint8)
-        return list(as_bytes.flip(-1).cpu().numpy())  # channel flip on bytes: 4x less memory traffic
+        array = images.detach().cpu().float().numpy()
+        scratch = np.empty(array.shape[1:], dtype=np.float32)
+        converted = []
+        for i, frame in enumerate(array):
+            np.multiply(frame, 255.0, out=scratch)
+            scratch += 0.5
+            if not np.isfinite(scratch.sum()):  # NaN/inf propagate into the sum
+                as_rgb_uint8(frame, i, count)   # raises, naming the image, if really non-finite
+            np.clip(scratch, 0, 255, out=scratch)
+            converted.append(cv2.cvtColor(scratch.astype(np.uint8), cv2.COLOR_RGB2BGR))
+        return converted
     return [np.ascontiguousarray(rgb[..., ::-1]) for rgb in images_to_rgb_uint8(images)]
 
 
@@ -734,9 +737,10 @@ def same_person_warning(embeds: FaceEmbeds, threshold: float = SAME_PERSON_THRES
             "check the face selection.")
 
 
-def face_mask(bbox: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W) float32 mask, 1 inside the ellipse inscribed in the face box (computed only over the box)."""
-    mask = np.zeros((height, width), dtype=np.float32)
+def face_mask(bbox: np.ndarray, height: int, width: int, out: np.ndarray | None = None) -> np.ndarray:
+    """(H, W) float32 mask, 1 inside the ellipse inscribed in the face box. Written into ``out``
+    (e.g. a view of a MASK batch) when given; only the box region is computed."""
+    mask = np.zeros((height, width), dtype=np.float32) if out is None else out
     x1, y1, x2, y2 = (float(v) for v in bbox[:4])
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     rx, ry = max((x2 - x1) / 2, 1e-3), max((y2 - y1) / 2, 1e-3)
@@ -746,7 +750,8 @@ def face_mask(bbox: np.ndarray, height: int, width: int) -> np.ndarray:
         return mask
     ys = (np.arange(top, bottom, dtype=np.float32) + 0.5 - cy) / ry
     xs = (np.arange(left, right, dtype=np.float32) + 0.5 - cx) / rx
-    mask[top:bottom, left:right] = (ys[:, None] ** 2 + xs[None, :] ** 2) <= 1.0
+    region = mask[top:bottom, left:right]
+    np.maximum(region, (ys[:, None] ** 2 + xs[None, :] ** 2) <= 1.0, out=region)
     return mask
 
 

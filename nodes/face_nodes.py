@@ -142,12 +142,15 @@ class IaDFaceEmbed(io.ComfyNode):
             raise RuntimeError(f"IaD Face Embed: {exc}") from exc
         crops = torch.from_numpy(np.stack([f.aligned_crop for f in embeds.faces])).float() / 255.0
         batch, height, width = images.shape[0], images.shape[1], images.shape[2]
-        mask = torch.zeros(batch, height, width)
+        # np.zeros is calloc-backed (untouched pages cost nothing; torch.zeros writes all of a video's
+        # mask up front); the ellipses are drawn straight into the MASK batch through the shared view.
+        mask_view = np.zeros((batch, height, width), dtype=np.float32)
+        mask = torch.from_numpy(mask_view)
         for face in embeds.faces:
-            mask[face.image_index] = torch.from_numpy(fa.face_mask(face.bbox, height, width))
-        header = (f"{face_analysis.embedder} on {face_analysis.device}: {len(embeds)} face(s) from {batch} image(s), "
-                  f"policy '{policy}'")
-        info = "\n".join([header, *embeds.info, *face_analysis.notes])
+            fa.face_mask(face.bbox, height, width, out=mask_view[face.image_index])
+        device = getattr(face_analysis, "device", "unknown device")
+        header = f"{embeds.embedder} on {device}: {len(embeds)} face(s) from {batch} image(s), policy '{policy}'"
+        info = "\n".join([header, *embeds.info, *getattr(face_analysis, "notes", [])])
         return io.NodeOutput(embeds, crops, mask, info, ui={"text": [info]})
 
 
