@@ -12,6 +12,8 @@ ComfyUI is imported lazily (inside functions).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -183,7 +185,11 @@ class IaDTrainable(nn.Module):
         options = dict(patched.model_options.get("transformer_options", {}))
         if tokens is not None:
             options[TRAIN_KEY] = {"adapter": self.adapter, "tokens": tokens, "weight": self.config.identity_weight}
-        denoised = patched.model.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options)
+        # bf16: only the base-model call runs under autocast; the decoupler, resampler and losses stay fp32.
+        autocast = (torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.config.precision == "bf16"
+                    else contextlib.nullcontext())
+        with autocast:
+            denoised = patched.model.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options)
         return (x_t - denoised.to(x_t.dtype)) / sigma.view(-1, *([1] * (x_t.dim() - 1)))   # velocity
 
     def identity_tokens(self, references: torch.Tensor) -> torch.Tensor:

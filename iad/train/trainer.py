@@ -97,8 +97,6 @@ class Trainer:
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.optimizer.lr,
                                            betas=tuple(c.optimizer.betas), weight_decay=c.optimizer.weight_decay,
                                            foreach=False)
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if c.precision == "bf16"
-                         else nullcontext())
         self.step = 0
 
     def _load_icr(self):
@@ -210,7 +208,7 @@ class Trainer:
         count = min(len(self.dataset), 8)
         batch = build_batch(self.dataset, list(range(count)), [EVAL_POSITION + i for i in range(count)], 0,
                             self.config.seed, self.config.num_references)
-        with torch.no_grad(), self.autocast:
+        with torch.no_grad():
             _, parts = self.module(batch, 0, with_extras=False)
         return {k: float(v) for k, v in parts.items()}
 
@@ -245,7 +243,7 @@ class Trainer:
                 batch = self._micro_batch(self.step * c.grad_accum + micro)
                 sync = (micro == c.grad_accum - 1) or self.dist.strategy != "ddp"
                 ctx = nullcontext() if sync else self.model.no_sync()
-                with ctx, self.autocast:
+                with ctx:
                     loss, parts = self.model(batch, self.step)
                     (loss / c.grad_accum).backward()
                 for k, v in parts.items():

@@ -108,3 +108,22 @@ def ensure_prepared(persons: int = 3, clips_per_person: int = 2) -> Path:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+TINY_ADAPTER = dict(token_dim=64, num_tokens=4, num_registers=2, resampler_dim=32, resampler_depth=1, resampler_heads=2,
+                    resampler_dim_head=16, decoupler_act_dim=16, decoupler_hidden=64)
+
+
+def train_config(data: Path, output: Path, **overrides) -> dict:
+    """A TrainConfig dict for the tiny Wan 2.1 T2V model on a prepared dataset (CPU, one thread)."""
+    from . import tiny_models
+
+    config = dict(base_model=str(tiny_models.ensure(tiny_models.WAN21_T2V)), data=str(data), output_dir=str(output),
+                  adapter=dict(TINY_ADAPTER), name="iad-tiny-trained", steps=20, batch_size=2, log_every=5,
+                  checkpoint_every=1000, resume="auto", cpu_threads=1, device="cpu", optimizer={"lr": 3e-3})
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config

@@ -1,0 +1,258 @@
+"""iad.train on the tiny Wan 2.1 T2V model (loaded through comfy.sd.load_diffusion_model) and a
+prepared generated dataset: losses fall, the checkpoint loads in the real ComfyUI server through the
+IaD nodes and changes the video, resume continues exactly, gradient checkpointing is exact, bf16,
+the optional terms (prompt following with the prompt bank, ICR, SCR), late-step-only training, and
+config validation with clear errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness import tiny_models as tiny
+from harness import train_data
+from harness.paths import REPO_ROOT
+from harness.prompts import Prompt
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(comfy):
+    threads = torch.get_num_threads()
+    try:
+        return train_data.ensure_prepared()
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, tmp_path_factory):
+    """300 steps, batch 2: the run the other tests look at."""
+    from iad.train import run
+
+    out = tmp_path_factory.mktemp("train-main")
+    result = run(train_data.train_config(dataset, out, steps=300, log_every=25, checkpoint_every=100, keep_checkpoints=2))
+    return out, result
+
+
+def test_losses_fall_and_every_term_is_logged(trained):
+    out, result = trained
+    first, last = result.evals[0], result.evals[-1]
+    print(f"\neval at step 0: {json.dumps({k: round(v, 4) for k, v in first.items()})}"
+          f"\neval at step {last['step']}: {json.dumps({k: round(v, 4) for k, v in last.items()})}"
+          f"\nthroughput {result.samples_per_second:.1f} samples/s")
+    assert last["step"] == 300
+    assert last["diffusion"] < 0.6 * first["diffusion"]            # the base model's own flow-matching loss
+    assert last["text_alignment"] < 0.8 * first["text_alignment"]
+    assert last["total"] < 0.6 * first["total"]
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    steps = [line for line in lines if "step" in line and "eval" not in line]
+    assert [s["step"] for s in steps] == list(range(25, 301, 25))
+    for term in ("diffusion", "identity_decoupling", "id_nce", "decorrelation", "reconstruction", "text_alignment",
+                 "total", "lr", "grad_norm", "samples_per_s"):
+        assert all(term in s and s[term] == s[term] for s in steps), term   # present and not NaN
+    # periodic checkpoints (the newest kept) + the final adapter + training state
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "iad-tiny-trained-step000200.safetensors", "iad-tiny-trained-step000300.safetensors"]
+    assert result.final_checkpoint == out / "iad-tiny-trained.safetensors"
+    assert sorted(p.name for p in (out / "state").iterdir())[-1] == "state-step000300.safetensors"
+
+
+def test_checkpoint_is_a_valid_iad_adapter_with_a_trained_decoupler(trained):
+    from iad.checkpoint import inspect_adapter, load_adapter
+
+    out, result = trained
+    adapter = load_adapter(result.final_checkpoint, expected_embedder="insightface/antelopev2/glintr100",
+                           expected_family="wan2.1", expected_model_dim=128)
+    config = inspect_adapter(result.final_checkpoint)
+    assert config.decoupler_kind == "trained" and config.blocks == [0, 1] and config.extra["trained_steps"] == 300
+    assert any(float(kv.to_v_ip.weight.detach().abs().max()) > 0 for kv in adapter.blocks.values())   # zero-initialised, trained
+    assert float(adapter.decoupler.id_head[-1].weight.detach().abs().max()) > 0
+
+
+def _graph(adapter_name: str | None, prefix: str):
+    p = Prompt()
+    model = p.add("UNETLoader", unet_name=tiny.WAN21_T2V.filename, weight_dtype="default")[0]
+    model = p.add("ModelSamplingSD3", model=model, shift=8.0)[0]
+    if adapter_name:
+        loader = p.add("IaDModelLoader", adapter_name=adapter_name)
+        faces = p.add("IaDTestFaceEmbeds", seed=0, count=3)
+        identity = p.add("IaDIdentity", iad_model=loader[0], face_embeds=faces[0], decoupling="auto", strength=1.0)
+        model = p.add("IaDApply", model=model, iad_model=loader[0], identity=identity[0], weight=1.0,
+                      start_percent=0.0, end_percent=1.0, apply_to_uncond=False)[0]
+    pos = p.add("IaDTestWanConditioning", text="a person smiles", length=16, scale=1.0)
+    neg = p.add("IaDTestWanConditioning", text="", length=16, scale=1.0)
+    latent = p.add("EmptyHunyuanLatentVideo", width=64, height=64, length=5, batch_size=1)
+    sampled = p.add("KSampler", model=model, positive=pos[0], negative=neg[0], latent_image=latent[0], seed=0, steps=3,
+                    cfg=3.0, sampler_name="euler", scheduler="simple", denoise=1.0)
+    save = p.add("SaveLatent", samples=sampled[0], filename_prefix=prefix)
+    return p, save
+
+
+def _latent(server, prompt, save) -> torch.Tensor:
+    item = server.run_ok(prompt).ui(save)["latents"][0]
+    return load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
+
+
+@pytest.mark.server
+def test_trained_checkpoint_loads_in_the_real_server_and_changes_the_video(trained, comfy_server):
+    out, result = trained
+    name = "iad-train-test-final.safetensors"
+    (comfy_server.models_dir / "iad").mkdir(parents=True, exist_ok=True)
+    shutil.copy(result.final_checkpoint, comfy_server.models_dir / "iad" / name)
+    periodic = "iad-train-test-step200.safetensors"
+    shutil.copy(out / "checkpoints" / "iad-tiny-trained-step000200.safetensors", comfy_server.models_dir / "iad" / periodic)
+    options = comfy_server.object_info()["IaDModelLoader"]["input"]["required"]["adapter_name"]
+    assert name in json.dumps(options) and periodic in json.dumps(options)
+    plain = _latent(comfy_server, *_graph(None, "iad_train_plain"))
+    with_identity = _latent(comfy_server, *_graph(name, "iad_train_final"))
+    with_periodic = _latent(comfy_server, *_graph(periodic, "iad_train_step200"))
+    assert torch.isfinite(with_identity).all()
+    assert float((with_identity - plain).abs().max()) > 1e-3          # the trained identity changes the video
+    assert not torch.equal(with_identity, with_periodic)              # and training kept changing it
+
+
+def test_resume_continues_exactly(dataset, tmp_path):
+    """20 steps in one go == 10 steps, stop, resume to 20: the same parameters, bit for bit."""
+    from iad.train import run
+
+    whole = run(train_data.train_config(dataset, tmp_path / "whole", steps=20, checkpoint_every=10))
+    run(train_data.train_config(dataset, tmp_path / "split", steps=10, checkpoint_every=10))
+    resumed = run(train_data.train_config(dataset, tmp_path / "split", steps=20, checkpoint_every=10))
+    assert resumed.resumed_from == 10
+    a, b = load_file(str(whole.final_checkpoint)), load_file(str(resumed.final_checkpoint))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    log = lambda p: [json.loads(x) for x in (p / "log.jsonl").read_text().splitlines() if '"eval"' not in x]  # noqa: E731
+    tail = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows if r["step"] > 10]  # noqa: E731
+    assert tail(log(tmp_path / "whole")) == tail(log(tmp_path / "split"))
+    # A changed config does not silently resume someone else's state.
+    from iad.train import ConfigError
+
+    with pytest.raises(ConfigError, match="different training config"):
+        run(train_data.train_config(dataset, tmp_path / "split", steps=30, optimizer={"lr": 1e-3}))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_and_bf16_trains(dataset, tmp_path):
+    from iad.train.config import load_config
+    from iad.train.trainer import Trainer
+
+    grads = {}
+    for checkpointing in (False, True):
+        trainer = Trainer(load_config(train_data.train_config(dataset, tmp_path / "gc", gradient_checkpointing=checkpointing)))
+        try:
+            loss, _ = trainer.model(trainer._micro_batch(0), 0)
+            loss.backward()
+            grads[checkpointing] = {n: p.grad.clone() for n, p in trainer.module.named_parameters() if p.grad is not None}
+        finally:
+            trainer.close()
+    assert grads[False].keys() == grads[True].keys()
+    for name in grads[False]:
+        assert torch.allclose(grads[False][name], grads[True][name], atol=1e-6, rtol=1e-5), name
+    from iad.train import run
+
+    result = run(train_data.train_config(dataset, tmp_path / "bf16", steps=6, precision="bf16", save_dtype="bfloat16",
+                                         gradient_checkpointing=True))
+    assert all(torch.isfinite(torch.tensor(v)) for v in result.evals[-1].values())
+    assert all(t.dtype == torch.bfloat16 for t in load_file(str(result.final_checkpoint)).values())
+
+
+def _tiny_irse50(path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    from iad.recognizers import build_irse50
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = build_irse50()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def test_prompt_following_rewards_and_late_steps(dataset, tmp_path):
+    """PF with the shipped prompt bank, PersonalVideo ICR (VAE decode + differentiable IR-SE50) and SCR
+    are computed, logged and reach the adapter; late_steps_only samples only late sigmas."""
+    from iad.train.config import load_config
+    from iad.train.trainer import Trainer
+
+    recognizer = _tiny_irse50(tmp_path / "irse50.safetensors")
+    config = train_data.train_config(
+        dataset, tmp_path / "extras", batch_size=1,
+        losses={"prompt_following": {"weight": 1.0}, "scr": {"weight": 1.0},
+                "icr": {"weight": 1.0, "vae": str(tiny.ensure(tiny.WAN21_VAE)), "recognizer": str(recognizer), "frames": 2}},
+        timesteps={"late_steps_only": True, "start_percent": 0.3})
+    trainer = Trainer(load_config(config))
+    try:
+        module = trainer.module
+        with torch.no_grad():   # a trained-looking adapter: at the zero-initialised values PF is 0 with 0 gradient
+            g = torch.Generator().manual_seed(0)
+            for kv in module.adapter.blocks.values():
+                kv.to_v_ip.weight.copy_(torch.randn(kv.to_v_ip.weight.shape, generator=g) * 0.2)
+        batch = trainer._micro_batch(0)
+        for term in ("prompt_following", "icr", "scr"):
+            module.zero_grad(set_to_none=True)
+            loss, parts = module(batch, 0)
+            assert torch.isfinite(parts[term]) and float(parts[term].detach()) > 0, term
+            parts[term].backward()
+            assert any(p.grad is not None and float(p.grad.abs().max()) > 0 for p in module.adapter.parameters()), term
+        prompts, bank, null = module._runtime["prompt_bank"]
+        from iad.prepare import load_prompt_bank
+
+        assert prompts == load_prompt_bank() and len(bank) == len(prompts)
+        sigma, _ = module.sample_sigma_noise(list(range(200)), 0, (1,), "cpu")
+        shift = module._runtime["shift"]
+        late = shift * 0.7 / (1 + (shift - 1) * 0.7)       # percent_to_sigma(0.3) under the model's shift
+        assert float(sigma.max()) <= late + 1e-6 and float(sigma.min()) > 0
+    finally:
+        trainer.close()
+
+
+def test_config_errors_are_clear(dataset, tmp_path):
+    from iad.train import ConfigError, load_config, run
+    from iad.train.model import IncompatibleBaseModelError
+
+    good = train_data.train_config(dataset, tmp_path / "x")
+    with pytest.raises(ConfigError, match=r"unknown key 'optimizer.lrr' \(did you mean 'lr'\?\)"):
+        load_config({**good, "optimizer": {"lrr": 1}})
+    with pytest.raises(ConfigError, match="base_model: .*not a file"):
+        load_config({**good, "base_model": str(tmp_path / "missing.safetensors")})
+    with pytest.raises(ConfigError, match="data: .*not a prepared dataset"):
+        load_config({**good, "data": str(tmp_path)})
+    with pytest.raises(ConfigError, match="losses.icr needs 'vae'"):
+        load_config({**good, "losses": {"icr": {"weight": 0.5}}})
+    with pytest.raises(IncompatibleBaseModelError, match="Wan T2V|text-to-video"):
+        run({**good, "base_model": str(tiny.ensure(tiny.WAN21_I2V))})
+    with pytest.raises(IncompatibleBaseModelError, match="IaD supports|LTX"):
+        run({**good, "base_model": str(tiny.ensure_other(tiny.LTXV_TINY))})
+    with pytest.raises(IncompatibleBaseModelError, match="width 256"):
+        run({**good, "adapter": {**good["adapter"], "model_dim": 256}})
+    # the command line: a bad key is a usage error (exit 2) with the message, --check validates
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({**good, "stepz": 3}))
+    done = subprocess.run([sys.executable, "-m", "iad.train", str(path)], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "unknown key 'stepz' (did you mean 'steps'?)" in done.stderr
+    path.write_text(json.dumps(good))
+    done = subprocess.run([sys.executable, "-m", "iad.train", str(path), "--check", "--set", "steps=5"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "is valid" in done.stdout
+
+
+def test_shipped_configs_parse():
+    from iad.train import load_config
+
+    for path in sorted((REPO_ROOT / "configs").glob("train_*.json")):
+        config = load_config(path, check_paths=False)
+        assert config.steps > 0, path
