@@ -1,0 +1,80 @@
+"""torchrun with 2 CPU processes on the gloo backend, DDP and FSDP (fully_shard, also sharding the
+frozen base): the same parameters as one process with the equivalent batch (2 x 1 == 1 x 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness import train_data
+from harness.paths import REPO_ROOT
+
+STEPS = 6
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def dataset(comfy):
+    threads = torch.get_num_threads()
+    try:
+        return train_data.ensure_prepared()
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def single(dataset, tmp_path_factory):
+    from iad.train import run
+
+    out = tmp_path_factory.mktemp("single")
+    result = run(train_data.train_config(dataset, out, steps=STEPS, batch_size=2, log_every=1))
+    return load_file(str(result.final_checkpoint)), out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(config: dict, tmp_path) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+               "--master_port", str(_free_port()), "-m", "iad.train", str(path)]
+    done = subprocess.run(command, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-8000:]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy,extra", [("ddp", {}), ("fsdp", {"fsdp_shard_base": True})], ids=["ddp", "fsdp"])
+def test_two_gloo_processes_equal_one_process_with_the_equivalent_batch(single, dataset, tmp_path, strategy, extra):
+    reference, single_out = single
+    out = tmp_path / strategy
+    _torchrun(train_data.train_config(dataset, out, steps=STEPS, batch_size=1, log_every=1,
+                                      distributed={"strategy": strategy, "backend": "gloo", **extra}), tmp_path)
+    trained = load_file(str(out / "iad-tiny-trained.safetensors"))
+    assert trained.keys() == reference.keys()
+    worst = max(float((trained[k] - reference[k]).abs().max()) for k in reference)
+    moved = max(float((reference[k] - load_file(str(single_out / "checkpoints" / f"iad-tiny-trained-step{STEPS:06d}.safetensors"))[k]).abs().max()) for k in reference)
+    assert moved == 0.0
+    assert worst < 1e-4, f"{strategy}: max parameter difference {worst}"
+    # the logged loss terms are the global-batch means, as in the single-process run
+    rows = lambda p: [json.loads(x) for x in (p / "log.jsonl").read_text().splitlines() if '"eval"' not in x]  # noqa: E731
+    for a, b in zip(rows(out), rows(single_out)):
+        assert a["step"] == b["step"] and abs(a["diffusion"] - b["diffusion"]) < 1e-4 * max(1.0, b["diffusion"])
+        assert abs(a["text_alignment"] - b["text_alignment"]) < 1e-4
