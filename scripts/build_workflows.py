@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,8 +94,40 @@ _BUILD_JS = """async (spec) => {
 def build_graph(page, spec: workflow_specs.Workflow) -> dict:
     """The UI-format graph of ``spec``, made by the frontend in ``page`` (a harness.frontend.ComfyPage)."""
     graph = page.evaluate(_BUILD_JS, spec.to_js())
+    # A stable id: rebuilding an unchanged spec gives a byte-identical file.
+    graph["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://github.com/comfyui-iad/ComfyUI-IaD/workflows/{spec.name}"))
     graph["extra"] = {"ds": {"scale": 0.6, "offset": [40, 40]}, "iad_workflow": spec.name}
     return graph
+
+
+def save_thumbnail(page, target: Path, width: int = 640) -> Path:
+    """The template browser shows ``<name>.jpg`` next to ``<name>.json`` as the card's picture:
+    the built graph, fitted to the canvas."""
+    import io
+
+    from PIL import Image
+
+    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+    page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    # Only the graph: its bounding box in page pixels (canvas transform: (pos + offset) * scale).
+    box = page.evaluate("""() => {
+        const ds = window.app.canvas.ds, rect = document.querySelector('#graph-canvas').getBoundingClientRect();
+        const title = window.LiteGraph.NODE_TITLE_HEIGHT || 30;
+        let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+        for (const n of window.app.graph.nodes) {
+            x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - title);
+            x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+        }
+        const sx = (x) => rect.left + (x + ds.offset[0]) * ds.scale, sy = (y) => rect.top + (y + ds.offset[1]) * ds.scale;
+        const left = Math.max(rect.left, sx(x0) - 12), top = Math.max(rect.top, sy(y0) - 12);
+        return {x: left, y: top, width: Math.min(rect.right, sx(x1) + 12) - left, height: Math.min(rect.bottom, sy(y1) + 12) - top};
+    }""")
+    png = page.page.screenshot(clip=box)
+    with Image.open(io.BytesIO(png)) as img:
+        img = img.convert("RGB")
+        img.thumbnail((width, width))
+        img.save(target, "JPEG", quality=82, optimize=True)
+    return target
 
 
 def build(names: list[str] | None = None, out_dir: Path = WORKFLOWS_DIR) -> list[Path]:
@@ -107,13 +140,16 @@ def build(names: list[str] | None = None, out_dir: Path = WORKFLOWS_DIR) -> list
         server = ComfyServer(comfy_dir=comfyui_dir(), base_dir=Path(base), custom_nodes={PACK_DIR_NAME: REPO})
         with server, Browser() as browser:
             page = browser.new_page(server.url)
+            # Thumbnails show the graph only, not the minimap overlay.
+            page.evaluate("() => window.app.extensionManager.setting.set('Comfy.Minimap.Visible', false)")
             try:
                 for spec in specs:
                     graph = build_graph(page, spec)
                     target = out_dir / f"{spec.name}.json"
                     target.write_text(json.dumps(graph, indent=2) + "\n")
                     written.append(target)
-                    print(f"wrote {target} ({len(graph['nodes'])} nodes, {len(graph['links'])} links)")
+                    written.append(save_thumbnail(page, out_dir / f"{spec.name}.jpg"))
+                    print(f"wrote {target} ({len(graph['nodes'])} nodes, {len(graph['links'])} links) and its thumbnail")
             finally:
                 page.close()
     return written

@@ -46,6 +46,9 @@ def test_template_browser_endpoint_lists_every_shipped_workflow(comfy_server):
         quoted = urllib.parse.quote(path.name)
         served = comfy_server.get_json(f"/api/workflow_templates/{PACK_DIR_NAME}/{quoted}")
         assert served == load_json(path), f"{path.name} served by the template browser differs from the file"
+        # The card's picture: the frontend asks for <name>.jpg next to the workflow.
+        status, body = comfy_server.request("GET", f"/api/workflow_templates/{PACK_DIR_NAME}/{urllib.parse.quote(path.stem)}.jpg")
+        assert status == 200 and body[:3] == b"\xff\xd8\xff", f"no thumbnail {path.stem}.jpg for the template browser"
 
 
 def test_template_browser_dialog_shows_the_pack_and_opens_a_workflow(comfy_page):
