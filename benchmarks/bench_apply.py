@@ -9,10 +9,10 @@ Sizes:
 - ``gpu``: Wan 2.1 1.3B-shaped random weights (dim 1536, 30 blocks, ffn 8960) at 480x832, 81 frames
   (32760 video tokens), bf16 on the GPU, identity in every block. Runs only where CUDA exists.
 
-Per size, the same seeded sampling (euler, CFG so each step is a cond+uncond batch, 512 text
-tokens, 16 identity tokens) runs with: the unpatched model; IaD active on every step; IaD with a
-step range that never activates. The variants are interleaved over several rounds and the median
-step time is reported, with the ratio to unpatched, the theoretical FLOP ratio, and the adapter's
+Per size, the same seeded model call that one CFG sampler step makes (a cond+uncond batch, 512
+text tokens, 16 identity tokens, sigma 0.5) runs with: the unpatched model; IaD active on every
+step; IaD with a step range that never activates. The variants are interleaved call by call over
+several rounds and the median (and min) step time is reported, with the ratio to unpatched, the theoretical FLOP ratio, and the adapter's
 parameter memory relative to the base model (also for the Lynx reference layouts on Wan 14B).
 Goals (issue 5): <= 5 % overhead on the CPU, <= 3 % on the GPU shape, 0 % outside the active range,
 adapter memory <= 5 % of the base model's.
@@ -47,7 +47,6 @@ class Size:
     width: int
     device: str
     dtype: torch.dtype
-    steps: int
     rounds: int
 
     @property
@@ -61,8 +60,8 @@ class Size:
 
 
 SIZES = {
-    "cpu": Size("cpu mid-size Wan", 512, 2048, 8, 5, 160, 288, "cpu", torch.float32, steps=4, rounds=2),
-    "gpu": Size("Wan 2.1 1.3B shape", 1536, 8960, 30, 81, 480, 832, "cuda", torch.bfloat16, steps=4, rounds=2),
+    "cpu": Size("cpu mid-size Wan", 512, 2048, 8, 5, 160, 288, "cpu", torch.float32, rounds=12),
+    "gpu": Size("Wan 2.1 1.3B shape", 1536, 8960, 30, 81, 480, 832, "cuda", torch.bfloat16, rounds=7),
 }
 TEXT_TOKENS = 512
 ID_TOKENS = 16
@@ -134,9 +133,13 @@ def load_random_wan(size: Size):
 
 
 def run_size(size: Size) -> dict:
-    import comfy.model_management as mm
-    import comfy.sample
+    """Times one model call per step (cond+uncond batch, what a CFG sampler step costs), the variants
+    interleaved call by call in a shuffled order, so load drift hits all of them alike."""
+    import random
 
+    import comfy.model_management as mm
+
+    device = mm.get_torch_device()
     model = load_random_wan(size)
     config = adapter_config(size.dim, list(range(size.layers)))
     adapter = af.module("iad.adapter").IdentityAdapter.random(config, seed=0)
@@ -148,29 +151,36 @@ def run_size(size: Size) -> dict:
         "IaD, range never active": af.apply(model, iad_model, identity, start=0.999, end=1.0),
     }
     g = torch.Generator().manual_seed(0)
-    positive = [[torch.randn(1, TEXT_TOKENS, 4096, generator=g), {}]]
-    negative = [[torch.randn(1, TEXT_TOKENS, 4096, generator=g), {}]]
-    latent = torch.zeros(size.latent_shape)
-    noise = torch.randn(size.latent_shape, generator=g)
-    sync = torch.cuda.synchronize if size.device == "cuda" else (lambda: None)
+    dtype = model.model.get_dtype() if size.dtype != torch.float32 else torch.float32
+    context = torch.randn(2, TEXT_TOKENS, 4096, generator=g).to(device, dtype)
+    x = torch.randn(2, *size.latent_shape[1:], generator=g).to(device, dtype)
+    sigma = torch.full((2,), 0.5, device=device)  # mid-denoising: inside [0, 1], outside [0.999, 1]
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    # On the CPU: one torch thread and this thread's CPU time, so other processes sharing the
+    # cores do not show up as overhead (wall time is reported beside it).
+    cpu_clock = device.type == "cpu"
+    if cpu_clock:
+        torch.set_num_threads(1)
     times: dict[str, list[float]] = {k: [] for k in variants}
+    walls: dict[str, list[float]] = {k: [] for k in variants}
     outputs = {}
+    order = list(variants)
+    rng = random.Random(0)
     for round_index in range(size.rounds + 1):  # round 0 warms up (loading, allocator, kernels)
-        for name, m in variants.items():
-            stamps = []
-
-            def callback(step, x0, x, total):
-                sync()
-                stamps.append(time.perf_counter())
-
+        rng.shuffle(order)
+        for name in order:
+            m = variants[name]
+            mm.load_models_gpu([m])
+            options = dict(m.model_options["transformer_options"], sigmas=sigma, cond_or_uncond=[0, 1])
             sync()
-            start = time.perf_counter()
-            out = comfy.sample.sample(m, noise, size.steps, 5.0, "euler", "simple", positive, negative, latent,
-                                      seed=0, callback=callback, disable_pbar=True)
-            step_times = [b - a for a, b in zip([start] + stamps[:-1], stamps)][1:]  # first step includes loading
+            start, start_cpu = time.perf_counter(), time.thread_time()
+            out = m.model.apply_model(x, sigma, c_crossattn=context, transformer_options=options)
+            sync()
             if round_index > 0:
-                times[name].extend(step_times)
-            outputs[name] = out
+                wall = time.perf_counter() - start
+                walls[name].append(wall)
+                times[name].append(time.thread_time() - start_cpu if cpu_clock else wall)
+            outputs[name] = out.float().cpu()
     mm.unload_all_models()
     medians = {k: statistics.median(v) for k, v in times.items()}
     L, d = size.video_tokens, size.dim
@@ -178,8 +188,11 @@ def run_size(size: Size) -> dict:
     adapter_bytes = sum(p.numel() * p.element_size() for p in adapter.parameters())
     base_bytes = sum(p.numel() * p.element_size() for p in model.model.diffusion_model.parameters())
     return {
-        "size": size, "medians": medians, "flop_ratio": flop_ratio,
+        "size": size, "medians": medians, "mins": {k: min(v) for k, v in times.items()}, "flop_ratio": flop_ratio,
+        "wall_medians": {k: statistics.median(v) for k, v in walls.items()},
+        "clock": "thread CPU time, 1 torch thread" if cpu_clock else "wall time (synchronised)",
         "inactive_identical": torch.equal(outputs["unpatched"], outputs["IaD, range never active"]),
+        "active_differs": not torch.equal(outputs["unpatched"], outputs["IaD active every step"]),
         "adapter_bytes": adapter_bytes, "base_bytes": base_bytes,
     }
 
@@ -189,14 +202,18 @@ def report(result: dict) -> None:
     base = medians["unpatched"]
     print(f"\n== {size.name}: dim {size.dim}, {size.layers} blocks, {size.video_tokens} video tokens, "
           f"{TEXT_TOKENS} text + {ID_TOKENS} identity tokens, {str(size.dtype).replace('torch.', '')} on {size.device}, "
-          f"{size.rounds} rounds x {size.steps - 1} timed steps each")
-    print(f"{'variant':32s} {'median step (s)':>16s} {'vs unpatched':>13s}")
+          f"{size.rounds} interleaved model calls (= CFG steps) per variant")
+    mins, walls = result["mins"], result["wall_medians"]
+    print(f"clock: {result['clock']}")
+    print(f"{'variant':26s} {'median step (s)':>15s} {'ratio':>7s} {'min (s)':>9s} {'ratio':>7s} {'wall median (s)':>16s} {'ratio':>7s}")
     for name, value in medians.items():
-        print(f"{name:32s} {value:16.4f} {value / base:12.3f}x")
+        print(f"{name:26s} {value:15.4f} {value / base:6.3f}x {mins[name]:9.4f} {mins[name] / mins['unpatched']:6.3f}x "
+              f"{walls[name]:16.4f} {walls[name] / walls['unpatched']:6.3f}x")
     print(f"theoretical FLOP ratio of the identity attention: +{100 * result['flop_ratio']:.3f} % "
           f"(measured active: {100 * (medians['IaD active every step'] / base - 1):+.2f} %, "
           f"never-active range: {100 * (medians['IaD, range never active'] / base - 1):+.2f} %)")
-    print(f"never-active range output bit-identical to unpatched: {result['inactive_identical']}")
+    print(f"never-active range output bit-identical to unpatched: {result['inactive_identical']}; "
+          f"active output differs: {result['active_differs']}")
     print(f"adapter parameters {result['adapter_bytes'] / 2**20:.1f} MiB vs base {result['base_bytes'] / 2**20:.1f} MiB "
           f"= {100 * result['adapter_bytes'] / result['base_bytes']:.2f} %")
 
