@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data: dict = json.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
+    if args.config:   # paths in a config file are relative to the file (like iad.train's)
+        base = Path(args.config).resolve().parent
+        for key in ("input", "output", "vae", "prompt_bank"):
+            if isinstance(data.get(key), str) and not Path(data[key]).is_absolute():
+                data[key] = str(base / data[key])
+        spec = data.get("text_encoder") or {}
+        if isinstance(spec.get("path"), str) and spec["path"] and not Path(spec["path"]).is_absolute():
+            data["text_encoder"] = {**spec, "path": str(base / spec["path"])}
     flags = {"input": args.input, "output": args.output, "vae": args.vae, "face_pack": args.face_pack,
              "face_search_roots": args.face_search_root, "det_size": args.det_size,
              "resolution": args.resolution, "num_frames": args.num_frames, "clips_per_shard": args.clips_per_shard,
