@@ -112,7 +112,9 @@ class IaDIdentity(io.ComfyNode):
                 f"IaD Identity: the faces were embedded as {face_embeds.dim}-d vectors by '{face_embeds.embedder}', but "
                 f"adapter '{iad_model.name}' expects {config.embed_dim}-d embeddings from '{config.embedder}'."
             )
-        check_compatible(config, f"IaD adapter '{iad_model.name}'", expected_embedder=face_embeds.embedder)
+        # The recognizer decides the embedding space; the pack folder it was found in does not.
+        if config.embedder.rsplit("/", 1)[-1] != str(face_embeds.embedder).rsplit("/", 1)[-1]:
+            check_compatible(config, f"IaD adapter '{iad_model.name}'", expected_embedder=face_embeds.embedder)
         with torch.inference_mode():
             embeddings = face_embeds.embeddings()
             z_id, how, notes = _z_id(adapter, embeddings, decoupling, strength)

@@ -258,3 +258,30 @@ def test_offloaded_partial_loading(models, monkeypatch, mode):
     assert rec.events, "the identity did not run under partial loading"
     assert torch.allclose(out, full, atol=1e-4, rtol=1e-4)
     assert (out - af.sample(with_lora, family, steps=2)).abs().max() > 1e-3
+
+
+def test_identity_decoupling_choices_and_refusals(fx):
+    nodes = af.module("nodes.iad_nodes")
+    family = af.FAMILIES["wan-t2v"]
+    wrap = af.module("nodes._patching").IaDModel.wrap
+    faces = af.face_embeds(count=4)
+
+    def tokens(iad_model, decoupling, strength=1.0, embeds=faces):
+        return nodes.IaDIdentity.execute(iad_model, embeds, decoupling, strength).result[0]
+
+    trained = wrap(af.make_adapter(family, decoupler_kind="trained"), "trained.safetensors")
+    plain = wrap(af.make_adapter(family), "plain.safetensors")
+    auto = tokens(trained, "auto")
+    assert auto.decoupling.startswith("trained") and torch.equal(auto.tokens, tokens(trained, "trained").tokens)
+    assert tokens(plain, "auto").decoupling.startswith("training-free")
+    none = tokens(plain, "none").tokens
+    assert not torch.equal(tokens(plain, "training-free").tokens, none)
+    assert not torch.equal(tokens(trained, "trained", 0.5).tokens, auto.tokens)
+    assert auto.tokens.shape == (1, 4, 64) and auto.num_references == 4
+    with pytest.raises(ValueError, match="needs an adapter with a trained decoupler"):
+        tokens(plain, "trained")
+    # Another pack folder with the same recognizer is fine; another recognizer is refused.
+    renamed = type(faces)(faces.faces, embedder="insightface/my-antelope/glintr100")
+    assert tokens(plain, "none", embeds=renamed).tokens.shape == none.shape
+    with pytest.raises(ValueError, match="buffalo_l/w600k_r50"):
+        tokens(plain, "none", embeds=type(faces)(faces.faces, embedder="insightface/buffalo_l/w600k_r50"))
