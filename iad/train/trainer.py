@@ -208,8 +208,13 @@ class Trainer:
         count = min(len(self.dataset), 8)
         batch = build_batch(self.dataset, list(range(count)), [EVAL_POSITION + i for i in range(count)], 0,
                             self.config.seed, self.config.num_references)
-        with torch.no_grad():
-            _, parts = self.module(batch, 0, with_extras=False)
+        gather = self.module._runtime["gather"]
+        self.module._runtime["gather"] = None   # every rank evaluates the same batch: nothing to gather
+        try:
+            with torch.no_grad():
+                _, parts = self.module(batch, 0, with_extras=False)
+        finally:
+            self.module._runtime["gather"] = gather
         return {k: float(v) for k, v in parts.items()}
 
     def train(self) -> TrainResult:
