@@ -34,7 +34,7 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)        # fixed-noise evaluation losses
     resumed_from: int = 0
     samples_per_second: float = 0.0
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int = 0     # CUDA: max_memory_allocated; CPU: the process's peak RSS
 
 
 def _config_hash(config: TrainConfig) -> str:
@@ -277,6 +277,13 @@ class Trainer:
         result.samples_per_second = samples / max(elapsed, 1e-9)
         if self.device.type == "cuda":
             result.peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        else:   # the process's peak resident memory (ComfyUI and torch included)
+            try:
+                import resource
+
+                result.peak_memory_bytes = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+            except ImportError:   # Windows
+                pass
         result.evals.append({"step": self.step, **self.evaluate()})
         self._write(logfile, {"eval": result.evals[-1]})
         saved = self.save(final=True)
