@@ -107,6 +107,10 @@ def download_list(files) -> str:
 
 
 
+IRSE50 = ModelFile("recognition_arcface_ir_se50.pth", "facexlib",
+                  "https://github.com/xinntao/facexlib/releases/download/v0.1.0/recognition_arcface_ir_se50.pth")
+LYNX_FULL = ModelFile("lynx_full/resampler.safetensors", "iad")  # a folder from huggingface.co/ByteDance/lynx
+
 # -- IaD files (no public download: you train or convert them) ------------------------------------
 IAD_WAN21_1_3B = ModelFile("iad_wan2.1_t2v_1.3B.safetensors", "iad")
 IAD_WAN21_14B = ModelFile("iad_wan2.1_t2v_14B.safetensors", "iad")
@@ -176,13 +180,19 @@ def _photos(x: int, photos: list[str], batch_x: int) -> tuple[list[Node], tuple]
     return nodes, source
 
 
-def _face_and_identity(x: int, preview_x: int, images: tuple, adapter: ModelFile, decoupling: str, strength: float) -> list[Node]:
-    """Faces -> ArcFace embeddings -> identity tokens (IaD Identity runs once per run)."""
+def _face_and_identity(x: int, preview_x: int, images: tuple, adapter: ModelFile, decoupling: str, strength: float,
+                       irse50: bool = False) -> list[Node]:
+    """Faces -> ArcFace embeddings -> identity tokens (IaD Identity runs once per run). ``irse50``:
+    embeddings from facexlib's IR-SE50 (what Lynx adapters need) instead of the pack's recognizer."""
+    embedder = [Node("irse50", "IaDIRSE50FaceEmbedder", x, {"weights": IRSE50.name}, models=(IRSE50,),
+                     links={"face_analysis": ("face_loader", 0)}, color=IAD_COLOR, bgcolor=IAD_BG, size=(380, 80),
+                     title="IaD IR-SE50 Face Embedder (Lynx's recognizer)")] if irse50 else []
     return [
         Node("face_loader", "IaDFaceAnalysisLoader", x, dict(FACE_LOADER_WIDGETS), color=IAD_COLOR, bgcolor=IAD_BG,
              size=(380, 110)),
+        *embedder,
         Node("face_embed", "IaDFaceEmbed", x, dict(FACE_EMBED_WIDGETS), color=IAD_COLOR, bgcolor=IAD_BG,
-             links={"face_analysis": ("face_loader", 0), "images": images}, size=(380, 190)),
+             links={"face_analysis": ("irse50" if irse50 else "face_loader", 0), "images": images}, size=(380, 190)),
         # No properties.models here: the frontend's schema needs a download URL, and there is none.
         Node("iad_loader", "IaDModelLoader", x, {"adapter_name": adapter.name}, color=IAD_COLOR, bgcolor=IAD_BG,
              size=(380, 60)),
@@ -597,6 +607,69 @@ IaD settings in this workflow
     return Workflow("wan2.2_t2v_A14B_iad_multi_reference", nodes, groups)
 
 
+def wan21_14b_lynx() -> Workflow:
+    """The identity adapter you can download today: Lynx (full) on native Wan 2.1 14B, with IaD's
+    training-free decoupling and late-step injection on top."""
+    readme = f"""
+IaD + Lynx - Wan 2.1 T2V 14B with the released Lynx identity adapter (bytedance/lynx, Apache-2.0),
+several reference photos, IaD training-free decoupling and late-step injection.
+
+Lynx is the strongest public identity adapter for Wan 2.1 14B; here it runs on the NATIVE Wan model
+(Load Diffusion Model), so LoRAs, fp8/GGUF loaders and other patches compose with it. Its users
+report that it copies the photo's expression and forces front-facing headshots: IaD's decoupling
+(IaD Identity) and the late-step start (IaD Apply) are what counter that.
+
+Steps
+1. Download the files below.
+2. Lynx: download the folder lynx_full from https://huggingface.co/ByteDance/lynx so that you have
+   models/iad/lynx_full/resampler.safetensors and models/iad/lynx_full/ip_layers.safetensors
+   (ref_layers.safetensors is not used). IaD Model Loader reads the folder directly (pick
+   lynx_full/resampler.safetensors), or convert once: python -m iad.convert_lynx (docs/lynx.md).
+3. Lynx was trained on facexlib's IR-SE50 face embedding, so the 'IaD IR-SE50 Face Embedder'
+   node sits between the face loader and IaD Face Embed (IaD Identity refuses other embeddings).
+4. Load 2+ photos of one person; write the action in the green prompt; Run (Ctrl+Enter).
+
+Model files (the 'Missing Models' dialog offers the same download links)
+{download_list([WAN21_T2V_14B, UMT5_FP8, WAN21_VAE, IRSE50])}
+- models/iad/lynx_full/resampler.safetensors + ip_layers.safetensors  (huggingface.co/ByteDance/lynx)
+
+{ANTELOPEV2_HELP}
+(antelopev2 only finds and aligns the faces here; IR-SE50 embeds them.)
+
+{PHOTO_HELP}
+"""
+    tips = """
+Settings
+- IaD Identity decoupling 'training-free', strength 0.6: removes the directions in which your photos
+  differ (expression, pose) from the identity before Lynx's resampler sees it.
+- IaD Apply start_percent 0.3: Lynx itself injects at every step (start 0), which is what
+  copies the photo's pose; 0.3 leaves the first 30% of the denoising to the prompt.
+- Lynx-faithful settings: decoupling 'none', start_percent 0, cfg 5, 50 steps; for Lynx's
+  three-pass guidance use 'IaD Lynx Guider' with SamplerCustomAdvanced (docs/lynx.md).
+- 14B fp16 needs ~40 GB VRAM or offloading; wan2.1_t2v_14B_fp8_e4m3fn.safetensors fits 24 GB.
+"""
+    photos, images = _photos(C1, ["iad_reference_1.png", "iad_reference_2.png"], C2)
+    nodes = [
+        note("readme", readme, (C0, 0), size=(460, 1180), title="Read me: what to download and where"),
+        *_wan_loaders(WAN21_T2V_14B, C1),
+        *photos,
+        *_prompts(C2, "a young man raises his eyebrows in surprise, then laughs and turns to look at the camera, "
+                      "standing in a crowded train station, natural light"),
+        *_face_and_identity(C3, C4, images, LYNX_FULL, decoupling="training-free", strength=0.6, irse50=True),
+        _apply("apply", C4, ("shift", 0), weight=1.0, start=0.3, title="IaD Apply (Lynx adapter, from 30% of the steps)"),
+        _latent(C4),
+        _sampler("sampler", C5, ("apply", 0), seed=11, steps=30, cfg=5.0),
+        note("tips", tips, C5, size=(440, 380), title="Settings"),
+        Node("decode", "VAEDecode", C6, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
+        _save("save", C6, ("decode", 0), "iad/wan2.1_14B_lynx_identity", title="Identity video"),
+    ]
+    groups = [
+        Group("Wan 2.1 T2V 14B", ["unet", "shift", "clip", "vae"]),
+        Group("Identity: Lynx + IaD decoupling", ["face_loader", "irse50", "face_embed", "iad_loader", "identity"], "#335"),
+    ]
+    return Workflow("wan2.1_t2v_14B_lynx_iad_multi_reference", nodes, groups)
+
+
 def all_workflows() -> list[Workflow]:
-    return [wan21_1_3b_single_photo(), wan21_14b_multi_reference(), wan22_a14b_multi_reference(), wan21_ab_comparison(),
-            hunyuan_video_single_photo(), ltxv_single_photo()]
+    return [wan21_1_3b_single_photo(), wan21_14b_multi_reference(), wan22_a14b_multi_reference(), wan21_14b_lynx(),
+            wan21_ab_comparison(), hunyuan_video_single_photo(), ltxv_single_photo()]

@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from harness import tiny_models as tiny
 from harness.workflow_fixtures import (  # noqa: F401  (fixtures)
-    SCREENSHOTS_DIR, TINY_ADAPTERS, _module_page, comfy_page, load_json, shipped_workflows, workflow_assets,
+    SCREENSHOTS_DIR, TINY_ADAPTERS, TINY_IRSE50_NAME, TINY_LYNX_FOLDER, _module_page, comfy_page, load_json, shipped_workflows, workflow_assets,
 )
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
@@ -51,7 +51,7 @@ class Retarget:
 RETARGET = {
     "wan": Retarget(
         files={"diffusion_models": tiny.WAN21_T2V.filename,  # 1.3B and 14B share Wan 2.1's architecture
-               "vae": tiny.WAN21_VAE.filename, "iad": TINY_ADAPTERS["wan2.1"]},
+               "vae": tiny.WAN21_VAE.filename, "iad": TINY_ADAPTERS["wan2.1"], "facexlib": TINY_IRSE50_NAME},
         small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES}, "KSampler": {"steps": 3},
                # Wan 2.2's two experts: 4 steps split 2/2, so the IaD-patched low-noise expert runs.
                ("KSamplerAdvanced", "high-noise"): {"steps": 4, "end_at_step": 2},
@@ -94,7 +94,11 @@ def _model_files(path) -> dict[str, str]:
 
 def _tiny_names(path) -> dict[str, str]:
     files = RETARGET[_family(path)].files
-    return {name: files[folder] for name, folder in _model_files(path).items() if folder in files}
+    names = {name: files[folder] for name, folder in _model_files(path).items() if folder in files}
+    for name in names:
+        if name.startswith("lynx_full/"):  # a released Lynx folder, read directly by IaD Model Loader
+            names[name] = f"{TINY_LYNX_FOLDER}/{name.split('/', 1)[1]}"
+    return names
 
 
 def _webp_frames(result, node_id: str) -> list[np.ndarray]:

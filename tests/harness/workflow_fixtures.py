@@ -63,6 +63,57 @@ def tiny_adapter_path(family: str = "wan2.1", model_dim: int = 128, blocks=(0, 1
 TINY_ADAPTERS = {"wan2.1": "iad-tiny-wan2.1-adapter.safetensors", "ltxv": "iad-tiny-ltxv-adapter.safetensors",
                  "hunyuan_video": "iad-tiny-hunyuan-video-adapter.safetensors"}
 _TINY_ADAPTER_BLOCKS = {"wan2.1": (0, 1), "ltxv": (0, 1), "hunyuan_video": (1, 2, 3)}
+# A tiny Lynx "full" folder (the released layout at the tiny Wan's width) and random IR-SE50 weights
+# (full architecture, fp16: the recognizer has no smaller form).
+TINY_LYNX_FOLDER = "iad-tiny-lynx-full"
+TINY_IRSE50_NAME = "iad-tiny-irse50.safetensors"
+
+
+def tiny_lynx_folder() -> Path:
+    from . import lynx_files
+    from .paths import TINY_MODELS_DIR
+
+    folder = TINY_MODELS_DIR / "lynx" / "full-d128-e2"
+    if not (folder / "ip_layers.safetensors").exists():
+        lynx_files.write_lynx(folder, lynx_files.LynxSpec())
+    return folder
+
+
+def tiny_irse50_path() -> Path:
+    """Seeded random IR-SE50 weights with the real key layout (the recognizer Lynx needs)."""
+    import sys
+
+    import torch
+    from safetensors.torch import save_file
+
+    from .paths import TINY_MODELS_DIR
+
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from iad.recognizers.irse50 import expected_keys
+
+    target = TINY_MODELS_DIR / "irse50" / "random-irse50-v1.safetensors"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(1)
+    state = {}
+    for name, shape in sorted(expected_keys().items()):
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(0)
+        elif name.endswith("running_var"):
+            state[name] = (0.5 + torch.rand(shape, generator=g)).half()
+        elif len(shape) == 1:
+            state[name] = (0.1 * torch.randn(shape, generator=g) + (0.0 if "bias" in name or "mean" in name else 1.0)).half()
+        else:
+            fan_in = 1
+            for d in shape[1:]:
+                fan_in *= d
+            state[name] = (torch.randn(shape, generator=g) / fan_in ** 0.5).half()
+    partial = target.with_suffix(".partial")
+    save_file(state, str(partial))
+    partial.replace(target)
+    return target
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +131,8 @@ def workflow_assets(comfy_server, tiny_models):
     comfy_server.add_model("insightface", pack_dir, f"models/{pack_dir.name}")
     for family, name in TINY_ADAPTERS.items():
         comfy_server.add_model("iad", tiny_adapter_path(family, blocks=_TINY_ADAPTER_BLOCKS[family]), name)
+    comfy_server.add_model("iad", tiny_lynx_folder(), TINY_LYNX_FOLDER)
+    comfy_server.add_model("facexlib", tiny_irse50_path(), TINY_IRSE50_NAME)
     from . import tiny_models as tiny
 
     for spec in tiny.OTHER_FAMILY_SPECS:  # LTX-Video and HunyuanVideo transformers
