@@ -173,17 +173,23 @@ class RawPipeline:
         return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
-def interleaved(runs: dict, repeat: int) -> dict[str, tuple[float, float, object]]:
-    """(best, median, last result) per run. Runs alternate within each round, so a burst of load
-    from other processes hits all of them alike; the best round is the least disturbed one."""
+def interleaved(runs: dict, repeat: int) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Seconds per round for every run, and each run's last result. Runs alternate within a round
+    (in reversed order every other round), so load from other processes hits them alike; ratios
+    are taken per round (neighbours in time) and then the median over rounds."""
     times: dict[str, list[float]] = {name: [] for name in runs}
     results: dict[str, object] = {}
-    for _ in range(repeat):
-        for name, fn in runs.items():
+    for round_index in range(repeat):
+        order = list(runs) if round_index % 2 == 0 else list(reversed(runs))
+        for name in order:
             start = time.perf_counter()
-            results[name] = fn()
+            results[name] = runs[name]()
             times[name].append(time.perf_counter() - start)
-    return {name: (min(t), statistics.median(t), results[name]) for name, t in times.items()}
+    return times, results
+
+
+def paired_ratio(times: dict[str, list[float]], ours: str, theirs: str) -> float:
+    return statistics.median(a / b for a, b in zip(times[ours], times[theirs]))
 
 
 def main() -> None:
@@ -216,20 +222,25 @@ def main() -> None:
     }
     for fn in runs.values():  # warm-up: sessions, static detector shapes, caches
         fn()
-    results = interleaved(runs, args.repeat)
+    times, results = interleaved(runs, args.repeat)
 
-    ours = results["node (IaD Face Embed, with landmarks)"][2].embeddings().numpy()
-    theirs = results["raw onnxruntime (with landmarks)"][2]
+    ours = results["node (IaD Face Embed, with landmarks)"].embeddings().numpy()
+    theirs = results["raw onnxruntime (with landmarks)"]
     agreement = float((ours * theirs).sum(1).min())
     print(f"pack: {folder}  ({analyzer.describe()})")
-    print(f"{FRAMES} frames {W}x{H}, best (median) of {args.repeat} interleaved rounds; CPU threads {torch.get_num_threads()}, "
+    print(f"{FRAMES} frames {W}x{H}, {args.repeat} interleaved rounds; CPU threads {torch.get_num_threads()}, "
           f"load average {os.getloadavg()[0]:.1f}")
-    for name, (best, median, _) in results.items():
-        print(f"  {name:40s} {best * 1000:8.1f} ms ({median * 1000:8.1f})  {FRAMES / best:6.1f} frames/s")
-    node = results["node (IaD Face Embed, with landmarks)"][0] / results["raw onnxruntime (with landmarks)"][0]
-    plain = results["engine embed_images (no landmarks)"][0] / results["raw onnxruntime (no landmarks)"][0]
-    print(f"ratio node / raw (with landmarks):   {node:.3f}  (overhead {100 * (node - 1):+.1f} %, goal <= +10 %)")
-    print(f"ratio engine / raw (no landmarks):   {plain:.3f}  (overhead {100 * (plain - 1):+.1f} %)")
+    print(f"  {'':40s} {'best':>9s} {'median':>9s}")
+    for name, seconds in times.items():
+        best, median = min(seconds), statistics.median(seconds)
+        print(f"  {name:40s} {best * 1000:7.0f}ms {median * 1000:7.0f}ms  {FRAMES / best:6.1f} frames/s (best)")
+    for label, ours_name, raw_name, goal in (
+            ("node / raw (with landmarks)", "node (IaD Face Embed, with landmarks)", "raw onnxruntime (with landmarks)", "goal <= +10 %"),
+            ("engine / raw (no landmarks)", "engine embed_images (no landmarks)", "raw onnxruntime (no landmarks)", "")):
+        paired = paired_ratio(times, ours_name, raw_name)
+        best = min(times[ours_name]) / min(times[raw_name])
+        print(f"ratio {label}: {paired:.3f} median of per-round ratios, {best:.3f} best/best  "
+              f"(overhead {100 * (paired - 1):+.1f} %) {goal}")
     print(f"min cosine between node and raw embeddings of the same frame: {agreement:.4f}")
 
 

@@ -206,7 +206,7 @@ def locate_pack(pack: str | os.PathLike, search_roots: Iterable[str | os.PathLik
         raise FacePackError(
             f"Face model pack folder {empty[0]} exists but holds no .onnx files (nor does any subfolder). "
             f"Put the model files there: {_expected_files_text(name)}. "
-            "ComfyUI-IaD never downloads models; unzip the pack (e.g. antelopev2.zip) into that folder."
+            "IaD never downloads models; unzip the pack (e.g. antelopev2.zip) into that folder."
         )
     found = list_packs(roots)
     searched = ", ".join(str(c) for c in candidates) if candidates else "(no search folders)"
@@ -214,7 +214,7 @@ def locate_pack(pack: str | os.PathLike, search_roots: Iterable[str | os.PathLik
         f"Face model pack '{name}' not found. Expected the folder {expected}{os.sep} {_expected_files_text(name)}. "
         f"Searched: {searched}. "
         + (f"Packs that were found: {', '.join(found)}. " if found else "No model packs were found at all. ")
-        + "ComfyUI-IaD never downloads models: get the pack (the same antelopev2 PuLID/InstantID use) and unzip it "
+        + "IaD never downloads models: get the pack (the same antelopev2 PuLID/InstantID use) and unzip it "
         f"so the .onnx files sit directly in {expected}{os.sep}."
     )
 
@@ -316,7 +316,7 @@ _warned_once: set[str] = set()
 def _warn_once(message: str) -> None:
     if message not in _warned_once:
         _warned_once.add(message)
-        log.warning("[ComfyUI-IaD] %s", message)
+        log.warning("[IaD face analysis] %s", message)
 
 
 # -- images -------------------------------------------------------------------------------------------
@@ -468,7 +468,8 @@ class FaceAnalyzer:
                 return cached
         models, files, load_notes = _route_pack(location, providers)
         for note in location.notes + notes:
-            log.info("[ComfyUI-IaD] %s", note)
+            if note != warning:  # the onnxruntime warning is logged once per process, above
+                log.info("[IaD face analysis] %s", note)
         analyzer = cls(location, models, files, providers, det_size, location.notes + notes + load_notes)
         if cache:
             with _CACHE_LOCK:

@@ -2,7 +2,8 @@
 
 The nodes only translate: ComfyUI model folders and IMAGE tensors in, ``FaceAnalyzer`` /
 ``FaceEmbeds`` / crops / masks out. Errors from the library already say what, where and how to
-fix; they are re-raised with the node's name so ComfyUI shows them on the right node.
+fix; they are re-raised with the node's name (``from None``: the message is complete, a second
+traceback of the library's exception would only bury it in the log).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class IaDFaceAnalysisLoader(io.ComfyNode):
         try:
             analyzer = fa.FaceAnalyzer.load(model_pack, insightface_roots(), provider=provider, det_size=det_size)
         except fa.FaceAnalysisError as exc:
-            raise RuntimeError(f"IaD Face Analysis Loader: {exc}") from exc
+            raise RuntimeError(f"IaD Face Analysis Loader: {exc}") from None
         text = "\n".join([analyzer.describe(), *analyzer.notes])
         return io.NodeOutput(analyzer, ui={"text": [text]})
 
@@ -137,9 +138,9 @@ class IaDFaceEmbed(io.ComfyNode):
             embeds = face_analysis.embed_images(images, policy=policy, min_score=min_score, face_index=face_index,
                                                 same_person_threshold=same_person_threshold)
         except fa.FaceImageError as exc:
-            raise ValueError(f"IaD Face Embed: {exc}") from exc
+            raise ValueError(f"IaD Face Embed: {exc}") from None
         except fa.FaceAnalysisError as exc:
-            raise RuntimeError(f"IaD Face Embed: {exc}") from exc
+            raise RuntimeError(f"IaD Face Embed: {exc}") from None
         crops = torch.from_numpy(np.stack([f.aligned_crop for f in embeds.faces])).float() / 255.0
         batch, height, width = images.shape[0], images.shape[1], images.shape[2]
         # np.zeros is calloc-backed (untouched pages cost nothing; torch.zeros writes all of a video's

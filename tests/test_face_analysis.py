@@ -404,7 +404,7 @@ def test_both_onnxruntime_distributions_or_no_gpu_provider_give_one_warning_and_
     with caplog.at_level("WARNING", logger="iad.face_analysis"):
         first = fa.FaceAnalyzer.load("antelopev2", [root], cache=False)
         second = fa.FaceAnalyzer.load("buffalo_l", [root], cache=False)
-    assert [r.getMessage() for r in caplog.records].count(f"[ComfyUI-IaD] {warning}") == 1
+    assert [r.getMessage() for r in caplog.records].count(f"[IaD face analysis] {warning}") == 1
     assert warning in first.notes and warning in second.notes
     assert first.providers == ["CPUExecutionProvider"] and len(first.detect(ip.face_image())) == 1
 

@@ -192,6 +192,42 @@ def test_empty_or_incomplete_pack_folder_says_what_is_missing(comfy_server):
     assert_still_serving(comfy_server)
 
 
+def test_grayscale_and_rgba_files_work_and_a_tiny_image_is_rejected(comfy_server):
+    rgb = ip.face_image(person=0)
+    gray_name = f"gray-{uuid.uuid4().hex[:8]}.png"
+    Image.fromarray(rgb).convert("L").save(comfy_server.input_dir / gray_name)
+    rgba_name = f"rgba-{uuid.uuid4().hex[:8]}.png"
+    Image.fromarray(rgb).convert("RGBA").save(comfy_server.input_dir / rgba_name)
+    prompt, nodes = face_prompt([gray_name, rgba_name])
+    assert "2 face(s) from 2 image(s)" in info_of(comfy_server.run_ok(prompt), nodes)
+    tiny = save_input(comfy_server, np.full((12, 12, 3), 90, np.uint8))
+    prompt, _ = face_prompt([tiny])
+    message = run_error(comfy_server, prompt)
+    assert message.startswith("IaD Face Embed: image 1 of 1 (batch index 0) is only 12x12 px")
+    assert_still_serving(comfy_server)
+
+
+def test_onnxruntime_conflict_gives_one_warning_and_still_runs_on_cpu(tmp_path, tiny_models):
+    """A server whose Python sees both onnxruntime and onnxruntime-gpu (a fake dist-info of the
+    second one, as `pip install onnxruntime-gpu` next to insightface's onnxruntime leaves)."""
+    from conftest import make_server
+
+    site = tmp_path / "site"
+    info = site / "onnxruntime_gpu-1.31.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 1.31.1\n")
+    server = make_server(tmp_path / "base", tiny_models)
+    server.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    with server:
+        for pack in ("antelopev2", "buffalo_l"):
+            prompt, nodes = face_prompt([save_input(server, ip.face_image())], model_pack=pack)
+            info_text = info_of(server.run_ok(prompt), nodes)
+            assert " on CPU: 1 face(s) from 1 image(s)" in info_text
+            assert "onnxruntime and onnxruntime-gpu are installed together" in info_text
+            assert "pip uninstall -y onnxruntime onnxruntime-gpu" in info_text
+        assert server.log_text().count("onnxruntime and onnxruntime-gpu are installed together") == 1
+
+
 # -- in-process: the node classes with tensors ComfyUI would pass ----------------------------------------
 @pytest.fixture(scope="module")
 def face_nodes(pack):
