@@ -81,6 +81,7 @@ def test_workflow_opens_in_the_frontend_without_missing_nodes_or_invalid_values(
 
     assert report.missing_node_types == [], f"{path.name}: node types missing in the frontend: {report.missing_node_types}"
     assert report.warnings == [], f"{path.name}: the frontend warned on load (schema/links): {report.warnings}"
+    assert report.page_errors == [], f"{path.name}: uncaught errors in the page while loading: {report.page_errors}"
     assert report.error_nodes == [], f"{path.name}: nodes flagged by the frontend: {report.error_nodes}"
     assert len(report.nodes) == len(load_json(path)["nodes"])
 
@@ -177,3 +178,15 @@ def test_shipped_workflows_match_their_specs_built_against_the_current_nodes(com
         shipped = load_json(next(p for p in WORKFLOWS if p.stem == wf.name))
         assert _essentials(fresh) == _essentials(shipped), (
             f"workflows/{wf.name}.json is stale against the current node schemas: run `python scripts/build_workflows.py`")
+
+
+def test_a_workflow_the_frontend_finds_malformed_is_reported(comfy_page, tmp_path):
+    """Proves the warning check can fail: a model entry without its download URL violates the
+    frontend's workflow schema, which it reports in an alert."""
+    source = load_json(WORKFLOWS[0])
+    loader = next(n for n in source["nodes"] if n["type"] == "IaDModelLoader")
+    loader.setdefault("properties", {})["models"] = [{"name": loader["widgets_values"][0], "directory": "iad"}]
+    path = tmp_path / "malformed.json"
+    path.write_text(json.dumps(source))
+    report = comfy_page.load_workflow(path)
+    assert any("schema" in w for w in report.warnings), report.warnings

@@ -108,6 +108,7 @@ class LoadReport:
     nodes: list[dict]
     dialog_missing_types: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # warning/error toasts (schema, links)
+    page_errors: list[str] = field(default_factory=list)  # uncaught exceptions while loading
 
     @property
     def node_types(self) -> list[str]:
@@ -262,6 +263,7 @@ class ComfyPage:
         finished configuring the graph, and report what it found."""
         path = Path(path)
         self.dismiss_toasts()
+        console_start = len(self.console)
         before = self.evaluate("() => { window.__iad.missing = []; window.__iad.missingModels = []; return window.__iad.loads; }")
         self.page.set_input_files("#comfy-file-input", str(path))
         self.wait_for("(n) => window.__iad.loads > n", f"the frontend to load {path.name}", arg=before)
@@ -282,6 +284,7 @@ class ComfyPage:
             nodes=self.evaluate(_GRAPH_REPORT_JS),
             dialog_missing_types=dialog_types,
             warnings=[" ".join(t.split()) for t in toasts],
+            page_errors=[line for line in self.console[console_start:] if line.startswith("[pageerror]")],
         )
 
     def dismiss_toasts(self) -> None:
