@@ -70,8 +70,8 @@ def test_two_gloo_processes_equal_one_process_with_the_equivalent_batch(single, 
     trained = load_file(str(out / "iad-tiny-trained.safetensors"))
     assert trained.keys() == reference.keys()
     worst = max(float((trained[k] - reference[k]).abs().max()) for k in reference)
-    moved = max(float((reference[k] - load_file(str(single_out / "checkpoints" / f"iad-tiny-trained-step{STEPS:06d}.safetensors"))[k]).abs().max()) for k in reference)
-    assert moved == 0.0
+    initial_gap = max(float(reference[k].abs().max()) for k in reference if ".to_v_ip." in k)
+    assert initial_gap > 1e-2          # to_v_ip starts at zero: training moved it far beyond the tolerance
     assert worst < 1e-4, f"{strategy}: max parameter difference {worst}"
     # the logged loss terms are the global-batch means, as in the single-process run
     rows = lambda p: [json.loads(x) for x in (p / "log.jsonl").read_text().splitlines() if '"eval"' not in x]  # noqa: E731
