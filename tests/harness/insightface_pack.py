@@ -5,8 +5,10 @@ that insightface routes exactly like the real ones (``insightface.model_zoo`` de
 
 - ``scrfd_10g_bnkps.onnx`` / ``det_10g.onnx``: SCRFD detector, input ``[1, 3, ?, ?]``, 9 outputs
   (scores, bboxes, kps for strides 8/16/32, 2 anchors per location; 6 without kps on request).
-  Each stride is a matched filter for the pattern ``draw_face`` paints, at face size 4*stride
-  (32/64/128 px in the detector's input): it fires on that pattern and on little else.
+  Each stride scores the normalised cross-correlation of its window with the pattern ``draw_face``
+  paints, at face size 4*stride (32/64/128 px in the detector's input): it fires on that pattern
+  near an anchor (score 0.98 on the grid), not on real photos (t1.jpg, astronaut.png), not on a
+  face whose dark ring is cut off by the image border (a tight crop: found after padding).
 - ``2d106det.onnx`` (input 192, 212 outputs) and ``1k3d68.onnx`` (input 192, 3309 outputs: the
   last 68*3 are insightface's own mean 3D shape, so the pose comes out near frontal).
 - ``genderage.onnx`` (input 96, 3 outputs).
@@ -119,9 +121,10 @@ def face_image(size: int = 320, face: float = 64, person: int = 0, background: i
     return image
 
 
-def _template() -> tuple[np.ndarray, float]:
-    """The matched filter: the ideal pattern's brightness at sub-cell resolution, zero-mean and
-    unit-norm, and the normalised cross-correlation the ideal pattern itself reaches (1.0)."""
+def _template() -> np.ndarray:
+    """The matched filter: the ideal pattern's brightness at sub-cell resolution (20x20: the 16-cell
+    face plus its 2-cell dark ring), zero-mean and unit-norm, so the graph's normalised
+    cross-correlation is 1.0 on the ideal pattern and about 0.6 at most on real photos."""
     cells = FACE_CELLS + 2 * RING_CELLS
     scale = 8
     canvas = np.zeros((cells * scale, cells * scale, 3), dtype=np.uint8)
