@@ -117,7 +117,9 @@ class IdentityEntry:
         key = (block_index, device, dtype)
         cached = self._kv.get(key)
         if cached is None:
-            param = next(self.adapter.parameters())
+            # The block's own projection decides where K/V are computed: under partial loading
+            # parts of the adapter may sit on different devices.
+            param = self.adapter.blocks[str(block_index)].to_k_ip.weight
             with torch.no_grad():
                 k, v = self.adapter.block_kv(block_index, self.tokens.to(param.device, param.dtype))
             cached = (k.to(device, dtype), v.to(device, dtype))

@@ -11,7 +11,7 @@ import torch
 
 from harness import apply_fixtures as af
 
-SUPPORTED = ["wan-t2v", "wan-i2v", "ltxv", "hunyuan-video"]
+SUPPORTED = ["wan-t2v", "wan-i2v", "wan2.2-5b", "ltxv", "hunyuan-video"]
 
 
 @pytest.fixture(scope="module")
