@@ -12,6 +12,10 @@ The adapter's weights are attached with ``set_additional_models`` so model manag
 offloads them together with the base model. Identity K/V are computed from the identity tokens
 once per (block, device, dtype) and cached: per step only ``attention(q, K_id, V_id)`` is added.
 
+The unconditional (negative) rows of a CFG batch get, depending on ``uncond_identity``: nothing
+("none"), the same identity ("same as cond"), or the adapter's null tokens, i.e. its resampler
+applied to an all-zero face embedding ("null identity (Lynx)", what Lynx feeds its negative pass).
+
 Patch objects are immutable after construction: ``__deepcopy__`` (ModelPatcher.clone deep-copies
 ``model_options``) returns them as they are instead of copying adapter weights and tokens.
 """
@@ -27,7 +31,8 @@ import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
 import comfy.model_patcher
 
-from ..iad.patching import StepGate, add_identity_attention, detect_architecture, residual_identity_attention, rows_for
+from ..iad.patching import (StepGate, add_identity_attention, detect_architecture, residual_identity_attention, rows_for,
+                            uncond_rows)
 from ..iad.patching.arch import ArchInfo, check_adapter_fits
 
 ADDITIONAL_MODELS_KEY = "iad_adapters"
@@ -37,6 +42,21 @@ _uids = itertools.count(1)
 # (block, sigma, rows). Empty in normal use (one truthiness check per active call); tests and
 # benchmarks use it to see which steps the identity really ran in.
 IDENTITY_CALL_OBSERVERS: list = []
+
+# What the unconditional (negative) rows of a CFG batch get.
+UNCOND_NONE = "none"                       # no identity: CFG also pushes towards the identity
+UNCOND_SAME = "same as cond"               # the real identity: milder likeness
+UNCOND_NULL = "null identity (Lynx)"       # the null tokens' attention, as Lynx's negative pass
+UNCOND_CHOICES = [UNCOND_NONE, UNCOND_SAME, UNCOND_NULL]
+
+
+def uncond_mode(value) -> str:
+    """The ``uncond_identity`` choice; booleans are the former ``apply_to_uncond`` toggle."""
+    if isinstance(value, bool):
+        return UNCOND_SAME if value else UNCOND_NONE
+    if value not in UNCOND_CHOICES:
+        raise ValueError(f"IaD Apply: uncond_identity must be one of {UNCOND_CHOICES}, got {value!r}.")
+    return value
 
 
 def _attention(q, k, v, heads):
@@ -84,21 +104,24 @@ class IaDIdentity:
 
 # -- one identity applied to a model ----------------------------------------------------------------
 class IdentityEntry:
-    """One IaD Apply: adapter + tokens + weight + step range. Caches per-block K/V."""
+    """One IaD Apply: adapter + tokens + weight + step range + what the uncond rows get.
+    Caches per-block K/V (identity tokens, and the null tokens when they are used)."""
 
-    def __init__(self, adapter, tokens: torch.Tensor, weight: float, gate: StepGate, apply_to_uncond: bool):
+    def __init__(self, adapter, tokens: torch.Tensor, weight: float, gate: StepGate, uncond: str = UNCOND_NONE):
         self.uid = next(_uids)
         self.adapter = adapter
         self.tokens = tokens
         self.weight = float(weight)
         self.gate = gate
-        self.apply_to_uncond = bool(apply_to_uncond)
+        self.uncond = uncond_mode(uncond)
         self.key_norm = bool(adapter.config.identity_key_norm)
+        self._null_tokens: torch.Tensor | None = None
         self._kv: dict = {}
 
-    def rows(self, transformer_options: dict, batch: int):
-        """``False`` when inactive at this step, else the batch rows (None = all) to patch.
-        The sigma test runs once per model call (cached in that call's transformer_options)."""
+    def passes(self, transformer_options: dict, batch: int):
+        """``False`` when inactive at this step, else ``[(tokens, rows), ...]``: which tokens
+        ("identity" or "null") go to which batch rows (None = all). The sigma test runs once per
+        model call (cached in that call's transformer_options)."""
         sigmas = transformer_options.get("sigmas")
         cache = transformer_options.get("iad_gates")
         if cache is None or cache[0] is not sigmas:  # a new model call (or a reused options dict)
@@ -110,36 +133,51 @@ class IdentityEntry:
             cache[1][self.uid] = active
         if not active:
             return False
-        rows = rows_for(batch, transformer_options.get("cond_or_uncond"), self.apply_to_uncond)
-        return False if rows == [] else rows
+        cond_or_uncond = transformer_options.get("cond_or_uncond")
+        rows = rows_for(batch, cond_or_uncond, self.uncond == UNCOND_SAME)
+        out = [] if rows == [] else [("identity", rows)]
+        if self.uncond == UNCOND_NULL:
+            null_rows = uncond_rows(batch, cond_or_uncond)
+            if null_rows:
+                out.append(("null", null_rows))
+        return out or False
 
-    def kv(self, block_index: int, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (block_index, device, dtype)
+    def null_tokens(self) -> torch.Tensor:
+        """The adapter's null tokens (resampler of an all-zero embedding), computed once, on first use."""
+        if self._null_tokens is None:
+            with torch.no_grad():
+                self._null_tokens = self.adapter.null_tokens().float().cpu()
+        return self._null_tokens
+
+    def kv(self, block_index: int, device, dtype, tokens: str = "identity") -> tuple[torch.Tensor, torch.Tensor]:
+        key = (tokens, block_index, device, dtype)
         cached = self._kv.get(key)
         if cached is None:
+            source = self.tokens if tokens == "identity" else self.null_tokens()
             # The block's own projection decides where K/V are computed: under partial loading
             # parts of the adapter may sit on different devices.
             param = self.adapter.blocks[str(block_index)].to_k_ip.weight
             with torch.no_grad():
-                k, v = self.adapter.block_kv(block_index, self.tokens.to(param.device, param.dtype))
+                k, v = self.adapter.block_kv(block_index, source.to(param.device, param.dtype))
             cached = (k.to(device, dtype), v.to(device, dtype))
             self._kv[key] = cached
         return cached
 
-    def notify(self, block_index: int, transformer_options: dict, rows) -> None:
+    def notify(self, block_index: int, transformer_options: dict, rows, tokens: str = "identity") -> None:
         sigmas = transformer_options.get("sigmas")
-        event = {"entry": self.uid, "block": block_index, "rows": rows,
+        event = {"entry": self.uid, "block": block_index, "rows": rows, "tokens": tokens,
                  "sigma": None if sigmas is None else float(sigmas.max())}
         for observer in IDENTITY_CALL_OBSERVERS:
             observer(event)
 
 
 def _active(entries, transformer_options: dict, batch: int):
+    """``[(entry, tokens, rows), ...]`` for the entries active in this model call."""
     out = []
     for entry in entries:
-        rows = entry.rows(transformer_options, batch)
-        if rows is not False:
-            out.append((entry, rows))
+        passes = entry.passes(transformer_options, batch)
+        if passes is not False:
+            out.extend((entry, tokens, rows) for tokens, rows in passes)
     return out
 
 
@@ -160,13 +198,13 @@ class _PatchBase:
         return []
 
     def _add_identity(self, out, q, active, block_index, heads, transformer_options, norm_k=None):
-        for entry, rows in active:
-            k_id, v_id = entry.kv(block_index, q.device, q.dtype)
+        for entry, tokens, rows in active:
+            k_id, v_id = entry.kv(block_index, q.device, q.dtype, tokens)
             if entry.key_norm and norm_k is not None:
                 k_id = norm_k(k_id)
             add_identity_attention(out, q, k_id, v_id, heads, entry.weight, rows, _attention)
             if IDENTITY_CALL_OBSERVERS:
-                entry.notify(block_index, transformer_options, rows)
+                entry.notify(block_index, transformer_options, rows, tokens)
         return out
 
 
@@ -245,11 +283,11 @@ class HunyuanBlockIdentity(_PatchBase):
         token_slice = None
         if self.kind == "single" and transformer_options.get("iad_txt_len"):
             token_slice = slice(0, img.shape[1] - transformer_options["iad_txt_len"])
-        for entry, rows in active:
-            k_id, v_id = entry.kv(self.block_index, img.device, img.dtype)
+        for entry, tokens, rows in active:
+            k_id, v_id = entry.kv(self.block_index, img.device, img.dtype, tokens)
             img = residual_identity_attention(img, k_id, v_id, self.heads, entry.weight, rows, token_slice, _attention)
             if IDENTITY_CALL_OBSERVERS:
-                entry.notify(self.block_index, transformer_options, rows)
+                entry.notify(self.block_index, transformer_options, rows, tokens)
         out = dict(out)
         out["img"] = img
         return out
@@ -268,8 +306,10 @@ def step_gate(model, start_percent: float, end_percent: float) -> StepGate:
 
 
 def apply_identity(model, iad_model: IaDModel, identity: IaDIdentity, weight: float, start_percent: float,
-                   end_percent: float, apply_to_uncond: bool):
-    """A patched clone of ``model`` (or ``model`` itself when the identity could never act)."""
+                   end_percent: float, uncond_identity: str | bool = UNCOND_NONE):
+    """A patched clone of ``model`` (or ``model`` itself when the identity could never act).
+    ``uncond_identity``: one of UNCOND_CHOICES (a bool is the former ``apply_to_uncond``)."""
+    uncond = uncond_mode(uncond_identity)
     arch = architecture_of(model)
     check_adapter_fits(arch, iad_model.config, f"IaD adapter '{iad_model.name}'")
     if identity.adapter_id != id(iad_model.adapter):
@@ -280,7 +320,7 @@ def apply_identity(model, iad_model: IaDModel, identity: IaDIdentity, weight: fl
     gate = step_gate(model, start_percent, end_percent)
     if weight == 0.0 or gate.never:
         return model  # bit-identical and free: nothing is patched
-    entry = IdentityEntry(iad_model.adapter, identity.tokens, weight, gate, apply_to_uncond)
+    entry = IdentityEntry(iad_model.adapter, identity.tokens, weight, gate, uncond)
     patched = model.clone()
     diffusion_model = patched.model.diffusion_model
     if arch.family in ("wan", "ltxv"):

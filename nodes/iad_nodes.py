@@ -22,10 +22,11 @@ IAD_MODEL = "IAD_MODEL"
 IAD_IDENTITY = "IAD_IDENTITY"
 DECOUPLING_CHOICES = ["auto", "trained", "training-free", "none"]
 
-# PersonalVideo (arXiv 2411.17048) found that injecting identity only in the later part of
-# denoising keeps the base model's motion and prompt following: the early, high-noise steps lay out
-# composition and motion, the later ones resolve the face.
-DEFAULT_START_PERCENT = 0.3
+# PersonalVideo (arXiv 2411.17048): inject identity only in the LAST QUARTER of denoising. The early,
+# high-noise steps fix layout, motion and expression; identity injected late resolves the face while
+# keeping the prompt's action. An earlier start gives a stronger identity and more copying of the photo.
+DEFAULT_START_PERCENT = 0.75
+DEFAULT_END_PERCENT = 1.0
 
 
 class IaDModelLoader(io.ComfyNode):
@@ -134,7 +135,8 @@ class IaDApply(io.ComfyNode):
             category="IaD",
             description="Adds the identity to a native video MODEL (Wan 2.1/2.2 T2V and I2V, LTX-Video, HunyuanVideo) "
                         "as extra attention on identity tokens. Patches a copy: chain it with LoRAs, ModelSamplingSD3 "
-                        "and other patches in any order.",
+                        "and other patches in any order. By default the identity acts only in the last quarter of "
+                        "the denoising (PersonalVideo): the prompt decides layout, motion and expression first.",
             inputs=[
                 io.Model.Input("model", tooltip="The video model from Load Diffusion Model (GGUF/fp8 loaders work too)."),
                 io.Custom(IAD_MODEL).Input("iad_model", tooltip="The adapter from IaD Model Loader, made for this model family and size."),
@@ -142,29 +144,35 @@ class IaDApply(io.ComfyNode):
                 io.Float.Input("weight", default=1.0, min=-2.0, max=3.0, step=0.05,
                                tooltip="Strength of the identity attention. 0 returns the model untouched."),
                 io.Float.Input("start_percent", default=DEFAULT_START_PERCENT, min=0.0, max=1.0, step=0.01,
-                               tooltip="Where in the denoising the identity starts (0 = first step). The default skips "
-                                       "the early steps: PersonalVideo found that identity injected only in the later "
-                                       "part of denoising keeps the model's motion and prompt following, since early "
-                                       "steps lay out composition and motion and later steps resolve the face."),
-                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Where in the denoising the identity starts (0 = first step). Default 0.75: only "
+                                       "the last quarter of the steps, as PersonalVideo found: the early steps fix "
+                                       "layout, motion and expression, so identity injected late keeps the prompt's "
+                                       "action. An earlier start gives a stronger identity but copies more of the "
+                                       "photo (pose, expression)."),
+                io.Float.Input("end_percent", default=DEFAULT_END_PERCENT, min=0.0, max=1.0, step=0.01,
                                tooltip="Where the identity stops (1 = last step). Mapped to sigmas with the model's own "
                                        "percent_to_sigma, so shift settings are respected."),
-                io.Boolean.Input("apply_to_uncond", default=False,
-                                 tooltip="Also add the identity to the negative (unconditional) pass. Off: CFG pushes "
-                                         "towards the identity (stronger likeness). On: identity in both passes (milder). "
-                                         "No effect at cfg 1, where there is no negative pass."),
+                # Optional: API prompts written before this input existed still run (with "none").
+                io.Combo.Input("uncond_identity", options=_patching.UNCOND_CHOICES, default=_patching.UNCOND_NONE,
+                               optional=True,
+                               tooltip="What the negative (unconditional) pass gets. none: no identity, so CFG also "
+                                       "pushes towards it (stronger likeness). same as cond: the identity in both "
+                                       "passes (milder). null identity (Lynx): the adapter's tokens for an all-zero "
+                                       "face, as Lynx's negative pass (use with Lynx adapters and IaD Lynx Guider). "
+                                       "No effect at cfg 1, where there is no negative pass."),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
     def execute(cls, model, iad_model, identity, weight: float = 1.0, start_percent: float = DEFAULT_START_PERCENT,
-                end_percent: float = 1.0, apply_to_uncond: bool = False) -> io.NodeOutput:
+                end_percent: float = DEFAULT_END_PERCENT, uncond_identity: str | bool | None = None) -> io.NodeOutput:
         if start_percent > end_percent:
             logging.warning("IaD Apply: start_percent %.3f is after end_percent %.3f, so the identity is never applied "
                             "and the model is returned unchanged.", start_percent, end_percent)
         try:
-            patched = _patching.apply_identity(model, iad_model, identity, weight, start_percent, end_percent, apply_to_uncond)
+            patched = _patching.apply_identity(model, iad_model, identity, weight, start_percent, end_percent,
+                                               _patching.UNCOND_NONE if uncond_identity is None else uncond_identity)
         except UnsupportedModelError as exc:
             raise ValueError(f"IaD Apply: {exc}") from None
         return io.NodeOutput(patched)

@@ -118,9 +118,10 @@ class LynxGuider(comfy.samplers.CFGGuider):
 
         out = uncond + cfg_identity * (neg_with_identity - uncond) + cfg * (pos_with_identity - neg_with_identity)
 
-    On a model patched by IaD Apply (apply_to_uncond off), ComfyUI's first batch chunk (index 0,
-    "cond") gets the identity and the others do not. So [positive, negative] in one batched call
-    give pos_with_identity and uncond, and [negative] alone gives neg_with_identity.
+    On a model patched by IaD Apply, ComfyUI's first batch chunk (index 0, "cond") gets the
+    identity and the others get what ``uncond_identity`` says: with "null identity (Lynx)" the null
+    tokens, exactly Lynx's unconditional pass; with "none" no identity. So [positive, negative] in
+    one batched call give pos_with_identity and uncond, and [negative] alone gives neg_with_identity.
     """
 
     def set_cfg(self, cfg: float, cfg_identity: float = 2.0) -> None:
@@ -149,8 +150,9 @@ class IaDLynxGuider(io.ComfyNode):
                         "Per step it runs the positive prompt with the identity, the negative prompt with the identity "
                         "and the negative prompt without it (3 model passes instead of 2).",
             inputs=[
-                io.Model.Input("model", tooltip="The model from IaD Apply with apply_to_uncond OFF (so the unconditional "
-                                                "pass is the one without identity)."),
+                io.Model.Input("model", tooltip="The model from IaD Apply with uncond_identity 'null identity (Lynx)' "
+                                                "(Lynx's unconditional pass) or 'none' (no identity there); not 'same "
+                                                "as cond', which would make the identity guidance vanish."),
                 io.Conditioning.Input("positive", tooltip="The prompt: what happens in the video."),
                 io.Conditioning.Input("negative", tooltip="The negative prompt (also used, with the identity, for the identity pass)."),
                 io.Float.Input("cfg", default=5.0, min=0.0, max=100.0, step=0.1, round=0.01,

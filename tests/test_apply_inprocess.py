@@ -114,10 +114,10 @@ def test_step_range_gates_exactly_the_steps_inside_it(models):
     family, model, iad_model, identity = models("wan-t2v")
     steps = 6
     sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps)[:-1].tolist()
-    patching = af.module("nodes._patching")
-    gate = patching.step_gate(model, 0.5, 1.0)
-    expected_active = [s for s in sigmas if gate.sigma_end <= s <= gate.sigma_start]
-    assert 0 < len(expected_active) < steps
+    # The "simple" scheduler takes evenly spaced timesteps: step i starts at i/steps of the denoising,
+    # so 0.5..1.0 is steps 3, 4, 5 - including step 3, which starts exactly at 50 % (float32 table vs
+    # percent_to_sigma: the gate must not lose it to rounding).
+    expected_active = sigmas[3:]
 
     def run(m):
         x0 = []
@@ -133,6 +133,34 @@ def test_step_range_gates_exactly_the_steps_inside_it(models):
         same = torch.equal(x0[step], base_x0[step])
         assert same == (step < first_active), f"step {step} (sigma {sigmas[step]:.3f}): identical={same}"
     assert not torch.equal(out, base)
+
+
+def test_default_range_is_the_last_quarter_of_the_steps(models):
+    """PersonalVideo: identity only in the last quarter. With 8 steps only the last 2 run it."""
+    import comfy.samplers
+
+    family, model, iad_model, identity = models("wan-t2v")
+    nodes = af.module("nodes.iad_nodes")
+    inputs = {i.id: i for i in nodes.IaDApply.define_schema().inputs}
+    assert (inputs["start_percent"].default, inputs["end_percent"].default) == (0.75, 1.0)
+    assert inputs["uncond_identity"].default == "none"
+
+    steps = 8
+    sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps)[:-1].tolist()
+    base_x0, x0 = [], []
+    af.sample(model, family, steps=steps, callback=lambda step, denoised, x, total: base_x0.append(denoised.clone()))
+    with af.CallRecorder() as rec:
+        default = nodes.IaDApply.execute(model, iad_model, identity).result[0]   # every range input left at its default
+        af.sample(default, family, steps=steps, callback=lambda step, denoised, x, total: x0.append(denoised.clone()))
+    assert rec.sigmas == pytest.approx(sigmas[6:], abs=1e-6), "the identity must run in exactly the last 2 of 8 steps"
+    assert len(rec.events) == 2 * len(family.blocks)
+    assert [torch.equal(a, b) for a, b in zip(x0, base_x0)] == [True] * 6 + [False] * 2
+
+    # The same rule on longer schedules (the gate alone): 20 steps -> last 5, 40 -> last 10.
+    gate = af.module("nodes._patching").step_gate(model, 0.75, 1.0)
+    for n in (20, 40):
+        schedule = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", n)[:-1].tolist()
+        assert [gate.active(s) for s in schedule] == [False] * (3 * n // 4) + [True] * (n // 4)
 
 
 def test_two_applies_compose_like_their_summed_weight(models):
@@ -169,13 +197,80 @@ def test_cfg1_and_the_unconditional_toggle(models):
     assert not torch.equal(cfg1, af.sample(model, family, steps=2, cfg=1.0))
 
     with af.CallRecorder() as cond_only:
-        af.sample(af.apply(model, iad_model, identity, apply_to_uncond=False), family, steps=2)
+        none = af.sample(af.apply(model, iad_model, identity, uncond_identity="none"), family, steps=2)
     with af.CallRecorder() as both:
-        with_uncond = af.sample(af.apply(model, iad_model, identity, apply_to_uncond=True), family, steps=2)
+        with_uncond = af.sample(af.apply(model, iad_model, identity, uncond_identity="same as cond"), family, steps=2)
     # ComfyUI batches [cond, uncond] or [uncond, cond]: one row of two gets the identity.
     assert all(e["rows"] is not None and len(e["rows"]) == 1 for e in cond_only.events)
-    assert all(e["rows"] is None for e in both.events)
-    assert not torch.equal(with_uncond, af.sample(af.apply(model, iad_model, identity), family, steps=2))
+    assert all(e["rows"] is None and e["tokens"] == "identity" for e in both.events)
+    assert not torch.equal(with_uncond, none)
+    # Python callers of the former boolean apply_to_uncond get the same two behaviours.
+    assert torch.equal(af.sample(af.apply(model, iad_model, identity, uncond_identity=False), family, steps=2), none)
+    assert torch.equal(af.sample(af.apply(model, iad_model, identity, uncond_identity=True), family, steps=2), with_uncond)
+    with pytest.raises(ValueError, match="uncond_identity must be one of"):
+        af.apply(model, iad_model, identity, uncond_identity="zero")
+
+
+def _sdpa(q, k, v, heads):
+    b, n, c = q.shape
+    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731
+    w = torch.softmax(split(q) @ split(k).transpose(-2, -1) / (c // heads) ** 0.5, dim=-1)
+    return (w @ split(v)).transpose(1, 2).reshape(b, n, c)
+
+
+@pytest.mark.parametrize("name", ["wan-t2v", "hunyuan-video"])
+def test_null_identity_on_the_uncond_rows(models, name):
+    """uncond_identity 'null identity (Lynx)': cond rows get attn(q, K_id, V_id), uncond rows
+    attn(q, K_null, V_null) from the adapter's null tokens (resampler of an all-zero embedding)."""
+    family, model, iad_model, identity = models(name)
+    adapter = iad_model.adapter
+    with af.CallRecorder() as rec:
+        null = af.sample(af.apply(model, iad_model, identity, uncond_identity="null identity (Lynx)"), family, steps=2)
+    cond_events = [e for e in rec.events if e["tokens"] == "identity"]
+    null_events = [e for e in rec.events if e["tokens"] == "null"]
+    assert len(cond_events) == len(null_events) == 2 * len(family.blocks)
+    for c, n in zip(cond_events, null_events):  # one row each, the two rows of the CFG batch
+        assert len(c["rows"]) == len(n["rows"]) == 1 and set(c["rows"]) | set(n["rows"]) == {0, 1}
+    none = af.sample(af.apply(model, iad_model, identity, uncond_identity="none"), family, steps=2)
+    same = af.sample(af.apply(model, iad_model, identity, uncond_identity="same as cond"), family, steps=2)
+    assert (null - none).abs().max() > 1e-3 and (null - same).abs().max() > 1e-3
+    with af.CallRecorder() as cfg1:
+        af.sample(af.apply(model, iad_model, identity, uncond_identity="null identity (Lynx)"), family, steps=2, cfg=1.0)
+    assert cfg1.events and all(e["tokens"] == "identity" and e["rows"] is None for e in cfg1.events)
+    if name != "wan-t2v":
+        return
+
+    # Numerically, per cross-attention call, against a direct computation from the adapter's tokens.
+    patched = af.apply(model, iad_model, identity, weight=0.6, uncond_identity="null identity (Lynx)")
+    blocks = model.model.diffusion_model.blocks
+    calls = []
+    handles = [blocks[b].cross_attn.register_forward_hook(
+        lambda mod, args, kwargs, out, b=b: calls.append((b, args[0].clone(), args[1].clone(), out.clone(),
+                                                          list(kwargs["transformer_options"]["cond_or_uncond"]))),
+        with_kwargs=True) for b in family.blocks]
+    kv_calls = []
+    kv_hooks = [adapter.blocks[str(b)].to_k_ip.register_forward_hook(lambda *a: kv_calls.append(1)) for b in family.blocks]
+    try:
+        af.sample(patched, family, steps=3)
+    finally:
+        for h in handles + kv_hooks:
+            h.remove()
+    assert len(kv_calls) == 2 * len(family.blocks), "identity and null K/V: each once per block, then cached"
+    with torch.no_grad():
+        null_tokens = adapter.resampler(torch.zeros(1, adapter.config.embed_dim))
+        assert torch.allclose(null_tokens, adapter.null_tokens())
+        assert len(calls) == 3 * len(family.blocks)
+        for b, x, context, out, cond_or_uncond in calls:
+            m = blocks[b].cross_attn
+            q = m.norm_q(m.q(x))
+            text = _sdpa(q, m.norm_k(m.k(context)), m.v(context), m.num_heads)
+            for row, kind in enumerate(cond_or_uncond):
+                tokens = identity.tokens if kind == 0 else null_tokens
+                k, v = adapter.block_kv(b, tokens)
+                if adapter.config.identity_key_norm:
+                    k = m.norm_k(k)
+                expected = m.o(text[row:row + 1] + 0.6 * _sdpa(q[row:row + 1], k, v, m.num_heads))
+                torch.testing.assert_close(out[row:row + 1], expected, atol=1e-5, rtol=1e-5)
 
 
 def test_tokens_once_per_run_kv_once_per_block_and_weights_managed(models):

@@ -93,32 +93,44 @@ def wan_model(pack):
     return model
 
 
-def _run_patched(pack, wan_model, lynx_dir, embedding, apply_to_uncond=True, cfg=1.0):
-    """Sample 2 steps through the IaD nodes; returns (captured cross-attention calls, identity tokens)."""
+def _run_patched(pack, wan_model, lynx_dir, embedding, uncond_identity="same as cond", cfg=1.0, three_pass=False):
+    """Sample 2 steps through the IaD nodes (KSampler-style CFG, or IaD Lynx Guider when
+    ``three_pass``); returns (captured cross-attention calls, identity tokens). Each call is
+    (block, x, context, out, cond_or_uncond of its batch rows)."""
     import comfy.sample
+    import comfy.samplers
 
     lynx = _module(pack, "iad.lynx")
     patching = _module(pack, "nodes._patching")
     nodes = _module(pack, "nodes.iad_nodes")
+    lynx_nodes = _module(pack, "nodes.lynx_nodes")
     adapter = lynx.load_adapter_or_lynx(lynx_dir, expected_embedder="facexlib/irse50")
     iad_model = patching.IaDModel.wrap(adapter, name=lynx_dir.name)
     identity = nodes.IaDIdentity.execute(iad_model, _face_embeds(pack, embedding, "facexlib/irse50"), "none", 1.0).result[0]
-    patched = nodes.IaDApply.execute(wan_model, iad_model, identity, WEIGHT, 0.0, 1.0, apply_to_uncond).result[0]
+    patched = nodes.IaDApply.execute(wan_model, iad_model, identity, WEIGHT, 0.0, 1.0, uncond_identity).result[0]
 
     calls = []
-    handles = [
-        block.cross_attn.register_forward_hook(
-            lambda mod, args, kwargs, out, i=i: calls.append((i, args[0].detach().clone(), args[1].detach().clone(), out.detach().clone())),
-            with_kwargs=True,
-        )
-        for i, block in enumerate(wan_model.model.diffusion_model.blocks)
-    ]
+
+    def record(i):
+        def hook(mod, args, kwargs, out):
+            cond_or_uncond = list(kwargs["transformer_options"].get("cond_or_uncond") or [0])
+            calls.append((i, args[0].detach().clone(), args[1].detach().clone(), out.detach().clone(), cond_or_uncond))
+        return hook
+
+    handles = [block.cross_attn.register_forward_hook(record(i), with_kwargs=True)
+               for i, block in enumerate(wan_model.model.diffusion_model.blocks)]
     try:
-        text = torch.randn(1, 12, 4096, generator=torch.Generator().manual_seed(1))
-        neg = torch.randn(1, 12, 4096, generator=torch.Generator().manual_seed(2))
+        positive = [[torch.randn(1, 12, 4096, generator=torch.Generator().manual_seed(1)), {}]]
+        negative = [[torch.randn(1, 12, 4096, generator=torch.Generator().manual_seed(2)), {}]]
         noise = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(0))
-        comfy.sample.sample(patched, noise, 2, cfg, "euler", "simple", [[text, {}]], [[neg, {}]],
-                            torch.zeros_like(noise), seed=0, disable_pbar=True)
+        if three_pass:
+            guider = lynx_nodes.IaDLynxGuider.execute(patched, positive, negative, 5.0, 2.0).result[0]
+            sigmas = comfy.samplers.calculate_sigmas(patched.get_model_object("model_sampling"), "simple", 2)
+            guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
+                          disable_pbar=True, seed=0)
+        else:
+            comfy.sample.sample(patched, noise, 2, cfg, "euler", "simple", positive, negative,
+                                torch.zeros_like(noise), seed=0, disable_pbar=True)
     finally:
         for h in handles:
             h.remove()
@@ -142,7 +154,7 @@ def test_patched_wan_cross_attention_equals_lynx_equations(pack, wan_model, tmp_
     assert len(calls) == 2 * 4   # 2 steps x 4 blocks, cfg 1: one pass per step
     worst = 0.0
     with torch.no_grad():
-        for block, x, context, out in calls:
+        for block, x, context, out, _ in calls:
             m = blocks[block].cross_attn
             if block in lynx_blocks:
                 ref = lynx_cross_attention(m, x, context, expected_tokens, ip, lynx_blocks[block], variant, WEIGHT)
@@ -155,6 +167,54 @@ def test_patched_wan_cross_attention_equals_lynx_equations(pack, wan_model, tmp_
                 plain = lynx_cross_attention(m, x, context, expected_tokens, ip, lynx_blocks[block], variant, 0.0)
                 assert float((ref - plain).abs().max()) > 1e-3
     print(f"Lynx {variant}: max |patched - reference| = {worst:.2e} over {len(calls)} cross-attention calls")
+
+
+@pytest.mark.parametrize("variant", ["full", "lite"])
+def test_three_pass_guider_with_null_identity_matches_lynx_on_both_branches(pack, wan_model, tmp_path, variant):
+    """IaD Apply (uncond_identity 'null identity (Lynx)') + IaD Lynx Guider = Lynx's three passes:
+    (positive, identity), (negative, identity), (negative, null tokens). Every row of every
+    cross-attention call equals Lynx's equations with the tokens of its branch, to 1e-5; the null
+    tokens are Lynx's resampler applied to an all-zero embedding (registers still appended, full)."""
+    spec = SPECS[variant]
+    lynx_dir = write_lynx(tmp_path / f"lynx_{variant}", spec)
+    resampler_sd, ip = lynx_tensors(spec)
+    embedding = F.normalize(torch.randn(512, generator=torch.Generator().manual_seed(5)), dim=0)
+
+    calls, tokens = _run_patched(pack, wan_model, lynx_dir, embedding, uncond_identity="null identity (Lynx)",
+                                 three_pass=True)
+    identity_tokens = reference_resampler(resampler_sd, embedding[None, None], spec.heads, spec.depth)
+    null_tokens = reference_resampler(resampler_sd, torch.zeros(1, 1, 512), spec.heads, spec.depth)
+    torch.testing.assert_close(tokens, identity_tokens, atol=1e-5, rtol=1e-5)
+
+    blocks = wan_model.model.diffusion_model.blocks
+    lynx_blocks = {b: j for j, b in enumerate(range(0, 4) if variant == "full" else (0, 2))}
+    # Per step and block: one batched [positive, negative] call and one [negative] call.
+    assert len(calls) == 2 * 2 * 4
+    assert sorted(sorted(c[4]) for c in calls[:8]) == [[0], [0], [0], [0], [0, 1], [0, 1], [0, 1], [0, 1]]
+    rows_checked = {"identity": 0, "null": 0}
+    worst = 0.0
+    with torch.no_grad():
+        for block, x, context, out, cond_or_uncond in calls:
+            m = blocks[block].cross_attn
+            for row, kind in enumerate(cond_or_uncond):
+                branch_tokens = identity_tokens if kind == 0 else null_tokens
+                xr, cr, outr = x[row:row + 1], context[row:row + 1], out[row:row + 1]
+                scale = WEIGHT if block in lynx_blocks else 0.0
+                ref = lynx_cross_attention(m, xr, cr, branch_tokens, ip, lynx_blocks.get(block, 0), variant, scale)
+                torch.testing.assert_close(outr, ref, atol=1e-5, rtol=1e-5)
+                worst = max(worst, float((outr - ref).abs().max()))
+                if block in lynx_blocks:
+                    rows_checked["identity" if kind == 0 else "null"] += 1
+                    # Not vacuous: the branch's tokens contribute, and the branches differ.
+                    plain = lynx_cross_attention(m, xr, cr, branch_tokens, ip, lynx_blocks[block], variant, 0.0)
+                    assert float((ref - plain).abs().max()) > 1e-3
+                    other = identity_tokens if kind != 0 else null_tokens
+                    wrong = lynx_cross_attention(m, xr, cr, other, ip, lynx_blocks[block], variant, WEIGHT)
+                    assert float((ref - wrong).abs().max()) > 1e-3
+    n = len(lynx_blocks)
+    # per step: positive + negative with identity, negative with the null tokens; 2 steps
+    assert rows_checked == {"identity": 2 * 2 * n, "null": 2 * n}
+    print(f"Lynx {variant} three-pass: max |patched - reference| = {worst:.2e} (identity and null branches)")
 
 
 def test_lynx_adapter_refuses_insightface_embeddings(pack, tmp_path):

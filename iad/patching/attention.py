@@ -35,6 +35,15 @@ def rows_for(batch: int, cond_or_uncond: Sequence[int] | None, apply_to_uncond: 
     return None if len(rows) == batch else rows
 
 
+def uncond_rows(batch: int, cond_or_uncond: Sequence[int] | None) -> list[int]:
+    """Batch rows of the unconditional (negative) chunks; empty when there are none (cfg 1, or
+    no ``cond_or_uncond`` information)."""
+    if not cond_or_uncond:
+        return []
+    chunk = batch // len(cond_or_uncond)
+    return [i * chunk + j for i, kind in enumerate(cond_or_uncond) if kind != 0 for j in range(chunk)]
+
+
 def _expand(t: torch.Tensor, n: int) -> torch.Tensor:
     return t if t.shape[0] == n else t[:1].expand(n, *t.shape[1:])
 

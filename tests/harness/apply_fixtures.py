@@ -110,8 +110,9 @@ def iad_inputs(family: Family, adapter_seed: int = 0, face_seed: int = 0, **over
     return iad_model, identity
 
 
-def apply(model, iad_model, identity, weight=1.0, start=0.0, end=1.0, apply_to_uncond=False):
-    return module("nodes.iad_nodes").IaDApply.execute(model, iad_model, identity, weight, start, end, apply_to_uncond).result[0]
+def apply(model, iad_model, identity, weight=1.0, start=0.0, end=1.0, uncond_identity="none"):
+    """IaD Apply. The tests pass the step range explicitly; start 0 here (every step) unless a test is about the range."""
+    return module("nodes.iad_nodes").IaDApply.execute(model, iad_model, identity, weight, start, end, uncond_identity).result[0]
 
 
 def sample(model, family: Family, steps: int = 4, cfg: float = 3.0, seed: int = 0, callback=None):
