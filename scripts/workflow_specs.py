@@ -206,9 +206,13 @@ def _face_and_identity(x: int, preview_x: int, images: tuple, adapter: ModelFile
     ]
 
 
-def _apply(key: str, x: int, model: tuple, weight: float, start: float, end: float = 1.0, identity: str = "identity",
-           title: str | None = None) -> Node:
-    return Node(key, "IaDApply", x, {"weight": weight, "start_percent": start, "end_percent": end, "apply_to_uncond": False},
+# PersonalVideo: identity in the last quarter of the denoising (IaD Apply's default).
+LATE_START = 0.75
+
+
+def _apply(key: str, x: int, model: tuple, weight: float, start: float = LATE_START, end: float = 1.0,
+           identity: str = "identity", title: str | None = None, uncond: str = "none") -> Node:
+    return Node(key, "IaDApply", x, {"weight": weight, "start_percent": start, "end_percent": end, "uncond_identity": uncond},
                 links={"model": model, "iad_model": ("iad_loader", 0), "identity": (identity, 0)},
                 color=IAD_COLOR, bgcolor=IAD_BG, size=(360, 170), title=title)
 
@@ -264,8 +268,10 @@ Steps
     tips = """
 IaD settings
 - IaD Apply weight 1.0: identity strength (0 = plain Wan). Too strong: stiff face; too weak: likeness fades.
-- start_percent 0.3: identity only in the later 70% of the denoising (PersonalVideo's finding):
-  the early steps lay out composition and motion from the prompt, the later steps resolve the face.
+- start_percent 0.75: identity only in the LAST QUARTER of the denoising (PersonalVideo's finding):
+  the early steps fix layout, motion and expression from the prompt; identity injected late keeps
+  the prompt's action. Lower it (e.g. 0.5) for a stronger likeness, at the cost of more copying of
+  the photo's pose and expression.
 - IaD Identity decoupling 'auto': the adapter's trained decoupler if it has one, else training-free.
   With ONE photo the training-free decoupler has little to go on: add photos (see the 14B
   multi-reference workflow) for a cleaner identity/expression split.
@@ -279,10 +285,10 @@ IaD settings
         *_prompts(C2, "a young woman laughs out loud, then turns her head to the left and waves, "
                       "walking through a sunny park, handheld camera"),
         *_face_and_identity(C2, C3, images, adapter, decoupling="auto", strength=1.0),
-        _apply("apply", C3, ("shift", 0), weight=1.0, start=0.3),
+        _apply("apply", C3, ("shift", 0), weight=1.0),
         _latent(C3),
         _sampler("sampler", C4, ("apply", 0), seed=42),
-        note("tips", tips, C4, size=(420, 400), title="IaD settings"),
+        note("tips", tips, C4, size=(420, 440), title="IaD settings"),
         Node("decode", "VAEDecode", C5, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
         _save("save", C5, ("decode", 0), "iad/wan2.1_1.3B_identity", title="Identity video"),
     ]
@@ -315,10 +321,11 @@ IaD settings in this workflow
 - IaD Identity decoupling 'training-free', strength 0.8: how much of the direction in which your
   photos differ (expression/pose) is removed from the identity. 0 = the plain mean embedding
   (copies the photos' expression more), 1 = remove all of it. Needs 2+ photos.
-- IaD Apply start_percent 0.4: late-step injection - no identity during the first 40% of the
-  denoising, where Wan lays out composition and motion from the prompt (PersonalVideo's finding).
-  Raise it if the video copies the photo's pose; lower it if the likeness is weak.
-- weight 1.0; apply_to_uncond off (CFG then pushes towards the identity).
+- IaD Apply start_percent 0.75: late-step injection - identity only in the last quarter of the
+  denoising; the first 75% fix layout, motion and expression from the prompt (PersonalVideo's
+  finding). Lower it if the likeness is weak (earlier = stronger identity, more copying of the
+  photos); raise it if the video still copies a photo's pose.
+- weight 1.0; uncond_identity 'none' (CFG then also pushes towards the identity).
 """
     photos, images = _photos(C1, ["iad_reference_1.png", "iad_reference_2.png", "iad_reference_3.png"], C2)
     nodes = [
@@ -328,10 +335,10 @@ IaD settings in this workflow
         *_prompts(C2, "a middle-aged man frowns in concentration, then breaks into a wide grin and nods, "
                       "sitting at a wooden desk in a dim workshop, cinematic lighting"),
         *_face_and_identity(C3, C4, images, adapter, decoupling="training-free", strength=0.8),
-        _apply("apply", C4, ("shift", 0), weight=1.0, start=0.4, title="IaD Apply (late steps only: start 0.4)"),
+        _apply("apply", C4, ("shift", 0), weight=1.0, title="IaD Apply (late steps only: last quarter)"),
         _latent(C4),
         _sampler("sampler", C5, ("apply", 0), seed=7),
-        note("tips", tips, C5, size=(440, 420), title="IaD settings"),
+        note("tips", tips, C5, size=(440, 440), title="IaD settings"),
         Node("decode", "VAEDecode", C6, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
         _save("save", C6, ("decode", 0), "iad/wan2.1_14B_identity", title="Identity video"),
     ]
@@ -372,8 +379,8 @@ Steps
              links={"iad_model": ("iad_loader", 0), "face_embeds": ("face_embed", 0)},
              title="IaD Identity (decoupling OFF)", color=IAD_COLOR, bgcolor=IAD_BG, size=(380, 110)),
         _latent(C3),
-        _apply("apply", C3, ("shift", 0), weight=1.0, start=0.3, title="IaD Apply (B: decoupled)"),
-        _apply("apply_raw", C3, ("shift", 0), weight=1.0, start=0.3, identity="identity_raw",
+        _apply("apply", C3, ("shift", 0), weight=1.0, title="IaD Apply (B: decoupled)"),
+        _apply("apply_raw", C3, ("shift", 0), weight=1.0, identity="identity_raw",
                title="IaD Apply (C: decoupling off)"),
         _sampler("sampler_base", C4, ("shift", 0), seed=1234, title="A: plain Wan (no IaD)"),
         _sampler("sampler_iad", C4, ("apply", 0), seed=1234, title="B: IaD (decoupled)"),
@@ -421,8 +428,9 @@ IAD_LTXV = ModelFile("iad_ltxv_2b.safetensors", "iad")
 
 VARIANT_TIPS = """
 IaD settings
-- IaD Apply weight 1.0, start_percent 0.3: identity only in the later 70% of the denoising
-  (PersonalVideo's finding: early steps lay out composition and motion from the prompt).
+- IaD Apply weight 1.0, start_percent 0.75: identity only in the last quarter of the denoising
+  (PersonalVideo's finding: the early steps fix layout, motion and expression from the prompt;
+  identity injected late keeps the prompt's action). Earlier = stronger identity, more copying.
 - IaD Identity decoupling 'auto' (trained decoupler if the adapter has one, else training-free).
 - The adapter must be made for this model family and width; IaD Apply says so clearly if not.
 """
@@ -458,7 +466,7 @@ Steps
              size=(420, 180), color="#232", bgcolor="#353"),
         Node("guidance", "FluxGuidance", C2, {"guidance": 6.0}, links={"conditioning": ("positive", 0)}, size=(420, 60)),
         *_face_and_identity(C2, C3, images, adapter, decoupling="auto", strength=1.0),
-        _apply("apply", C3, ("shift", 0), weight=1.0, start=0.3),
+        _apply("apply", C3, ("shift", 0), weight=1.0),
         Node("latent", "EmptyHunyuanLatentVideo", C3, {"width": 848, "height": 480, "length": 73, "batch_size": 1},
              title="Video size", size=(360, 130)),
         Node("noise", "RandomNoise", C4, {"noise_seed": 42, "control_after_generate": "fixed"}, size=(340, 82)),
@@ -515,7 +523,7 @@ Steps
         Node("conditioning", "LTXVConditioning", C2, {"frame_rate": 25.0},
              links={"positive": ("positive", 0), "negative": ("negative", 0)}, size=(420, 80)),
         *_face_and_identity(C2, C3, images, adapter, decoupling="auto", strength=1.0),
-        _apply("apply", C3, ("checkpoint", 0), weight=1.0, start=0.3),
+        _apply("apply", C3, ("checkpoint", 0), weight=1.0),
         Node("latent", "EmptyLTXVLatentVideo", C3, {"width": 768, "height": 512, "length": 97, "batch_size": 1},
              title="Video size", size=(360, 130)),
         Node("sampler_select", "KSamplerSelect", C4, {"sampler_name": "euler"}, size=(340, 60)),
@@ -560,9 +568,11 @@ Steps
     tips = """
 IaD settings in this workflow
 - IaD Identity decoupling 'training-free', strength 0.8 (see the Wan 2.1 14B workflow).
-- IaD Apply on the LOW-noise expert, start_percent 0.0: that expert only runs the late steps
-  (10-20 of 20), so this is late-step injection. To move the identity earlier, also chain an
-  IaD Apply after the high-noise expert's ModelSamplingSD3.
+- IaD Apply on the LOW-noise expert, start_percent 0.75: the percentages are of the WHOLE
+  denoising (the model's sigma schedule), not of the expert's own steps, so 0.75 = steps 15-20 of
+  20: the last quarter, as in the other workflows (PersonalVideo). start_percent 0.5 gives the
+  identity to all of the low-noise expert's steps (10-20): stronger likeness, more copying. The
+  high-noise expert never gets the identity.
 - 640x640, 33 frames, 20 steps split 10/10, cfg 3.5, shift 8: the Wan 2.2 14B template settings.
 """
     photos, images = _photos(C1, ["iad_reference_1.png", "iad_reference_2.png"], C2)
@@ -581,7 +591,7 @@ IaD settings in this workflow
         *_prompts(C2, "an elderly woman with silver hair smiles warmly, then laughs and claps her hands, "
                       "in a cozy kitchen with morning light, slow camera push-in"),
         *_face_and_identity(C3, C4, images, adapter, decoupling="training-free", strength=0.8),
-        _apply("apply", C4, ("shift", 0), weight=1.0, start=0.0, title="IaD Apply (low-noise expert = late steps)"),
+        _apply("apply", C4, ("shift", 0), weight=1.0, title="IaD Apply (low-noise expert, last quarter)"),
         Node("latent", "EmptyHunyuanLatentVideo", C4, {"width": 640, "height": 640, "length": 33, "batch_size": 1},
              title="Video size (Wan uses EmptyHunyuanLatentVideo)", size=(360, 130)),
         Node("sampler_high", "KSamplerAdvanced", C5,
@@ -596,7 +606,7 @@ IaD settings in this workflow
               "return_with_leftover_noise": "disable"},
              links={"model": ("apply", 0), "positive": ("positive", 0), "negative": ("negative", 0),
                     "latent_image": ("sampler_high", 0)}, title="Steps 10-20: low-noise expert + IaD", size=(360, 334)),
-        note("tips", tips, C5, size=(440, 380), title="IaD settings"),
+        note("tips", tips, C5, size=(440, 430), title="IaD settings"),
         Node("decode", "VAEDecode", C6, links={"samples": ("sampler_low", 0), "vae": ("vae", 0)}),
         _save("save", C6, ("decode", 0), "iad/wan2.2_A14B_identity", title="Identity video"),
     ]
@@ -642,10 +652,15 @@ Model files (the 'Missing Models' dialog offers the same download links)
 Settings
 - IaD Identity decoupling 'training-free', strength 0.6: removes the directions in which your photos
   differ (expression, pose) from the identity before Lynx's resampler sees it.
-- IaD Apply start_percent 0.3: Lynx itself injects at every step (start 0), which is what
-  copies the photo's pose; 0.3 leaves the first 30% of the denoising to the prompt.
+- IaD Apply start_percent 0.75: Lynx itself injects at every step (start 0), which is what
+  copies the photo's pose; 0.75 (the last quarter, PersonalVideo) leaves layout, motion and
+  expression to the prompt. Lower it (0.5) if the likeness is weak.
+- IaD Apply uncond_identity 'null identity (Lynx)': the negative pass gets Lynx's null tokens
+  (its resampler on an all-zero face), as Lynx does. With this two-pass KSampler that is exactly
+  Lynx's guidance with the identity scale equal to cfg.
 - Lynx-faithful settings: decoupling 'none', start_percent 0, cfg 5, 50 steps; for Lynx's
-  three-pass guidance use 'IaD Lynx Guider' with SamplerCustomAdvanced (docs/lynx.md).
+  three-pass guidance (separate identity scale, Lynx: 2.0) use 'IaD Lynx Guider' with
+  SamplerCustomAdvanced on this IaD Apply (docs/lynx.md).
 - 14B fp16 needs ~40 GB VRAM or offloading; wan2.1_t2v_14B_fp8_e4m3fn.safetensors fits 24 GB.
 """
     photos, images = _photos(C1, ["iad_reference_1.png", "iad_reference_2.png"], C2)
@@ -656,10 +671,11 @@ Settings
         *_prompts(C2, "a young man raises his eyebrows in surprise, then laughs and turns to look at the camera, "
                       "standing in a crowded train station, natural light"),
         *_face_and_identity(C3, C4, images, LYNX_FULL, decoupling="training-free", strength=0.6, irse50=True),
-        _apply("apply", C4, ("shift", 0), weight=1.0, start=0.3, title="IaD Apply (Lynx adapter, from 30% of the steps)"),
+        _apply("apply", C4, ("shift", 0), weight=1.0, uncond="null identity (Lynx)",
+               title="IaD Apply (Lynx adapter, last quarter)"),
         _latent(C4),
         _sampler("sampler", C5, ("apply", 0), seed=11, steps=30, cfg=5.0),
-        note("tips", tips, C5, size=(440, 380), title="Settings"),
+        note("tips", tips, C5, size=(440, 480), title="Settings"),
         Node("decode", "VAEDecode", C6, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
         _save("save", C6, ("decode", 0), "iad/wan2.1_14B_lynx_identity", title="Identity video"),
     ]

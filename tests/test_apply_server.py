@@ -66,7 +66,8 @@ def server(comfy_server, iad_files):
 def graph(family: str = "wan-t2v", iad=(), lora: bool = False, core_patch: bool = False, cfg: float = 3.0,
           steps: int = 2, advanced: bool = False, prefix: str = "iad_apply"):
     """UNETLoader -> [LoRA] -> ModelSamplingSD3 -> IaD Apply* -> [RescaleCFG] -> KSampler -> SaveLatent.
-    ``iad`` is a list of dicts: weight, start, end, uncond, adapter, face_seed."""
+    ``iad`` is a list of dicts: weight, start, end, uncond, adapter, face_seed. Without "uncond" the
+    prompt omits uncond_identity (as prompts written before it existed do)."""
     p = Prompt()
     unet = {"wan-t2v": tiny.WAN21_T2V, "ltxv": tiny.LTXV_TINY, "hunyuan-video": tiny.HUNYUAN_VIDEO_TINY}[family].filename
     model = p.add("UNETLoader", unet_name=unet, weight_dtype="default")[0]
@@ -77,9 +78,9 @@ def graph(family: str = "wan-t2v", iad=(), lora: bool = False, core_patch: bool 
         loader = p.add("IaDModelLoader", adapter_name=item.get("adapter", ADAPTERS[family]))
         faces = p.add("IaDTestFaceEmbeds", seed=item.get("face_seed", 0), count=3)
         identity = p.add("IaDIdentity", iad_model=loader[0], face_embeds=faces[0], decoupling="auto", strength=1.0)
+        uncond = {"uncond_identity": item["uncond"]} if "uncond" in item else {}
         model = p.add("IaDApply", model=model, iad_model=loader[0], identity=identity[0], weight=item.get("weight", 1.0),
-                      start_percent=item.get("start", 0.0), end_percent=item.get("end", 1.0),
-                      apply_to_uncond=item.get("uncond", False))[0]
+                      start_percent=item.get("start", 0.0), end_percent=item.get("end", 1.0), **uncond)[0]
     if core_patch:
         model = p.add("RescaleCFG", model=model, multiplier=0.7)[0]
     if family == "wan-t2v":
@@ -116,6 +117,12 @@ def test_nodes_are_listed_with_the_adapters_in_models_iad(server):
     options = info["IaDModelLoader"]["input"]["required"]["adapter_name"]
     listed = options[1]["options"] if isinstance(options[1], dict) and "options" in options[1] else options[0]
     assert set(ADAPTERS.values()) <= set(listed)
+    apply_inputs = info["IaDApply"]["input"]
+    assert apply_inputs["required"]["start_percent"][1]["default"] == 0.75      # PersonalVideo: the last quarter
+    assert apply_inputs["required"]["end_percent"][1]["default"] == 1.0
+    uncond = apply_inputs["optional"]["uncond_identity"]
+    options = uncond[1]["options"] if "options" in uncond[1] else uncond[0]
+    assert options == ["none", "same as cond", "null identity (Lynx)"] and uncond[1]["default"] == "none"
 
 
 def test_wan_inactive_is_bit_identical_and_nothing_leaks(server):
@@ -144,6 +151,12 @@ def test_wan_full_native_chain_with_lora_model_sampling_core_patch_and_two_appli
     assert (two - one).abs().max() > 1e-3, "the second IaD Apply did not compose"
     assert "lora key not loaded" not in server.log_text()
     assert torch.isfinite(two).all()
+    # The negative pass: no identity (default, = the prompt without uncond_identity), the same, or null tokens.
+    none = run_latent(server, graph(lora=True, iad=[{"uncond": "none"}], prefix="unc-none"))
+    same = run_latent(server, graph(lora=True, iad=[{"uncond": "same as cond"}], prefix="unc-same"))
+    null = run_latent(server, graph(lora=True, iad=[{"uncond": "null identity (Lynx)"}], prefix="unc-null"))
+    assert torch.equal(none, run_latent(server, graph(lora=True, iad=[{}], prefix="unc-default")))
+    assert (same - none).abs().max() > 1e-3 and (null - none).abs().max() > 1e-3 and (null - same).abs().max() > 1e-3
     cfg1 = run_latent(server, graph(lora=True, iad=[{}], cfg=1.0, prefix="cfg1"))
     assert torch.isfinite(cfg1).all() and not torch.equal(cfg1, run_latent(server, graph(lora=True, cfg=1.0, prefix="cfg1b")))
 

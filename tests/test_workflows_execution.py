@@ -48,12 +48,15 @@ class Retarget:
     save_latent_of: str | None = None
 
 
+# 4 steps: the shipped IaD Apply starts at 75 % (PersonalVideo's last quarter), so the 4th step runs the identity.
+STEPS = 4
+
 RETARGET = {
     "wan": Retarget(
         files={"diffusion_models": tiny.WAN21_T2V.filename,  # 1.3B and 14B share Wan 2.1's architecture
                "vae": tiny.WAN21_VAE.filename, "iad": TINY_ADAPTERS["wan2.1"], "facexlib": TINY_IRSE50_NAME},
-        small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES}, "KSampler": {"steps": 3},
-               # Wan 2.2's two experts: 4 steps split 2/2, so the IaD-patched low-noise expert runs.
+        small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES}, "KSampler": {"steps": STEPS},
+               # Wan 2.2's two experts: 4 steps split 2/2; the IaD-patched low-noise expert runs steps 2-3 (identity in step 3).
                ("KSamplerAdvanced", "high-noise"): {"steps": 4, "end_at_step": 2},
                ("KSamplerAdvanced", "low-noise"): {"steps": 4, "start_at_step": 2}},
     ),
@@ -61,13 +64,13 @@ RETARGET = {
         files={"diffusion_models": tiny.HUNYUAN_VIDEO_TINY.filename, "iad": TINY_ADAPTERS["hunyuan_video"]},
         conditioning=("IaDTestVideoConditioning", {"family": "hunyuan_video"}),
         small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES},
-               "BasicScheduler": {"steps": 3}},
+               "BasicScheduler": {"steps": STEPS}},
         mute=("VAELoader", "VAEDecodeTiled", "SaveAnimatedWEBP"), save_latent_of="SamplerCustomAdvanced",
     ),
     "ltxv": Retarget(
         files={"iad": TINY_ADAPTERS["ltxv"]},
         conditioning=("IaDTestVideoConditioning", {"family": "ltxv"}),
-        small={"EmptyLTXVLatentVideo": {"width": 128, "height": 128, "length": 9}, "LTXVScheduler": {"steps": 3}},
+        small={"EmptyLTXVLatentVideo": {"width": 128, "height": 128, "length": 9}, "LTXVScheduler": {"steps": STEPS}},
         # The LTX-Video checkpoint holds model + VAE; the tiny transformer comes through Load Diffusion Model.
         replace=(("CheckpointLoaderSimple", "UNETLoader", {"unet_name": tiny.LTXV_TINY.filename, "weight_dtype": "default"},
                   {0: 0}),),
@@ -112,8 +115,9 @@ def _webp_frames(result, node_id: str) -> list[np.ndarray]:
     return frames
 
 
-def _run_in_frontend(comfy_page, comfy_server, path):
-    """Load, retarget to tiny models, Ctrl+Enter; returns (queued POST /prompt, result)."""
+def _run_in_frontend(comfy_page, comfy_server, path, small=None):
+    """Load, retarget to tiny models (``small`` overrides the family's widget values), Ctrl+Enter;
+    returns (queued POST /prompt, result)."""
     report = comfy_page.load_workflow(path)
     assert report.missing_node_types == [], report.missing_node_types
     comfy_page.close_dialogs()
@@ -124,7 +128,7 @@ def _run_in_frontend(comfy_page, comfy_server, path):
         assert comfy_page.replace_node(node_type, new_type, widgets, outputs) >= 1
     comfy_page.replace_text_encoding(plan.conditioning[0], extra_widgets=plan.conditioning[1])
     present = {n["type"] for n in load_json(path)["nodes"]}
-    for key, values in plan.small.items():
+    for key, values in {**plan.small, **(small or {})}.items():
         node_type, title = key if isinstance(key, tuple) else (key, "")
         if node_type in present:
             assert comfy_page.set_widgets(node_type, values, title) >= 1, key
@@ -196,7 +200,8 @@ def test_workflow_runs_to_the_end_from_the_frontend(comfy_page, comfy_server, pa
 
 def test_ab_workflow_puts_plain_iad_and_undecoupled_side_by_side_with_metrics(comfy_page, comfy_server):
     path = next(p for p in WORKFLOWS if _is_ab(p))
-    queued, result = _run_in_frontend(comfy_page, comfy_server, path)
+    # 8 steps: the shipped last-quarter range gives the identity 2 steps, enough for B and C to differ visibly.
+    queued, result = _run_in_frontend(comfy_page, comfy_server, path, small={"KSampler": {"steps": 8}})
     _check_runs_as_shipped(path, queued, result)
     prompt = queued.prompt
 
