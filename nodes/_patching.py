@@ -103,6 +103,13 @@ class IaDIdentity:
 
 
 # -- one identity applied to a model ----------------------------------------------------------------
+def null_tokens(adapter) -> torch.Tensor:
+    """The adapter's tokens for an all-zero face embedding (Lynx's unconditional input), on the CPU
+    like IAD_IDENTITY's tokens."""
+    with torch.no_grad():
+        return adapter.null_tokens().float().cpu()
+
+
 class IdentityEntry:
     """One IaD Apply: adapter + tokens + weight + step range + what the uncond rows get.
     Caches per-block K/V (identity tokens, and the null tokens when they are used)."""
@@ -115,7 +122,8 @@ class IdentityEntry:
         self.gate = gate
         self.uncond = uncond_mode(uncond)
         self.key_norm = bool(adapter.config.identity_key_norm)
-        self._null_tokens: torch.Tensor | None = None
+        # Computed here, where the adapter sits as it did for IaD Identity, never during sampling.
+        self.null_tokens = null_tokens(adapter) if self.uncond == UNCOND_NULL else None
         self._kv: dict = {}
 
     def passes(self, transformer_options: dict, batch: int):
@@ -142,18 +150,11 @@ class IdentityEntry:
                 out.append(("null", null_rows))
         return out or False
 
-    def null_tokens(self) -> torch.Tensor:
-        """The adapter's null tokens (resampler of an all-zero embedding), computed once, on first use."""
-        if self._null_tokens is None:
-            with torch.no_grad():
-                self._null_tokens = self.adapter.null_tokens().float().cpu()
-        return self._null_tokens
-
     def kv(self, block_index: int, device, dtype, tokens: str = "identity") -> tuple[torch.Tensor, torch.Tensor]:
         key = (tokens, block_index, device, dtype)
         cached = self._kv.get(key)
         if cached is None:
-            source = self.tokens if tokens == "identity" else self.null_tokens()
+            source = self.tokens if tokens == "identity" else self.null_tokens
             # The block's own projection decides where K/V are computed: under partial loading
             # parts of the adapter may sit on different devices.
             param = self.adapter.blocks[str(block_index)].to_k_ip.weight

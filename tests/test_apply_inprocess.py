@@ -250,12 +250,15 @@ def test_null_identity_on_the_uncond_rows(models, name):
         with_kwargs=True) for b in family.blocks]
     kv_calls = []
     kv_hooks = [adapter.blocks[str(b)].to_k_ip.register_forward_hook(lambda *a: kv_calls.append(1)) for b in family.blocks]
+    resampler_calls = []
+    kv_hooks.append(adapter.resampler.register_forward_hook(lambda *a: resampler_calls.append(1)))
     try:
         af.sample(patched, family, steps=3)
     finally:
         for h in handles + kv_hooks:
             h.remove()
     assert len(kv_calls) == 2 * len(family.blocks), "identity and null K/V: each once per block, then cached"
+    assert resampler_calls == [], "the null tokens are made by IaD Apply, never during sampling"
     with torch.no_grad():
         null_tokens = adapter.resampler(torch.zeros(1, adapter.config.embed_dim))
         assert torch.allclose(null_tokens, adapter.null_tokens())
