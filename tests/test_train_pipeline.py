@@ -92,7 +92,7 @@ def _graph(adapter_name: str | None, prefix: str):
         faces = p.add("IaDTestFaceEmbeds", seed=0, count=3)
         identity = p.add("IaDIdentity", iad_model=loader[0], face_embeds=faces[0], decoupling="auto", strength=1.0)
         model = p.add("IaDApply", model=model, iad_model=loader[0], identity=identity[0], weight=1.0,
-                      start_percent=0.0, end_percent=1.0, apply_to_uncond=False)[0]
+                      start_percent=0.0, end_percent=1.0, uncond_identity="none")[0]
     pos = p.add("IaDTestWanConditioning", text="a person smiles", length=16, scale=1.0)
     neg = p.add("IaDTestWanConditioning", text="", length=16, scale=1.0)
     latent = p.add("EmptyHunyuanLatentVideo", width=64, height=64, length=5, batch_size=1)

@@ -68,7 +68,7 @@ class LossConfig:
 class TimestepConfig:
     shift: float | None = None          # None: the base model's own sampling shift
     late_steps_only: bool = False       # train (and later apply) the identity only late in denoising
-    start_percent: float = 0.3          # with late_steps_only: sigma <= percent_to_sigma(start_percent)
+    start_percent: float = 0.75         # with late_steps_only: sigma <= percent_to_sigma(start_percent); IaD Apply's default
     min_sigma: float = 0.002
 
 
