@@ -27,6 +27,12 @@ def main() -> int:
     parser.add_argument("--out", default=str(assets.WORLD_DIR), help="output folder (default: the shipped assets)")
     parser.add_argument("--smoke", action="store_true", help="tiny pipeline check, not the published world")
     parser.add_argument("--verify", action="store_true", help="rebuild in a temporary folder and compare hashes")
+    parser.add_argument("--reuse-judges", default=None, metavar="DIR",
+                        help="copy codec/classifier/detector/recognizer from an identical-scale build in DIR instead of "
+                             "retraining them (every stage is seeded on its own, so the result is the same)")
+    parser.add_argument("--resume-wan", nargs=2, default=None, metavar=("FILE", "CYCLES"),
+                        help="continue the Wan model from FILE, the output of CYCLES training cycles of an "
+                             "identical-scale build (equivalent to training those cycles again)")
     args = parser.parse_args()
     scale = build.SMOKE if args.smoke else build.FULL
     if args.verify:
@@ -38,7 +44,8 @@ def main() -> int:
             print(f"DIFFERENT: {name} shipped {shipped.get(name)} rebuilt {rebuilt.get(name)}")
         print("bit-for-bit identical" if not bad else f"{len(bad)} files differ")
         return 1 if bad else 0
-    manifest = build.build_world(args.out, scale)
+    resume = (args.resume_wan[0], int(args.resume_wan[1])) if args.resume_wan else None
+    manifest = build.build_world(args.out, scale, reuse_judges_from=args.reuse_judges, resume_wan_from=resume)
     print(json.dumps({"total_s": manifest["total_s"], "timings_s": manifest["timings_s"]}, indent=1))
     return 0
 

@@ -35,7 +35,8 @@ from ..losses import ActionTextProjector, decoupler_training_loss
 from . import diffusion, faces, text, world
 from .codec import PatchCodec
 
-BUILD_VERSION = 1
+BUILD_VERSION = 3
+JUDGES_VERSION = 2      # bump when the codec/classifier/detector/recognizer stages change
 PACK_NAME = "synthworld"
 DETECTOR_FILE = "scrfd_synthworld.onnx"
 RECOGNIZER_FILE = "arcface_synthworld.onnx"
@@ -52,20 +53,23 @@ class BuildScale:
     clips_per_identity: int = 4
     omit_action_prob: float = 0.25       # share of captions that leave the action out (as real captions do)
     recognizer_steps: int = 600
+    recognizer_photos: int = 16        # per training identity (neutral or mild smile)
     detector_steps: int = 300
     classifier_steps: int = 400
-    wan_steps: int = 700
+    wan_steps: int = 1400              # per cycle
+    wan_cycles: int = 2                # one-cycle LR schedules run back to back (second at half the peak LR)
+    wan_lr: float = 2e-3
     wan_batch: int = 12
     decoupler_steps: int = 400
-    adapter_steps: int = 350
+    adapter_steps: int = 900
     adapter_batch: int = 12
     seed: int = 0
 
 
 FULL = BuildScale()
 # A few-minute build for checking the pipeline itself (not for the published numbers).
-SMOKE = BuildScale(train_identities=24, clips_per_identity=2, recognizer_steps=40, detector_steps=40,
-                   classifier_steps=40, wan_steps=10, wan_batch=4, decoupler_steps=20, adapter_steps=8, adapter_batch=4)
+SMOKE = BuildScale(train_identities=24, clips_per_identity=2, recognizer_steps=40, recognizer_photos=4, detector_steps=40,
+                   classifier_steps=40, wan_steps=10, wan_cycles=1, wan_batch=4, decoupler_steps=20, adapter_steps=8, adapter_batch=4)
 
 
 def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, **extra) -> AdapterConfig:
@@ -73,6 +77,24 @@ def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, **extra) -> Adap
         model_dim=wan_spec.dim, token_dim=64, blocks=list(range(wan_spec.num_layers)), num_tokens=4, num_registers=0,
         embedder=EMBEDDER, decoupler_kind=kind, decoupler_act_dim=16, decoupler_hidden=128, name=f"synthworld {extra.pop('label', kind)}",
         **extra)
+
+
+def canonicalize_safetensors(path: Path) -> None:
+    """Rewrite a safetensors header with sorted keys (same length, space-padded as the format
+    allows). The safetensors writer emits metadata in hash-map order, which varies between runs;
+    sorted, the file is identical bit for bit whenever its tensors and metadata are."""
+    import struct
+
+    with open(path, "r+b") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+        if "__metadata__" in header:
+            header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+        if len(text) > length:
+            raise ValueError(f"canonical header of {path} is longer than the original")
+        f.seek(8)
+        f.write(text + b" " * (length - len(text)))
 
 
 def sha256(path: Path) -> str:
@@ -189,15 +211,80 @@ def train_adapter(wan, adapter: IdentityAdapter, latents: torch.Tensor, contexts
     return adapter.eval()
 
 
+def new_adapter(kind: str, spec: diffusion.WanWorldSpec, seed: int, label: str) -> IdentityAdapter:
+    """Seeded adapter whose identity values start at zero: training starts from the base model's
+    own output (the usual zero-initialised output of an adapter branch)."""
+    adapter = IdentityAdapter.random(adapter_config(kind, spec, label=label), seed=seed).float()
+    with torch.no_grad():
+        for kv in adapter.blocks.values():
+            kv.to_v_ip.weight.zero_()
+            if kv.to_v_ip.bias is not None:
+                kv.to_v_ip.bias.zero_()
+    return adapter
+
+
 def _round_fp16(model: torch.nn.Module) -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.copy_(p.half().float())
 
 
-# -- the whole build ----------------------------------------------------------------------------------------
-def build_world(folder: str | Path, scale: BuildScale = FULL, log=print) -> dict:
+def recognizer_photos(identities: list, per_identity: int, seed: int) -> Dataset:
+    """The recognizer's training photos: like the web photos face-recognition datasets are made of,
+    mostly neutral or mildly smiling and frontal (intensity <= 0.5) -- so, as with ArcFace, nothing
+    teaches it to ignore strong expressions or head turns, and it leaks them into its embedding."""
+    rng = np.random.default_rng(seed)
+    clips, person = [], []
+    for p, ident in enumerate(identities):
+        for _ in range(per_identity):
+            action = "smile" if rng.random() < 0.4 else "neutral"
+            params = np.tile(world.action_vector(action, float(rng.uniform(0.0, 0.5))), (world.FRAMES, 1))
+            jitter = np.tile(rng.normal(0, 0.02, (1, 2)).astype(np.float32), (world.FRAMES, 1))
+            scene = world.SCENES[int(rng.integers(len(world.SCENES)))]
+            clips.append(world.Clip(ident, (action, action), scene, "", params, np.zeros(world.FRAMES, np.int64), jitter,
+                                    float(rng.uniform(0.85, 1.1)), int(rng.integers(len(world.SHIRT_COLOURS)))))
+            person.append(p)
+    # one frame per photo
+    ids = [c.identity for c in clips]
+    params = np.stack([c.params[0] for c in clips])
+    jitter = np.stack([c.jitter[0] for c in clips])
+    frames = world.render(ids, params, [c.scene for c in clips], jitter, [c.lighting for c in clips], [c.shirt for c in clips])
+    kps = world.keypoints(ids, params, jitter)
+    boxes = world.face_boxes(ids, params, jitter)
+    return Dataset(clips, torch.tensor(person), frames[:, None], kps[:, None], boxes[:, None])
+
+
+def _train_classifier_detector(folder, ds, both, labels, scale, lap, log):
     import onnx
+
+    s = scale.seed
+    classifier = faces.train_action_classifier(both, labels.repeat(2), scale.classifier_steps, seed=3000 + s, log=log)
+    lap("action classifier")
+    detector = faces.train_detector(both, torch.from_numpy(ds.boxes.reshape(-1, 4)).repeat(2, 1),
+                                    torch.from_numpy(ds.kps.reshape(-1, 5, 2)).repeat(2, 1, 1),
+                                    negatives(2000, seed=4000 + s), scale.detector_steps, seed=4000 + s, log=log)
+    onnx.save(faces.detector_onnx(detector), str(folder / PACK_NAME / DETECTOR_FILE))
+    lap("detector")
+    return classifier
+
+
+def _train_recognizer(folder, identities, codec, scale, lap, log):
+    import onnx
+
+    s = scale.seed
+    photos = recognizer_photos(identities, scale.recognizer_photos, seed=5000 + s)
+    roundtrip = codec.decode(codec.encode(photos.video))
+    crops = torch.cat([frame_crops(photos, jitter_px=0.4, seed=5000 + s),
+                       frame_crops(photos, jitter_px=0.4, seed=5001 + s, video=roundtrip)])
+    recognizer = faces.train_recognizer(crops, photos.person.repeat(2), scale.recognizer_steps, seed=5000 + s, log=log)
+    onnx.save(faces.recognizer_onnx(recognizer), str(folder / PACK_NAME / RECOGNIZER_FILE))
+    lap("recognizer")
+    return recognizer
+
+
+# -- the whole build ----------------------------------------------------------------------------------------
+def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_judges_from: str | Path | None = None,
+                resume_wan_from: tuple[str | Path, int] | None = None) -> dict:
 
     torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
     folder = Path(folder)
@@ -222,32 +309,38 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print) -> dict
     # the judges also see frames after a codec round trip: the best a generator's output can look
     roundtrip = codec.decode(codec.encode(ds.video))
     both = torch.cat([frames, roundtrip.reshape(-1, 3, world.SIZE, world.SIZE)])
-    classifier = faces.train_action_classifier(both, labels.repeat(2), scale.classifier_steps, seed=3000 + s, log=log)
-    lap("codec + action classifier")
+    if reuse_judges_from is not None:
+        # every stage seeds its own generators, so a stage's output does not depend on what ran
+        # before it: copying the classifier and detector of an identical-scale build equals
+        # retraining them (scripts/build_synth_world.py --verify rebuilds everything from scratch)
+        import shutil
 
-    detector = faces.train_detector(both, torch.from_numpy(ds.boxes.reshape(-1, 4)).repeat(2, 1),
-                                    torch.from_numpy(ds.kps.reshape(-1, 5, 2)).repeat(2, 1, 1),
-                                    negatives(2000, seed=4000 + s), scale.detector_steps, seed=4000 + s, log=log)
-    onnx.save(faces.detector_onnx(detector), str(pack / DETECTOR_FILE))
-    lap("detector")
-
-    crops = torch.cat([frame_crops(ds, jitter_px=0.4, seed=5000 + s),
-                       frame_crops(ds, jitter_px=0.4, seed=5001 + s, video=roundtrip)])
-    recognizer = faces.train_recognizer(crops, frame_person.repeat(2), scale.recognizer_steps, seed=5000 + s, log=log)
-    onnx.save(faces.recognizer_onnx(recognizer), str(pack / RECOGNIZER_FILE))
-    lap("recognizer")
-
+        src = Path(reuse_judges_from)
+        shutil.copyfile(src / PACK_NAME / DETECTOR_FILE, pack / DETECTOR_FILE)
+        _, classifier, _ = load_judges(src)
+        lap("action classifier + detector (reused)")
+    else:
+        classifier = _train_classifier_detector(folder, ds, both, labels, scale, lap, log)
+    recognizer = _train_recognizer(folder, identities, codec, scale, lap, log)
     judges = {**codec.state_dict(), **{f"classifier.{k}": v.contiguous() for k, v in classifier.state_dict().items()},
               **{f"recognizer.{k}": v.contiguous() for k, v in recognizer.state_dict().items()}}
-    save_file(judges, str(folder / WORLD_FILE), metadata={"build_version": str(BUILD_VERSION)})
+    save_file(judges, str(folder / WORLD_FILE), metadata={"judges_version": str(JUDGES_VERSION)})
 
     latents = codec.encode(ds.video)
     captions = [c.caption for c in ds.clips]
     contexts = text.encode(captions)
     spec = diffusion.WanWorldSpec()
     wan = diffusion.build_wan(spec, seed=6000 + s)
-    diffusion.train_base(wan, latents, captions, scale.wan_steps, seed=6000 + s, batch=scale.wan_batch, log=log)
-    _round_fp16(wan)
+    first_cycle = 0
+    if resume_wan_from is not None:
+        # the fp16 weights after ``cycles_done`` cycles of an identical-scale build (each cycle ends
+        # with the fp16 rounding, so continuing from the file equals continuing the run)
+        path, first_cycle = resume_wan_from
+        wan.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    for cycle in range(first_cycle, scale.wan_cycles):
+        diffusion.train_base(wan, latents, captions, scale.wan_steps, seed=6000 + s + 17 * cycle, batch=scale.wan_batch,
+                             lr=scale.wan_lr / (2 ** cycle), log=log)
+        _round_fp16(wan)
     save_file({k: v.half().contiguous() for k, v in wan.state_dict().items()}, str(folder / WAN_FILE),
               metadata={"iad_synthworld_wan": json.dumps(diffusion.spec_dict(spec))})
     lap("wan base model")
@@ -277,13 +370,13 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print) -> dict
         with torch.no_grad():
             return decoupler.identity(torch.stack(refs))
 
-    naive = IdentityAdapter.random(adapter_config("none", spec, label="naive injection"), seed=8000 + s).float()
+    naive = new_adapter("none", spec, seed=8000 + s, label="naive injection")
     train_adapter(wan, naive, latents, contexts, same_clip_reference, scale.adapter_steps, scale.adapter_batch,
                   seed=8000 + s, log=log, label="naive adapter")
     save_adapter(naive, folder / ADAPTER_FILES["naive"])
     lap("naive adapter")
 
-    iad = IdentityAdapter.random(adapter_config("trained", spec, label="IaD"), seed=8000 + s).float()
+    iad = new_adapter("trained", spec, seed=8000 + s, label="IaD")
     iad.decoupler.load_state_dict(decoupler.state_dict())
     train_adapter(wan, iad, latents, contexts, other_clip_reference, scale.adapter_steps, scale.adapter_batch,
                   seed=8000 + s, log=log, label="IaD adapter")
@@ -297,6 +390,8 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print) -> dict
     save_adapter(IdentityAdapter.from_state_dict(tf_config, state), folder / ADAPTER_FILES["naive_tf"])
     lap("training-free decoupler")
 
+    for p in folder.glob("*.safetensors"):
+        canonicalize_safetensors(p)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
     manifest = {
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),

@@ -7,7 +7,8 @@ prompt (POST /prompt) of a native graph:
 
     IaD Synthetic-World Person (a held-out person, smiling photo)
         -> IaD Face Analysis Loader (synthworld pack) -> IaD Face Embed -> IaD Identity
-    Load Diffusion Model (tiny world Wan) -> IaD Apply (IaD adapter) -> KSampler (euler/simple)
+    Load Diffusion Model (tiny world Wan) -> ModelSamplingSD3 (shift 3) -> IaD Apply (IaD adapter)
+        -> KSampler (euler/simple)
     IaD Synthetic-World Text Encode (the prompt, and "" for the negative)
     EmptyHunyuanLatentVideo 64x64x33 (= 8x8x9 latent = 9 frames of 32x32)
     -> IaD Synthetic-World Decode -> SaveImage
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import assets, build
+from . import assets, build, diffusion
 
 DEMO_TEXT = "a person frowns, then turns left, at the beach"
 
@@ -43,11 +44,12 @@ def demo_prompt(text: str = DEMO_TEXT, person: int = 3, expression: str = "smile
         "1": node("UNETLoader", unet_name=build.WAN_FILE, weight_dtype="default"),
         "2": node("IaDSynthWorldPerson", person=person, expression=expression, scale=scale),
         "3": node("IaDFaceAnalysisLoader", model_pack=build.PACK_NAME, provider="auto", det_size=160),
-        "4": node("IaDFaceEmbed", face_analysis=["3", 0], images=["2", 0]),
+        "4": node("IaDFaceEmbed", face_analysis=["3", 0], images=["2", 0], policy="largest", face_index=0, min_score=0.5,
+                  same_person_threshold=0.3),
         "5": node("IaDModelLoader", adapter_name=build.ADAPTER_FILES[adapter]),
         "6": node("IaDIdentity", iad_model=["5", 0], face_embeds=["4", 0], decoupling="auto", strength=1.0),
         # the world's adapters were trained with the identity active at every step
-        "7": node("IaDApply", model=["1", 0], iad_model=["5", 0], identity=["6", 0], weight=1.0, start_percent=0.0,
+        "7": node("IaDApply", model=["14", 0], iad_model=["5", 0], identity=["6", 0], weight=1.0, start_percent=0.0,
                   end_percent=1.0, apply_to_uncond=False),
         "8": node("IaDSynthWorldTextEncode", text=text),
         "9": node("IaDSynthWorldTextEncode", text=""),
@@ -56,5 +58,7 @@ def demo_prompt(text: str = DEMO_TEXT, person: int = 3, expression: str = "smile
                    steps=steps, cfg=cfg, sampler_name="euler", scheduler="simple", denoise=1.0),
         "12": node("IaDSynthWorldDecode", samples=["11", 0], scale=scale),
         "13": node("SaveImage", images=["12", 0], filename_prefix=filename_prefix),
+        # the world's model is trained with flow shift 3 (iad.synth.diffusion.SHIFT), not Wan's default 8
+        "14": node("ModelSamplingSD3", model=["1", 0], shift=diffusion.SHIFT),
     }
     return p, "13"

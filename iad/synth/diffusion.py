@@ -1,10 +1,11 @@
 """The world's tiny Wan T2V model (ComfyUI's own ``WanModel``), flow-matching training, identity
 injection for adapter training, and an Euler sampler that matches ComfyUI's (KSampler, ``euler``,
-``simple`` schedule, Wan's flow shift).
+``simple`` schedule, flow shift ``SHIFT`` set by ModelSamplingSD3).
 
 ComfyUI's conventions for Wan (``model_base.WAN21``: ``ModelType.FLOW``, ``CONST`` sampling):
 ``x_sigma = (1 - sigma) x0 + sigma * noise``, the network gets ``timestep = 1000 * sigma`` and
-predicts ``v = noise - x0``; ``denoised = x - sigma * v``; sigmas are ``shift*t / (1 + (shift-1) t)``.
+predicts ``v = noise - x0``; ``denoised = x - sigma * v``; sigmas are ``shift*t / (1 + (shift-1) t)``
+(ModelSamplingDiscreteFlow).
 Training here uses exactly these, so a model trained by :func:`train_base` samples correctly in
 ComfyUI's KSampler (nodes/synth_nodes.py, the demo).
 
@@ -25,7 +26,10 @@ import torch.nn.functional as F
 from ..patching.attention import sdpa_attention
 from . import text as world_text
 
-SHIFT = 8.0          # ComfyUI's sampling shift for Wan 2.1 T2V (supported_models.WAN21_T2V)
+# The flow shift the world's model is trained and sampled with. ComfyUI's Wan default is 8 (made for
+# 480p+ latents); an 8x8 latent needs far less noise emphasis, so the world uses 3 and its workflow
+# sets it with ComfyUI's own ModelSamplingSD3 node (as users do for other resolutions).
+SHIFT = 3.0
 
 
 @dataclass(frozen=True)

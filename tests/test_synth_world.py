@@ -1,0 +1,144 @@
+"""The synthetic portrait world: renderer, grammar, text encoder, codec, the shipped face pack
+(through the real insightface routing and iad.face_analysis), reproducibility of the build, and
+the synthetic-world nodes."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from iad.synth import assets, build, experiment, faces, text, world
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return experiment.World(assets.WORLD_DIR)
+
+
+def _frame(identity, action="neutral", scene="studio"):
+    return world.render([identity], world.action_vector(action, 1.0)[None], [scene])[0]
+
+
+def test_renderer_is_deterministic_and_every_factor_is_visible():
+    person = world.sample_identities(1, seed=3)[0]
+    base = _frame(person)
+    assert torch.equal(base, _frame(person))
+    assert base.shape == (3, world.SIZE, world.SIZE) and 0 <= float(base.min()) and float(base.max()) <= 1
+    tables = {"face": world.FACE_SHAPES, "skin": world.SKIN_TONES, "hair_colour": world.HAIR_COLOURS,
+              "hair_style": world.HAIR_STYLES, "eye_colour": world.EYE_COLOURS, "eye_spacing": world.EYE_SPACINGS,
+              "nose": world.NOSE_SIZES, "brows": world.BROWS, "accessory": world.ACCESSORIES}
+    for factor, table in tables.items():
+        other = replace(person, **{factor: (getattr(person, factor) + 1) % len(table)})
+        diff = float((_frame(other) - base).abs().sum())
+        assert diff > 0.5, f"changing {factor} does not change the picture ({diff})"   # the nose is the subtlest (~0.9)
+    for action in world.ACTIONS[1:]:
+        diff = float((_frame(person, action) - base).abs().sum())
+        assert diff > 1.0, f"action {action} is invisible"
+    assert float((_frame(person, scene="beach") - base).abs().sum()) > 10
+
+
+def test_caption_grammar_and_text_encoder():
+    cap = world.caption(("smile", "turn_left"), "beach")
+    assert cap == "a person smiles, then turns left, at the beach"
+    assert world.parse_caption(cap) == (("smile", "turn_left"), "beach")
+    assert world.parse_caption("a person at night") == (None, "night")
+    enc = text.encode([cap, world.caption(("turn_left", "smile"), "beach"), ""])
+    assert enc.shape == (3, text.MAX_TOKENS, 4096)
+    assert torch.equal(enc[0], text.encode(cap)[0])                 # deterministic
+    assert not torch.allclose(enc[0], enc[1])                        # word order matters
+    assert torch.count_nonzero(enc[2]) == 0                          # empty caption = zero padding
+    assert text.tokenize("a person looks surprised") == [text.VOCABULARY.index("a person"),
+                                                         text.VOCABULARY.index("looks surprised")]
+    assert text.unknown_words("a person dances") == ["dances"]
+
+
+def test_shipped_files_match_the_manifest():
+    manifest = assets.manifest()
+    for name, digest in manifest["files"].items():
+        assert build.sha256(assets.WORLD_DIR / name) == digest, f"{name} differs from the manifest: rebuild the world"
+    total = sum((assets.WORLD_DIR / n).stat().st_size for n in manifest["files"])
+    assert total < 12 * 2**20, f"the shipped world is {total / 2**20:.1f} MB"
+
+
+def test_tiny_build_is_bit_for_bit_reproducible(tmp_path):
+    tiny = replace(build.SMOKE, train_identities=8, clips_per_identity=2, recognizer_steps=6, detector_steps=6,
+                   classifier_steps=6, wan_steps=3, decoupler_steps=4, adapter_steps=2)
+    first = build.build_world(tmp_path / "a", tiny, log=lambda *_: None)["files"]
+    second = build.build_world(tmp_path / "b", tiny, log=lambda *_: None)["files"]
+    assert first == second and len(first) == 7
+
+
+def test_codec_and_action_classifier_on_heldout_people(shipped):
+    people = experiment.heldout_identities(assets.WORLD_DIR, 6, seed=11)
+    ds = build.make_dataset(people, 2, seed=123, omit_action_prob=0.0)
+    rt = shipped.codec.decode(shipped.codec.encode(ds.video))
+    assert float((rt - ds.video).abs().mean()) < 0.03
+    labels = torch.from_numpy(np.concatenate([c.labels for c in ds.clips]))
+    with torch.no_grad():
+        pred = shipped.classifier(rt.reshape(-1, 3, world.SIZE, world.SIZE)).argmax(-1)
+    accuracy = float((pred == labels).float().mean())
+    print(f"\naction classifier on codec round-trip frames of held-out people: {accuracy:.3f}")
+    assert accuracy > 0.8
+
+
+def test_shipped_pack_runs_through_insightface_and_knows_heldout_people(shipped):
+    from iad.face_analysis import FaceAnalyzer
+
+    analyzer = shipped.analyzer
+    assert type(analyzer.detector).__name__ == "SCRFD" and analyzer.crop_size == 112
+    assert analyzer.embedder == build.EMBEDDER
+    people = experiment.heldout_identities(assets.WORLD_DIR, 8, seed=5)
+    photos = [experiment.photo(p, a) for p in people for a in ("neutral", "smile", "turn_left")]
+    found = [analyzer.detect(img, landmarks=False, retry=False) for img in photos]
+    assert all(len(f) == 1 for f in found), "the detector misses a face of the world"
+    # box and keypoints agree with the renderer's ground truth
+    gt_kps = world.keypoints([people[0]], world.action_vector("neutral", 1.0)[None])[0]
+    assert np.abs(found[0][0].kps - gt_kps).max() < 2.0
+    # no face on scenes without a person
+    empties = faces.to_uint8(build.negatives(12, seed=77))
+    assert sum(len(analyzer.detect(img, landmarks=False, retry=False)) for img in empties) <= 1
+    # the ONNX recognizer computes what the torch recognizer computes
+    crop = found[0][0].aligned_crop
+    with torch.no_grad():
+        torch_emb = torch.nn.functional.normalize(shipped.recognizer(faces.crop_input(crop[None])), dim=-1)[0]
+    assert torch.allclose(torch_emb, found[0][0].embedding, atol=1e-4)
+    # same person (different expression) is closer than other people
+    emb = torch.stack([f[0].embedding for f in found]).reshape(len(people), 3, -1)
+    same = torch.einsum("pd,pd->p", emb[:, 0], emb[:, 1]).mean()
+    other = torch.einsum("pd,qd->pq", emb[:, 0], emb[:, 1])[~torch.eye(len(people), dtype=bool)].mean()
+    print(f"\nheld-out people: same-person cosine {float(same):.3f}, different-person {float(other):.3f}")
+    assert same > other + 0.2
+    assert FaceAnalyzer.load(str(assets.WORLD_DIR / build.PACK_NAME), det_size=160, provider="cpu") is analyzer
+
+
+def test_synthetic_world_nodes_in_process(pack, shipped):
+    mod = importlib.import_module(f"{pack.__name__}.nodes.synth_nodes")
+    cond = mod.IaDSynthWorldTextEncode.execute("a person smiles, then nods, in a forest").args[0]
+    assert cond[0][0].shape == (1, text.MAX_TOKENS, 4096) and cond[0][1] == {}
+    photo = mod.IaDSynthWorldPerson.execute(person=2, expression="frown", scale=4).args[0]
+    assert photo.shape == (1, 128, 128, 3)
+    assert len(shipped.analyzer.detect((photo[0].numpy() * 255).astype(np.uint8), landmarks=False)) == 1
+    import comfy.latent_formats
+
+    people = experiment.heldout_identities(assets.WORLD_DIR, 1, seed=9)
+    clip = world.sample_clip(people[0], np.random.default_rng(0))
+    video = world.render_clips([clip])
+    latent = comfy.latent_formats.Wan21().process_out(shipped.codec.encode(video))
+    frames = mod.IaDSynthWorldDecode.execute({"samples": latent}, scale=1).args[0]
+    assert frames.shape == (world.FRAMES, world.SIZE, world.SIZE, 3)
+    assert float((frames.permute(0, 3, 1, 2) - video[0]).abs().mean()) < 0.03
+    with pytest.raises(ValueError, match="Wan video latent"):
+        mod.IaDSynthWorldDecode.execute({"samples": torch.zeros(1, 4, 8, 8)})
+    with pytest.raises(ValueError, match="unknown expression"):
+        mod.IaDSynthWorldPerson.execute(person=0, expression="dance")
+
+
+def test_manifest_records_the_build():
+    manifest = json.loads((assets.WORLD_DIR / "manifest.json").read_text())
+    assert manifest["scale"] == json.loads(json.dumps(build.FULL.__dict__))
+    assert set(manifest["timings_s"]) >= {"wan base model", "naive adapter", "IaD adapter"}
