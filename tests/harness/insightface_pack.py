@@ -86,13 +86,16 @@ BUFFALO_L = PackSpec("buffalo_l", seed=1)
 
 
 # -- the pattern the detector fires on ---------------------------------------------------------------
-def draw_face(image: np.ndarray, cx: float, cy: float, size: float, person: int = 0, ring: bool = True) -> np.ndarray:
+def draw_face(image: np.ndarray, cx: float, cy: float, size: float, person: int = 0, ring: bool = True,
+              colour: tuple[int, int, int] | None = None) -> np.ndarray:
     """Paint the test face (in place, RGB uint8): a skin disc of diameter ``size`` centred at
-    (cx, cy) with dark eyes and mouth, inside a dark square ring. Returns the face bbox."""
+    (cx, cy) with dark eyes and mouth, inside a dark square ring. Returns the face bbox.
+    ``colour`` overrides the person's skin colour (keep its brightness at 180 to stay detectable
+    the same way: see ``_hue_colour``)."""
     import cv2
 
     h = size / 2.0
-    colour = PERSON_COLOURS[person % len(PERSON_COLOURS)]
+    colour = PERSON_COLOURS[person % len(PERSON_COLOURS)] if colour is None else colour
     shift = 4  # sub-pixel precision for cv2 drawing
     f = float(1 << shift)
 
