@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from harness import insightface_pack as ip
 from harness import tiny_models as tiny
-from harness.lynx_files import LynxSpec, write_lynx
+from harness.lynx_files import LynxSpec, random_irse50_state, write_lynx
 
 WAN = tiny.WanSpec("iad-tiny-wan-lynx-4x256.safetensors", dim=256, ffn_dim=512, num_layers=4, seed=9)
 
@@ -29,18 +29,7 @@ def irse50_weights(pack):
     import folder_paths
 
     irse50 = _module(pack, "iad.recognizers.irse50")
-    g = torch.Generator().manual_seed(1)
-    state = {}
-    for name, shape in irse50.expected_keys().items():
-        if name.endswith("num_batches_tracked"):
-            state[name] = torch.tensor(0)
-        elif name.endswith("running_var"):
-            state[name] = (0.5 + torch.rand(shape, generator=g)).half()
-        elif len(shape) == 1:
-            state[name] = (0.1 * torch.randn(shape, generator=g) + (0.0 if "bias" in name or "mean" in name else 1.0)).half()
-        else:
-            fan_in = int(np.prod(shape[1:]))
-            state[name] = (torch.randn(shape, generator=g) / fan_in ** 0.5).half()
+    state = random_irse50_state(irse50.expected_keys())
     folder = Path(folder_paths.models_dir) / "facexlib"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "iad-test-irse50.safetensors"

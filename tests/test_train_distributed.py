@@ -10,29 +10,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from harness import train_data
+from harness.train_fixtures import _restore_threads, dataset  # noqa: F401  (fixtures)
 from harness.paths import REPO_ROOT
 
 STEPS = 6
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def dataset(comfy):
-    threads = torch.get_num_threads()
-    try:
-        return train_data.ensure_prepared()
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -18,24 +18,9 @@ from safetensors.torch import load_file
 
 from harness import tiny_models as tiny
 from harness import train_data
+from harness.train_fixtures import _restore_threads, dataset  # noqa: F401  (fixtures)
 from harness.paths import REPO_ROOT
 from harness.prompts import Prompt
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def dataset(comfy):
-    threads = torch.get_num_threads()
-    try:
-        return train_data.ensure_prepared()
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -134,3 +134,21 @@ def reference_resampler(sd: dict[str, torch.Tensor], x: torch.Tensor, heads: int
         lat = lat + F.gelu(h) @ sd[p + "1.3.weight"].T
     out = lat @ sd["proj_out.weight"].T + sd["proj_out.bias"]
     return ln(out, "norm_out")
+
+
+def random_irse50_state(expected_keys: dict[str, tuple[int, ...]], seed: int = 1) -> dict[str, torch.Tensor]:
+    """Seeded random weights under IR-SE50's (facexlib) key names, fp16 like the release; BatchNorm
+    statistics kept plausible so activations stay finite. ``expected_keys`` comes from
+    ``iad.recognizers.irse50.expected_keys()`` (passed in: callers import iad in their own way)."""
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape in sorted(expected_keys.items()):
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(0)
+        elif name.endswith("running_var"):
+            state[name] = (0.5 + torch.rand(shape, generator=g)).half()
+        elif len(shape) == 1:
+            state[name] = (0.1 * torch.randn(shape, generator=g) + (0.0 if "bias" in name or "mean" in name else 1.0)).half()
+        else:
+            state[name] = (torch.randn(shape, generator=g) / math.prod(shape[1:]) ** 0.5).half()
+    return state

@@ -83,7 +83,7 @@ def tiny_irse50_path() -> Path:
     """Seeded random IR-SE50 weights with the real key layout (the recognizer Lynx needs)."""
     import sys
 
-    import torch
+    from .lynx_files import random_irse50_state
     from safetensors.torch import save_file
 
     from .paths import TINY_MODELS_DIR
@@ -96,20 +96,7 @@ def tiny_irse50_path() -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    g = torch.Generator().manual_seed(1)
-    state = {}
-    for name, shape in sorted(expected_keys().items()):
-        if name.endswith("num_batches_tracked"):
-            state[name] = torch.tensor(0)
-        elif name.endswith("running_var"):
-            state[name] = (0.5 + torch.rand(shape, generator=g)).half()
-        elif len(shape) == 1:
-            state[name] = (0.1 * torch.randn(shape, generator=g) + (0.0 if "bias" in name or "mean" in name else 1.0)).half()
-        else:
-            fan_in = 1
-            for d in shape[1:]:
-                fan_in *= d
-            state[name] = (torch.randn(shape, generator=g) / fan_in ** 0.5).half()
+    state = random_irse50_state(expected_keys())
     partial = target.with_suffix(".partial")
     save_file(state, str(partial))
     partial.replace(target)
