@@ -2,7 +2,9 @@
 
 Uses a self-contained ComfyUI instance under .demo/ (its own models, input, output and user
 folders; the ComfyUI code is the one `make setup` prepared or COMFYUI_PATH), populated with the
-tiny generated models. The demo prompt runs through the real server; then the server keeps
+synthetic portrait world's trained models (iad/synth/assets; see docs/synth-world.md): a
+held-out person's photo goes through the real face nodes, IaD Identity and IaD Apply on a tiny
+native Wan T2V. The demo prompt runs through the real server; then the server keeps
 serving so you can open http://127.0.0.1:8188 and run the shipped workflows (Workflow ->
 Browse Templates -> ComfyUI-IaD) or the demo graph saved to .demo/iad_demo_api.json.
 
@@ -23,7 +25,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from harness import demo_graph  # noqa: E402
 from harness.comfy_server import ComfyServer  # noqa: E402
-from harness.paths import PACK_DIR_NAME, TEST_NODES_DIR, comfyui_dir  # noqa: E402
+from harness.paths import PACK_DIR_NAME, comfyui_dir  # noqa: E402
 
 
 def _interrupt(*_):
@@ -44,9 +46,7 @@ def main() -> int:
     server = ComfyServer(
         comfy_dir=comfyui_dir(),
         base_dir=base,
-        # The test-only conditioning node stands in for the 5B umt5-xxl text encoder the tiny
-        # demo models cannot use; with real models the shipped workflows use CLIPLoader instead.
-        custom_nodes={PACK_DIR_NAME: REPO, "iad_test_nodes": TEST_NODES_DIR},
+        custom_nodes={PACK_DIR_NAME: REPO},
         models=demo.models,
         port=args.port,
     )
@@ -58,8 +58,9 @@ def main() -> int:
         t1 = time.monotonic()
         result = server.run_ok(demo.prompt)
         frames = result.images(demo.output_node)
-        print(f"[demo] demo workflow ran in {time.monotonic() - t1:.1f} s: {len(frames)} frames "
-              f"{frames[0].shape[1]}x{frames[0].shape[0]} in {server.output_dir}")
+        print(f"[demo] demo workflow ran in {time.monotonic() - t1:.1f} s: a synthetic-world person, "
+              f"prompt {demo.text!r}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]} "
+              f"in {server.output_dir}")
         (base / "iad_demo_api.json").write_text(json.dumps(demo.prompt, indent=1))
         if args.once:
             return 0

@@ -177,3 +177,10 @@ def test_make_demo_runs_the_demo_workflow_end_to_end(tmp_path):
     assert "demo workflow ran" in done.stdout
     saved = sorted((tmp_path / "demo" / "output").glob("iad_demo_*.png"))
     assert len(saved) == 9
+    from PIL import Image
+
+    frames = np.stack([np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) for path in saved])
+    assert frames.shape == (9, 128, 128, 3) and frames.std() > 5.0
+    # The demo is the identity path, not a bare sampler: the real face and IaD nodes ran.
+    ran = json.loads((tmp_path / "demo" / "iad_demo_api.json").read_text())
+    assert {"IaDFaceEmbed", "IaDIdentity", "IaDApply"} <= {node["class_type"] for node in ran.values()}

@@ -50,7 +50,7 @@ def demo_prompt(text: str = DEMO_TEXT, person: int = 3, expression: str = "smile
         "6": node("IaDIdentity", iad_model=["5", 0], face_embeds=["4", 0], decoupling="auto", strength=1.0),
         # the world's adapters were trained with the identity active at every step
         "7": node("IaDApply", model=["14", 0], iad_model=["5", 0], identity=["6", 0], weight=1.0, start_percent=0.0,
-                  end_percent=1.0, apply_to_uncond=False),
+                  end_percent=1.0, uncond_identity="none"),
         "8": node("IaDSynthWorldTextEncode", text=text),
         "9": node("IaDSynthWorldTextEncode", text=""),
         "10": node("EmptyHunyuanLatentVideo", width=64, height=64, length=33, batch_size=1),

@@ -1,12 +1,21 @@
-"""The demo graph that `make demo` runs (and a test runs too, so the demo cannot rot)."""
+"""The demo graph that `make demo` runs (and a test runs too, so the demo cannot rot).
+
+It is the synthetic portrait world's native ComfyUI graph (``iad/synth``, docs/synth-world.md):
+a held-out person's reference photo -> IaD Face Analysis Loader / Face Embed (the world's
+insightface-format pack) -> IaD Identity -> IaD Apply on the world's tiny Wan T2V (ComfyUI's own
+Wan architecture) -> KSampler -> frames. Real Wan/umt5/antelopev2 weights cannot exist here; the
+world's models are small, trained from seeds and shipped in ``iad/synth/assets``.
+"""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import prompts
-from . import tiny_models as tiny
+from .paths import REPO_ROOT
+
+DEMO_PREFIX = "iad_demo"
 
 
 @dataclass
@@ -14,17 +23,14 @@ class Demo:
     prompt: dict
     output_node: str
     models: dict[str, dict[str, Path]]
+    text: str
 
 
 def prepare(base_dir: Path) -> Demo:
-    """Generate/reuse the tiny models and build the demo prompt for a server rooted at base_dir."""
-    paths = tiny.ensure_all()
-    models = {
-        "diffusion_models": {tiny.WAN21_T2V.filename: paths[tiny.WAN21_T2V.filename]},
-        "vae": {tiny.WAN21_VAE.filename: paths[tiny.WAN21_VAE.filename]},
-    }
-    prompt, nodes = prompts.wan_t2v(
-        tiny.WAN21_T2V.filename, tiny.WAN21_VAE.filename, text="a person smiles, then turns left",
-        width=64, height=64, length=9, steps=4, filename_prefix="iad_demo",
-    )
-    return Demo(prompt=prompt, output_node=nodes["save"], models=models)
+    """The demo prompt and the model files a server rooted at ``base_dir`` needs."""
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from iad.synth import demo as synth_demo
+
+    prompt, save_node = synth_demo.demo_prompt(filename_prefix=DEMO_PREFIX)
+    return Demo(prompt=prompt, output_node=save_node, models=synth_demo.demo_models(), text=synth_demo.DEMO_TEXT)
