@@ -390,11 +390,16 @@ def _images_to_bgr_uint8(images) -> list[np.ndarray]:
         count = images.shape[0]
         array = images.detach().cpu().float().numpy()
         scratch = np.empty(array.shape[1:], dtype=np.float32)
+        flat = scratch.reshape(-1)
         converted = []
         for i, frame in enumerate(array):
             np.multiply(frame, 255.0, out=scratch)
             scratch += 0.5
-            if not np.isfinite(scratch.sum()):  # NaN/inf propagate into the sum
+            # NaN/inf propagate into the dot product (one BLAS pass, ~4x cheaper than .sum()); a
+            # huge finite value that overflows it is re-checked exactly below and passes.
+            with np.errstate(over="ignore", invalid="ignore"):
+                finite = np.isfinite(np.dot(flat, flat))
+            if not finite:
                 as_rgb_uint8(frame, i, count)   # raises, naming the image, if really non-finite
             np.clip(scratch, 0, 255, out=scratch)
             converted.append(cv2.cvtColor(scratch.astype(np.uint8), cv2.COLOR_RGB2BGR))
@@ -756,6 +761,55 @@ def face_mask(bbox: np.ndarray, height: int, width: int, out: np.ndarray | None 
     return mask
 
 
+_SCRFD_FORWARD_ATTRIBUTES = ("fmc", "_feat_stride_fpn", "_num_anchors", "center_cache", "batched", "use_kps",
+                             "_prepare_input_blob", "_session_for_input_size", "output_names", "input_name")
+
+
+def _use_sparse_decode(detector) -> None:
+    """Give THIS detector instance (ours, from ``_route_pack``) a forward that decodes only the
+    anchors above the threshold. insightface's SCRFD.forward decodes every anchor (16,800 at 640)
+    and then keeps the few above it: ~0.8 ms of numpy per frame, a tenth of a video's embedding
+    time on CPU. Decoding is elementwise, so the kept boxes and keypoints are bit-identical.
+    Left as is when the detector is not the insightface SCRFD this was written against."""
+    if not all(hasattr(detector, name) for name in _SCRFD_FORWARD_ATTRIBUTES):
+        return
+
+    def forward(img, threshold):
+        input_size = tuple(img.shape[0:2][::-1])
+        blob = detector._prepare_input_blob(img, input_size)
+        net_outs = detector._session_for_input_size(input_size).run(detector.output_names, {detector.input_name: blob})
+        input_height, input_width = blob.shape[2], blob.shape[3]
+        fmc = detector.fmc
+        scores_list, bboxes_list, kpss_list = [], [], []
+        for idx, stride in enumerate(detector._feat_stride_fpn):
+            first = (lambda out: out[0]) if detector.batched else (lambda out: out)
+            scores = first(net_outs[idx])
+            key = (input_height // stride, input_width // stride, stride)
+            centers = detector.center_cache.get(key)
+            if centers is None:
+                height, width = key[0], key[1]
+                centers = (np.stack(np.mgrid[:height, :width][::-1], axis=-1).astype(np.float32) * stride).reshape(-1, 2)
+                if detector._num_anchors > 1:
+                    centers = np.stack([centers] * detector._num_anchors, axis=1).reshape(-1, 2)
+                if len(detector.center_cache) < 100:
+                    detector.center_cache[key] = centers
+            pos = np.where(scores >= threshold)[0]
+            centers = centers[pos]
+            distance = first(net_outs[idx + fmc])[pos] * stride
+            scores_list.append(scores[pos])
+            bboxes_list.append(np.stack([centers[:, 0] - distance[:, 0], centers[:, 1] - distance[:, 1],
+                                         centers[:, 0] + distance[:, 2], centers[:, 1] + distance[:, 3]], axis=-1))
+            if detector.use_kps:
+                kps = first(net_outs[idx + fmc * 2])[pos] * stride
+                points = np.empty((len(pos), kps.shape[1] // 2, 2), dtype=np.result_type(centers, kps))
+                points[..., 0] = centers[:, None, 0] + kps[:, 0::2]
+                points[..., 1] = centers[:, None, 1] + kps[:, 1::2]
+                kpss_list.append(points)
+        return scores_list, bboxes_list, kpss_list
+
+    detector.forward = forward
+
+
 def _route_pack(location: PackLocation, providers: list[str]) -> tuple[dict, dict[str, Path], list[str]]:
     """Load every .onnx file in the pack folder through insightface's own router and check roles."""
     try:
@@ -796,6 +850,7 @@ def _route_pack(location: PackLocation, providers: list[str]) -> tuple[dict, dic
             f"The detector {files['detection']} has no keypoint outputs (a 6-output SCRFD), so faces cannot be aligned for "
             "the recognizer. Use a detector with keypoints: antelopev2's scrfd_10g_bnkps.onnx or buffalo_l's det_10g.onnx.")
     detector.prepare(0, det_thresh=0.5)
+    _use_sparse_decode(detector)
     for role, model in models.items():
         if role != "detection":
             model.prepare(0)
