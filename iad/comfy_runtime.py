@@ -41,10 +41,13 @@ def locate_comfyui(explicit: str | os.PathLike | None = None) -> Path:
     )
 
 
-def import_comfy(comfyui_dir: str | os.PathLike | None = None, cpu: bool | None = None):
+def import_comfy(comfyui_dir: str | os.PathLike | None = None, cpu: bool | None = None,
+                 base_directory: str | os.PathLike | None = None):
     """Import ``comfy`` (idempotent). ``cpu=True`` forces ComfyUI's ``--cpu`` mode (must happen
     before ``comfy.model_management`` is first imported); ``None`` forces it only when torch sees
-    no accelerator (a CUDA build of torch on a machine without a GPU would otherwise fail)."""
+    no accelerator (a CUDA build of torch on a machine without a GPU would otherwise fail).
+    ``base_directory`` redirects ComfyUI's models/input/output/user folders (its
+    ``--base-directory``); it takes effect only if ``folder_paths`` was not imported yet."""
     if "comfy.sd" in sys.modules:
         return sys.modules["comfy"]
     root = str(locate_comfyui(comfyui_dir))
@@ -60,6 +63,9 @@ def import_comfy(comfyui_dir: str | os.PathLike | None = None, cpu: bool | None 
         cpu = not (torch.cuda.is_available() or (mps is not None and mps.is_available()))
     if cpu:
         comfy.cli_args.args.cpu = True
+    if base_directory is not None and "folder_paths" not in sys.modules:
+        Path(base_directory).mkdir(parents=True, exist_ok=True)
+        comfy.cli_args.args.base_directory = str(base_directory)
     import comfy.model_management  # noqa: F401
     import comfy.sd  # noqa: F401
 

@@ -20,23 +20,11 @@ def import_comfy(base_directory: Path | None = None):
     ComfyUI's folders (models, input, output, user) are redirected to ``base_directory``
     (default: a scratch folder under ``.cache``) so in-process tests never write into the
     ComfyUI tree, which may be a user's own (``COMFYUI_PATH``)."""
-    comfy_root = str(comfyui_dir())
-    if base_directory is None:
-        base_directory = CACHE_DIR / "inprocess-comfy"
-    if comfy_root not in sys.path:
-        sys.path.insert(0, comfy_root)
-    import comfy.options  # noqa: F401  (args_parsing stays False: parse_args([]))
-    import comfy.cli_args
+    if str(REPO_ROOT) not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT))
+    from iad.comfy_runtime import import_comfy as import_comfy_runtime
 
-    comfy.cli_args.args.cpu = True
-    if "folder_paths" not in sys.modules:
-        Path(base_directory).mkdir(parents=True, exist_ok=True)
-        comfy.cli_args.args.base_directory = str(base_directory)
-    import comfy.model_management  # noqa: F401
-    import comfy.sd  # noqa: F401
-    import comfy
-
-    return comfy
+    return import_comfy_runtime(comfyui_dir(), cpu=True, base_directory=base_directory or CACHE_DIR / "inprocess-comfy")
 
 
 def import_pack():
