@@ -42,14 +42,17 @@ class IaDSynthWorldTextEncode(io.ComfyNode):
             node_id="IaDSynthWorldTextEncode",
             display_name="IaD Synthetic-World Text Encode",
             category="IaD/synthetic world",
-            description="Encodes a caption of the synthetic portrait world (e.g. 'a person smiles, then turns left, "
-                        "at the beach') into Wan-shaped conditioning [1, 8, 4096] for the world's tiny Wan model. "
+            description="Encodes a caption of the synthetic portrait world (e.g. 'a person frowns at the beach') "
+                        "into Wan-shaped conditioning [1, 8, 4096] for the world's tiny Wan model. "
                         "Only for the synthetic-world models: real Wan models need their umt5-xxl text encoder.",
             inputs=[
-                io.String.Input("text", default="a person smiles, then turns left, at the beach", multiline=True,
-                                tooltip="A caption in the world's grammar: 'a person <action>, then <action>, <scene>'. "
+                io.String.Input("text", default="a person frowns at the beach", multiline=True,
+                                tooltip="A caption in the world's grammar: 'a person [<appearance>] <action> <scene>'. "
                                         "Actions: " + ", ".join(world.ACTION_PHRASES.values()) + ". Scenes: "
-                                        + ", ".join(world.SCENE_PHRASES.values()) + ". Empty text = unconditional."),
+                                        + ", ".join(world.SCENE_PHRASES.values()) + ". Optional appearance: "
+                                        "'with <black|brown|blond|red|grey|blue> hair' or 'with no hair', 'wearing glasses', "
+                                        "'wearing a <red|blue|yellow> hat' (leave it out to take the look from the photo). "
+                                        "Empty text = unconditional."),
             ],
             outputs=[io.Conditioning.Output()],
         )

@@ -1,15 +1,16 @@
 """The synthetic-world experiment, reduced (minutes), with the shipped trained world.
 
-What holds and is asserted: both adapters carry the identity of people they never saw (far above
-the base model), the recognizer leaks expression into its embedding (as ArcFace does), IaD's
-decoupler removes part of that leak while keeping identity, and the demo graph runs natively
-through a real server.
+What holds and is asserted: the world's base model draws the action the prompt asks for (the
+condition for the experiment to mean anything), both adapters carry the identity of people they
+never saw (above the base model), the recognizer leaks expression into its embedding (as ArcFace
+does), IaD's decoupler removes most of that leak while keeping identity, and the demo graph runs
+natively through a real server.
 
 What issue 10 asked for and does NOT hold with the shipped world -- IaD copying the reference
-photo's expression less than naive injection in the generated videos -- is measured and printed
-here, and reported in docs/results.md with the reasons; it is not asserted, because asserting it
-would be false (naive injection copies almost nothing: the tiny base model barely renders the
-actions, so there is little to copy).
+photo's expression clearly less than naive injection -- is measured and printed here, and
+reported in docs/results.md with the reasons; it is not asserted, because it would be false:
+naive injection does not copy the photo's expression in this world (its copy rate is at the base
+model's coincidence level), so there is nothing for IaD to cut.
 """
 
 from __future__ import annotations
@@ -23,25 +24,28 @@ from iad.synth import assets, build, demo, experiment, world
 
 @pytest.fixture(scope="module")
 def reduced():
-    cfg = experiment.ExperimentConfig(identities=24, steps=8, seed=1)
+    cfg = experiment.ExperimentConfig(identities=48, prompts_per_identity=1, steps=12, seed=0)
     out = experiment.run(assets.WORLD_DIR, cfg, systems=("base", "naive", "iad"), log=print)
     out.pop("_samples")
     return out
 
 
-def test_adapters_carry_heldout_identities_and_the_copy_rates_are_measured(reduced):
+def test_the_world_follows_the_prompt_and_adapters_carry_heldout_identities(reduced):
     base, naive, iad = (reduced["results"][k] for k in ("base", "naive", "iad"))
-    print(f"\nreduced experiment (24 held-out people, 8 steps, wall {reduced['wall_s']} s):")
+    print(f"\nreduced experiment (48 held-out people, 12 steps, wall {reduced['wall_s']} s):")
     for name, r in (("base", base), ("naive", naive), ("IaD", iad)):
         print(f"  {name:5s} copy {r['copy_rate']:.3f}  action {r['action_accuracy']:.3f}  identity "
               f"{r['identity_accuracy']:.3f}  facesim {r['face_sim']:.3f}")
-    # identity: 24-way accuracy of the base model is chance (about 1/24); both adapters beat it
-    assert naive["identity_accuracy"] > base["identity_accuracy"] + 0.08
-    assert iad["identity_accuracy"] > base["identity_accuracy"]
-    # FaceSim is the cosine to the *expressive* reference photo, so the decoupled IaD scores lower
-    assert naive["face_sim"] > base["face_sim"] + 0.05 and iad["face_sim"] > base["face_sim"]
+    # the base model draws the prompt's action (9 classes; published run: 84.8 %)
+    assert base["action_accuracy"] > 0.6
+    # identity: 24-way accuracy of the base model is about chance (1/24); both adapters beat it on
+    # these people (the published run's first 48; another held-out draw, seed 1, shows a weaker
+    # transfer: 8.1 % naive, 5.1 % IaD against 3.5 % -- docs/results.md)
+    assert naive["identity_accuracy"] > base["identity_accuracy"] + 0.05
+    assert iad["identity_accuracy"] > base["identity_accuracy"] + 0.05
+    assert naive["face_sim"] > base["face_sim"] + 0.05 and iad["face_sim"] > base["face_sim"] + 0.05
     for r in (base, naive, iad):
-        assert 0.0 <= r["copy_rate"] <= 1.0 and 0.0 <= r["action_accuracy"] <= 1.0 and r["detection_rate"] > 0.5
+        assert 0.0 <= r["copy_rate"] <= 1.0 and r["detection_rate"] > 0.9
 
 
 def test_the_recognizer_leaks_expression_and_the_iad_decoupler_removes_part_of_it():
@@ -50,16 +54,18 @@ def test_the_recognizer_leaks_expression_and_the_iad_decoupler_removes_part_of_i
     print(f"\nleakage: chance {leak['chance']:.3f}, " + ", ".join(
         f"{k}: action {v['action_probe_accuracy']:.3f} / identity {v['identity_retrieval_top1']:.3f}"
         for k, v in leak["probe"].items()))
-    assert raw["action_probe_accuracy"] > leak["chance"] + 0.08        # it leaks, like ArcFace (published: 31 % vs 16 %)
-    assert iad["action_probe_accuracy"] < raw["action_probe_accuracy"]  # z_id carries less of the action
-    assert raw["identity_retrieval_top1"] > 0.9 and iad["identity_retrieval_top1"] > 0.9
+    assert raw["action_probe_accuracy"] > leak["chance"] + 0.2         # it leaks, like ArcFace (published: 57 % vs 19 %)
+    # z_id keeps less than half of the above-chance action information (published: 24 %)
+    assert iad["action_probe_accuracy"] - leak["chance"] < 0.5 * (raw["action_probe_accuracy"] - leak["chance"])
+    # identity survives the decoupling (published: 89.4 % raw, 95.0 % z_id)
+    assert raw["identity_retrieval_top1"] > 0.85 and iad["identity_retrieval_top1"] > raw["identity_retrieval_top1"]
 
 
 def test_demo_graph_runs_natively_and_shows_a_face_of_the_world(comfy_server):
     """The demo prompt (what `make demo` can run with the world) through the real server: a held-out
-    person's smiling photo, the prompt 'frowns, then turns left'. Whether the frames then frown and
-    turn is what the experiment measures (docs/results.md); here: the native graph runs and makes
-    frames in which the world's real face pack finds a face."""
+    person's smiling photo, the prompt 'a person frowns at the beach'. Whether the frames frown
+    rather than smile is what the experiment measures (docs/results.md); here: the native graph runs
+    and makes frames in which the world's real face pack finds a face."""
     for folder, files in demo.demo_models().items():
         for name, path in files.items():
             comfy_server.add_model(folder, path, name)
@@ -78,5 +84,7 @@ def test_demo_graph_runs_natively_and_shows_a_face_of_the_world(comfy_server):
     with torch.no_grad():
         pred = [world.ACTIONS[i] for i in w.classifier(video).argmax(-1).tolist()]
     print(f"\ndemo frames classified as: {pred}")
+    # the prompt's action, not the smiling photo's (the world's judge; 7 of 9 frames at this seed)
+    assert pred.count("frown") > len(pred) // 2 and pred.count("smile") == 0
     # the generated frames show a face of the world that the pack detects
     assert sum(e is not None for e in w.embed(frames)) >= world.FRAMES - 2

@@ -43,11 +43,18 @@ def test_renderer_is_deterministic_and_every_factor_is_visible():
 
 
 def test_caption_grammar_and_text_encoder():
-    cap = world.caption(("smile", "turn_left"), "beach")
-    assert cap == "a person smiles, then turns left, at the beach"
-    assert world.parse_caption(cap) == (("smile", "turn_left"), "beach")
+    cap = world.caption("turn_left", "beach")
+    assert cap == "a person turns left at the beach"
+    assert world.parse_caption(cap) == ("turn_left", "beach")
     assert world.parse_caption("a person at night") == (None, "night")
-    enc = text.encode([cap, world.caption(("turn_left", "smile"), "beach"), ""])
+    assert world.parse_caption("A person looks surprised, in a forest") == ("surprise", "forest")
+    looks = world.appearance(world.Identity(face=0, skin=0, hair_colour=2, hair_style=0, eye_colour=0, eye_spacing=0,
+                                            nose=0, brows=0, accessory=1))
+    assert looks == "with blond hair wearing glasses"
+    described = world.caption("smile", "forest", looks)
+    assert described == "a person with blond hair wearing glasses smiles in a forest"
+    assert world.parse_caption(described) == ("smile", "forest") and text.unknown_words(described) == []
+    enc = text.encode([cap, "a person at the beach turns left", ""])
     assert enc.shape == (3, text.MAX_TOKENS, 4096)
     assert torch.equal(enc[0], text.encode(cap)[0])                 # deterministic
     assert not torch.allclose(enc[0], enc[1])                        # word order matters
@@ -74,8 +81,8 @@ def test_tiny_build_is_bit_for_bit_reproducible(tmp_path):
 
 
 def test_codec_and_action_classifier_on_heldout_people(shipped):
-    people = experiment.heldout_identities(assets.WORLD_DIR, 6, seed=11)
-    ds = build.make_dataset(people, 2, seed=123, omit_action_prob=0.0)
+    people = experiment.heldout_identities(assets.WORLD_DIR, 24, seed=11)
+    ds = build.make_dataset(people, 4, seed=123, omit_action_prob=0.0)
     rt = shipped.codec.decode(shipped.codec.encode(ds.video))
     assert float((rt - ds.video).abs().mean()) < 0.03
     labels = torch.from_numpy(np.concatenate([c.labels for c in ds.clips]))
@@ -83,7 +90,7 @@ def test_codec_and_action_classifier_on_heldout_people(shipped):
         pred = shipped.classifier(rt.reshape(-1, 3, world.SIZE, world.SIZE)).argmax(-1)
     accuracy = float((pred == labels).float().mean())
     print(f"\naction classifier on codec round-trip frames of held-out people: {accuracy:.3f}")
-    assert accuracy > 0.8
+    assert accuracy > 0.85      # published check (24 people x 6 clips): 93.0 % round trip, 94.9 % clean
 
 
 def test_shipped_pack_runs_through_insightface_and_knows_heldout_people(shipped):
@@ -118,7 +125,7 @@ def test_shipped_pack_runs_through_insightface_and_knows_heldout_people(shipped)
 
 def test_synthetic_world_nodes_in_process(pack, shipped):
     mod = importlib.import_module(f"{pack.__name__}.nodes.synth_nodes")
-    cond = mod.IaDSynthWorldTextEncode.execute("a person smiles, then nods, in a forest").args[0]
+    cond = mod.IaDSynthWorldTextEncode.execute("a person nods in a forest").args[0]
     assert cond[0][0].shape == (1, text.MAX_TOKENS, 4096) and cond[0][1] == {}
     photo = mod.IaDSynthWorldPerson.execute(person=2, expression="frown", scale=4).args[0]
     assert photo.shape == (1, 128, 128, 3)

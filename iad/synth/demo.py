@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import assets, build, diffusion
 
-DEMO_TEXT = "a person frowns, then turns left, at the beach"
+DEMO_TEXT = "a person frowns at the beach"
 
 
 def demo_models(folder: Path = assets.WORLD_DIR) -> dict[str, dict[str, Path]]:

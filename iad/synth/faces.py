@@ -62,14 +62,14 @@ class Recognizer(nn.Module):
         self.c1 = nn.Conv2d(3, 24, 3, padding=1)
         self.c2 = nn.Conv2d(24, 48, 3, padding=1)
         self.c3 = nn.Conv2d(48, 32, 3, padding=1)
-        self.fc1 = nn.Linear(32 * 7 * 7, 256)
-        self.fc2 = nn.Linear(256, embed_dim)
+        # ArcFace's output layer: the flattened feature map through one linear layer, so what the
+        # last feature map holds about *where* things are (mouth, eyes) reaches the embedding
+        self.fc = nn.Linear(32 * 7 * 7, embed_dim)
 
     def forward(self, x28: torch.Tensor) -> torch.Tensor:
         h = F.avg_pool2d(F.relu(self.c1(x28)), 2)
         h = F.avg_pool2d(F.relu(self.c2(h)), 2)
-        h = F.relu(self.c3(h)).flatten(1)
-        return self.fc2(F.relu(self.fc1(h)))
+        return self.fc(F.relu(self.c3(h)).flatten(1))
 
 
 class Detector(nn.Module):
@@ -228,9 +228,7 @@ def recognizer_onnx(model: Recognizer):
         helper.make_node("Conv", ["p2", "c3.weight", "c3.bias"], ["h3"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["h3"], ["r3"]),
         helper.make_node("Flatten", ["r3"], ["flat"], axis=1),
-        helper.make_node("Gemm", ["flat", "fc1.weight", "fc1.bias"], ["g1"], transB=1),
-        helper.make_node("Relu", ["g1"], ["rg1"]),
-        helper.make_node("Gemm", ["rg1", "fc2.weight", "fc2.bias"], ["fc1"], transB=1),
+        helper.make_node("Gemm", ["flat", "fc.weight", "fc.bias"], ["fc1"], transB=1),
     ]
     graph = helper.make_graph(nodes, "synth_world_arcface",
                               [helper.make_tensor_value_info("data", TensorProto.FLOAT, ["N", 3, CROP, CROP])],

@@ -3,8 +3,7 @@
 Wan's real text encoder (umt5-xxl, 5.7 B parameters) cannot exist here; the world's captions use a
 closed vocabulary (``iad.synth.world``), so a phrase-level encoder is enough: the caption is split
 into known phrases (longest match), each phrase becomes a fixed seeded 4096-d vector plus a
-position vector (Wan's cross-attention has no positions of its own, and "smiles, then frowns"
-differs from "frowns, then smiles"), padded with zeros to ``MAX_TOKENS`` like Wan pads umt5
+position vector (Wan's cross-attention has no positions of its own), padded with zeros to ``MAX_TOKENS`` like Wan pads umt5
 output. There is nothing to train: the tables are a pure function of ``SEED``, so the conditioning
 is bit-for-bit reproducible and the diffusion model's ``text_embedding`` learns to read it.
 """
@@ -18,7 +17,8 @@ from . import world
 TEXT_DIM = 4096
 MAX_TOKENS = 8
 SEED = 1234
-VOCABULARY = ("<unk>", "a person", ",", "then", *world.ACTION_PHRASES.values(), *world.SCENE_PHRASES.values())
+VOCABULARY = ("<unk>", "a person", ",", "then", *world.ACTION_PHRASES.values(), *world.SCENE_PHRASES.values(),
+              *world.HAIR_PHRASES, world.BALD_PHRASE, world.ACCESSORY_PHRASES["glasses"], *world.ACCESSORY_PHRASES["hat"])
 _TABLES: dict[str, torch.Tensor] = {}
 
 

@@ -6,12 +6,15 @@ never changes inside a clip; what the person does (action factors) changes per f
 
 - :class:`Identity`: face shape, skin tone, hair colour and style, eye spacing and colour, nose,
   brows, accessories (glasses, hat). Dozens of thousands of combinations.
-- Actions (one per clip segment): ``ACTIONS``; the per-frame ground-truth class is
-  ``frame_labels`` (``neutral`` on the transition frame).
+- Actions: one per clip (``ACTIONS``), held with a per-frame intensity that drifts smoothly; the
+  per-frame ground-truth class is ``Clip.labels``. One action per clip, because Wan has no absolute
+  position in time (3-D RoPE is relative), so "first this, then that" cannot be learnt by a model
+  this small: the first world's base model put the two actions of "smiles, then turns left" into
+  the wrong halves as often as into the right ones (20 % vs 19 % of frames).
 - :func:`render` draws frames from per-frame parameters with anti-aliased signed-distance shapes
   (pure torch, batched: thousands of frames per second).
-- :func:`caption` / :func:`sample_clip`: the prompt grammar ("a person smiles, then turns left,
-  at the beach") and the clip it describes.
+- :func:`caption` / :func:`sample_clip`: the prompt grammar ("a person smiles at the beach") and
+  the clip it describes.
 
 Everything is a function of an explicit ``numpy.random.Generator`` so datasets are reproducible.
 """
@@ -24,9 +27,11 @@ import numpy as np
 import torch
 
 SIZE = 32            # frame width and height (px)
-FRAMES = 9           # frames per clip: segment 1 = frames 0-3, transition = 4, segment 2 = 5-8
-SEGMENTS = ((0, 4), (5, 9))
+FRAMES = 9           # frames per clip
 SUPERSAMPLE = 2      # render at 2x and average: anti-aliasing
+# The camera frames the head closely: at 32 px every expression must span whole latent patches
+# (4x4 px) for a tiny video model to be able to draw it.
+ZOOM = 1.3
 
 # -- actions -------------------------------------------------------------------------------------
 # The prompt phrase of each action; class 0 is "neutral" (no phrase: never asked for).
@@ -40,6 +45,13 @@ EXPRESSIONS = ("smile", "frown", "surprise", "wink", "blink", "turn_left", "turn
 SCENES = ("beach", "forest", "city", "studio", "night")
 SCENE_PHRASES = {"beach": "at the beach", "forest": "in a forest", "city": "in the city", "studio": "in a studio",
                  "night": "at night"}
+# Appearance phrases: real captions often say what a person looks like ("a blond woman wearing
+# glasses"), which is what teaches a text-to-video model to draw a *given* look -- the pathway an
+# identity adapter then steers. Skin tone, face shape, eyes, nose and brows are never described.
+HAIR_PHRASES = ("with black hair", "with brown hair", "with blond hair", "with red hair", "with grey hair",
+                "with blue hair")
+BALD_PHRASE = "with no hair"
+ACCESSORY_PHRASES = {"glasses": "wearing glasses", "hat": ("wearing a red hat", "wearing a blue hat", "wearing a yellow hat")}
 
 # -- identity factors ----------------------------------------------------------------------------
 SKIN_TONES = ((236, 200, 170), (210, 160, 120), (170, 115, 80), (120, 80, 55), (245, 215, 190), (190, 140, 95))
@@ -122,7 +134,7 @@ def action_vector(action: str, intensity: float) -> np.ndarray:
 @dataclass
 class Clip:
     identity: Identity
-    actions: tuple[str, str]
+    action: str
     scene: str
     caption: str
     params: np.ndarray        # [FRAMES, len(ACTION_PARAMS)]
@@ -135,53 +147,56 @@ class Clip:
 SHIRT_COLOURS = ((80, 80, 90), (200, 200, 200), (150, 40, 40), (40, 110, 60), (40, 60, 130))
 
 
-def caption(actions: tuple[str, str] | None, scene: str) -> str:
-    """The grammar: ``a person <action 1>, then <action 2>, <scene>`` (or ``a person <scene>``
-    when the clip's caption leaves the action out, as many real captions do)."""
-    if not actions:
-        return f"a person {SCENE_PHRASES[scene]}"
-    a1, a2 = (ACTION_PHRASES[a] for a in actions)
-    return f"a person {a1}, then {a2}, {SCENE_PHRASES[scene]}"
+def appearance(identity: Identity) -> str:
+    """What a caption can say about how ``identity`` looks: hair (colour, or bald) and accessory."""
+    parts = [BALD_PHRASE if HAIR_STYLES[identity.hair_style] == "bald" else HAIR_PHRASES[identity.hair_colour]]
+    acc = ACCESSORIES[identity.accessory]
+    if acc == "glasses":
+        parts.append(ACCESSORY_PHRASES["glasses"])
+    elif acc == "hat":
+        parts.append(ACCESSORY_PHRASES["hat"][identity.accessory_colour])
+    return " ".join(parts)
 
 
-def parse_caption(text: str) -> tuple[tuple[str, str] | None, str | None]:
-    """Inverse of :func:`caption` for prompts written in the grammar: (actions, scene); parts it
+def caption(action: str | None, scene: str, looks: str = "") -> str:
+    """The grammar: ``a person [<appearance>] <action> <scene>`` (the action left out when the clip's
+    caption omits it, as most real video captions do for facial expressions), e.g. "a person with
+    blond hair wearing glasses smiles at the beach"."""
+    subject = f"a person {looks}" if looks else "a person"
+    if not action or action == "neutral":
+        return f"{subject} {SCENE_PHRASES[scene]}"
+    return f"{subject} {ACTION_PHRASES[action]} {SCENE_PHRASES[scene]}"
+
+
+def parse_caption(text: str) -> tuple[str | None, str | None]:
+    """Inverse of :func:`caption` for prompts written in the grammar: (action, scene); parts it
     cannot find are None (so prompts outside the grammar still evaluate what they can)."""
-    text = " ".join(text.lower().replace(",", " , ").split())
+    text = " ".join(text.lower().replace(",", " ").split())
     scene = next((s for s, p in SCENE_PHRASES.items() if p in text), None)
-    found = []
-    for chunk in text.split(","):
-        chunk = chunk.strip()
-        for action, phrase in ACTION_PHRASES.items():
-            if chunk.endswith(phrase) or chunk.startswith(f"then {phrase}") or chunk == phrase:
-                found.append(action)
-                break
-    return (tuple(found[:2]) if len(found) >= 2 else None), scene
+    found = [(text.find(p), a) for a, p in ACTION_PHRASES.items() if f" {p}" in f" {text}"]
+    return (min(found)[1] if found else None), scene
 
 
-def clip_schedule(actions: tuple[str, str], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame parameters and labels: segment 1 does action 1, frame 4 is a neutral transition,
-    segment 2 does action 2; intensities vary a little (0.8-1.0)."""
-    params = np.zeros((FRAMES, len(ACTION_PARAMS)), np.float32)
-    labels = np.zeros(FRAMES, np.int64)
-    for (start, stop), action in zip(SEGMENTS, actions):
-        for f in range(start, stop):
-            params[f] = action_vector(action, float(rng.uniform(0.8, 1.0)))
-            labels[f] = ACTIONS.index(action)
-    return params, labels
+def clip_schedule(action: str, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame parameters and labels: the action is held through the clip, its intensity drifting
+    smoothly between 0.75 and 1.0 (a random walk, so every frame differs a little)."""
+    walk = np.cumsum(rng.normal(0, 0.06, FRAMES)) + rng.uniform(-0.1, 0.1)
+    intensity = 0.875 + 0.125 * np.tanh(walk)
+    params = np.stack([action_vector(action, float(v)) for v in intensity]).astype(np.float32)
+    return params, np.full(FRAMES, ACTIONS.index(action), np.int64)
 
 
-def sample_clip(identity: Identity, rng: np.random.Generator, actions: tuple[str, str] | None = None,
-                scene: str | None = None, omit_action_prob: float = 0.0) -> Clip:
-    if actions is None:
-        i, j = rng.choice(len(PROMPT_ACTIONS), size=2, replace=False)
-        actions = (PROMPT_ACTIONS[i], PROMPT_ACTIONS[j])
+def sample_clip(identity: Identity, rng: np.random.Generator, action: str | None = None,
+                scene: str | None = None, omit_action_prob: float = 0.0, describe_prob: float = 0.0) -> Clip:
+    if action is None:      # neutral clips too: most real footage has stretches of a plain face
+        action = ACTIONS[int(rng.integers(len(ACTIONS)))]
     if scene is None:
         scene = SCENES[int(rng.integers(len(SCENES)))]
-    params, labels = clip_schedule(actions, rng)
+    params, labels = clip_schedule(action, rng)
     jitter = np.cumsum(rng.normal(0, 0.008, (FRAMES, 2)), 0).astype(np.float32)
     omit = rng.random() < omit_action_prob
-    return Clip(identity, tuple(actions), scene, caption(None if omit else actions, scene), params, labels, jitter,
+    looks = appearance(identity) if rng.random() < describe_prob else ""
+    return Clip(identity, action, scene, caption(None if omit else action, scene, looks), params, labels, jitter,
                 float(rng.uniform(0.85, 1.1)), int(rng.integers(len(SHIRT_COLOURS))))
 
 
@@ -189,12 +204,15 @@ def still(identity: Identity, action: str, scene: str = "studio", intensity: flo
     """A one-pose 'photo' clip (every frame the same): reference photos for the experiment."""
     params = np.tile(action_vector(action, intensity), (FRAMES, 1))
     labels = np.full(FRAMES, ACTIONS.index(action), np.int64)
-    return Clip(identity, (action, action), scene, caption((action, action) if action != "neutral" else None, scene)
-                if action != "neutral" else caption(None, scene), params, labels, np.zeros((FRAMES, 2), np.float32),
+    return Clip(identity, action, scene, caption(action, scene), params, labels, np.zeros((FRAMES, 2), np.float32),
                 1.0, 0)
 
 
 # -- rendering -----------------------------------------------------------------------------------
+# How far a head turn / nod moves the head and, further, the features on it (frame units at zoom 1).
+HEAD_YAW, FEATURE_YAW = 0.12, 0.22
+HEAD_PITCH, FEATURE_PITCH = 0.06, 0.16
+
 def _colour(table, idx) -> torch.Tensor:
     return torch.tensor([table[i] for i in idx], dtype=torch.float32) / 255.0
 
@@ -263,16 +281,16 @@ def render(identities: list[Identity], params: np.ndarray | torch.Tensor, scenes
     shirts = shirts or [0] * n
     ids = _identity_tensors(identities)
     hi = size * SUPERSAMPLE
-    coords = (torch.arange(hi, dtype=torch.float32) + 0.5) / hi * 2 - 1
+    coords = ((torch.arange(hi, dtype=torch.float32) + 0.5) / hi * 2 - 1) / ZOOM
     y, x = torch.meshgrid(coords, coords, indexing="ij")
     x, y = x[None].expand(n, -1, -1), y[None].expand(n, -1, -1)
-    px = 2.0 / hi
+    px = 2.0 / hi / ZOOM
     B = lambda t: t[:, None, None]  # noqa: E731
 
     canvas = _scene_background(scenes, y, x)
-    cx = B(j[:, 0] + 0.10 * yaw)
-    cy = B(j[:, 1] + 0.02 + 0.05 * pitch)
-    fw = B(ids["fw"] * (1 - 0.12 * yaw.abs()))
+    cx = B(j[:, 0] + HEAD_YAW * yaw)
+    cy = B(j[:, 1] + 0.02 + HEAD_PITCH * pitch)
+    fw = B(ids["fw"] * (1 - 0.18 * yaw.abs()))
     fh = B(ids["fh"])
     style = ids["style"]
     # shoulders and neck
@@ -296,22 +314,22 @@ def render(identities: list[Identity], params: np.ndarray | torch.Tensor, scenes
     hat = _soft(torch.maximum(_ellipse(x, y, cx, cy - fh * 0.75, fw + 0.08, fh * 0.45), y - (cy - fh * 0.62)), px)
     canvas = _over(canvas, ids["hat"], hat * B((ids["acc"] == 2).float()))
     # features move with yaw (towards the turn) and pitch (down on a nod)
-    fx = cx + B(0.16 * yaw)
-    fy = cy + B(0.10 * pitch)
+    fx = cx + B(FEATURE_YAW * yaw)
+    fy = cy + B(FEATURE_PITCH * pitch)
     spacing = B(ids["spacing"])
     eye_y = fy - 0.08 - B(0.03 * surprise)
     for side, closed in ((-1, torch.maximum(wink, blink)), (1, blink)):
         ex = fx + side * spacing
-        open_h = B(0.075 * (1 - 0.9 * closed) + 0.03 * surprise)
+        open_h = B(0.075 * (1 - 0.9 * closed) + 0.045 * surprise)
         sclera = _soft(_ellipse(x, y, ex, eye_y, B(torch.full((n,), 0.085)), open_h), px)
         canvas = _over(canvas, torch.ones(n, 3) * 0.97, sclera)
-        iris = _soft(_ellipse(x, y, ex + B(0.03 * yaw), eye_y, B(torch.full((n,), 0.045)), torch.minimum(open_h, B(torch.full((n,), 0.05)))), px)
+        iris = _soft(_ellipse(x, y, ex + B(0.04 * yaw), eye_y, B(torch.full((n,), 0.045)), torch.minimum(open_h, B(torch.full((n,), 0.05)))), px)
         canvas = _over(canvas, ids["eye"], iris)
-        lid = _soft(_ellipse(x, y, ex, eye_y, B(torch.full((n,), 0.09)), B(torch.full((n,), 0.014))), px) * B(closed.clamp(0, 1))
-        canvas = _over(canvas, ids["skin"] * 0.45, lid)
+        lid = _soft(_ellipse(x, y, ex, eye_y, B(torch.full((n,), 0.095)), B(torch.full((n,), 0.03))), px) * B(closed.clamp(0, 1))
+        canvas = _over(canvas, torch.tensor([[0.22, 0.13, 0.1]]).expand(n, 3), lid)
         # brow: raised by surprise, lowered and tilted inwards by a frown
-        brow_y = eye_y - 0.11 - B(0.06 * surprise) + B(0.04 * frown)\
-            + B(0.05 * frown) * (x - ex) * side * -4.0
+        brow_y = eye_y - 0.11 - B(0.09 * surprise) + B(0.05 * frown)\
+            + B(0.08 * frown) * (x - ex) * side * -4.0
         brow = _soft(torch.maximum((x - ex).abs() - 0.09, (y - brow_y).abs() - B(ids["brow"])), px)
         canvas = _over(canvas, ids["hair"] * 0.6, brow)
         # glasses: a ring round each eye
@@ -322,12 +340,15 @@ def render(identities: list[Identity], params: np.ndarray | torch.Tensor, scenes
     canvas = _over(canvas, ids["skin"] * 0.78, nose)
     # mouth: smile = arc curving up, frown = arc curving down, surprise = open ellipse
     mouth_y = fy + 0.27
-    neutral_w = B(torch.full((n,), 0.11)) + B(0.05 * smile)
+    neutral_w = B(torch.full((n,), 0.12)) + B(0.07 * smile)
     curve = B(smile - frown)
     u = ((x - fx) / neutral_w).clamp(-1, 1)
-    arc_y = mouth_y + curve * (0.04 - 0.08 * u**2)
-    line = _soft(torch.maximum((x - fx).abs() - neutral_w, (y - arc_y).abs() - 0.022), px)
-    open_mouth = _soft(_ellipse(x, y, fx, mouth_y + 0.01, B(0.04 + 0.05 * surprise), B(0.01 + 0.09 * surprise)), px)
+    arc_y = mouth_y + curve * (0.07 - 0.14 * u**2)
+    # a broad smile shows teeth: a white crescent under the upturned lip line
+    teeth = _soft(torch.maximum(y - arc_y, mouth_y - 0.02 - y), px) * B((smile - 0.3).clamp(0, 0.4) / 0.4)
+    canvas = _over(canvas, torch.full((n, 3), 0.97), teeth)
+    line = _soft(torch.maximum((x - fx).abs() - neutral_w, (y - arc_y).abs() - 0.032), px)
+    open_mouth = _soft(_ellipse(x, y, fx, mouth_y + 0.01, B(0.05 + 0.05 * surprise), B(0.02 + 0.11 * surprise)), px)
     mouth = torch.maximum(line * B(1 - surprise.clamp(0, 1)), open_mouth * B((surprise > 0.05).float()))
     canvas = _over(canvas, torch.tensor([[0.45, 0.1, 0.12]]).expand(n, 3), mouth)
     canvas = canvas * B(light)[:, None]
@@ -356,15 +377,15 @@ def keypoints(identities: list[Identity], params: np.ndarray, jitter: np.ndarray
     j = np.zeros((n, 2), np.float32) if jitter is None else np.asarray(jitter, np.float32).reshape(n, 2)
     spacing = np.array([EYE_SPACINGS[i.eye_spacing] for i in identities])
     yaw, pitch = p[:, 5], p[:, 6]
-    fx = j[:, 0] + 0.10 * yaw + 0.16 * yaw
-    fy = j[:, 1] + 0.02 + 0.05 * pitch + 0.10 * pitch
+    fx = j[:, 0] + (HEAD_YAW + FEATURE_YAW) * yaw
+    fy = j[:, 1] + 0.02 + (HEAD_PITCH + FEATURE_PITCH) * pitch
     eye_y = fy - 0.08
     mouth_y = fy + 0.27
     pts = np.stack([
         np.stack([fx - spacing, eye_y], -1), np.stack([fx + spacing, eye_y], -1), np.stack([fx + 0.04 * yaw, fy + 0.1], -1),
         np.stack([fx - 0.11, mouth_y], -1), np.stack([fx + 0.11, mouth_y], -1),
     ], 1)
-    return ((pts + 1) / 2 * size).astype(np.float32)
+    return ((pts * ZOOM + 1) / 2 * size).astype(np.float32)
 
 
 def face_boxes(identities: list[Identity], params: np.ndarray, jitter: np.ndarray | None = None,
@@ -374,9 +395,9 @@ def face_boxes(identities: list[Identity], params: np.ndarray, jitter: np.ndarra
     p = np.asarray(params, np.float32).reshape(n, len(ACTION_PARAMS))
     j = np.zeros((n, 2), np.float32) if jitter is None else np.asarray(jitter, np.float32).reshape(n, 2)
     shapes = np.array([FACE_SHAPES[i.face] for i in identities])
-    cx = j[:, 0] + 0.10 * p[:, 5]
-    cy = j[:, 1] + 0.02 + 0.05 * p[:, 6]
-    fw = shapes[:, 0] * (1 - 0.12 * np.abs(p[:, 5]))
+    cx = j[:, 0] + HEAD_YAW * p[:, 5]
+    cy = j[:, 1] + 0.02 + HEAD_PITCH * p[:, 6]
+    fw = shapes[:, 0] * (1 - 0.18 * np.abs(p[:, 5]))
     fh = shapes[:, 1]
     box = np.stack([cx - fw, cy - fh, cx + fw, cy + fh], -1)
-    return ((box + 1) / 2 * size).astype(np.float32)
+    return ((np.clip(box * ZOOM, -1, 1) + 1) / 2 * size).astype(np.float32)
