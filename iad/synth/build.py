@@ -182,7 +182,7 @@ def train_decoupler(emb: torch.Tensor, person: torch.Tensor, action: torch.Tenso
         opt.step()
         if step % max(1, steps // 4) == 0 or step == steps - 1:
             log(f"  decoupler step {step}/{steps} loss {terms.total.item():.3f} "
-                + " ".join(f"{k}={float(v):.3f}" for k, v in terms.parts.items()))
+                + " ".join(f"{k}={float(torch.as_tensor(v).detach()):.3f}" for k, v in terms.parts.items()))
     return dec.eval()
 
 
