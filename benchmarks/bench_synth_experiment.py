@@ -93,6 +93,8 @@ def main() -> int:
     parser.add_argument("--identities", type=int, default=experiment.ExperimentConfig.identities)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--weights", default="2,3",
+                        help="extra IaD Apply weights to sweep for (b)-(d) (comma-separated; '' for none)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write docs/results/")
     args = parser.parse_args()
     t0 = time.monotonic()
@@ -102,6 +104,15 @@ def main() -> int:
     cfg = experiment.ExperimentConfig(identities=args.identities, steps=args.steps, seed=args.seed)
     out = experiment.run(args.world, cfg)
     samples = out.pop("_samples")
+    # the identity weight sweep: users raise the weight when the likeness is weak
+    sweep = {}
+    for weight in [float(w) for w in args.weights.split(",") if w.strip()]:
+        run = experiment.run(args.world, experiment.ExperimentConfig(
+            identities=args.identities, steps=args.steps, seed=args.seed, weight=weight), systems=("naive", "iad", "naive_tf"))
+        run.pop("_samples")
+        sweep[str(weight)] = {"results": {s: {k: v for k, v in r.items() if k != "per_frame"} for s, r in run["results"].items()},
+                              "goals": run["goals"]}
+    out["weight_sweep"] = sweep
     leak = experiment.leakage_probe(args.world)
     out["leakage"] = leak
     out["build_s"] = build_s
@@ -113,6 +124,14 @@ def main() -> int:
     print(f"\ncopy-rate cut IaD vs naive: {100 * g.get('copy_rate_relative_reduction', float('nan')):.1f} % (goal >= 50 %)")
     print(f"action accuracy gain: {g.get('action_accuracy_gain_points', float('nan')):+.1f} points (goal >= +30)")
     print(f"identity accuracy delta: {g.get('identity_accuracy_delta_points', float('nan')):+.1f} points (goal within -2)")
+    if sweep:
+        print("\nidentity weight sweep (IaD Apply weight; copy / action / identity):")
+        for weight, r in sweep.items():
+            row = "  ".join(f"{s} {100 * v['copy_rate']:.1f} / {100 * v['action_accuracy']:.1f} / "
+                            f"{100 * v['identity_accuracy']:.1f} %" for s, v in r["results"].items())
+            g = r["goals"]
+            print(f"  weight {weight}: {row}  | copy cut {100 * g['copy_rate_relative_reduction']:.1f} %, action "
+                  f"{g['action_accuracy_gain_points']:+.1f}, identity {g['identity_accuracy_delta_points']:+.1f} points")
     print("\nleakage (linear probe of the per-frame action, held-out people; chance "
           f"{100 * leak['chance']:.1f} %):")
     for name, v in leak["probe"].items():

@@ -6,11 +6,11 @@ never saw (above the base model), the recognizer leaks expression into its embed
 does), IaD's decoupler removes most of that leak while keeping identity, and the demo graph runs
 natively through a real server.
 
-What issue 10 asked for and does NOT hold with the shipped world -- IaD copying the reference
-photo's expression clearly less than naive injection -- is measured and printed here, and
-reported in docs/results.md with the reasons; it is not asserted, because it would be false:
-naive injection does not copy the photo's expression in this world (its copy rate is at the base
-model's coincidence level), so there is nothing for IaD to cut.
+IaD beating naive injection on copy rate is asserted at a raised identity weight (3), where naive
+injection leaves the prompt's action and copies the photo more; the size of the cut is far from
+the issue's goal (published: 6.0 % against 7.5 %). At the default weight 1 naive injection does not
+copy in this world (its copy rate is at the base model's coincidence level), so there is nothing
+for IaD to cut; that is printed, not asserted (docs/results.md).
 """
 
 from __future__ import annotations
@@ -46,6 +46,24 @@ def test_the_world_follows_the_prompt_and_adapters_carry_heldout_identities(redu
     assert naive["face_sim"] > base["face_sim"] + 0.05 and iad["face_sim"] > base["face_sim"] + 0.05
     for r in (base, naive, iad):
         assert 0.0 <= r["copy_rate"] <= 1.0 and r["detection_rate"] > 0.9
+
+
+def test_with_a_stronger_identity_weight_naive_copies_the_photo_and_iad_does_not():
+    """At IaD Apply weight 3 (users raise the weight when the likeness is weak) the naive adapter's
+    leaked expression pushes the frames away from the prompt's action and towards the photo; IaD,
+    fed the decoupled identity, follows the prompt and copies less (published, 96 people x 2:
+    docs/results.md)."""
+    cfg = experiment.ExperimentConfig(identities=48, prompts_per_identity=1, steps=12, seed=0, weight=3.0)
+    out = experiment.run(assets.WORLD_DIR, cfg, systems=("naive", "iad"), log=print)
+    naive, iad = out["results"]["naive"], out["results"]["iad"]
+    print(f"\nweight 3: naive copy {naive['copy_rate']:.3f} action {naive['action_accuracy']:.3f} identity "
+          f"{naive['identity_accuracy']:.3f}; IaD copy {iad['copy_rate']:.3f} action {iad['action_accuracy']:.3f} "
+          f"identity {iad['identity_accuracy']:.3f}")
+    # IaD beats naive on copy rate -- here 3.5 % against 11.6 %; on the published 96 people x 2
+    # prompts the cut is small (6.0 % against 7.5 %), far from the issue's 50 % (docs/results.md)
+    assert iad["copy_rate"] < naive["copy_rate"]
+    assert iad["action_accuracy"] > naive["action_accuracy"] + 0.1      # 58.3 % vs 40.0 % (published: 67.9 vs 52.0)
+    assert iad["identity_accuracy"] >= naive["identity_accuracy"] - 0.02
 
 
 def test_the_recognizer_leaks_expression_and_the_iad_decoupler_removes_part_of_it():
