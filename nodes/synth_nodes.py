@@ -50,9 +50,8 @@ class IaDSynthWorldTextEncode(io.ComfyNode):
                                 tooltip="A caption in the world's grammar: 'a person [<appearance>] <action> <scene>'. "
                                         "Actions: " + ", ".join(world.ACTION_PHRASES.values()) + ". Scenes: "
                                         + ", ".join(world.SCENE_PHRASES.values()) + ". Optional appearance: "
-                                        "'with <black|brown|blond|red|grey|blue> hair' or 'with no hair', 'wearing glasses', "
-                                        "'wearing a <red|blue|yellow> hat' (leave it out to take the look from the photo). "
-                                        "Empty text = unconditional."),
+                                        + ", ".join(world.APPEARANCE_PHRASES)
+                                        + " (leave it out to take the look from the photo). Empty text = unconditional."),
             ],
             outputs=[io.Conditioning.Output()],
         )

@@ -411,7 +411,7 @@ def load_judges(folder: str | Path):
     state = load_file(str(Path(folder) / WORLD_FILE))
     codec = PatchCodec.from_state_dict(state)
     classifier = load_classifier(folder, state)
-    return codec, classifier.eval(), load_recognizer(folder)
+    return codec, classifier, load_recognizer(folder)
 
 
 def load_recognizer(folder: str | Path):

@@ -59,6 +59,7 @@ class Case:
     action: str
     scene: str
     prompt: str
+    person: int = 0         # index of the case's person among the identities it was made from
 
 
 def heldout_identities(world_dir: Path, count: int, seed: int) -> list[world.Identity]:
@@ -73,12 +74,12 @@ def heldout_identities(world_dir: Path, count: int, seed: int) -> list[world.Ide
 def make_cases(identities: list[world.Identity], seed: int, prompts_per_identity: int = 1) -> list[Case]:
     rng = np.random.default_rng(50_000 + seed)
     cases = []
-    for ident in [i for i in identities for _ in range(prompts_per_identity)]:
+    for person, ident in [(p, i) for p, i in enumerate(identities) for _ in range(prompts_per_identity)]:
         ref = REFERENCE_EXPRESSIONS[int(rng.integers(len(REFERENCE_EXPRESSIONS)))]
         pool = [a for a in world.PROMPT_ACTIONS if a != ref]
         action = pool[int(rng.integers(len(pool)))]
         scene = world.SCENES[int(rng.integers(len(world.SCENES)))]
-        cases.append(Case(ident, ref, action, scene, world.caption(action, scene)))
+        cases.append(Case(ident, ref, action, scene, world.caption(action, scene), person))
     return cases
 
 
@@ -143,10 +144,9 @@ class SystemResult:
 
 
 def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embeddings: torch.Tensor,
-                    gallery: torch.Tensor, person: list[int] | None = None, gallery_size: int = 0) -> SystemResult:
-    """``gallery[k]`` is person k's neutral photo embedding, ``person[i]`` case i's person (default:
-    case i is person i); identity is judged among the ``gallery_size`` people of the person's
-    gallery block (0: all)."""
+                    gallery: torch.Tensor, gallery_size: int = 0) -> SystemResult:
+    """``gallery[k]`` is person k's neutral photo embedding (``Case.person`` indexes it); identity
+    is judged among the ``gallery_size`` people of the person's gallery block (0: all)."""
     from ..metrics.facesim import face_similarity
     from ..metrics.identity_stability import identity_stability
     from ..metrics.motion import motion_metrics
@@ -168,7 +168,7 @@ def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embed
     sims = np.full((n, t), np.nan)
     stability, motion, detected = [], [], 0
     gal = F.normalize(gallery, dim=-1)
-    person = list(range(n)) if person is None else person
+    person = [c.person for c in cases]
     block = gallery_size or len(gal)
     for i in range(n):
         lo = person[i] // block * block
@@ -200,7 +200,6 @@ def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print
     w = World(world_dir, cfg.det_size)
     identities = heldout_identities(world_dir, cfg.identities, cfg.seed)
     cases = make_cases(identities, cfg.seed, cfg.prompts_per_identity)
-    person = [i // cfg.prompts_per_identity for i in range(len(cases))]
     refs = w.embed([photo(c.identity, c.reference_action) for c in cases])
     gallery = w.embed([photo(i, "neutral") for i in identities])
     missing = [i for i, e in enumerate(refs + gallery) if e is None]
@@ -213,7 +212,7 @@ def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print
     for system in systems:
         t1 = time.monotonic()
         frames = generate(w, system, cases, refs, noise, cfg)
-        results[system] = evaluate_frames(w, frames, cases, refs, gallery, person, cfg.gallery_size)
+        results[system] = evaluate_frames(w, frames, cases, refs, gallery, cfg.gallery_size)
         samples[system] = frames
         r = results[system]
         log(f"[experiment] {system}: action {r.action_accuracy:.3f} copy {r.copy_rate:.3f} identity "

@@ -18,7 +18,7 @@ TEXT_DIM = 4096
 MAX_TOKENS = 8
 SEED = 1234
 VOCABULARY = ("<unk>", "a person", ",", "then", *world.ACTION_PHRASES.values(), *world.SCENE_PHRASES.values(),
-              *world.HAIR_PHRASES, world.BALD_PHRASE, world.ACCESSORY_PHRASES["glasses"], *world.ACCESSORY_PHRASES["hat"])
+              *world.APPEARANCE_PHRASES)
 _TABLES: dict[str, torch.Tensor] = {}
 
 

@@ -52,6 +52,7 @@ HAIR_PHRASES = ("with black hair", "with brown hair", "with blond hair", "with r
                 "with blue hair")
 BALD_PHRASE = "with no hair"
 ACCESSORY_PHRASES = {"glasses": "wearing glasses", "hat": ("wearing a red hat", "wearing a blue hat", "wearing a yellow hat")}
+APPEARANCE_PHRASES = (*HAIR_PHRASES, BALD_PHRASE, ACCESSORY_PHRASES["glasses"], *ACCESSORY_PHRASES["hat"])
 
 # -- identity factors ----------------------------------------------------------------------------
 SKIN_TONES = ((236, 200, 170), (210, 160, 120), (170, 115, 80), (120, 80, 55), (245, 215, 190), (190, 140, 95))
