@@ -270,3 +270,24 @@ def test_shipped_configs_parse():
     for path in sorted((REPO_ROOT / "configs").glob("train_*.json")):
         config = load_config(path, check_paths=False)
         assert config.steps > 0, path
+
+
+def test_learning_rate_schedule_warmup_then_cosine(dataset, tmp_path):
+    """Linear warmup, then constant (default) or cosine decay to min_lr_ratio at the last step; a
+    function of the step alone, so resume and multi-process runs follow it exactly."""
+    from types import SimpleNamespace
+
+    from iad.train import ConfigError, load_config
+    from iad.train.trainer import Trainer
+
+    good = train_data.train_config(dataset, tmp_path / "lr", steps=12)
+    lr = lambda cfg, step: Trainer._lr(SimpleNamespace(config=cfg), step)   # noqa: E731
+    constant = load_config({**good, "optimizer": {"lr": 1.0, "warmup_steps": 4}})
+    assert [lr(constant, s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    cosine = load_config({**good, "optimizer": {"lr": 1.0, "warmup_steps": 1, "decay": "cosine", "min_lr_ratio": 0.1}})
+    values = [lr(cosine, s) for s in range(12)]
+    assert values[0] == 1.0 and values[1] == pytest.approx(1.0) and values[-1] == pytest.approx(0.1)
+    assert values[6] == pytest.approx(0.1 + 0.9 * 0.5)                            # halfway through the decay
+    assert all(a >= b for a, b in zip(values[1:], values[2:]))
+    with pytest.raises(ConfigError, match="optimizer.decay must be 'none' or 'cosine'"):
+        load_config({**good, "optimizer": {"decay": "linear"}})

@@ -25,6 +25,8 @@ class OptimConfig:
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
+    decay: str = "none"                 # after warmup: none (constant lr) | cosine (to min_lr_ratio * lr at the last step)
+    min_lr_ratio: float = 0.0
     grad_clip: float = 1.0              # max global gradient norm (0: off)
 
 
@@ -156,6 +158,8 @@ def _check(config: TrainConfig, check_paths: bool) -> None:
          "log_every and checkpoint_every must be >= 1, eval_every and keep_checkpoints >= 0")
     need(c.optimizer.lr > 0, f"optimizer.lr must be > 0, got {c.optimizer.lr}")
     need(len(c.optimizer.betas) == 2, "optimizer.betas must be [beta1, beta2]")
+    need(c.optimizer.decay in ("none", "cosine"), f"optimizer.decay must be 'none' or 'cosine', got {c.optimizer.decay!r}")
+    need(0 <= c.optimizer.min_lr_ratio <= 1, f"optimizer.min_lr_ratio must be in [0, 1], got {c.optimizer.min_lr_ratio}")
     need(0 <= c.timesteps.start_percent < 1, "timesteps.start_percent must be in [0, 1)")
     need(c.distributed.strategy in ("auto", "none", "ddp", "fsdp"),
          f"distributed.strategy must be auto/none/ddp/fsdp, got {c.distributed.strategy!r}")

@@ -192,8 +192,16 @@ class Trainer:
 
     # -- loop --------------------------------------------------------------------------------------
     def _lr(self, step: int) -> float:
-        o = self.config.optimizer
-        return o.lr * min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else o.lr
+        """Linear warmup, then constant or cosine decay over the remaining steps (a function of the
+        step alone, so a resumed run follows the same schedule)."""
+        o, total = self.config.optimizer, self.config.steps
+        if o.warmup_steps > 0 and step < o.warmup_steps:
+            return o.lr * (step + 1) / o.warmup_steps
+        if o.decay == "cosine":
+            span = max(total - 1 - o.warmup_steps, 1)
+            progress = min(max(step - o.warmup_steps, 0) / span, 1.0)
+            return o.lr * (o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return o.lr
 
     def _micro_batch(self, micro_index: int) -> dict:
         c, d = self.config, self.dist
