@@ -29,7 +29,7 @@ from iad.synth import assets, build, experiment, world  # noqa: E402
 
 OUT = REPO / "docs" / "results"
 COLOURS = {"base": (120, 120, 120), "naive": (214, 39, 40), "iad": (31, 119, 180), "naive_tf": (255, 127, 14)}
-ROWS = [("action_accuracy", "action accuracy vs prompt", True), ("copy_rate", "expression-copy rate vs reference", True),
+ROWS = [("action_accuracy", "action accuracy vs prompt", True), ("copy_rate", "copy rate vs reference (its expression or pose)", True),
         ("identity_accuracy", "identity accuracy (24-way)", True), ("face_sim", "FaceSim (cos to reference)", False),
         ("identity_stability", "identity stability (cos to centroid)", False),
         ("detection_rate", "face detection rate", True), ("motion_mean", "motion (Farneback px/frame)", False)]
@@ -55,13 +55,31 @@ def table(results: dict, identities: int) -> str:
     return "\n".join(lines)
 
 
+def group_table(results: dict) -> str:
+    """Copy rate and action accuracy by what the reference photo shows (an expression or a head pose)."""
+    systems = [s for s in experiment.SYSTEMS if s in results]
+    lines = ["| reference photo shows | cases | " + " | ".join(experiment.SYSTEM_NAMES[s] for s in systems)
+             + " | IaD vs naive |", "|" + "---|" * (len(systems) + 3)]
+    for group in experiment.REFERENCE_GROUPS:
+        rows = {s: results[s]["by_reference"][group] for s in systems}
+        cells = [f"copy {fmt(r['copy_rate'], True)}, action {fmt(r['action_accuracy'], True)}" for r in rows.values()]
+        versus = "n/a"
+        if "naive" in rows and "iad" in rows:
+            nv, ia = rows["naive"], rows["iad"]
+            cut = f"{100 * (1 - ia['copy_rate'] / nv['copy_rate']):.0f} %" if nv["copy_rate"] > 0 else "n/a"
+            versus = f"copy cut {cut}, action {100 * (ia['action_accuracy'] - nv['action_accuracy']):+.1f} points"
+        cases = next(iter(rows.values()))["cases"]
+        lines.append(f"| {group} | {cases} | " + " | ".join(cells) + f" | {versus} |")
+    return "\n".join(lines)
+
+
 def plots(results: dict, path: Path) -> None:
     from iad.plotting import Panel, Series, draw_panels
 
     x = list(range(world.FRAMES))
     panels = []
     for key, title, rng in (("action_accuracy", "action accuracy vs the prompt", (0, 1)),
-                            ("copy_rate", "expression-copy rate vs the reference photo", (0, 1)),
+                            ("copy_rate", "copy rate vs the reference photo's expression/pose", (0, 1)),
                             ("identity_accuracy", "identity accuracy (nearest held-out person)", (0, 1)),
                             ("face_sim", "FaceSim: cosine to the reference embedding", None)):
         series = [Series(experiment.SYSTEM_NAMES[s], x, [None if not math.isfinite(v) else v for v in r["per_frame"][key]],
@@ -70,12 +88,15 @@ def plots(results: dict, path: Path) -> None:
     draw_panels(panels, x_max=world.FRAMES - 1, title="Synthetic world: per-frame metrics, held-out people").save(path)
 
 
-def sample_sheet(samples: dict, cases: list, path: Path, count: int = 4) -> None:
-    """Rows: for each of the first cases, the reference photo then each system's 9 frames."""
+def sample_sheet(samples: dict, cases: list, path: Path, per_group: int = 2) -> None:
+    """Rows: for the first cases of each reference group (expression, head pose), the reference
+    photo then each system's 9 frames."""
     from PIL import Image
 
+    picked = [i for group in experiment.REFERENCE_GROUPS.values()
+              for i in [j for j, c in enumerate(cases) if c.reference_action in group][:per_group]]
     rows = []
-    for i in range(min(count, len(cases))):
+    for i in picked:
         ref = torch.from_numpy(experiment.photo(cases[i].identity, cases[i].reference_action)).permute(2, 0, 1).float() / 255
         for s, frames in samples.items():
             strip = torch.cat([ref] + [torch.ones(3, world.SIZE, 4)] + list(frames[i]), 2)
@@ -120,6 +141,8 @@ def main() -> int:
     out["torch_threads"] = torch.get_num_threads()
     print()
     print(table(out["results"], cfg.gallery_size))
+    print()
+    print(group_table(out["results"]))
     g = out.get("goals", {})
     print(f"\ncopy-rate cut IaD vs naive: {100 * g.get('copy_rate_relative_reduction', float('nan')):.1f} % (goal >= 50 %)")
     print(f"action accuracy gain: {g.get('action_accuracy_gain_points', float('nan')):+.1f} points (goal >= +30)")
@@ -132,6 +155,11 @@ def main() -> int:
             g = r["goals"]
             print(f"  weight {weight}: {row}  | copy cut {100 * g['copy_rate_relative_reduction']:.1f} %, action "
                   f"{g['action_accuracy_gain_points']:+.1f}, identity {g['identity_accuracy_delta_points']:+.1f} points")
+            print("    by reference: " + "; ".join(
+                f"{group}: " + ", ".join(f"{s} copy {100 * v['by_reference'][group]['copy_rate']:.1f} / action "
+                                         f"{100 * v['by_reference'][group]['action_accuracy']:.1f} %"
+                                         for s, v in r["results"].items())
+                for group in experiment.REFERENCE_GROUPS))
     print("\nleakage (linear probe of the per-frame action, held-out people; chance "
           f"{100 * leak['chance']:.1f} %):")
     for name, v in leak["probe"].items():
@@ -146,7 +174,7 @@ def main() -> int:
         cases = experiment.make_cases(experiment.heldout_identities(args.world, args.identities, args.seed), args.seed,
                                       cfg.prompts_per_identity)
         sample_sheet(samples, cases, OUT / "synth_samples.png")
-        (OUT / "synth_table.md").write_text(table(out["results"], cfg.gallery_size) + "\n")
+        (OUT / "synth_table.md").write_text(table(out["results"], cfg.gallery_size) + "\n\n" + group_table(out["results"]) + "\n")
         print(f"wrote {OUT}/synth_experiment.json, synth_per_frame.png, synth_samples.png, synth_table.md")
     return 0
 

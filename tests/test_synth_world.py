@@ -149,3 +149,51 @@ def test_manifest_records_the_build():
     manifest = json.loads((assets.WORLD_DIR / "manifest.json").read_text())
     assert manifest["scale"] == json.loads(json.dumps(build.FULL.__dict__))
     assert set(manifest["timings_s"]) >= {"wan base model", "naive adapter", "IaD adapter"}
+
+
+def test_world_training_sets_are_iad_train_datasets_with_each_systems_references(tmp_path):
+    """The adapters train with iad.train on the world's clips written as prepared datasets: naive
+    injection's references are frames of the target clip itself, IaD's are frames of the same
+    person's other clips; the latents map back to the codec's exactly as the trainer maps them."""
+    from iad.synth import training_set
+    from iad.train.data import PreparedDataset, build_batch
+
+    people = world.sample_identities(3, seed=42)
+    ds = build.make_dataset(people, 2, seed=43, omit_action_prob=0.5)
+    latents = torch.randn(len(ds.clips), 16, world.FRAMES, 8, 8)
+    contexts = text.encode([c.caption for c in ds.clips])
+    emb = torch.nn.functional.normalize(torch.randn(len(ds.clips), world.FRAMES, 512), dim=-1)
+    crops = np.zeros((len(ds.clips), world.FRAMES, 28, 28, 3), np.uint8)
+    for policy in training_set.REFERENCE_POLICIES:
+        training_set.write_training_set(tmp_path / policy, ds, latents, contexts, build.action_text_embeddings(), emb,
+                                        crops, references=policy, embedder=build.EMBEDDER)
+    import comfy.latent_formats   # ComfyUI was located and imported by write_training_set
+
+    same, other = PreparedDataset(tmp_path / "same_clip"), PreparedDataset(tmp_path / "other_clips")
+    assert len(same) == len(other) == 6 and same.persons == other.persons and same.embedder == build.EMBEDDER
+    for i in range(6):
+        own = emb[i]
+        assert torch.equal(same.tensor(i, "ref.embeddings"), own)                      # naive: the clip's own frames
+        refs = other.tensor(i, "ref.embeddings")
+        mates = [j for j in range(6) if int(ds.person[j]) == int(ds.person[i]) and j != i]
+        assert torch.equal(refs, torch.cat([emb[j] for j in mates]))                   # IaD: the other clips only
+        assert not any(torch.equal(r, e) for r in refs for e in own)
+        back = comfy.latent_formats.Wan21().process_in(same.tensor(i, "latents"))
+        assert torch.allclose(back, latents[i], atol=1e-5)
+        assert torch.equal(same.tensor(i, "text").float(), contexts[i].half().float())
+    batch = build_batch(other, [0, 3], [0, 1], 0, seed=0, num_references=1)
+    assert batch["references"].shape == (2, 1, 512) and batch["context"].shape == (2, text.MAX_TOKENS, 4096)
+    assert other.action_index.keys() <= {"a person", *world.ACTION_PHRASES.values()}
+    with pytest.raises(ValueError, match="references must be one of"):
+        training_set.write_training_set(tmp_path / "x", ds, latents, contexts, build.action_text_embeddings(), emb, crops,
+                                        references="target_frame", embedder=build.EMBEDDER)
+
+
+def test_shipped_adapters_were_trained_by_iad_train():
+    from iad.checkpoint import inspect_adapter
+
+    for kind in ("naive", "iad"):
+        config = inspect_adapter(assets.WORLD_DIR / build.ADAPTER_FILES[kind])
+        assert config.extra["trainer"] == "iad.train" and config.extra["trained_steps"] == build.FULL.adapter_steps
+        assert config.extra["base_model"] == build.WAN_FILE
+        assert config.extra["dataset"] == ("same_clip" if kind == "naive" else "other_clips")

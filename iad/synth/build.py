@@ -11,6 +11,9 @@ tiny Wan T2V base model, the IaD decoupler, and the adapters of the experiment:
 - ``naive_tf``: the naive adapter's weights with IaD's training-free decoupler (a within-identity
   basis estimated from training frames) stored as an IaD checkpoint.
 
+Both adapters are trained by the pack's trainer (``iad.train.run``) on the built Wan file, from
+the world's clips written as prepared datasets (``training_set``).
+
 Single-threaded and seeded throughout so the files are identical bit for bit on every run on the
 same software stack (``manifest.json`` lists their SHA-256).
 """
@@ -32,10 +35,10 @@ from ..adapter import AdapterConfig, IdentityAdapter
 from ..checkpoint import save_adapter
 from ..decoupling import Decoupler, TrainingFreeDecoupler
 from ..losses import ActionTextProjector, decoupler_training_loss
-from . import diffusion, faces, text, world
+from . import diffusion, faces, text, training_set, world
 from .codec import PatchCodec
 
-BUILD_VERSION = 4
+BUILD_VERSION = 5
 JUDGES_VERSION = 3      # bump when the codec/classifier/detector/recognizer stages change
 PACK_NAME = "synthworld"
 DETECTOR_FILE = "scrfd_synthworld.onnx"
@@ -186,32 +189,40 @@ def train_decoupler(emb: torch.Tensor, person: torch.Tensor, action: torch.Tenso
     return dec.eval()
 
 
-def train_adapter(wan, adapter: IdentityAdapter, latents: torch.Tensor, contexts: torch.Tensor, ref_emb_fn, steps: int,
-                  batch: int, seed: int, text_dropout: float = 0.1, log=print, label: str = "adapter") -> IdentityAdapter:
-    """Denoising loss only, base model frozen. ``ref_emb_fn(clip_indices, generator)`` returns the
-    identity input ``[B, 512]`` for each sampled clip (this is where naive and IaD differ)."""
-    g = torch.Generator().manual_seed(seed)
-    for p in wan.parameters():
-        p.requires_grad_(False)
-    trainable = [p for n, p in adapter.named_parameters() if not n.startswith("decoupler.")]
-    opt = torch.optim.AdamW(trainable, lr=2e-3, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    empty = text.encode([""])[0]
-    adapter.train()
-    for step in range(steps):
-        idx = torch.randint(0, len(latents), (batch,), generator=g)
-        ctx = contexts[idx].clone()
-        ctx[torch.rand(batch, generator=g) < text_dropout] = empty
-        tokens = adapter.identity_tokens(ref_emb_fn(idx, g))
-        loss = diffusion.flow_loss(wan, latents[idx], ctx, g, diffusion.IdentityInjection(wan, adapter, tokens))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        opt.step()
-        sched.step()
-        if step % max(1, steps // 6) == 0 or step == steps - 1:
-            log(f"  {label} step {step}/{steps} loss {loss.item():.4f}")
-    return adapter.eval()
+def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: IdentityAdapter, scale: BuildScale,
+                                  references: str, log=print) -> IdentityAdapter:
+    """Train one adapter with the project's trainer (``iad.train``) on the world's base model and
+    prepared dataset ``work / references``; returns the trained adapter (as saved, fp16 values).
+
+    Base model frozen, the base model's flow-matching loss; for IaD also the Identity Decoupling
+    and Text Alignment losses on its (pre-trained) decoupler. Seeded, single-threaded, CPU."""
+    from .. import train as iad_train
+    from ..checkpoint import load_adapter
+
+    out = work / f"run-{kind}"
+    init_path = save_adapter(init, work / f"init-{kind}.safetensors", dtype=torch.float32)
+    decoupled = kind == "iad"
+    config = {
+        "base_model": str(folder / WAN_FILE), "data": str(work / references), "output_dir": str(out),
+        "adapter": {k: v for k, v in init.config.to_dict().items() if k not in ("extra",)},
+        "init_from": str(init_path), "name": f"synthworld-{kind}",
+        "steps": scale.adapter_steps, "batch_size": scale.adapter_batch, "num_references": 1, "identity_weight": 1.0,
+        "seed": 8000 + scale.seed, "precision": "fp32", "device": "cpu", "cpu_threads": 1,
+        "log_every": max(1, scale.adapter_steps // 6), "checkpoint_every": scale.adapter_steps, "keep_checkpoints": 1,
+        "save_dtype": "float16", "resume": False,
+        "optimizer": {"lr": 2e-3, "weight_decay": 0.0, "warmup_steps": max(1, scale.adapter_steps // 10),
+                      "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0},
+        "losses": {"diffusion": 1.0, "identity_decoupling": 0.1 if decoupled else 0.0,
+                   "text_alignment": 0.1 if decoupled else 0.0},
+        "timesteps": {"shift": diffusion.SHIFT},
+    }
+    result = iad_train.run(config)
+    for entry in result.history:
+        log(f"  {kind} adapter (iad.train) step {entry['step']}/{scale.adapter_steps} "
+            + " ".join(f"{k} {v:.4f}" for k, v in entry.items() if k in ("diffusion", "identity_decoupling", "text_alignment")))
+    adapter = load_adapter(result.final_checkpoint).float().eval()
+    adapter.config.name = init.config.name      # the trainer names its files; the label says which system it is
+    return adapter
 
 
 def new_adapter(kind: str, spec: diffusion.WanWorldSpec, seed: int, label: str) -> IdentityAdapter:
@@ -350,42 +361,39 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     lap("wan base model")
 
     # embeddings of every training frame (ground-truth alignment), as the adapters' references
+    aligned = faces.aligned_crops(faces.to_uint8(ds.video.reshape(-1, 3, world.SIZE, world.SIZE)), ds.kps.reshape(-1, 5, 2))
     with torch.no_grad():
-        emb = F.normalize(recognizer(frame_crops(ds)), dim=-1).reshape(len(ds.clips), world.FRAMES, -1)
+        emb = F.normalize(recognizer(faces.crop_input(aligned)), dim=-1).reshape(len(ds.clips), world.FRAMES, -1)
     clip_labels = torch.from_numpy(np.stack([c.labels for c in ds.clips]))
     decoupler = train_decoupler(emb.reshape(-1, emb.shape[-1]), frame_person, clip_labels.reshape(-1),
                                 scale.decoupler_steps, seed=7000 + s, log=log)
     lap("decoupler")
 
-    by_person = {}
-    for i, p in enumerate(ds.person.tolist()):
-        by_person.setdefault(p, []).append(i)
+    # the adapters train with iad.train on the world's clips as prepared datasets: naive injection
+    # takes its reference from the target clip's own frames (ID-Animator / ConsisID), IaD from the
+    # person's other clips (cross-video), decoupled
+    import tempfile
 
-    def same_clip_reference(idx, g):           # naive: a frame of the target clip itself
-        f = torch.randint(0, world.FRAMES, (len(idx),), generator=g)
-        return emb[idx, f]
+    with tempfile.TemporaryDirectory(prefix="iad-synthworld-train-") as tmp:
+        work = Path(tmp)
+        crops = training_set.pooled_crops(aligned, faces.CROP_POOL)
+        crops = crops.reshape(len(ds.clips), world.FRAMES, *crops.shape[1:])
+        for policy in training_set.REFERENCE_POLICIES:
+            training_set.write_training_set(work / policy, ds, latents, contexts, action_text_embeddings(), emb, crops,
+                                            references=policy, embedder=EMBEDDER)
+        lap("training sets")
 
-    def other_clip_reference(idx, g):          # IaD: a frame of another clip of the same person, decoupled
-        refs = []
-        for i in idx.tolist():
-            others = [j for j in by_person[int(ds.person[i])] if j != i] or [i]
-            j = others[int(torch.randint(0, len(others), (1,), generator=g))]
-            refs.append(emb[j, int(torch.randint(0, world.FRAMES, (1,), generator=g))])
-        with torch.no_grad():
-            return decoupler.identity(torch.stack(refs))
+        naive = train_adapter_with_iad_train(folder, work, "naive", new_adapter("none", spec, seed=8000 + s,
+                                                                                label="naive injection"),
+                                             scale, references="same_clip", log=log)
+        save_adapter(naive, folder / ADAPTER_FILES["naive"], dtype=torch.float16)
+        lap("naive adapter")
 
-    naive = new_adapter("none", spec, seed=8000 + s, label="naive injection")
-    train_adapter(wan, naive, latents, contexts, same_clip_reference, scale.adapter_steps, scale.adapter_batch,
-                  seed=8000 + s, log=log, label="naive adapter")
-    save_adapter(naive, folder / ADAPTER_FILES["naive"], dtype=torch.float16)
-    lap("naive adapter")
-
-    iad = new_adapter("trained", spec, seed=8000 + s, label="IaD")
-    iad.decoupler.load_state_dict(decoupler.state_dict())
-    train_adapter(wan, iad, latents, contexts, other_clip_reference, scale.adapter_steps, scale.adapter_batch,
-                  seed=8000 + s, log=log, label="IaD adapter")
-    save_adapter(iad, folder / ADAPTER_FILES["iad"], dtype=torch.float16)
-    lap("IaD adapter")
+        init = new_adapter("trained", spec, seed=8000 + s, label="IaD")
+        init.decoupler.load_state_dict(decoupler.state_dict())
+        iad = train_adapter_with_iad_train(folder, work, "iad", init, scale, references="other_clips", log=log)
+        save_adapter(iad, folder / ADAPTER_FILES["iad"], dtype=torch.float16)
+        lap("IaD adapter")
 
     basis = TrainingFreeDecoupler.estimate_basis(emb.reshape(-1, emb.shape[-1]), frame_person, max_rank=8,
                                                  min_variance_fraction=0.02)
