@@ -1,5 +1,5 @@
-"""The world's tiny Wan T2V model (ComfyUI's own ``WanModel``), flow-matching training, identity
-injection for adapter training, and an Euler sampler that matches ComfyUI's (KSampler, ``euler``,
+"""The world's tiny Wan T2V model (ComfyUI's own ``WanModel``), its flow-matching training, and an
+Euler sampler with optional identity injection (the experiment's generator), that matches ComfyUI's (KSampler, ``euler``,
 ``simple`` schedule, flow shift ``SHIFT`` set by ModelSamplingSD3).
 
 ComfyUI's conventions for Wan (``model_base.WAN21``: ``ModelType.FLOW``, ``CONST`` sampling):
@@ -9,15 +9,14 @@ predicts ``v = noise - x0``; ``denoised = x - sigma * v``; sigmas are ``shift*t 
 Training here uses exactly these, so a model trained by :func:`train_base` samples correctly in
 ComfyUI's KSampler (nodes/synth_nodes.py, the demo).
 
-Identity injection (:class:`IdentityInjection`) replaces ``blocks[b].cross_attn.forward`` on *our
-own training copy* of the model with ``o(attn(q, k_txt, v_txt) + w * attn(q, norm_k(k_id), v_id))``
--- the same equation as the IaD Apply patch (iad/patching, nodes/_patching.py) -- so adapters
-trained here load and run through the real nodes unchanged.
+Identity injection (:class:`IdentityInjection`) replaces ``blocks[b].cross_attn.forward`` on the
+experiment's own copy of the model with ``o(attn(q, k_txt, v_txt) + w * attn(q, norm_k(k_id), v_id))``
+-- the same equation as the IaD Apply patch (iad/patching, nodes/_patching.py) and as ``iad.train``,
+which trains the world's adapters -- so the experiment's videos are what the real nodes make.
 """
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass
 
 import torch
@@ -79,14 +78,12 @@ def sample_sigmas(n: int, generator: torch.Generator) -> torch.Tensor:
     return shifted(torch.rand(n, generator=generator)).clamp(0.002, 0.999)
 
 
-def flow_loss(model, x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator,
-              injection: "IdentityInjection | None" = None) -> torch.Tensor:
+def flow_loss(model, x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     sigma = sample_sigmas(x0.shape[0], generator)
     noise = torch.randn(x0.shape, generator=generator)
     s = sigma.view(-1, 1, 1, 1, 1)
     xt = (1 - s) * x0 + s * noise
-    with injection if injection is not None else contextlib.nullcontext():
-        v = model(xt, sigma * 1000, context)
+    v = model(xt, sigma * 1000, context)
     return F.mse_loss(v.float(), (noise - x0).float())
 
 

@@ -43,7 +43,6 @@ SYSTEM_NAMES = {"base": "(a) base model, no identity", "naive": "(b) naive injec
 REFERENCE_GROUPS = {"expression": ("smile", "frown", "surprise", "wink", "blink"),
                     "head pose": ("turn_left", "turn_right", "nod")}
 REFERENCE_ACTIONS = tuple(a for group in REFERENCE_GROUPS.values() for a in group)
-SCORED_FRAMES = list(range(world.FRAMES))
 
 
 @dataclass
@@ -165,10 +164,8 @@ def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embed
     for i, c in enumerate(cases):
         target[i] = world.ACTIONS.index(c.action)
     ref_cls = np.array([world.ACTIONS.index(c.reference_action) for c in cases])
-    scored = np.zeros(t, bool)
-    scored[SCORED_FRAMES] = True
-    correct = np.where(scored[None], (pred == target).astype(float), np.nan)
-    copied = np.where(scored[None], (pred == ref_cls[:, None]).astype(float), np.nan)
+    correct = (pred == target).astype(float)         # every frame is scored
+    copied = (pred == ref_cls[:, None]).astype(float)
 
     uint8 = faces.to_uint8(frames.reshape(-1, 3, world.SIZE, world.SIZE)).reshape(n, t, world.SIZE, world.SIZE, 3)
     id_ok = np.full((n, t), np.nan)
