@@ -2,7 +2,7 @@
 training-free decoupler on (b)'s weights -- same held-out people, prompts and noise.
 
     python benchmarks/bench_synth_experiment.py                 # the published run (shipped world)
-    python benchmarks/bench_synth_experiment.py --rebuild       # retrain the world first (~20 min)
+    python benchmarks/bench_synth_experiment.py --rebuild       # retrain the world first (~1 h: see docs/synth-world.md)
     python benchmarks/bench_synth_experiment.py --identities 8  # quicker
 
 Prints the table side by side (with IaD/naive ratios), the goals of issue 10 (copy rate cut

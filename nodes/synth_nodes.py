@@ -8,7 +8,8 @@ to ComfyUI's native graph (Load Diffusion Model -> IaD Apply -> KSampler):
   (stands in for umt5-xxl, which the tiny world model does not use);
 - IaD Synthetic-World Person: a reference photo of one of the world's people (held out from
   training), with the expression you choose;
-- IaD Synthetic-World Decode: the world's latent codec (instead of a Wan VAE) -> IMAGE frames.
+- IaD Synthetic-World Decode: the world's exact latent codec -> IMAGE frames (VAE Decode with the world's
+  Wan 2.1 VAE gives the same frames at 64x64, 33 frames).
 """
 
 from __future__ import annotations
@@ -108,9 +109,11 @@ class IaDSynthWorldDecode(io.ComfyNode):
             node_id="IaDSynthWorldDecode",
             display_name="IaD Synthetic-World Decode",
             category="IaD/synthetic world",
-            description="Decodes a latent of the synthetic world's tiny Wan model into frames with the world's "
-                        "latent codec (4x4 patch PCA; the world uses it instead of a Wan VAE). Make the latent with "
-                        "EmptyHunyuanLatentVideo at width = height = 64 (8x8 latent: 32x32 frames), length 33 (9 frames).",
+            description="Decodes a latent of the synthetic world's tiny Wan model into its 9 frames of 32x32 with the "
+                        "world's exact latent codec (4x4 patch PCA), the decoder the experiment measures with. The "
+                        "world's Wan 2.1 VAE (Load VAE + VAE Decode, as in the demo) decodes the same latent to a "
+                        "64x64, 33-frame video. Make the latent with EmptyHunyuanLatentVideo at width = height = 64, "
+                        "length 33.",
             inputs=[
                 io.Latent.Input("samples", tooltip="The KSampler output of the synthetic-world Wan model."),
                 io.Int.Input("scale", default=4, min=1, max=16, tooltip="Nearest-neighbour upscale of the 32x32 frames."),

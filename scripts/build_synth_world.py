@@ -1,9 +1,10 @@
 """Train every model of the synthetic portrait world and write them to iad/synth/assets/world/.
 
-    python scripts/build_synth_world.py            # the shipped world (about 20 min on 2 CPU cores)
+    python scripts/build_synth_world.py            # the shipped world (about 1 h on 2 CPU cores)
     python scripts/build_synth_world.py --verify   # rebuild into a temporary folder and compare
                                                    # every file's SHA-256 with the shipped manifest
     python scripts/build_synth_world.py --smoke --out /tmp/w   # a 1-minute build of the pipeline
+    python scripts/build_synth_world.py --vae-only # retrain only the Wan VAE (the last stage) in place
 
 Single-threaded and seeded: the same software stack reproduces the shipped files bit for bit.
 """
@@ -33,8 +34,15 @@ def main() -> int:
     parser.add_argument("--resume-wan", nargs=2, default=None, metavar=("FILE", "CYCLES"),
                         help="continue the Wan model from FILE, the output of CYCLES training cycles of an "
                              "identical-scale build (equivalent to training those cycles again)")
+    parser.add_argument("--vae-only", action="store_true",
+                        help="retrain only the world's Wan VAE into --out (an existing build) and update its manifest; "
+                             "the VAE is the last stage and depends only on the seeded render and the codec")
     args = parser.parse_args()
     scale = build.SMOKE if args.smoke else build.FULL
+    if args.vae_only:
+        manifest = build.build_vae_only(args.out, scale)
+        print(json.dumps({"wan vae s": manifest["timings_s"][build.VAE_TIMING], build.VAE_FILE: manifest["files"][build.VAE_FILE]}))
+        return 0
     if args.verify:
         shipped = json.loads((assets.WORLD_DIR / "manifest.json").read_text())["files"]
         with tempfile.TemporaryDirectory() as tmp:

@@ -60,7 +60,7 @@ def main() -> int:
         frames = result.images(demo.output_node)
         print(f"[demo] demo workflow ran in {time.monotonic() - t1:.1f} s: a synthetic-world person, "
               f"prompt {demo.text!r}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]} "
-              f"in {server.output_dir}")
+              f"and an animated WEBP in {server.output_dir}")
         (base / "iad_demo_api.json").write_text(json.dumps(demo.prompt, indent=1))
         if args.once:
             return 0

@@ -181,6 +181,9 @@ def test_make_demo_runs_the_demo_workflow_end_to_end(tmp_path):
 
     frames = np.stack([np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) for path in saved])
     assert frames.shape == (9, 128, 128, 3) and frames.std() > 5.0
+    # and the same latent as a video through Load VAE + VAE Decode (the world's Wan 2.1 VAE)
+    with Image.open(next((tmp_path / "demo" / "output").glob("iad_demo_video_*.webp"))) as video:
+        assert video.n_frames == 33 and video.size == (128, 128)
     # The demo is the identity path, not a bare sampler: the real face and IaD nodes ran.
     ran = json.loads((tmp_path / "demo" / "iad_demo_api.json").read_text())
     assert {"IaDFaceEmbed", "IaDIdentity", "IaDApply"} <= {node["class_type"] for node in ran.values()}

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from iad.synth import assets, build, demo, experiment, world
+from iad.synth import assets, build, demo, experiment, wan_vae, world
 
 
 @pytest.fixture(scope="module")
@@ -96,18 +96,28 @@ def test_demo_graph_runs_natively_and_shows_a_face_of_the_world(comfy_server):
     for folder, files in demo.demo_models().items():
         for name, path in files.items():
             comfy_server.add_model(folder, path, name)
-    prompt, save = demo.demo_prompt(scale=1, seed=3)
-    frames = comfy_server.run_ok(prompt).images(save)
+    prompt, save = demo.demo_prompt(scale=1, video_scale=1, seed=3)
+    result = comfy_server.run_ok(prompt)
+    frames = result.images(save)                              # the exact codec, as the experiment decodes
     assert len(frames) == world.FRAMES and frames[0].shape[:2] == (world.SIZE, world.SIZE)
-    from PIL import Image
+    video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    # the native VAE path: Load VAE + VAE Decode -> a 33-frame 64x64 video whose frames 4k are the frames
+    from PIL import Image, ImageSequence
 
+    saved = result.ui(demo.VIDEO_NODE)["images"][0]
+    with Image.open(comfy_server.output_dir / saved.get("subfolder", "") / saved["filename"]) as webp:
+        decoded = np.stack([np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(webp)])
+    assert decoded.shape == (wan_vae.VIDEO_FRAMES, wan_vae.VIDEO_SIZE, wan_vae.VIDEO_SIZE, 3)
+    vae_frames = wan_vae.world_frames(torch.from_numpy(decoded).float() / 255)
+    gap = float((vae_frames - video).abs().mean())
+    print(f"\nVAE Decode vs the codec on the demo's latent: mean abs difference {gap:.3f}")
+    assert gap < 0.08                                          # measured 0.04 (the VAE is blurrier: docs/synth-world.md)
     from harness.paths import ARTIFACTS_DIR
 
     ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.concatenate(frames, 1)).resize((world.SIZE * world.FRAMES * 4, world.SIZE * 4), Image.NEAREST).save(
         ARTIFACTS_DIR / "synthworld_demo_frames.png")
     w = experiment.World(assets.WORLD_DIR)
-    video = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         pred = [world.ACTIONS[i] for i in w.classifier(video).argmax(-1).tolist()]
     print(f"\ndemo frames classified as: {pred}")
@@ -115,3 +125,5 @@ def test_demo_graph_runs_natively_and_shows_a_face_of_the_world(comfy_server):
     assert pred.count("frown") > len(pred) // 2 and pred.count("smile") == 0
     # the generated frames show a face of the world that the pack detects
     assert sum(e is not None for e in w.embed(frames)) >= world.FRAMES - 2
+    vae_uint8 = [np.ascontiguousarray((f.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()) for f in vae_frames]
+    assert sum(e is not None for e in w.embed(vae_uint8)) >= world.FRAMES - 2        # and so does the VAE's video

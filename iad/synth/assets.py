@@ -16,7 +16,7 @@ class WorldNotBuiltError(FileNotFoundError):
 
 def world_files(folder: Path = WORLD_DIR) -> dict[str, Path]:
     """Paths of the trained world artefacts, by the ComfyUI model folder they belong in:
-    ``diffusion_models`` (tiny Wan T2V), ``iad`` (the three adapters), ``insightface`` (the pack
+    ``diffusion_models`` (tiny Wan T2V), ``vae`` (tiny Wan 2.1 VAE), ``iad`` (the three adapters), ``insightface`` (the pack
     folder, to place as ``models/insightface/models/synthworld``), plus the manifest."""
     manifest = folder / "manifest.json"
     if not manifest.is_file():
@@ -24,6 +24,7 @@ def world_files(folder: Path = WORLD_DIR) -> dict[str, Path]:
                                  "`python scripts/build_synth_world.py`")
     files = {
         "diffusion_models": folder / build.WAN_FILE,
+        "vae": folder / build.VAE_FILE,
         "iad_naive": folder / build.ADAPTER_FILES["naive"],
         "iad": folder / build.ADAPTER_FILES["iad"],
         "iad_naive_tf": folder / build.ADAPTER_FILES["naive_tf"],

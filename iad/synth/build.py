@@ -9,7 +9,10 @@ tiny Wan T2V base model, the IaD decoupler, and the adapters of the experiment:
 - ``iad``: the trained decoupler (Identity Decoupling + Text Alignment losses) in front, references
   from *another clip* of the same person (cross-video), denoising loss;
 - ``naive_tf``: the naive adapter's weights with IaD's training-free decoupler (a within-identity
-  basis estimated from training frames) stored as an IaD checkpoint.
+  basis estimated from training frames) stored as an IaD checkpoint;
+
+and last the world's Wan 2.1 VAE (``wan_vae``: ComfyUI's own class, in the codec's latent space),
+which lets a workflow decode with the native *Load VAE* / *VAE Decode*.
 
 Both adapters are trained by the pack's trainer (``iad.train.run``) on the built Wan file, from
 the world's clips written as prepared datasets (``training_set``).
@@ -35,18 +38,20 @@ from ..adapter import AdapterConfig, IdentityAdapter
 from ..checkpoint import save_adapter
 from ..decoupling import Decoupler, TrainingFreeDecoupler
 from ..losses import ActionTextProjector, decoupler_training_loss
-from . import diffusion, faces, text, training_set, world
+from . import diffusion, faces, text, training_set, wan_vae, world
 from .codec import PatchCodec
 
-BUILD_VERSION = 5
+BUILD_VERSION = 6
 JUDGES_VERSION = 3      # bump when the codec/classifier/detector/recognizer stages change
 PACK_NAME = "synthworld"
 DETECTOR_FILE = "scrfd_synthworld.onnx"
 RECOGNIZER_FILE = "arcface_synthworld.onnx"
 WAN_FILE = "iad-synthworld-wan2.1-t2v.safetensors"
+VAE_FILE = "iad-synthworld-wan2.1-vae.safetensors"
 WORLD_FILE = "synthworld-judges.safetensors"        # codec + action classifier (the recognizer lives in its ONNX file)
 ADAPTER_FILES = {"naive": "iad-synthworld-naive.safetensors", "iad": "iad-synthworld-iad.safetensors",
                  "naive_tf": "iad-synthworld-naive-trainingfree.safetensors"}
+VAE_TIMING = "wan vae (own process, in parallel)"     # manifest timing key: not part of total_s's sequence
 EMBEDDER = f"insightface/{PACK_NAME}/{Path(RECOGNIZER_FILE).stem}"
 
 
@@ -67,13 +72,19 @@ class BuildScale:
     decoupler_steps: int = 400
     adapter_steps: int = 1500
     adapter_batch: int = 12
+    vae_steps: int = 800               # first phase: windows of 3 frames
+    vae_batch: int = 8
+    vae_lr: float = 4e-3
+    vae_tune_steps: int = 150          # second phase: windows of 5 frames (every causal cache full)
+    vae_tune_lr: float = 1e-3
     seed: int = 0
 
 
 FULL = BuildScale()
 # A few-minute build for checking the pipeline itself (not for the published numbers).
 SMOKE = BuildScale(train_identities=24, clips_per_identity=2, recognizer_steps=40, recognizer_photos=4, detector_steps=40,
-                   classifier_steps=40, wan_steps=10, wan_cycles=1, wan_batch=4, decoupler_steps=20, adapter_steps=8, adapter_batch=4)
+                   classifier_steps=40, wan_steps=10, wan_cycles=1, wan_batch=4, decoupler_steps=20, adapter_steps=8, adapter_batch=4,
+                   vae_steps=2, vae_batch=2, vae_tune_steps=1)
 
 
 def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, **extra) -> AdapterConfig:
@@ -341,6 +352,9 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     judges = {**codec.state_dict(), **{f"classifier.{k}": v.contiguous() for k, v in classifier.state_dict().items()}}
     save_file(judges, str(folder / WORLD_FILE), metadata={"judges_version": str(JUDGES_VERSION)})
 
+    # the VAE needs only the clips and the codec: it trains on the second core meanwhile
+    vae_stage = _start_vae_stage(folder, scale, codec)
+
     latents = codec.encode(ds.video)
     captions = [c.caption for c in ds.clips]
     contexts = text.encode(captions)
@@ -402,6 +416,9 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     save_adapter(IdentityAdapter.from_state_dict(tf_config, state), folder / ADAPTER_FILES["naive_tf"], dtype=torch.float16)
     lap("training-free decoupler")
 
+    timings[VAE_TIMING] = _finish_vae_stage(vae_stage)
+    log(f"[build] {VAE_TIMING}: {timings[VAE_TIMING]} s")
+
     for p in folder.glob("*.safetensors"):
         canonicalize_safetensors(p)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
@@ -410,6 +427,84 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         "torch": torch.__version__, "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
         "files": {str(p.relative_to(folder)): sha256(p) for p in files},
     }
+    (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+def train_vae_file(folder: Path, clips: torch.Tensor, codec: PatchCodec, scale: BuildScale, log=print,
+                   first_phase_from: str | Path | None = None) -> Path:
+    """Train the world's Wan VAE on the training clips and write it as a ComfyUI VAE file.
+
+    Two phases: short windows (cheap; the first-frame and partly cached paths of the causal
+    convolutions), then longer ones in which every cache is full, as in the rest of a clip. The
+    first phase ends with fp16 rounding, so ``first_phase_from`` (that phase's output file of an
+    identical-scale build) continues exactly where a full run would."""
+    if first_phase_from is None:
+        vae = wan_vae.train_vae(clips, codec, scale.vae_steps, scale.vae_batch, seed=9000 + scale.seed,
+                                lr=scale.vae_lr, window=wan_vae.WINDOW, log=log)
+        _round_fp16(vae)
+    else:
+        vae = wan_vae.build_vae(9000 + scale.seed)
+        vae.load_state_dict({k: v.float() for k, v in load_file(str(first_phase_from)).items()})
+    vae = wan_vae.train_vae(clips, codec, scale.vae_tune_steps, scale.vae_batch, seed=9001 + scale.seed,
+                            lr=scale.vae_tune_lr, window=wan_vae.TUNE_WINDOW, init=vae, log=log)
+    path = Path(folder) / VAE_FILE
+    save_file(wan_vae.state_dict_for_file(vae), str(path), metadata=wan_vae.file_metadata())
+    return path
+
+
+def _vae_stage_process(folder: str, scale: dict, codec_state: dict, result) -> None:
+    torch.set_num_threads(1)
+    t0 = time.monotonic()
+    scale_ = BuildScale(**scale)
+    identities = world.sample_identities(scale_.train_identities, seed=1000 + scale_.seed)
+    ds = make_dataset(identities, scale_.clips_per_identity, seed=2000 + scale_.seed,
+                      omit_action_prob=scale_.omit_action_prob, describe_prob=scale_.describe_prob)
+    train_vae_file(Path(folder), ds.video, PatchCodec.from_state_dict(codec_state), scale_, log=lambda *_: None)
+    result.send(round(time.monotonic() - t0, 1))
+
+
+def _start_vae_stage(folder: Path, scale: BuildScale, codec: PatchCodec):
+    """Run the VAE stage in its own single-threaded process (it depends on nothing trained after
+    the codec, and the build is single-threaded, so the machine's second core does it)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_vae_stage_process, args=(str(folder), asdict(scale), codec.state_dict(), send),
+                          name="iad-synthworld-vae", daemon=True)
+    process.start()
+    return process, receive
+
+
+def _finish_vae_stage(stage) -> float:
+    process, receive = stage
+    process.join()
+    if process.exitcode != 0 or not receive.poll():
+        raise RuntimeError(f"the world's VAE stage failed (its process exited with {process.exitcode}); run "
+                           "`python scripts/build_synth_world.py --vae-only --out FOLDER` to see its error")
+    return receive.recv()
+
+
+def build_vae_only(folder: str | Path, scale: BuildScale = FULL, log=print,
+                   first_phase_from: str | Path | None = None) -> dict:
+    """(Re)train only the Wan VAE of the built world in ``folder`` (its codec and training clips are
+    the same as the full build's: the render is seeded), and update the manifest. The VAE stage
+    depends on nothing trained after the codec, so this equals a full rebuild's file."""
+    torch.set_num_threads(1)
+    folder = Path(folder)
+    t0 = time.monotonic()
+    s = scale.seed
+    identities = world.sample_identities(scale.train_identities, seed=1000 + s)
+    ds = make_dataset(identities, scale.clips_per_identity, seed=2000 + s, omit_action_prob=scale.omit_action_prob,
+                      describe_prob=scale.describe_prob)
+    path = train_vae_file(folder, ds.video, load_judges(folder)[0], scale, log=log, first_phase_from=first_phase_from)
+    canonicalize_safetensors(path)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["timings_s"][VAE_TIMING] = round(time.monotonic() - t0, 1)
+    manifest["build_version"] = BUILD_VERSION
+    manifest["scale"] = asdict(scale)
+    manifest["files"][path.name] = sha256(path)
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
     return manifest
 
