@@ -1,9 +1,11 @@
 """The world's latent codec: frames <-> Wan-shaped latents ``[B, 16, T, H/4, W/4]``.
 
-Why not a trained Wan VAE: one training step of ComfyUI's WanVAE (width 4-8) on a batch of four
-32x32x9 clips takes 25-45 s on this 2-core machine, so training one to a usable quality does not
-fit the budget (docs/synth-world.md). The world instead uses a fixed linear codec: whitened PCA of
-4x4 RGB patches (48 values -> 16 channels), one latent frame per video frame. It is computed in
+The world's diffusion model and adapters work in this codec's latent space: a fixed linear codec
+(whitened PCA of 4x4 RGB patches, 48 values -> 16 channels, one latent frame per video frame)
+that is exact and free to compute, where a convolutional VAE good enough for the judges would
+cost far more CPU time than the build has. The world's Wan 2.1 VAE (``wan_vae.py``) is trained
+afterwards into this same latent space, for ComfyUI's native VAE nodes; it is blurrier, so the
+experiment decodes with the codec. It is computed in
 float64 from a seeded set of rendered frames, so it is reproducible bit for bit, and it keeps the
 world's faces recognisable (see ``reconstruction_error``). The codec works in the *model's*
 latent space (what Wan's ``latent_format.process_in`` produces), so ComfyUI's sampler output
