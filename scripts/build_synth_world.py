@@ -4,9 +4,10 @@
     python scripts/build_synth_world.py --verify   # rebuild into a temporary folder and compare
                                                    # every file's SHA-256 with the shipped manifest
     python scripts/build_synth_world.py --smoke --out /tmp/w   # a 1-minute build of the pipeline
-    python scripts/build_synth_world.py --vae-only # retrain only the Wan VAE (the last stage) in place
+    python scripts/build_synth_world.py --vae-only # retrain only the Wan VAE (its own stage) in place
 
-Single-threaded and seeded: the same software stack reproduces the shipped files bit for bit.
+Single-threaded (the VAE trains in a second single-threaded process) and seeded: the same software
+stack reproduces the shipped files bit for bit.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def main() -> int:
                              "identical-scale build (equivalent to training those cycles again)")
     parser.add_argument("--vae-only", action="store_true",
                         help="retrain only the world's Wan VAE into --out (an existing build) and update its manifest; "
-                             "the VAE is the last stage and depends only on the seeded render and the codec")
+                             "the VAE stage depends only on the seeded render and the codec")
     args = parser.parse_args()
     scale = build.SMOKE if args.smoke else build.FULL
     if args.vae_only:
