@@ -11,8 +11,8 @@ tiny Wan T2V base model, the IaD decoupler, and the adapters of the experiment:
 - ``naive_tf``: the naive adapter's weights with IaD's training-free decoupler (a within-identity
   basis estimated from training frames) stored as an IaD checkpoint;
 
-and last the world's Wan 2.1 VAE (``wan_vae``: ComfyUI's own class, in the codec's latent space),
-which lets a workflow decode with the native *Load VAE* / *VAE Decode*.
+and, in its own process beside these, the world's Wan 2.1 VAE (``wan_vae``: ComfyUI's own class,
+in the codec's latent space), which lets a workflow decode with the native *Load VAE* / *VAE Decode*.
 
 Both adapters are trained by the pack's trainer (``iad.train.run``) on the built Wan file, from
 the world's clips written as prepared datasets (``training_set``).
