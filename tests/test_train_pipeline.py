@@ -291,3 +291,40 @@ def test_learning_rate_schedule_warmup_then_cosine(dataset, tmp_path):
     assert all(a >= b for a, b in zip(values[1:], values[2:]))
     with pytest.raises(ConfigError, match="optimizer.decay must be 'none' or 'cosine'"):
         load_config({**good, "optimizer": {"decay": "linear"}})
+
+
+def test_caption_dropout_trains_some_samples_with_the_empty_caption(dataset, tmp_path):
+    """caption_dropout replaces a seeded share of the captions by the prompt bank's null text (the
+    empty caption), and a dropped sample's loss is exactly the loss with the empty caption."""
+    from iad.train import ConfigError, load_config
+    from iad.train.data import pad_text
+    from iad.train.trainer import Trainer
+
+    good = train_data.train_config(dataset, tmp_path / "dropout", batch_size=2)
+    with pytest.raises(ConfigError, match=r"caption_dropout must be in \[0, 1\]"):
+        load_config({**good, "caption_dropout": 1.5})
+    trainer = Trainer(load_config({**good, "caption_dropout": 0.5}))
+    try:
+        module = trainer.module
+        null = module._runtime["prompt_bank"][2].float()
+        context = torch.randn(64, 6, null.shape[-1])
+        dropped = module._drop_captions(context, list(range(64)))
+        assert torch.equal(dropped, module._drop_captions(context, list(range(64))))      # seeded by position
+        length = max(6, null.shape[0])
+        is_null = [torch.equal(row, pad_text([null], length)[0]) for row in dropped]
+        kept = [torch.equal(row, pad_text([c], length)[0]) for row, c in zip(dropped, context)]
+        assert all(a != b for a, b in zip(is_null, kept)) and 16 <= sum(is_null) <= 48
+        # every caption dropped == training on the empty caption
+        batch = trainer._micro_batch(0)
+        module.config.caption_dropout = 1.0
+        with torch.no_grad():
+            _, with_dropout = module(batch, 0, with_extras=False)
+        module.config.caption_dropout = 0.0
+        empty = dict(batch, context=pad_text([null] * len(batch["positions"]), max(batch["context"].shape[1], null.shape[0])))
+        with torch.no_grad():
+            _, with_empty = module(empty, 0, with_extras=False)
+            _, with_caption = module(batch, 0, with_extras=False)
+        assert torch.equal(with_dropout["diffusion"], with_empty["diffusion"])
+        assert not torch.equal(with_dropout["diffusion"], with_caption["diffusion"])
+    finally:
+        trainer.close()

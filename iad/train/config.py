@@ -94,6 +94,7 @@ class TrainConfig:
     grad_accum: int = 1
     num_references: int = 2             # reference embeddings fused into z_id per sample
     identity_weight: float = 1.0        # the patch weight during training (IaD Apply's 'weight')
+    caption_dropout: float = 0.0        # share of samples trained with the empty caption (the prompt bank's null text)
     seed: int = 0
     precision: str = "fp32"             # fp32 | bf16 (base weights and autocast; adapter master weights fp32)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
@@ -152,6 +153,7 @@ def _check(config: TrainConfig, check_paths: bool) -> None:
     need(c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}")
     need(c.grad_accum >= 1, f"grad_accum must be >= 1, got {c.grad_accum}")
     need(c.num_references >= 1, f"num_references must be >= 1, got {c.num_references}")
+    need(0 <= c.caption_dropout <= 1, f"caption_dropout must be in [0, 1] (a share of samples), got {c.caption_dropout}")
     need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
     need(c.save_dtype in ("float32", "bfloat16", "float16"), f"save_dtype must be float32/bfloat16/float16, got {c.save_dtype!r}")
     need(c.log_every >= 1 and c.checkpoint_every >= 1 and c.eval_every >= 0 and c.keep_checkpoints >= 0,

@@ -219,6 +219,8 @@ class IaDTrainable(nn.Module):
         sigma, noise = self.sample_sigma_noise(batch["positions"], step, x0.shape[1:], device)
         x_t = sigma.view(-1, 1, 1, 1, 1) * noise + (1 - sigma.view(-1, 1, 1, 1, 1)) * x0
         context = batch["context"].to(device)
+        if cfg.caption_dropout > 0:
+            context = self._drop_captions(context, batch["positions"])
         tokens = self.identity_tokens(batch["references"].to(device))
         v_pred = self._model_call(x_t, sigma, context, tokens)
         per_sample = (v_pred.float() - (noise - x0).float()).pow(2).flatten(1).mean(1)
@@ -258,6 +260,22 @@ class IaDTrainable(nn.Module):
             total = total + w.icr.weight * parts["icr"]
         parts["total"] = total
         return total, parts
+
+    def _drop_captions(self, context: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        """Caption dropout: each sample, with probability ``caption_dropout`` (seeded by its position),
+        trains with the empty caption (the prompt bank's null text, what ComfyUI's negative "" gives),
+        as text-to-video models are trained for classifier-free guidance. Only the identity then
+        conditions the sample. The padded length does not depend on which samples drop."""
+        null = self._runtime["prompt_bank"][2].to(context)
+        length = max(context.shape[1], null.shape[0])
+        out = torch.zeros(context.shape[0], length, context.shape[2], dtype=context.dtype, device=context.device)
+        out[:, : context.shape[1]] = context
+        for i, position in enumerate(positions):
+            g = sample_generator(self.config.seed, 0, position, salt=5)
+            if float(torch.rand((), generator=g)) < self.config.caption_dropout:
+                out[i] = 0
+                out[i, : null.shape[0]] = null
+        return out
 
     def _prompt_following(self, batch, step, x_t, sigma, tokens, device) -> torch.Tensor:
         """Simulated prompt augmentation: prompts from the bank (or the caption) must steer the model

@@ -86,7 +86,8 @@ class Trainer:
         self.patched.patch_model(device_to=self.device)
         base_model = self.patched.model
         shift = c.timesteps.shift if c.timesteps.shift is not None else float(getattr(base_model.model_sampling, "shift", 1.0))
-        prompt_bank = self.dataset.prompt_bank() if c.losses.prompt_following.weight > 0 else None
+        prompt_bank = (self.dataset.prompt_bank() if c.losses.prompt_following.weight > 0 or c.caption_dropout > 0
+                       else None)
         icr = self._load_icr() if c.losses.icr.weight > 0 else None
         self.module.attach(self.patched, self.patcher, shift, gather=distributed.gather_batch,
                            prompt_bank=prompt_bank, icr=icr)
