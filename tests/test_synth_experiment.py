@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from iad.synth import assets, build, demo, experiment, wan_vae, world
+from iad.synth import assets, build, demo, experiment, faces, wan_vae, world
 
 
 @pytest.fixture(scope="module")
@@ -125,5 +125,4 @@ def test_demo_graph_runs_natively_and_shows_a_face_of_the_world(comfy_server):
     assert pred.count("frown") > len(pred) // 2 and pred.count("smile") == 0
     # the generated frames show a face of the world that the pack detects
     assert sum(e is not None for e in w.embed(frames)) >= world.FRAMES - 2
-    vae_uint8 = [np.ascontiguousarray((f.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()) for f in vae_frames]
-    assert sum(e is not None for e in w.embed(vae_uint8)) >= world.FRAMES - 2        # and so does the VAE's video
+    assert sum(e is not None for e in w.embed(list(faces.to_uint8(vae_frames)))) >= world.FRAMES - 2   # and the VAE's video

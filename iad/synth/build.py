@@ -148,6 +148,14 @@ def make_dataset(identities: list, clips_per_identity: int, seed: int, omit_acti
     return Dataset(clips, torch.tensor(person), video, kps, boxes)
 
 
+def training_clips(scale: BuildScale) -> tuple[list, Dataset]:
+    """The training identities and their rendered clips (seeded: every stage that needs them, in
+    any process, renders the same ones)."""
+    identities = world.sample_identities(scale.train_identities, seed=1000 + scale.seed)
+    return identities, make_dataset(identities, scale.clips_per_identity, seed=2000 + scale.seed,
+                                    omit_action_prob=scale.omit_action_prob, describe_prob=scale.describe_prob)
+
+
 def negatives(count: int, seed: int) -> torch.Tensor:
     """Frames without a face (scene backgrounds with noise and blobs): the detector's negatives."""
     g = torch.Generator().manual_seed(seed)
@@ -324,9 +332,7 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         log(f"[build] {name}: {timings[name]} s")
 
     s = scale.seed
-    identities = world.sample_identities(scale.train_identities, seed=1000 + s)
-    ds = make_dataset(identities, scale.clips_per_identity, seed=2000 + s, omit_action_prob=scale.omit_action_prob,
-                      describe_prob=scale.describe_prob)
+    identities, ds = training_clips(scale)
     frames = ds.video.reshape(-1, 3, world.SIZE, world.SIZE)
     labels = torch.from_numpy(np.concatenate([c.labels for c in ds.clips]))
     frame_person = ds.person.repeat_interleave(world.FRAMES)
@@ -457,9 +463,7 @@ def _vae_stage_process(folder: str, scale: dict, codec_state: dict, result) -> N
     torch.set_num_threads(1)
     t0 = time.monotonic()
     scale_ = BuildScale(**scale)
-    identities = world.sample_identities(scale_.train_identities, seed=1000 + scale_.seed)
-    ds = make_dataset(identities, scale_.clips_per_identity, seed=2000 + scale_.seed,
-                      omit_action_prob=scale_.omit_action_prob, describe_prob=scale_.describe_prob)
+    _, ds = training_clips(scale_)
     train_vae_file(Path(folder), ds.video, PatchCodec.from_state_dict(codec_state), scale_, log=lambda *_: None)
     result.send(round(time.monotonic() - t0, 1))
 
@@ -494,10 +498,7 @@ def build_vae_only(folder: str | Path, scale: BuildScale = FULL, log=print,
     torch.set_num_threads(1)
     folder = Path(folder)
     t0 = time.monotonic()
-    s = scale.seed
-    identities = world.sample_identities(scale.train_identities, seed=1000 + s)
-    ds = make_dataset(identities, scale.clips_per_identity, seed=2000 + s, omit_action_prob=scale.omit_action_prob,
-                      describe_prob=scale.describe_prob)
+    _, ds = training_clips(scale)
     path = train_vae_file(folder, ds.video, load_judges(folder)[0], scale, log=log, first_phase_from=first_phase_from)
     canonicalize_safetensors(path)
     manifest = json.loads((folder / "manifest.json").read_text())

@@ -88,13 +88,6 @@ def world_frames(images: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(keep, pool) if pool > 1 else keep
 
 
-def raw_latents(model_space: torch.Tensor) -> torch.Tensor:
-    """Codec (model-space) latents -> ComfyUI's raw Wan 2.1 latents (what a VAE encodes/decodes)."""
-    from .training_set import raw_latents as to_raw
-
-    return to_raw(model_space)
-
-
 def train_vae(clips: torch.Tensor, codec, steps: int, batch: int, seed: int, lr: float = 2e-3, window: int = WINDOW,
               init=None, log=print):
     """Train the world's Wan VAE on ``clips`` ``[N, T, 3, 32, 32]``: the decoder maps the codec's raw

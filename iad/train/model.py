@@ -25,7 +25,7 @@ from ..losses import (ActionTextProjector, identity_consistency_reward, identity
 from ..patching import add_identity_attention
 from ..patching.arch import UnsupportedModelError, check_adapter_fits, detect_architecture
 from .config import ConfigError, TrainConfig
-from .data import sample_generator
+from .data import pad_text, sample_generator
 
 TRAIN_KEY = "iad_train"
 
@@ -266,22 +266,15 @@ class IaDTrainable(nn.Module):
         trains with the empty caption (the prompt bank's null text, what ComfyUI's negative "" gives),
         as text-to-video models are trained for classifier-free guidance. Only the identity then
         conditions the sample. The padded length does not depend on which samples drop."""
-        null = self._runtime["prompt_bank"][2].to(context)
-        length = max(context.shape[1], null.shape[0])
-        out = torch.zeros(context.shape[0], length, context.shape[2], dtype=context.dtype, device=context.device)
-        out[:, : context.shape[1]] = context
-        for i, position in enumerate(positions):
-            g = sample_generator(self.config.seed, 0, position, salt=5)
-            if float(torch.rand((), generator=g)) < self.config.caption_dropout:
-                out[i] = 0
-                out[i, : null.shape[0]] = null
-        return out
+        null = self._runtime["prompt_bank"][2]
+        dropped = [float(torch.rand((), generator=sample_generator(self.config.seed, 0, position, salt=5)))
+                   < self.config.caption_dropout for position in positions]
+        texts = [null if drop else row for row, drop in zip(context.cpu(), dropped)]
+        return pad_text(texts, max(context.shape[1], null.shape[0])).to(context)
 
     def _prompt_following(self, batch, step, x_t, sigma, tokens, device) -> torch.Tensor:
         """Simulated prompt augmentation: prompts from the bank (or the caption) must steer the model
         the same with and without the identity (docs/training.md, L_PF)."""
-        from .data import pad_text
-
         prompts, bank, null = self._runtime["prompt_bank"]
         pf = self.config.losses.prompt_following
         texts = []
