@@ -62,3 +62,57 @@ def test_two_gloo_processes_equal_one_process_with_the_equivalent_batch(single, 
     for a, b in zip(rows(out), rows(single_out)):
         assert a["step"] == b["step"] and abs(a["diffusion"] - b["diffusion"]) < 1e-4 * max(1.0, b["diffusion"])
         assert abs(a["text_alignment"] - b["text_alignment"]) < 1e-4
+
+
+def _model_config(mode: str, dataset, out, **overrides) -> dict:
+    """mode 'base' (the tiny Wan itself) or 'vae' (the tiny Wan VAE, whole clips)."""
+    from harness import tiny_models as tiny
+
+    extra = ({"base_model": str(tiny.ensure(tiny.WanVAESpec("iad-tiny-wan2.1-vae-student.safetensors", seed=5)))}
+             if mode == "vae" else {})
+    config = train_data.train_config(dataset, out, mode=mode, name=f"tiny-{mode}", steps=STEPS, log_every=1,
+                                     save_dtype="float32", optimizer={"lr": 1e-3}, **extra, **overrides)
+    config.pop("adapter")
+    return config
+
+
+@pytest.fixture(scope="module")
+def single_model(dataset, tmp_path_factory):
+    """Single-process runs of each mode with the global batch (2), made once."""
+    from iad.train import run
+
+    runs = {}
+
+    def get(mode):
+        if mode not in runs:
+            out = tmp_path_factory.mktemp(f"single-{mode}")
+            result = run(_model_config(mode, dataset, out, batch_size=2))
+            runs[mode] = (load_file(str(result.final_checkpoint)), out, result.history[0])
+        return runs[mode]
+
+    return get
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode,strategy", [("base", "ddp"), ("base", "fsdp"), ("vae", "ddp"), ("vae", "fsdp")])
+def test_model_modes_two_gloo_processes_equal_one_process(single_model, dataset, tmp_path, mode, strategy):
+    """The model itself trains (mode 'base': the Wan, FSDP sharding every block; mode 'vae': the
+    Wan VAE, FSDP as one unit): 2 processes x batch 1 == 1 process x batch 2."""
+    from safetensors import safe_open
+
+    reference, single_out, _ = single_model(mode)
+    out = tmp_path / strategy
+    config = _model_config(mode, dataset, out, batch_size=1, distributed={"strategy": strategy, "backend": "gloo"})
+    _torchrun(config, tmp_path)
+    trained = load_file(str(out / f"tiny-{mode}.safetensors"))
+    with safe_open(config["base_model"], framework="pt") as f:
+        original = {k: f.get_tensor(k) for k in f.keys()}
+    assert trained.keys() == reference.keys() == original.keys()
+    moved = max(float((reference[k] - original[k].float()).abs().max()) for k in original)
+    worst = max(float((trained[k] - reference[k]).abs().max()) for k in reference)
+    assert moved > 1e-3, "training should move the weights well beyond the tolerance"
+    assert worst < 1e-4, f"{mode}/{strategy}: max parameter difference {worst}"
+    term = "diffusion" if mode == "base" else "vae_decode"
+    rows = lambda p: [json.loads(x) for x in (p / "log.jsonl").read_text().splitlines() if '"eval"' not in x]  # noqa: E731
+    for a, b in zip(rows(out), rows(single_out)):
+        assert a["step"] == b["step"] and abs(a[term] - b[term]) < 1e-4 * max(1.0, b[term])

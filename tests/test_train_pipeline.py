@@ -267,9 +267,13 @@ def test_config_errors_are_clear(dataset, tmp_path):
 def test_shipped_configs_parse():
     from iad.train import load_config
 
-    for path in sorted((REPO_ROOT / "configs").glob("train_*.json")):
+    paths = sorted((REPO_ROOT / "configs").glob("train_*.json")) + sorted((REPO_ROOT / "configs").glob("finetune_*.json"))
+    modes = set()
+    for path in paths:
         config = load_config(path, check_paths=False)
         assert config.steps > 0, path
+        modes.add(config.mode)
+    assert modes == {"adapter", "base", "vae"}
 
 
 def test_learning_rate_schedule_warmup_then_cosine(dataset, tmp_path):

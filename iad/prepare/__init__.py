@@ -34,7 +34,7 @@ log = logging.getLogger("iad.prepare")
 PROMPT_BANK_PATH = Path(__file__).resolve().parents[1] / "data" / "prompt_bank.txt"
 # Settings that change what is written: resuming with different values would mix datasets.
 _IDENTITY_FIELDS = ("resolution", "num_frames", "vae", "text_encoder", "face_pack", "det_size", "reference_gap",
-                    "max_references", "frame_stride")
+                    "max_references", "frame_stride", "store_pixels")
 
 
 @dataclass
@@ -51,6 +51,7 @@ class PrepareConfig:
     resolution: list[int] = field(default_factory=lambda: [832, 480])   # [width, height] of the latents
     num_frames: int = 33                        # target window length (Wan: 4k + 1)
     frame_stride: int = 1                       # use every n-th source frame
+    store_pixels: bool = False                  # also keep the target window's frames (uint8): iad.train's mode 'vae' needs them
     min_track_frames: int = 4
     min_face_px: float = 24.0
     identity_threshold: float = 0.5
@@ -214,6 +215,7 @@ class Preparer:
             return {"format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "settings": self._settings(),
                     "shards": [], "done": {}, "skipped": [], "embedder": None, "latent_shape": None}
         state = json.loads(path.read_text(encoding="utf-8"))
+        state.setdefault("settings", {}).setdefault("store_pixels", False)   # datasets from before the setting
         if state.get("settings") != self._settings():
             changed = [k for k in _IDENTITY_FIELDS if state.get("settings", {}).get(k) != self._settings()[k]]
             raise ValueError(f"{self.out} was prepared with different settings ({', '.join(changed)}); resuming would "
@@ -287,6 +289,8 @@ class Preparer:
             "ref.embeddings": torch.stack([p.embedding.float() for p in refs]) if refs else torch.zeros(0, pts[0].embedding.numel()),
             "ref.crops": torch.from_numpy(np.stack([p.crop for p in refs])) if refs else torch.zeros(0, crop_size, crop_size, 3, dtype=torch.uint8),
         }
+        if c.store_pixels:   # exactly the frames the latents encode
+            t["target.pixels"] = torch.from_numpy(np.ascontiguousarray(fitted, dtype=np.uint8))
         tensors = {f"{index}.{k}": v for k, v in t.items()}
         record = {
             "key": index, "source": clip.key, "caption": clip.caption, "action": clip.action,

@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-frames", type=int, help="target window length, 4k+1")
     parser.add_argument("--clips-per-shard", type=int)
     parser.add_argument("--comfyui-dir", help="ComfyUI folder (default: COMFYUI_PATH or the ComfyUI this pack is in)")
+    parser.add_argument("--store-pixels", action="store_true",
+                        help="also keep each target window's frames (iad.train's mode 'vae' trains on them)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         data["text_encoder"] = spec
     if args.no_progress:
         data["progress"] = False
+    if args.store_pixels:
+        data["store_pixels"] = True
     try:
         config = PrepareConfig.from_dict(data)
     except (TypeError, ValueError) as exc:

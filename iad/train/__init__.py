@@ -6,6 +6,10 @@ active), the Identity Decoupling and Text Alignment losses, optional prompt-foll
 shipped prompt bank and the PersonalVideo rewards (ICR, SCR). One process, or many under
 ``torchrun`` with DDP or FSDP. Checkpoints are IaD adapter files the IaD Model Loader reads.
 
+``mode: base`` trains the Wan T2V model itself (its flow-matching loss, no identity) and
+``mode: vae`` the Wan VAE (decode/encode reconstruction on stored frames); both save files in
+the source file's own layout, which ComfyUI's loaders read like the original.
+
 ComfyUI is imported lazily (when a run starts), never when ``iad.train`` is imported.
 """
 

@@ -82,10 +82,21 @@ class DistributedConfig:
 
 
 @dataclass
+class VAETrainConfig:
+    decode: float = 1.0                 # pixel MSE of decode(latents) against the clip's frames
+    encode: float = 1.0                 # MSE of encode(frames) against the latents, in the model's whitened latent space
+    window: int = 0                     # latent frames per training window (0: the whole clip)
+    random_start: bool = False          # windows anywhere in the clip (only where every latent frame stands alone)
+
+
+@dataclass
 class TrainConfig:
-    base_model: str                     # Wan diffusion model file (ComfyUI/models/diffusion_models)
+    base_model: str                     # Wan diffusion model file (ComfyUI/models/diffusion_models); mode vae: the Wan VAE file
     data: str                           # folder written by python -m iad.prepare
     output_dir: str                     # checkpoints, logs, training state
+    mode: str = "adapter"               # adapter: an IaD adapter on the frozen base | base: the base model itself | vae: the VAE
+    trainable: list[str] = field(default_factory=lambda: ["*"])   # modes base/vae: glob patterns of the parameter names to train
+    vae: VAETrainConfig = field(default_factory=VAETrainConfig)   # mode vae: the objective
     adapter: dict = field(default_factory=dict)    # AdapterConfig fields; family/model_dim/blocks default to the base
     init_from: str | None = None        # start from an existing IaD adapter checkpoint
     name: str = "iad-adapter"           # checkpoint file prefix
@@ -149,6 +160,30 @@ def _check(config: TrainConfig, check_paths: bool) -> None:
             problems.append(message)
 
     c = config
+    need(c.mode in ("adapter", "base", "vae"), f"mode must be 'adapter' (train an IaD adapter), 'base' (the base "
+                                               f"model itself) or 'vae' (the Wan VAE), got {c.mode!r}")
+    need(isinstance(c.trainable, list) and bool(c.trainable) and all(isinstance(t, str) and t for t in c.trainable),
+         f"trainable must be a non-empty list of parameter-name patterns such as [\"*\"] or [\"blocks.*.cross_attn.*\"], "
+         f"got {c.trainable!r}")
+    if c.mode in ("base", "vae"):
+        # the adapter's losses and settings have nothing to act on when the model itself trains
+        for name in ("prompt_following", "icr", "scr"):
+            need(getattr(c.losses, name).weight == 0, f"losses.{name} trains an identity adapter; set its weight to 0 "
+                                                      f"with mode '{c.mode}' (or use mode 'adapter')")
+        need(not c.init_from, f"init_from loads an IaD adapter; with mode '{c.mode}' training starts from base_model's "
+                              "weights (to continue a run, use resume)")
+        need(not c.timesteps.late_steps_only, "timesteps.late_steps_only is an identity-injection setting; "
+                                              f"it does not apply to mode '{c.mode}'")
+    elif c.trainable != ["*"]:
+        need(False, "trainable selects the parameters of the model itself and needs mode 'base' or 'vae'; the adapter "
+                    "mode trains the adapter and keeps the base frozen")
+    if c.mode == "vae":
+        need(c.caption_dropout == 0, "caption_dropout does not apply to mode 'vae' (the VAE reads no text)")
+        need(not c.gradient_checkpointing, "gradient_checkpointing is for the diffusion model; mode 'vae' does not "
+                                           "support it (use a smaller vae.window or batch_size)")
+        need(c.vae.decode >= 0 and c.vae.encode >= 0 and c.vae.decode + c.vae.encode > 0,
+             "vae.decode and vae.encode must be >= 0, and not both 0")
+        need(c.vae.window >= 0, f"vae.window must be >= 0 (latent frames; 0: the whole clip), got {c.vae.window}")
     need(c.steps >= 1, f"steps must be >= 1, got {c.steps}")
     need(c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}")
     need(c.grad_accum >= 1, f"grad_accum must be >= 1, got {c.grad_accum}")
@@ -177,8 +212,9 @@ def _check(config: TrainConfig, check_paths: bool) -> None:
     if isinstance(c.resume, str) and c.resume not in ("auto",):
         need(not check_paths or Path(c.resume).is_file(), f"resume: state file {c.resume!r} does not exist")
     if check_paths:
-        need(Path(c.base_model).is_file(), f"base_model: {c.base_model!r} is not a file (a Wan diffusion model from "
-                                           "ComfyUI/models/diffusion_models)")
+        need(Path(c.base_model).is_file(), f"base_model: {c.base_model!r} is not a file (" + (
+            "the Wan VAE from ComfyUI/models/vae)" if c.mode == "vae" else
+            "a Wan diffusion model from ComfyUI/models/diffusion_models)"))
         need((Path(c.data) / "dataset.json").is_file(), f"data: {c.data!r} is not a prepared dataset (no dataset.json); "
                                                         "create it with python -m iad.prepare")
         if c.init_from:

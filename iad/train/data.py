@@ -36,7 +36,7 @@ class Clip:
 class PreparedDataset:
     """Clips of a prepared dataset; tensors are read from the shards on demand (safetensors mmap)."""
 
-    def __init__(self, folder: str | Path) -> None:
+    def __init__(self, folder: str | Path, needs_references: bool = True) -> None:
         self.folder = Path(folder)
         self.info = read_dataset(self.folder)
         self.clips: list[Clip] = []
@@ -58,7 +58,7 @@ class PreparedDataset:
             if c.record["references"] > 0:
                 self.by_person.setdefault(c.person, []).append(i)
         orphans = [c.record["source"] for c in self.clips if c.record["references"] == 0 and not self.by_person.get(c.person)]
-        if orphans:
+        if orphans and needs_references:   # training the base model itself uses no references
             raise DatasetFormatError(
                 f"clips {orphans[:5]} have no reference frames from another moment and no other clip of the same person: "
                 "use longer clips (target window + 2 * reference_gap frames) or give clips of one person the same "
@@ -83,6 +83,10 @@ class PreparedDataset:
             handle = safe_open(str(self.folder / f"{shard}.safetensors"), framework="pt", device="cpu")
             self._handles[shard] = handle
         return handle
+
+    def has_tensor(self, index: int, name: str) -> bool:
+        clip = self.clips[index]
+        return f"{clip.key}.{name}" in self._handle(clip.shard).keys()
 
     def tensor(self, index: int, name: str) -> torch.Tensor:
         clip = self.clips[index]
@@ -124,6 +128,24 @@ def pad_text(texts: list[torch.Tensor], length: int | None = None) -> torch.Tens
     for i, t in enumerate(texts):
         out[i, : t.shape[0]] = t.float()
     return out
+
+
+def build_caption_batch(dataset: PreparedDataset, indices: list[int], positions: list[int]) -> dict:
+    """A batch for ``mode: base``: latents and captions only (no identity)."""
+    return {
+        "latents": torch.stack([dataset.tensor(i, "latents").float() for i in indices]),
+        "context": pad_text([dataset.tensor(i, "text") for i in indices], dataset.text_len),
+        "positions": list(positions),
+    }
+
+
+def build_pixel_batch(dataset: PreparedDataset, indices: list[int], positions: list[int]) -> dict:
+    """A batch for ``mode: vae``: each clip's latents and the frames they encode (``store_pixels``)."""
+    return {
+        "latents": torch.stack([dataset.tensor(i, "latents").float() for i in indices]),
+        "pixels": torch.stack([dataset.tensor(i, "target.pixels") for i in indices]),
+        "positions": list(positions),
+    }
 
 
 def build_batch(dataset: PreparedDataset, indices: list[int], positions: list[int], step: int, seed: int,

@@ -71,6 +71,15 @@ def wrap(module: nn.Module, state: DistState, find_unused: bool, shard_base: nn.
     if state.strategy == "fsdp":
         from torch.distributed.fsdp import fully_shard
 
+        if getattr(module, "vae", None) is not None:    # mode 'vae': one unit (no repeated blocks to shard by)
+            fully_shard(module)
+            return module
+        trained_base = getattr(module, "diffusion_model", None)    # mode 'base': the model itself trains
+        if trained_base is not None:
+            for block in trained_base.blocks:    # gathered per block for forward/backward
+                fully_shard(block)
+            fully_shard(module)
+            return module
         if shard_base is not None:   # frozen base blocks: gathered per block for forward/backward
             for block in shard_base.blocks:
                 fully_shard(block)

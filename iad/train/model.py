@@ -92,13 +92,15 @@ class CheckpointedBlock:
 
 
 def load_base(config: TrainConfig, device: torch.device):
-    """The frozen base through ``comfy.sd.load_diffusion_model``; returns (patcher, arch)."""
+    """The base through ``comfy.sd.load_diffusion_model``, frozen; returns (patcher, arch). With
+    ``mode: base`` its weights load in fp32 (the optimizer's master weights; bf16 is then autocast)."""
     from ..comfy_runtime import import_comfy
 
     import_comfy(config.comfyui_dir, cpu=True if device.type == "cpu" else None)
     import comfy.sd
 
-    options = {"dtype": torch.bfloat16} if config.precision == "bf16" else {"dtype": torch.float32}
+    bf16_weights = config.precision == "bf16" and config.mode == "adapter"
+    options = {"dtype": torch.bfloat16} if bf16_weights else {"dtype": torch.float32}
     try:
         patcher = comfy.sd.load_diffusion_model(config.base_model, model_options=options)
     except RuntimeError as exc:
@@ -111,9 +113,9 @@ def load_base(config: TrainConfig, device: torch.device):
         raise IncompatibleBaseModelError(f"base_model {config.base_model}: {exc}") from None
     if arch.family != "wan" or getattr(base.diffusion_model, "model_type", None) != "t2v":
         raise IncompatibleBaseModelError(
-            f"base_model {config.base_model} is {arch.variant}; the trainer trains Wan 2.1/2.2 text-to-video adapters "
-            "(the T2V model of the size you will use, e.g. wan2.1_t2v_1.3B or 14B). I2V/LTX-Video/HunyuanVideo "
-            "adapters are not trainable with it yet.")
+            f"base_model {config.base_model} is {arch.variant}; the trainer trains Wan 2.1/2.2 text-to-video models "
+            "and their adapters (the T2V model of the size you will use, e.g. wan2.1_t2v_1.3B or 14B). "
+            "I2V/LTX-Video/HunyuanVideo are not trainable with it yet.")
     if type(base.model_sampling).__name__.find("Flow") < 0 and not hasattr(base.model_sampling, "shift"):
         raise IncompatibleBaseModelError(f"base_model {config.base_model} is not a flow-matching model")
     base.requires_grad_(False)
@@ -144,11 +146,12 @@ def adapter_config_for(config: TrainConfig, arch, embedder: str | None) -> Adapt
     return adapter_config
 
 
-def install_patches(patcher, arch, adapter_config: AdapterConfig, gradient_checkpointing: bool):
-    """A clone of ``patcher`` with the training patch on every adapter block (and checkpointing)."""
+def install_patches(patcher, arch, adapter_config: AdapterConfig | None, gradient_checkpointing: bool):
+    """A clone of ``patcher`` with the training patch on every adapter block (none when the base
+    itself trains) and activation checkpointing."""
     patched = patcher.clone()
     diffusion_model = patched.model.diffusion_model
-    for block in adapter_config.blocks:
+    for block in (adapter_config.blocks if adapter_config is not None else []):
         key = f"diffusion_model.{arch.site(block)}.forward"
         module = diffusion_model.blocks[block].cross_attn
         patched.add_object_patch(key, TrainingCrossAttention(module, patched.get_model_object(key), block))
@@ -163,23 +166,19 @@ def shifted_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
     return u if shift == 1.0 else shift * u / (1 + (shift - 1) * u)
 
 
-class IaDTrainable(nn.Module):
-    """The trained parameters (adapter: decoupler + resampler + K/V; the TAL projector) and the
-    objective. The frozen base is held outside the module tree, so DDP/FSDP see only these."""
+class FlowObjective(nn.Module):
+    """What both training modes share: the base model's flow-matching objective as ComfyUI computes
+    it (``apply_model`` of the patched clone), seeded sigmas and noise, caption dropout."""
 
-    def __init__(self, adapter: IdentityAdapter, config: TrainConfig, text_dim: int = 4096):
+    def __init__(self, config: TrainConfig):
         super().__init__()
-        self.adapter = adapter
         self.config = config
-        self.projector = (ActionTextProjector(adapter.config.decoupler_act_dim, text_dim)
-                          if isinstance(adapter.decoupler, Decoupler) else None)
         self._runtime: dict = {}
 
     def attach(self, patched, base_patcher, shift: float, gather=None, prompt_bank=None, icr=None) -> None:
         self._runtime = {"patched": patched, "base": base_patcher, "shift": shift, "gather": gather,
                          "prompt_bank": prompt_bank, "icr": icr}
 
-    # -- pieces ----------------------------------------------------------------------------------
     def _model_call(self, x_t, sigma, context, tokens):
         patched = self._runtime["patched"]
         options = dict(patched.model_options.get("transformer_options", {}))
@@ -192,10 +191,6 @@ class IaDTrainable(nn.Module):
             denoised = patched.model.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options)
         return (x_t - denoised.to(x_t.dtype)) / sigma.view(-1, *([1] * (x_t.dim() - 1)))   # velocity
 
-    def identity_tokens(self, references: torch.Tensor) -> torch.Tensor:
-        z = torch.cat([self.adapter.identity_embedding(r) for r in references])  # decoupler.fuse, as IaD Identity does
-        return self.adapter.identity_tokens(z)
-
     def sample_sigma_noise(self, positions, step: int, shape, device) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.config.timesteps
         top = 1.0 - t.start_percent if t.late_steps_only else 1.0
@@ -207,6 +202,164 @@ class IaDTrainable(nn.Module):
             noises.append(torch.randn(shape, generator=g))
         return torch.stack(sigmas).to(device), torch.stack(noises).to(device)
 
+    def noised(self, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x0, noise, sigma, x_t, context) of a batch: ComfyUI's flow convention
+        ``x_t = sigma * noise + (1 - sigma) * x0`` on the model's own latent format."""
+        x0 = self._runtime["patched"].model.process_latent_in(batch["latents"].to(device))
+        sigma, noise = self.sample_sigma_noise(batch["positions"], 0, x0.shape[1:], device)
+        x_t = sigma.view(-1, 1, 1, 1, 1) * noise + (1 - sigma.view(-1, 1, 1, 1, 1)) * x0
+        context = batch["context"].to(device)
+        if self.config.caption_dropout > 0:
+            context = self._drop_captions(context, batch["positions"])
+        return x0, noise, sigma, x_t, context
+
+    def _drop_captions(self, context: torch.Tensor, positions: list[int]) -> torch.Tensor:
+        """Caption dropout: each sample, with probability ``caption_dropout`` (seeded by its position),
+        trains with the empty caption (the prompt bank's null text, what ComfyUI's negative "" gives),
+        as text-to-video models are trained for classifier-free guidance. Only the identity (if any)
+        then conditions the sample. The padded length does not depend on which samples drop."""
+        null = self._runtime["prompt_bank"][2]
+        dropped = [float(torch.rand((), generator=sample_generator(self.config.seed, 0, position, salt=5)))
+                   < self.config.caption_dropout for position in positions]
+        texts = [null if drop else row for row, drop in zip(context.cpu(), dropped)]
+        return pad_text(texts, max(context.shape[1], null.shape[0])).to(context)
+
+
+class BaseTrainable(FlowObjective):
+    """``mode: base``: the base model's own parameters (those ``trainable`` selects) with its
+    flow-matching loss and no identity -- pre-training or fine-tuning a (tiny or real) Wan T2V model.
+    The diffusion model is a submodule here, so the optimizer, DDP and FSDP see its parameters; it is
+    still run through the ModelPatcher clone, exactly as a workflow runs it."""
+
+    def __init__(self, diffusion_model: nn.Module, config: TrainConfig):
+        super().__init__(config)
+        self.diffusion_model = diffusion_model
+
+    def forward(self, batch: dict, step: int, with_extras: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        device = next(self.diffusion_model.parameters()).device
+        x0, noise, sigma, x_t, context = self.noised(batch, device)
+        v_pred = self._model_call(x_t, sigma, context, None)
+        diffusion = (v_pred.float() - (noise - x0).float()).pow(2).flatten(1).mean(1).mean()
+        total = self.config.losses.diffusion * diffusion
+        return total, {"diffusion": diffusion, "total": total}
+
+
+def load_vae(config: TrainConfig, device: torch.device):
+    """``mode: vae``: the Wan VAE through ComfyUI's own VAE loader (what *Load VAE* builds), its
+    module in fp32 master weights; returns (module, latent_format)."""
+    from ..comfy_runtime import import_comfy
+
+    import_comfy(config.comfyui_dir, cpu=True if device.type == "cpu" else None)
+    import comfy.latent_formats
+
+    from ..prepare.encoders import ComfyVAE
+
+    try:
+        vae = ComfyVAE(config.base_model, config.comfyui_dir).vae
+    except Exception as exc:   # ComfyUI raises several kinds for a file that is not a VAE
+        raise IncompatibleBaseModelError(f"base_model {config.base_model}: ComfyUI could not load it as a VAE ({exc})") from None
+    module = vae.first_stage_model
+    if type(module).__module__.split(".")[-2:-1] != ["wan"]:
+        raise IncompatibleBaseModelError(
+            f"base_model {config.base_model} is a {type(module).__module__}.{type(module).__name__}; mode 'vae' trains "
+            "Wan 2.1/2.2 VAEs (ComfyUI/models/vae/wan_2.1_vae.safetensors or wan2.2_vae.safetensors)")
+    channels = getattr(module, "z_dim", 16)
+    latent_format = comfy.latent_formats.Wan22() if channels == 48 else comfy.latent_formats.Wan21()
+    module.float().to(device).requires_grad_(False)
+    module.eval()
+    return module, latent_format
+
+
+class VAETrainable(nn.Module):
+    """``mode: vae``: the Wan VAE's parameters (those ``trainable`` selects). The decoder learns to
+    turn a clip's latents into its frames (pixel MSE, ComfyUI's [-1, 1] VAE space) and the encoder
+    to turn the frames into the latents (MSE in the model's whitened latent space, where every
+    channel has unit scale), on windows of ``vae.window`` latent frames."""
+
+    def __init__(self, vae: nn.Module, latent_format, config: TrainConfig):
+        super().__init__()
+        self.vae = vae
+        self.latent_format = latent_format
+        self.config = config
+        self._runtime: dict = {"gather": None}   # (nothing to gather: no batch-level terms)
+
+    def windows(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw latents [B, C, w, h, w], video [B, 3, s(w-1)+1, H, W] in [-1, 1]) of each sample's window."""
+        cfg = self.config.vae
+        latents, pixels = batch["latents"], batch["pixels"]       # [B, C, T', h, w], [B, T, H, W, 3] uint8
+        frames, latent_frames = pixels.shape[1], latents.shape[2]
+        stride = (frames - 1) // max(latent_frames - 1, 1) if latent_frames > 1 else 1
+        if latent_frames > 1 and stride * (latent_frames - 1) + 1 != frames:
+            raise ValueError(f"{frames} stored frames do not match {latent_frames} latent frames (expected "
+                             f"{stride}k+1); re-prepare the dataset with store_pixels: true")
+        size = cfg.window if 0 < cfg.window < latent_frames else latent_frames
+        lat, vid = [], []
+        for b, position in enumerate(batch["positions"]):
+            start = 0
+            if cfg.random_start and size < latent_frames:
+                g = sample_generator(self.config.seed, 0, position, salt=6)
+                start = int(torch.randint(latent_frames - size + 1, (1,), generator=g))
+            lat.append(latents[b, :, start:start + size])
+            vid.append(pixels[b, stride * start: stride * (start + size - 1) + 1])
+        video = torch.stack(vid).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+        return torch.stack(lat).float(), video
+
+    def forward(self, batch: dict, step: int, with_extras: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.config.vae
+        device = next(self.vae.parameters()).device
+        latents, video = (t.to(device) for t in self.windows(batch))
+        autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if self.config.precision == "bf16"
+                    else contextlib.nullcontext())
+        parts: dict[str, torch.Tensor] = {}
+        with autocast:
+            if cfg.decode > 0:
+                parts["vae_decode"] = F.mse_loss(self.vae.decode(latents).float(), video)
+            if cfg.encode > 0:
+                encoded = self.vae.encode(video).float()
+                parts["vae_encode"] = F.mse_loss(self.latent_format.process_in(encoded),
+                                                  self.latent_format.process_in(latents))
+        total = cfg.decode * parts.get("vae_decode", 0.0) + cfg.encode * parts.get("vae_encode", 0.0)
+        parts["total"] = total
+        return total, parts
+
+
+def select_trainable(model: nn.Module, patterns: list[str], base_model: str) -> list[str]:
+    """Mark the parameters whose names match a glob in ``patterns`` trainable (the rest frozen);
+    returns their names. Refuses a selection that matches nothing or weights stored in a format
+    that cannot train (fp8 and other quantised files: the optimizer needs float weights)."""
+    import fnmatch
+
+    model.requires_grad_(False)
+    chosen = []
+    for name, p in model.named_parameters():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            if not p.dtype.is_floating_point or p.dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                raise IncompatibleBaseModelError(
+                    f"base_model {base_model}: parameter {name} is stored as {p.dtype}; training the base needs a "
+                    "bf16/fp16/fp32 file (not an fp8 or otherwise quantised one)")
+            p.requires_grad_(True)
+            chosen.append(name)
+    if not chosen:
+        names = [n for n, _ in model.named_parameters()]
+        raise ConfigError(f"trainable {patterns} matches none of the model's {len(names)} parameters "
+                          f"(they are named like {names[0]!r}, {names[len(names) // 2]!r}); fix the patterns")
+    return chosen
+
+
+class IaDTrainable(FlowObjective):
+    """The trained parameters (adapter: decoupler + resampler + K/V; the TAL projector) and the
+    objective. The frozen base is held outside the module tree, so DDP/FSDP see only these."""
+
+    def __init__(self, adapter: IdentityAdapter, config: TrainConfig, text_dim: int = 4096):
+        super().__init__(config)
+        self.adapter = adapter
+        self.projector = (ActionTextProjector(adapter.config.decoupler_act_dim, text_dim)
+                          if isinstance(adapter.decoupler, Decoupler) else None)
+
+    def identity_tokens(self, references: torch.Tensor) -> torch.Tensor:
+        z = torch.cat([self.adapter.identity_embedding(r) for r in references])  # decoupler.fuse, as IaD Identity does
+        return self.adapter.identity_tokens(z)
+
     # -- the objective ---------------------------------------------------------------------------
     def forward(self, batch: dict, step: int, with_extras: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg, w = self.config, self.config.losses
@@ -215,12 +368,7 @@ class IaDTrainable(nn.Module):
         parts: dict[str, torch.Tensor] = {}
         total = torch.zeros((), device=device)
 
-        x0 = base.process_latent_in(batch["latents"].to(device))
-        sigma, noise = self.sample_sigma_noise(batch["positions"], step, x0.shape[1:], device)
-        x_t = sigma.view(-1, 1, 1, 1, 1) * noise + (1 - sigma.view(-1, 1, 1, 1, 1)) * x0
-        context = batch["context"].to(device)
-        if cfg.caption_dropout > 0:
-            context = self._drop_captions(context, batch["positions"])
+        x0, noise, sigma, x_t, context = self.noised(batch, device)
         tokens = self.identity_tokens(batch["references"].to(device))
         v_pred = self._model_call(x_t, sigma, context, tokens)
         per_sample = (v_pred.float() - (noise - x0).float()).pow(2).flatten(1).mean(1)
@@ -260,17 +408,6 @@ class IaDTrainable(nn.Module):
             total = total + w.icr.weight * parts["icr"]
         parts["total"] = total
         return total, parts
-
-    def _drop_captions(self, context: torch.Tensor, positions: list[int]) -> torch.Tensor:
-        """Caption dropout: each sample, with probability ``caption_dropout`` (seeded by its position),
-        trains with the empty caption (the prompt bank's null text, what ComfyUI's negative "" gives),
-        as text-to-video models are trained for classifier-free guidance. Only the identity then
-        conditions the sample. The padded length does not depend on which samples drop."""
-        null = self._runtime["prompt_bank"][2]
-        dropped = [float(torch.rand((), generator=sample_generator(self.config.seed, 0, position, salt=5)))
-                   < self.config.caption_dropout for position in positions]
-        texts = [null if drop else row for row, drop in zip(context.cpu(), dropped)]
-        return pad_text(texts, max(context.shape[1], null.shape[0])).to(context)
 
     def _prompt_following(self, batch, step, x_t, sigma, tokens, device) -> torch.Tensor:
         """Simulated prompt augmentation: prompts from the bank (or the caption) must steer the model

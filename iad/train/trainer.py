@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -17,8 +18,9 @@ from ..adapter import IdentityAdapter
 from ..checkpoint import load_adapter, save_adapter
 from . import distributed
 from .config import ConfigError, TrainConfig, load_config
-from .data import PreparedDataset, build_batch, global_batch_indices
-from .model import IaDTrainable, adapter_config_for, install_patches, load_base
+from .data import PreparedDataset, build_batch, build_caption_batch, build_pixel_batch, global_batch_indices
+from .model import (BaseTrainable, IaDTrainable, VAETrainable, adapter_config_for, install_patches, load_base, load_vae,
+                    select_trainable)
 
 log = logging.getLogger("iad.train")
 STATE_FORMAT = "comfyui-iad-train-state"
@@ -63,6 +65,25 @@ def _init_adapter(config: TrainConfig, adapter_config, device) -> IdentityAdapte
     return adapter.train().to(device)
 
 
+def save_model_file(weights: dict[str, torch.Tensor], source: str, path: Path, dtype: torch.dtype,
+                    trained: dict) -> Path:
+    """The trained base model (or VAE) as a file in the layout of ``source`` (the same key names and
+    prefix, its metadata kept), so ComfyUI's *Load Diffusion Model* / *Load VAE* read it exactly as
+    they read the original."""
+    from safetensors import safe_open
+
+    from ..prepare.shards import atomic_save_tensors
+
+    with safe_open(str(source), framework="pt", device="cpu") as f:
+        keys, metadata = list(f.keys()), dict(f.metadata() or {})
+    anchor = next(iter(weights))     # the source's key for one of the model's names gives the file's key prefix
+    prefix = next((k[: -len(anchor)] for k in keys if k.endswith(anchor)), "")
+    tensors = {prefix + k: v.detach().to(dtype).contiguous() for k, v in weights.items()}
+    metadata["iad_train"] = json.dumps(trained)
+    atomic_save_tensors(path, tensors, metadata)
+    return path
+
+
 class Trainer:
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
@@ -72,16 +93,25 @@ class Trainer:
         self.dist = distributed.setup(c.distributed.strategy, c.distributed.backend, c.device)
         self.device = self.dist.device
         self.out = Path(c.output_dir)
-        self.dataset = PreparedDataset(c.data)
+        self.base_mode, self.vae_mode = c.mode == "base", c.mode == "vae"
+        self.dataset = PreparedDataset(c.data, needs_references=c.mode == "adapter")
+        if self.vae_mode:
+            self._init_vae()
+            return
         self.patcher, self.arch = load_base(c, self.device)
-        self.adapter_config = adapter_config_for(c, self.arch, self.dataset.embedder)
-        self.adapter_config.name = c.name
-        adapter = _init_adapter(c, self.adapter_config, self.device)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(c.seed + 1)
-            self.module = IaDTrainable(adapter, c).to(self.device)
-        if c.losses.identity_decoupling == 0 and c.losses.text_alignment == 0:
-            self.module.projector = None
+        if self.base_mode:
+            self.adapter_config = None
+            self.trainable_names = select_trainable(self.patcher.model.diffusion_model, c.trainable, c.base_model)
+            self.module = BaseTrainable(self.patcher.model.diffusion_model, c)
+        else:
+            self.adapter_config = adapter_config_for(c, self.arch, self.dataset.embedder)
+            self.adapter_config.name = c.name
+            adapter = _init_adapter(c, self.adapter_config, self.device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(c.seed + 1)
+                self.module = IaDTrainable(adapter, c).to(self.device)
+            if c.losses.identity_decoupling == 0 and c.losses.text_alignment == 0:
+                self.module.projector = None
         self.patched = install_patches(self.patcher, self.arch, self.adapter_config, c.gradient_checkpointing)
         self.patched.patch_model(device_to=self.device)
         base_model = self.patched.model
@@ -91,10 +121,32 @@ class Trainer:
         icr = self._load_icr() if c.losses.icr.weight > 0 else None
         self.module.attach(self.patched, self.patcher, shift, gather=distributed.gather_batch,
                            prompt_bank=prompt_bank, icr=icr)
-        uses_everything = (self.module.projector is not None and c.losses.identity_decoupling > 0
-                           and c.losses.text_alignment > 0)
-        self.model = distributed.wrap(self.module, self.dist, find_unused=not uses_everything,
-                                      shard_base=base_model.diffusion_model if c.distributed.fsdp_shard_base else None)
+        if self.base_mode:   # every trained parameter takes part in the loss (frozen ones are not DDP's)
+            self.model = distributed.wrap(self.module, self.dist, find_unused=False, shard_base=None)
+        else:
+            uses_everything = (self.module.projector is not None and c.losses.identity_decoupling > 0
+                               and c.losses.text_alignment > 0)
+            self.model = distributed.wrap(self.module, self.dist, find_unused=not uses_everything,
+                                          shard_base=base_model.diffusion_model if c.distributed.fsdp_shard_base else None)
+        self._make_optimizer()
+
+    def _init_vae(self) -> None:
+        """``mode: vae``: the Wan VAE (ComfyUI's loader) and its reconstruction objective."""
+        c = self.config
+        if not self.dataset.has_tensor(0, "target.pixels"):
+            raise ConfigError(f"data: {c.data} has no stored frames, which mode 'vae' trains on; prepare it with "
+                              "store_pixels: true (python -m iad.prepare ... --store-pixels)")
+        vae, latent_format = load_vae(c, self.device)
+        self.trainable_names = select_trainable(vae, c.trainable, c.base_model)
+        self.adapter_config = None
+        self.module = VAETrainable(vae, latent_format, c)
+        # with one of the two terms off, the other half of the VAE gets no gradient
+        self.model = distributed.wrap(self.module, self.dist, find_unused=c.vae.decode == 0 or c.vae.encode == 0,
+                                      shard_base=None)
+        self._make_optimizer()
+
+    def _make_optimizer(self) -> None:
+        c = self.config
         self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.optimizer.lr,
                                            betas=tuple(c.optimizer.betas), weight_decay=c.optimizer.weight_decay,
                                            foreach=False)
@@ -126,15 +178,25 @@ class Trainer:
             distributed.barrier()
             return None
         c = self.config
-        adapter_state = {k[len("adapter."):]: v.detach().float() for k, v in model_state.items() if k.startswith("adapter.")}
-        self.adapter_config.extra = {"trained_steps": self.step, "base_model": Path(c.base_model).name,
-                                     "dataset": Path(c.data).name, "trainer": "iad.train"}
-        adapter = IdentityAdapter.from_state_dict(self.adapter_config, adapter_state)
         ckpt_dir = self.out / "checkpoints"
         dtype = getattr(torch, c.save_dtype)
-        path = save_adapter(adapter, ckpt_dir / f"{c.name}-step{self.step:06d}.safetensors", dtype=dtype)
-        if final:
-            save_adapter(adapter, self.out / f"{c.name}.safetensors", dtype=dtype)
+        trained = {"trained_steps": self.step, "base_model": Path(c.base_model).name, "dataset": Path(c.data).name,
+                   "trainer": "iad.train"}
+        if self.base_mode or self.vae_mode:
+            root = "diffusion_model." if self.base_mode else "vae."
+            weights = {k[len(root):]: v for k, v in model_state.items() if k.startswith(root)}
+            path = save_model_file(weights, c.base_model, ckpt_dir / f"{c.name}-step{self.step:06d}.safetensors",
+                                   dtype, {**trained, "mode": c.mode, "trainable": c.trainable})
+            if final:
+                shutil.copyfile(path, self.out / f"{c.name}.safetensors")
+        else:
+            adapter_state = {k[len("adapter."):]: v.detach().float() for k, v in model_state.items()
+                             if k.startswith("adapter.")}
+            self.adapter_config.extra = trained
+            adapter = IdentityAdapter.from_state_dict(self.adapter_config, adapter_state)
+            path = save_adapter(adapter, ckpt_dir / f"{c.name}-step{self.step:06d}.safetensors", dtype=dtype)
+            if final:
+                save_adapter(adapter, self.out / f"{c.name}.safetensors", dtype=dtype)
         tensors = {f"model.{k}": v.detach().cpu() for k, v in model_state.items()}
         scalars = {}
         for fqn, stats in optim_state["state"].items():
@@ -210,13 +272,22 @@ class Trainer:
         indices = global_batch_indices(len(self.dataset), global_micro, micro_index, c.seed)
         mine = slice(d.rank * c.batch_size, (d.rank + 1) * c.batch_size)
         positions = [micro_index * global_micro + p for p in range(global_micro)][mine]
+        if self.base_mode:
+            return build_caption_batch(self.dataset, indices[mine], positions)
+        if self.vae_mode:
+            return build_pixel_batch(self.dataset, indices[mine], positions)
         return build_batch(self.dataset, indices[mine], positions, micro_index, c.seed, c.num_references)
 
     def evaluate(self) -> dict[str, float]:
         """Loss terms on a fixed batch with fixed noise and sigmas (comparable across steps)."""
         count = min(len(self.dataset), 8)
-        batch = build_batch(self.dataset, list(range(count)), [EVAL_POSITION + i for i in range(count)], 0,
-                            self.config.seed, self.config.num_references)
+        positions = [EVAL_POSITION + i for i in range(count)]
+        if self.base_mode:
+            batch = build_caption_batch(self.dataset, list(range(count)), positions)
+        elif self.vae_mode:
+            batch = build_pixel_batch(self.dataset, list(range(count)), positions)
+        else:
+            batch = build_batch(self.dataset, list(range(count)), positions, 0, self.config.seed, self.config.num_references)
         gather = self.module._runtime["gather"]
         self.module._runtime["gather"] = None   # every rank evaluates the same batch: nothing to gather
         try:
@@ -307,13 +378,15 @@ class Trainer:
 
     def close(self) -> None:
         try:
-            self.patched.unpatch_model()
+            if getattr(self, "patched", None) is not None:   # mode vae patches no diffusion model
+                self.patched.unpatch_model()
         finally:
             distributed.teardown()
 
 
 def run(config, overrides: dict | None = None) -> TrainResult:
-    """Train an IaD adapter. ``config``: a path to a .json/.toml file, a dict, or a TrainConfig;
+    """Train an IaD adapter (``mode: adapter``), the base model itself (``base``) or its VAE (``vae``).
+    ``config``: a path to a .json/.toml file, a dict, or a TrainConfig;
     ``overrides``: dotted keys (``{"steps": 10, "losses.icr.weight": 0.1}``). Works the same in one
     process and under ``torchrun`` (DDP/FSDP)."""
     config = load_config(config, overrides)

@@ -124,7 +124,7 @@ def make_dataset(folder: Path, persons: int = 3, clips_per_person: int = 2, fram
     return folder
 
 
-PREPARED_VERSION = 2
+PREPARED_VERSION = 3
 
 
 def prepare_settings(clips: Path, output: Path) -> dict:
@@ -134,7 +134,7 @@ def prepare_settings(clips: Path, output: Path) -> dict:
     pack = insightface_pack.ensure_pack(insightface_pack.ANTELOPEV2)
     return dict(input=str(clips), output=str(output), vae=str(tiny_models.ensure(tiny_models.WAN21_VAE)),
                 text_encoder={"kind": "hash"}, face_pack=str(pack), det_size=128, resolution=[64, 64], num_frames=5,
-                clips_per_shard=2, progress=False, cpu_threads=1)
+                clips_per_shard=2, progress=False, cpu_threads=1, store_pixels=True)
 
 
 def ensure_prepared(persons: int = 8, clips_per_person: int = 4) -> Path:
