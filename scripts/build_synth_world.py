@@ -30,7 +30,7 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny pipeline check, not the published world")
     parser.add_argument("--verify", action="store_true", help="rebuild in a temporary folder and compare hashes")
     parser.add_argument("--reuse-judges", default=None, metavar="DIR",
-                        help="copy codec/classifier/detector/recognizer from an identical-scale build in DIR instead of "
+                        help="copy the classifier, detector and Wan VAE from an identical-scale build in DIR instead of "
                              "retraining them (every stage is seeded on its own, so the result is the same)")
     parser.add_argument("--resume-wan", nargs=2, default=None, metavar=("FILE", "CYCLES"),
                         help="continue the Wan model from FILE, the output of CYCLES training cycles of an "

@@ -41,7 +41,7 @@ from ..losses import ActionTextProjector, decoupler_training_loss
 from . import diffusion, faces, text, training_set, wan_vae, world
 from .codec import PatchCodec
 
-BUILD_VERSION = 6
+BUILD_VERSION = 7
 JUDGES_VERSION = 3      # bump when the codec/classifier/detector/recognizer stages change
 PACK_NAME = "synthworld"
 DETECTOR_FILE = "scrfd_synthworld.onnx"
@@ -70,7 +70,7 @@ class BuildScale:
     wan_lr: float = 2e-3
     wan_batch: int = 16
     decoupler_steps: int = 400
-    adapter_steps: int = 1500
+    adapter_steps: int = 3000
     adapter_batch: int = 12
     vae_steps: int = 800               # first phase: windows of 3 frames
     vae_batch: int = 8
@@ -208,6 +208,47 @@ def train_decoupler(emb: torch.Tensor, person: torch.Tensor, action: torch.Tenso
     return dec.eval()
 
 
+def train_wan_with_iad_train(folder: Path, work: Path, spec: diffusion.WanWorldSpec, scale: BuildScale,
+                             resume_from: tuple[str | Path, int] | None = None, log=print) -> Path:
+    """Train the world's Wan T2V model with the project's trainer (``iad.train``, ``mode: base``):
+    ComfyUI's ``WanModel`` freshly initialised (seeded), then ``wan_cycles`` runs of the flow-matching
+    loss on every training clip (caption dropout 0.1 for classifier-free guidance), each run starting
+    from the previous run's fp16 file at half its peak learning rate. Writes ``WAN_FILE``.
+
+    ``resume_from``: (file, cycles done) -- the fp16 output of that many cycles of an identical-scale
+    build; continuing from it equals training those cycles again (each cycle starts from its file)."""
+    import shutil
+
+    from .. import train as iad_train
+
+    current, first_cycle = work / "wan-init.safetensors", 0
+    metadata = {"iad_synthworld_wan": json.dumps(diffusion.spec_dict(spec))}
+    if resume_from is not None:
+        current, first_cycle = Path(resume_from[0]), int(resume_from[1])
+    else:
+        wan = diffusion.build_wan(spec, seed=6000 + scale.seed)
+        save_file({k: v.contiguous() for k, v in wan.state_dict().items()}, str(current), metadata=metadata)
+    for cycle in range(first_cycle, scale.wan_cycles):
+        steps = scale.wan_steps
+        config = {
+            "mode": "base", "base_model": str(current), "data": str(work / "other_clips"),
+            "output_dir": str(work / f"run-wan-{cycle}"), "name": "synthworld-wan",
+            "steps": steps, "batch_size": scale.wan_batch, "caption_dropout": 0.1,
+            "seed": 6000 + scale.seed + 17 * cycle, "precision": "fp32", "device": "cpu", "cpu_threads": 1,
+            "log_every": max(1, steps // 8), "checkpoint_every": steps, "keep_checkpoints": 1,
+            "save_dtype": "float16", "resume": False,
+            "optimizer": {"lr": scale.wan_lr / (2 ** cycle), "weight_decay": 0.01, "warmup_steps": max(1, steps // 20),
+                          "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0},
+            "timesteps": {"shift": diffusion.SHIFT},
+        }
+        result = iad_train.run(config)
+        for entry in result.history:
+            log(f"  wan (iad.train, mode base) cycle {cycle} step {entry['step']}/{steps} loss {entry['diffusion']:.4f}")
+        current = result.final_checkpoint
+    shutil.copyfile(current, folder / WAN_FILE)
+    return folder / WAN_FILE
+
+
 def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: IdentityAdapter, scale: BuildScale,
                                   references: str, log=print) -> IdentityAdapter:
     """Train one adapter with the project's trainer (``iad.train``) on the world's base model and
@@ -254,12 +295,6 @@ def new_adapter(kind: str, spec: diffusion.WanWorldSpec, seed: int, label: str) 
             if kv.to_v_ip.bias is not None:
                 kv.to_v_ip.bias.zero_()
     return adapter
-
-
-def _round_fp16(model: torch.nn.Module) -> None:
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(p.half().float())
 
 
 def recognizer_photos(identities: list, per_identity: int, seed: int) -> Dataset:
@@ -359,39 +394,27 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     save_file(judges, str(folder / WORLD_FILE), metadata={"judges_version": str(JUDGES_VERSION)})
 
     # the VAE needs only the clips and the codec: it trains on the second core meanwhile
-    vae_stage = _start_vae_stage(folder, scale, codec)
+    if reuse_judges_from is not None and (Path(reuse_judges_from) / VAE_FILE).is_file():
+        # the VAE, too, depends only on the seeded render and the codec (its own seeded stage)
+        import shutil
+
+        shutil.copyfile(Path(reuse_judges_from) / VAE_FILE, folder / VAE_FILE)
+        vae_stage = None
+    else:
+        vae_stage = _start_vae_stage(folder, scale, codec)
 
     latents = codec.encode(ds.video)
-    captions = [c.caption for c in ds.clips]
-    contexts = text.encode(captions)
+    contexts = text.encode([c.caption for c in ds.clips])
     spec = diffusion.WanWorldSpec()
-    wan = diffusion.build_wan(spec, seed=6000 + s)
-    first_cycle = 0
-    if resume_wan_from is not None:
-        # the fp16 weights after ``cycles_done`` cycles of an identical-scale build (each cycle ends
-        # with the fp16 rounding, so continuing from the file equals continuing the run)
-        path, first_cycle = resume_wan_from
-        wan.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
-    for cycle in range(first_cycle, scale.wan_cycles):
-        diffusion.train_base(wan, latents, captions, scale.wan_steps, seed=6000 + s + 17 * cycle, batch=scale.wan_batch,
-                             lr=scale.wan_lr / (2 ** cycle), log=log)
-        _round_fp16(wan)
-    save_file({k: v.half().contiguous() for k, v in wan.state_dict().items()}, str(folder / WAN_FILE),
-              metadata={"iad_synthworld_wan": json.dumps(diffusion.spec_dict(spec))})
-    lap("wan base model")
-
     # embeddings of every training frame (ground-truth alignment), as the adapters' references
     aligned = faces.aligned_crops(faces.to_uint8(ds.video.reshape(-1, 3, world.SIZE, world.SIZE)), ds.kps.reshape(-1, 5, 2))
     with torch.no_grad():
         emb = F.normalize(recognizer(faces.crop_input(aligned)), dim=-1).reshape(len(ds.clips), world.FRAMES, -1)
-    clip_labels = torch.from_numpy(np.stack([c.labels for c in ds.clips]))
-    decoupler = train_decoupler(emb.reshape(-1, emb.shape[-1]), frame_person, clip_labels.reshape(-1),
-                                scale.decoupler_steps, seed=7000 + s, log=log)
-    lap("decoupler")
 
-    # the adapters train with iad.train on the world's clips as prepared datasets: naive injection
-    # takes its reference from the target clip's own frames (ID-Animator / ConsisID), IaD from the
-    # person's other clips (cross-video), decoupled
+    # The base model and the adapters all train with iad.train on the world's clips written as
+    # prepared datasets: naive injection takes its reference from the target clip's own frames
+    # (ID-Animator / ConsisID), IaD from the person's other clips (cross-video), decoupled; the
+    # base model (mode 'base') reads only latents and captions.
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="iad-synthworld-train-") as tmp:
@@ -402,6 +425,14 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
             training_set.write_training_set(work / policy, ds, latents, contexts, action_text_embeddings(), emb, crops,
                                             references=policy, embedder=EMBEDDER)
         lap("training sets")
+
+        train_wan_with_iad_train(folder, work, spec, scale, resume_from=resume_wan_from, log=log)
+        lap("wan base model")
+
+        clip_labels = torch.from_numpy(np.stack([c.labels for c in ds.clips]))
+        decoupler = train_decoupler(emb.reshape(-1, emb.shape[-1]), frame_person, clip_labels.reshape(-1),
+                                    scale.decoupler_steps, seed=7000 + s, log=log)
+        lap("decoupler")
 
         naive = train_adapter_with_iad_train(folder, work, "naive", new_adapter("none", spec, seed=8000 + s,
                                                                                 label="naive injection"),
@@ -422,8 +453,9 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     save_adapter(IdentityAdapter.from_state_dict(tf_config, state), folder / ADAPTER_FILES["naive_tf"], dtype=torch.float16)
     lap("training-free decoupler")
 
-    timings[VAE_TIMING] = _finish_vae_stage(vae_stage)
-    log(f"[build] {VAE_TIMING}: {timings[VAE_TIMING]} s")
+    if vae_stage is not None:
+        timings[VAE_TIMING] = _finish_vae_stage(vae_stage)
+        log(f"[build] {VAE_TIMING}: {timings[VAE_TIMING]} s")
 
     for p in folder.glob("*.safetensors"):
         canonicalize_safetensors(p)
@@ -439,23 +471,49 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
 
 def train_vae_file(folder: Path, clips: torch.Tensor, codec: PatchCodec, scale: BuildScale, log=print,
                    first_phase_from: str | Path | None = None) -> Path:
-    """Train the world's Wan VAE on the training clips and write it as a ComfyUI VAE file.
+    """Train the world's Wan VAE with the project's trainer (``iad.train``, ``mode: vae``) on the
+    training clips and write it as a ComfyUI VAE file.
 
-    Two phases: short windows (cheap; the first-frame and partly cached paths of the causal
-    convolutions), then longer ones in which every cache is full, as in the rest of a clip. The
-    first phase ends with fp16 rounding, so ``first_phase_from`` (that phase's output file of an
-    identical-scale build) continues exactly where a full run would."""
-    if first_phase_from is None:
-        vae = wan_vae.train_vae(clips, codec, scale.vae_steps, scale.vae_batch, seed=9000 + scale.seed,
-                                lr=scale.vae_lr, window=wan_vae.WINDOW, log=log)
-        _round_fp16(vae)
-    else:
-        vae = wan_vae.build_vae(9000 + scale.seed)
-        vae.load_state_dict({k: v.float() for k, v in load_file(str(first_phase_from)).items()})
-    vae = wan_vae.train_vae(clips, codec, scale.vae_tune_steps, scale.vae_batch, seed=9001 + scale.seed,
-                            lr=scale.vae_tune_lr, window=wan_vae.TUNE_WINDOW, init=vae, log=log)
-    path = Path(folder) / VAE_FILE
-    save_file(wan_vae.state_dict_for_file(vae), str(path), metadata=wan_vae.file_metadata())
+    ComfyUI's ``WanVAE`` freshly initialised (seeded), then two runs: short windows (cheap; the
+    first-frame and partly cached paths of the causal convolutions), then longer ones in which every
+    cache is full, as in the rest of a clip. Each run starts from the previous run's fp16 file, so
+    ``first_phase_from`` (the first run's output of an identical-scale build) continues exactly
+    where a full build would."""
+    import shutil
+    import tempfile
+
+    from .. import train as iad_train
+
+    with tempfile.TemporaryDirectory(prefix="iad-synthworld-vae-") as tmp:
+        work = Path(tmp)
+        training_set.write_vae_training_set(work / "vae-data", clips, codec.encode(clips), wan_vae.presentation_video)
+        current = work / "vae-init.safetensors"
+        save_file(wan_vae.state_dict_for_file(wan_vae.build_vae(9000 + scale.seed), dtype=torch.float32), str(current),
+                  metadata=wan_vae.file_metadata())
+        phases = [(scale.vae_steps, scale.vae_lr, wan_vae.WINDOW, 9000), (scale.vae_tune_steps, scale.vae_tune_lr,
+                                                                           wan_vae.TUNE_WINDOW, 9001)]
+        if first_phase_from is not None:
+            current, phases = Path(first_phase_from), phases[1:]
+        for steps, lr, window, seed in phases:
+            config = {
+                "mode": "vae", "base_model": str(current), "data": str(work / "vae-data"),
+                "output_dir": str(work / f"run-vae-{window}"), "name": f"synthworld-vae-window{window}",
+                "steps": steps, "batch_size": scale.vae_batch, "seed": seed + scale.seed,
+                "precision": "fp32", "device": "cpu", "cpu_threads": 1,
+                "log_every": max(1, steps // 10), "checkpoint_every": steps, "keep_checkpoints": 1,
+                "save_dtype": "float16", "resume": False,
+                "optimizer": {"lr": lr, "weight_decay": 0.0, "betas": [0.9, 0.99], "warmup_steps": max(1, steps // 20),
+                              "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0},
+                "vae": {"decode": 1.0, "encode": 1.0, "window": window, "random_start": True},
+            }
+            result = iad_train.run(config)
+            for entry in result.history:
+                log(f"  wan vae (iad.train, mode vae) window {window} step {entry['step']}/{steps} "
+                    f"decode mse {entry['vae_decode']:.5f} encode mse {entry['vae_encode']:.4f}")
+            current = result.final_checkpoint
+        path = Path(folder) / VAE_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(current, path)
     return path
 
 

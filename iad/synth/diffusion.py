@@ -1,13 +1,14 @@
-"""The world's tiny Wan T2V model (ComfyUI's own ``WanModel``), its flow-matching training, and an
-Euler sampler with optional identity injection (the experiment's generator), that matches ComfyUI's (KSampler, ``euler``,
-``simple`` schedule, flow shift ``SHIFT`` set by ModelSamplingSD3).
+"""The world's tiny Wan T2V model (ComfyUI's own ``WanModel``) and an Euler sampler with optional
+identity injection (the experiment's generator), that matches ComfyUI's (KSampler, ``euler``,
+``simple`` schedule, flow shift ``SHIFT`` set by ModelSamplingSD3). The model is trained by the
+pack's trainer, ``iad.train`` with ``mode: base`` (``build.train_wan_with_iad_train``).
 
 ComfyUI's conventions for Wan (``model_base.WAN21``: ``ModelType.FLOW``, ``CONST`` sampling):
 ``x_sigma = (1 - sigma) x0 + sigma * noise``, the network gets ``timestep = 1000 * sigma`` and
 predicts ``v = noise - x0``; ``denoised = x - sigma * v``; sigmas are ``shift*t / (1 + (shift-1) t)``
 (ModelSamplingDiscreteFlow).
-Training here uses exactly these, so a model trained by :func:`train_base` samples correctly in
-ComfyUI's KSampler (nodes/synth_nodes.py, the demo).
+``iad.train`` trains with exactly these (through ComfyUI's own ``apply_model``), so the model samples
+correctly in ComfyUI's KSampler (nodes/synth_nodes.py, the demo).
 
 Identity injection (:class:`IdentityInjection`) replaces ``blocks[b].cross_attn.forward`` on the
 experiment's own copy of the model with ``o(attn(q, k_txt, v_txt) + w * attn(q, norm_k(k_id), v_id))``
@@ -20,7 +21,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..patching.attention import sdpa_attention
 from . import text as world_text
@@ -72,44 +72,6 @@ def spec_dict(spec: WanWorldSpec) -> dict:
 
 def shifted(t: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
     return shift * t / (1 + (shift - 1) * t)
-
-
-def sample_sigmas(n: int, generator: torch.Generator) -> torch.Tensor:
-    return shifted(torch.rand(n, generator=generator)).clamp(0.002, 0.999)
-
-
-def flow_loss(model, x0: torch.Tensor, context: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    sigma = sample_sigmas(x0.shape[0], generator)
-    noise = torch.randn(x0.shape, generator=generator)
-    s = sigma.view(-1, 1, 1, 1, 1)
-    xt = (1 - s) * x0 + s * noise
-    v = model(xt, sigma * 1000, context)
-    return F.mse_loss(v.float(), (noise - x0).float())
-
-
-def train_base(model, latents: torch.Tensor, captions: list[str], steps: int, seed: int, batch: int = 16,
-               lr: float = 1e-3, text_dropout: float = 0.1, log=print):
-    """Flow-matching training of the whole Wan model on the world's (latent, caption) pairs."""
-    g = torch.Generator().manual_seed(seed)
-    contexts = world_text.encode(captions)
-    empty = world_text.encode([""])[0]
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
-    for step in range(steps):
-        idx = torch.randint(0, len(latents), (batch,), generator=g)
-        ctx = contexts[idx].clone()
-        drop = torch.rand(batch, generator=g) < text_dropout
-        ctx[drop] = empty
-        loss = flow_loss(model, latents[idx], ctx, g)
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        if step % max(1, steps // 8) == 0 or step == steps - 1:
-            log(f"  wan step {step}/{steps} loss {loss.item():.4f}")
-    return model.eval()
 
 
 class IdentityInjection:

@@ -20,7 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..prepare.shards import DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, atomic_write_text, write_shard
+from ..prepare.shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
+                              atomic_write_text, write_shard)
+from . import text as world_text
 from . import world
 
 REFERENCE_POLICIES = ("same_clip", "other_clips")
@@ -106,8 +108,49 @@ def write_training_set(folder: str | Path, ds, latents: torch.Tensor, contexts: 
                      "num_frames": frames},
         "shards": shards, "done": {}, "skipped": [], "embedder": embedder, "latent_shape": list(raw.shape[1:]),
     }
+    write_prompt_bank(folder)
     atomic_write_text(folder / DATASET_FILE, json.dumps(info, indent=1))
     return info
+
+
+def write_vae_training_set(folder: str | Path, clips: torch.Tensor, latents: torch.Tensor, video: "callable") -> dict:
+    """The clips as a dataset for ``iad.train``'s ``mode: vae``: per clip the codec's raw latents and
+    the frames they stand for, ``target.pixels`` (the VAE's video of the clip, ``video(clips)`` in
+    [-1, 1] -> uint8 ``[T', H, W, 3]``, as ``iad.prepare`` stores with ``store_pixels``). No faces or
+    text: the VAE reads neither."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = raw_latents(latents)
+    shards = []
+    for shard_index, first in enumerate(range(0, len(clips), CLIPS_PER_SHARD)):
+        last = min(first + CLIPS_PER_SHARD, len(clips))
+        pixels = ((video(clips[first:last]) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
+        tensors, records = {}, []
+        for i in range(first, last):
+            tensors[f"c{i}.latents"] = raw[i].clone()
+            tensors[f"c{i}.target.pixels"] = pixels[i - first].contiguous()
+            records.append({"key": f"c{i}", "source": f"synthworld/clip{i}", "caption": "", "action": None,
+                            "person": f"clip{i}", "source_frames": int(clips.shape[1]), "fps": 8.0,
+                            "window": [0, int(clips.shape[1])], "primary_track": 0, "track_frames": 0, "references": 0,
+                            "dropped_tracks": [], "text_tokens": 0, "landmarks": False})
+        shards.append(write_shard(folder, shard_index, tensors, records))
+    info = {
+        "format": DATASET_FORMAT, "format_version": FORMAT_VERSION,
+        "settings": {"source": "iad.synth world (VAE)", "store_pixels": True, "num_frames": int(pixels.shape[1])},
+        "shards": shards, "done": {}, "skipped": [], "embedder": None, "latent_shape": list(raw.shape[1:]),
+    }
+    atomic_write_text(folder / DATASET_FILE, json.dumps(info, indent=1))
+    return info
+
+
+def write_prompt_bank(folder: Path) -> None:
+    """The dataset's prompt bank in the world's vocabulary (every action in every scene) and its empty
+    prompt, encoded by the world's text encoder: the trainer's caption dropout reads the empty prompt
+    (all zeros, what the world's encoder gives ComfyUI's negative "")."""
+    prompts = [world.caption(action, scene) for action in world.PROMPT_ACTIONS for scene in world.SCENES]
+    tensors = {f"bank.{i}": world_text.encode(p)[0].to(torch.float16) for i, p in enumerate(prompts)}
+    tensors["null"] = world_text.encode("")[0].to(torch.float16)
+    atomic_save_tensors(folder / PROMPT_BANK_FILE, tensors, {"prompts": json.dumps(prompts)})
 
 
 def pooled_crops(crops_uint8: np.ndarray, pool: int) -> np.ndarray:

@@ -88,50 +88,9 @@ def world_frames(images: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(keep, pool) if pool > 1 else keep
 
 
-def train_vae(clips: torch.Tensor, codec, steps: int, batch: int, seed: int, lr: float = 2e-3, window: int = WINDOW,
-              init=None, log=print):
-    """Train the world's Wan VAE on ``clips`` ``[N, T, 3, 32, 32]``: the decoder maps the codec's raw
-    latents of a window to its presentation video (pixel MSE), the encoder maps the video to those
-    latents (MSE in the model's whitened latent space, where the codec's channels have unit
-    variance). One-cycle learning rate (warmup 5 %, cosine to 0), on windows of ``window`` world
-    frames; ``init``: a VAE to continue from (else a new seeded one). Returns the module (eval)."""
-    from ..comfy_runtime import import_comfy
-
-    import_comfy(cpu=True)
-    import comfy.latent_formats
-
-    fmt = comfy.latent_formats.Wan21()
-    vae = build_vae(seed) if init is None else init.train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
-    warmup = max(1, steps // 20)
-    g = torch.Generator().manual_seed(seed)
-    n, t = clips.shape[:2]
-    for step in range(steps):
-        scale = (step + 1) / warmup if step < warmup else 0.5 * (1 + torch.cos(torch.tensor(
-            torch.pi * (step - warmup) / max(1, steps - warmup))).item())
-        for group in opt.param_groups:
-            group["lr"] = lr * scale
-        index = torch.randint(n, (batch,), generator=g)
-        start = torch.randint(t - window + 1, (batch,), generator=g)
-        frames = torch.stack([clips[i, s:s + window] for i, s in zip(index.tolist(), start.tolist())])
-        model_latents = codec.encode(frames)                                  # [B, 16, window, 8, 8]
-        video = presentation_video(frames)                                    # [B, 3, 4(window-1)+1, 64, 64]
-        decoded = vae.decode(fmt.process_out(model_latents))
-        decode_loss = F.mse_loss(decoded, video)
-        encode_loss = F.mse_loss(fmt.process_in(vae.encode(video)), model_latents)
-        loss = decode_loss + encode_loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        if step % max(1, steps // 10) == 0 or step == steps - 1:
-            log(f"  wan vae step {step}/{steps} decode mse {decode_loss.item():.5f} encode mse {encode_loss.item():.4f}")
-    return vae.eval()
-
-
-def state_dict_for_file(vae) -> dict[str, torch.Tensor]:
-    """The module's weights as ``wan_2.1_vae.safetensors`` stores them (ComfyUI's key names), fp16."""
-    return {k: v.detach().half().contiguous() for k, v in vae.state_dict().items()}
+def state_dict_for_file(vae, dtype: torch.dtype = torch.float16) -> dict[str, torch.Tensor]:
+    """The module's weights as ``wan_2.1_vae.safetensors`` stores them (ComfyUI's key names)."""
+    return {k: v.detach().to(dtype).contiguous() for k, v in vae.state_dict().items()}
 
 
 def file_metadata() -> dict[str, str]:

@@ -362,7 +362,7 @@ class IaDTrainable(FlowObjective):
 
     # -- the objective ---------------------------------------------------------------------------
     def forward(self, batch: dict, step: int, with_extras: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        cfg, w = self.config, self.config.losses
+        w = self.config.losses
         device = next(self.adapter.parameters()).device
         base = self._runtime["patched"].model
         parts: dict[str, torch.Tensor] = {}

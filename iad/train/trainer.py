@@ -186,7 +186,7 @@ class Trainer:
             root = "diffusion_model." if self.base_mode else "vae."
             weights = {k[len(root):]: v for k, v in model_state.items() if k.startswith(root)}
             path = save_model_file(weights, c.base_model, ckpt_dir / f"{c.name}-step{self.step:06d}.safetensors",
-                                   dtype, {**trained, "mode": c.mode, "trainable": c.trainable})
+                                   dtype, {**trained, "trainable": c.trainable})
             if final:
                 shutil.copyfile(path, self.out / f"{c.name}.safetensors")
         else:
