@@ -14,8 +14,9 @@ tiny Wan T2V base model, the IaD decoupler, and the adapters of the experiment:
 and, in its own process beside these, the world's Wan 2.1 VAE (``wan_vae``: ComfyUI's own class,
 in the codec's latent space), which lets a workflow decode with the native *Load VAE* / *VAE Decode*.
 
-Both adapters are trained by the pack's trainer (``iad.train.run``) on the built Wan file, from
-the world's clips written as prepared datasets (``training_set``).
+The Wan model (``mode: base``), the VAE (``mode: vae``) and both adapters (on the built Wan file)
+are trained by the pack's trainer (``iad.train.run``), from the world's clips written as prepared
+datasets (``training_set``); the judges and the decoupler's pre-training use small loops of their own.
 
 Single-threaded and seeded throughout so the files are identical bit for bit on every run on the
 same software stack (``manifest.json`` lists their SHA-256).
