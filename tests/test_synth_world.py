@@ -153,7 +153,7 @@ def test_wan_vae_video_layout_and_training_are_deterministic(tmp_path):
     from iad.train.data import PreparedDataset
 
     codec = experiment.World(assets.WORLD_DIR).codec
-    training_set.write_vae_training_set(tmp_path / "vae-data", clips, codec.encode(clips), wan_vae.presentation_video)
+    training_set.write_vae_training_set(tmp_path / "vae-data", clips, codec.encode(clips))
     data = PreparedDataset(tmp_path / "vae-data", needs_references=False)
     pixels = data.tensor(1, "target.pixels")                                # [33, 64, 64, 3] uint8
     assert pixels.dtype == torch.uint8 and tuple(pixels.shape) == (wan_vae.VIDEO_FRAMES, 64, 64, 3)

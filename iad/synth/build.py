@@ -487,7 +487,7 @@ def train_vae_file(folder: Path, clips: torch.Tensor, codec: PatchCodec, scale: 
 
     with tempfile.TemporaryDirectory(prefix="iad-synthworld-vae-") as tmp:
         work = Path(tmp)
-        training_set.write_vae_training_set(work / "vae-data", clips, codec.encode(clips), wan_vae.presentation_video)
+        training_set.write_vae_training_set(work / "vae-data", clips, codec.encode(clips))
         current = work / "vae-init.safetensors"
         save_file(wan_vae.state_dict_for_file(wan_vae.build_vae(9000 + scale.seed), dtype=torch.float32), str(current),
                   metadata=wan_vae.file_metadata())

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..prepare.shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
                               atomic_write_text, write_shard)
 from . import text as world_text
-from . import world
+from . import wan_vae, world
 
 REFERENCE_POLICIES = ("same_clip", "other_clips")
 CLIPS_PER_SHARD = 256
@@ -102,29 +102,33 @@ def write_training_set(folder: str | Path, ds, latents: torch.Tensor, contexts: 
             tensors.update({f"c{i}.{k}": v.clone() for k, v in t.items()})   # own storage: safetensors refuses shared
             records.append(record)
         shards.append(write_shard(folder, shard_index, tensors, records))
-    info = {
-        "format": DATASET_FORMAT, "format_version": FORMAT_VERSION,
-        "settings": {"source": "iad.synth world", "references": references, "resolution": [size, size],
-                     "num_frames": frames},
-        "shards": shards, "done": {}, "skipped": [], "embedder": embedder, "latent_shape": list(raw.shape[1:]),
-    }
     write_prompt_bank(folder)
+    return _write_dataset_file(folder, shards, {"source": "iad.synth world", "references": references,
+                                                "resolution": [size, size], "num_frames": frames},
+                               embedder, raw.shape[1:])
+
+
+def _write_dataset_file(folder: Path, shards: list[str], settings: dict, embedder: str | None, latent_shape) -> dict:
+    """``dataset.json`` of a finished dataset (written last: its presence marks the dataset complete)."""
+    info = {"format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "settings": settings, "shards": shards,
+            "done": {}, "skipped": [], "embedder": embedder, "latent_shape": list(latent_shape)}
     atomic_write_text(folder / DATASET_FILE, json.dumps(info, indent=1))
     return info
 
 
-def write_vae_training_set(folder: str | Path, clips: torch.Tensor, latents: torch.Tensor, video: "callable") -> dict:
+def write_vae_training_set(folder: str | Path, clips: torch.Tensor, latents: torch.Tensor) -> dict:
     """The clips as a dataset for ``iad.train``'s ``mode: vae``: per clip the codec's raw latents and
-    the frames they stand for, ``target.pixels`` (the VAE's video of the clip, ``video(clips)`` in
-    [-1, 1] -> uint8 ``[T', H, W, 3]``, as ``iad.prepare`` stores with ``store_pixels``). No faces or
-    text: the VAE reads neither."""
+    the frames they stand for, ``target.pixels`` (the VAE's video of the clip,
+    ``wan_vae.presentation_video`` -> uint8 ``[T', H, W, 3]``, as ``iad.prepare`` stores with
+    ``store_pixels``). No faces or text: the VAE reads neither."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     raw = raw_latents(latents)
     shards = []
     for shard_index, first in enumerate(range(0, len(clips), CLIPS_PER_SHARD)):
         last = min(first + CLIPS_PER_SHARD, len(clips))
-        pixels = ((video(clips[first:last]) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
+        video = wan_vae.presentation_video(clips[first:last])                   # [B, 3, T', H, W] in [-1, 1]
+        pixels = ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 4, 1)
         tensors, records = {}, []
         for i in range(first, last):
             tensors[f"c{i}.latents"] = raw[i].clone()
@@ -134,13 +138,8 @@ def write_vae_training_set(folder: str | Path, clips: torch.Tensor, latents: tor
                             "window": [0, int(clips.shape[1])], "primary_track": 0, "track_frames": 0, "references": 0,
                             "dropped_tracks": [], "text_tokens": 0, "landmarks": False})
         shards.append(write_shard(folder, shard_index, tensors, records))
-    info = {
-        "format": DATASET_FORMAT, "format_version": FORMAT_VERSION,
-        "settings": {"source": "iad.synth world (VAE)", "store_pixels": True, "num_frames": int(pixels.shape[1])},
-        "shards": shards, "done": {}, "skipped": [], "embedder": None, "latent_shape": list(raw.shape[1:]),
-    }
-    atomic_write_text(folder / DATASET_FILE, json.dumps(info, indent=1))
-    return info
+    return _write_dataset_file(folder, shards, {"source": "iad.synth world (VAE)", "store_pixels": True,
+                                                "num_frames": int(pixels.shape[1])}, None, raw.shape[1:])
 
 
 def write_prompt_bank(folder: Path) -> None:

@@ -257,7 +257,8 @@ def load_vae(config: TrainConfig, device: torch.device):
     try:
         vae = ComfyVAE(config.base_model, config.comfyui_dir).vae
     except Exception as exc:   # ComfyUI raises several kinds for a file that is not a VAE
-        raise IncompatibleBaseModelError(f"base_model {config.base_model}: ComfyUI could not load it as a VAE ({exc})") from None
+        raise IncompatibleBaseModelError(
+            f"base_model {config.base_model}: ComfyUI could not load it as a VAE ({exc})") from None
     module = vae.first_stage_model
     if type(module).__module__.split(".")[-2:-1] != ["wan"]:
         raise IncompatibleBaseModelError(
@@ -288,7 +289,7 @@ class VAETrainable(nn.Module):
         cfg = self.config.vae
         latents, pixels = batch["latents"], batch["pixels"]       # [B, C, T', h, w], [B, T, H, W, 3] uint8
         frames, latent_frames = pixels.shape[1], latents.shape[2]
-        stride = (frames - 1) // max(latent_frames - 1, 1) if latent_frames > 1 else 1
+        stride = (frames - 1) // (latent_frames - 1) if latent_frames > 1 else 1
         if latent_frames > 1 and stride * (latent_frames - 1) + 1 != frames:
             raise ValueError(f"{frames} stored frames do not match {latent_frames} latent frames (expected "
                              f"{stride}k+1); re-prepare the dataset with store_pixels: true")

@@ -101,7 +101,7 @@ class Trainer:
         self.patcher, self.arch = load_base(c, self.device)
         if self.base_mode:
             self.adapter_config = None
-            self.trainable_names = select_trainable(self.patcher.model.diffusion_model, c.trainable, c.base_model)
+            select_trainable(self.patcher.model.diffusion_model, c.trainable, c.base_model)
             self.module = BaseTrainable(self.patcher.model.diffusion_model, c)
         else:
             self.adapter_config = adapter_config_for(c, self.arch, self.dataset.embedder)
@@ -137,7 +137,7 @@ class Trainer:
             raise ConfigError(f"data: {c.data} has no stored frames, which mode 'vae' trains on; prepare it with "
                               "store_pixels: true (python -m iad.prepare ... --store-pixels)")
         vae, latent_format = load_vae(c, self.device)
-        self.trainable_names = select_trainable(vae, c.trainable, c.base_model)
+        select_trainable(vae, c.trainable, c.base_model)
         self.adapter_config = None
         self.module = VAETrainable(vae, latent_format, c)
         # with one of the two terms off, the other half of the VAE gets no gradient
@@ -272,22 +272,21 @@ class Trainer:
         indices = global_batch_indices(len(self.dataset), global_micro, micro_index, c.seed)
         mine = slice(d.rank * c.batch_size, (d.rank + 1) * c.batch_size)
         positions = [micro_index * global_micro + p for p in range(global_micro)][mine]
+        return self._batch(indices[mine], positions, micro_index)
+
+    def _batch(self, indices: list[int], positions: list[int], step: int) -> dict:
+        """What the mode's objective reads: captions (base), stored frames (vae), or everything the
+        adapter's losses need (adapter)."""
         if self.base_mode:
-            return build_caption_batch(self.dataset, indices[mine], positions)
+            return build_caption_batch(self.dataset, indices, positions)
         if self.vae_mode:
-            return build_pixel_batch(self.dataset, indices[mine], positions)
-        return build_batch(self.dataset, indices[mine], positions, micro_index, c.seed, c.num_references)
+            return build_pixel_batch(self.dataset, indices, positions)
+        return build_batch(self.dataset, indices, positions, step, self.config.seed, self.config.num_references)
 
     def evaluate(self) -> dict[str, float]:
         """Loss terms on a fixed batch with fixed noise and sigmas (comparable across steps)."""
         count = min(len(self.dataset), 8)
-        positions = [EVAL_POSITION + i for i in range(count)]
-        if self.base_mode:
-            batch = build_caption_batch(self.dataset, list(range(count)), positions)
-        elif self.vae_mode:
-            batch = build_pixel_batch(self.dataset, list(range(count)), positions)
-        else:
-            batch = build_batch(self.dataset, list(range(count)), positions, 0, self.config.seed, self.config.num_references)
+        batch = self._batch(list(range(count)), [EVAL_POSITION + i for i in range(count)], 0)
         gather = self.module._runtime["gather"]
         self.module._runtime["gather"] = None   # every rank evaluates the same batch: nothing to gather
         try:
