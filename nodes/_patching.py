@@ -32,7 +32,7 @@ import comfy.model_management
 import comfy.model_patcher
 
 from ..iad.patching import (StepGate, add_identity_attention, detect_architecture, residual_identity_attention, rows_for,
-                            uncond_rows)
+                            single_block_image_tokens, uncond_rows)
 from ..iad.patching.arch import ArchInfo, check_adapter_fits
 
 ADDITIONAL_MODELS_KEY = "iad_adapters"
@@ -275,15 +275,14 @@ class HunyuanBlockIdentity(_PatchBase):
         out = self.inner(args, extra) if self.inner is not None else extra["original_block"](args)
         transformer_options = args["transformer_options"]
         if self.kind == "double":
-            # Single blocks see video+text as one sequence; remember where the text starts.
+            # Single blocks see video+text as one sequence; on ComfyUI without img_slice (0.3.75) the
+            # text length recorded here says where the video tokens end.
             transformer_options["iad_txt_len"] = int(out["txt"].shape[1])
         img = out["img"]
         active = _active(self.entries, transformer_options, img.shape[0])
         if not active:
             return out
-        token_slice = None
-        if self.kind == "single" and transformer_options.get("iad_txt_len"):
-            token_slice = slice(0, img.shape[1] - transformer_options["iad_txt_len"])
+        token_slice = single_block_image_tokens(transformer_options, img.shape[1]) if self.kind == "single" else None
         for entry, tokens, rows in active:
             k_id, v_id = entry.kv(self.block_index, img.device, img.dtype, tokens)
             img = residual_identity_attention(img, k_id, v_id, self.heads, entry.weight, rows, token_slice, _attention)

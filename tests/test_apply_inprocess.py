@@ -189,6 +189,52 @@ def test_hunyuan_chain_composes(models):
     assert set(dit) == {("double_block", 1), ("single_block", 0), ("single_block", 1)}
 
 
+def test_hunyuan_identity_touches_only_the_video_tokens_of_every_block(models):
+    """Every patched block, called on the same input with and without its identity: the text rows
+    of its output are bit-identical and the video rows differ. ComfyUI v0.14+ orders the single
+    blocks' joint sequence (text, video), 0.3.75 (video, text); the order is read here from the
+    tensors themselves (the single blocks' input starts or ends with the last double block's text)."""
+    family, model, iad_model, identity = models("hunyuan-video")
+    patched = af.apply(model, iad_model, identity, weight=1.0)
+    dit = patched.model_options["transformer_options"]["patches_replace"]["dit"]
+    records = []
+
+    def recording(key, patch):
+        def call(args, extra):
+            block_input = args["img"].clone()
+            # The same block on the same input without identity (on a copy: 0.3.75's single blocks add in place).
+            reference = extra["original_block"]({**args, "img": block_input.clone()})
+            out = patch(args, extra)
+            # Copies: the next block may add into this output in place.
+            records.append((key, block_input, reference, {k: v.clone() for k, v in out.items()}))
+            return out
+        return call
+
+    for key, patch in list(dit.items()):
+        patched.set_model_patch_replace(recording(key, patch), "dit", *key)
+    af.sample(patched, family, steps=1, cfg=1.0)
+
+    doubles = [r for r in records if r[0][0] == "double_block"]
+    singles = [r for r in records if r[0][0] == "single_block"]
+    assert {r[0] for r in records} == {("double_block", 1), ("single_block", 0), ("single_block", 1)}
+    text_len = doubles[-1][3]["txt"].shape[1]
+    last_text = doubles[-1][3]["txt"]
+    first_single_in = next(r for r in singles if r[0] == ("single_block", 0))[1]
+    seq_len = first_single_in.shape[1]
+    if torch.equal(first_single_in[:, :text_len], last_text):
+        text, video = slice(0, text_len), slice(text_len, seq_len)
+    else:
+        assert torch.equal(first_single_in[:, seq_len - text_len:], last_text), "text tokens not found in the sequence"
+        text, video = slice(seq_len - text_len, seq_len), slice(0, seq_len - text_len)
+
+    for key, _, reference, out in doubles:
+        assert torch.equal(out["txt"], reference["txt"]), f"{key}: identity changed the text tokens"
+        assert not torch.equal(out["img"], reference["img"]), f"{key}: identity did not reach the video tokens"
+    for key, _, reference, out in singles:
+        assert torch.equal(out["img"][:, text], reference["img"][:, text]), f"{key}: identity changed the text rows"
+        assert (out["img"][:, video] - reference["img"][:, video]).abs().max() > 0, f"{key}: video rows unchanged"
+
+
 def test_cfg1_and_the_unconditional_toggle(models):
     family, model, iad_model, identity = models("wan-t2v")
     with af.CallRecorder() as rec:

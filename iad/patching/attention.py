@@ -69,6 +69,22 @@ def add_identity_attention(attn_out: torch.Tensor, q: torch.Tensor, k_id: torch.
     return attn_out.index_add_(0, index, extra.to(attn_out.dtype), alpha=weight)
 
 
+def single_block_image_tokens(transformer_options: dict, seq_len: int) -> slice | None:
+    """Where the video tokens sit in a HunyuanVideo single block's joint sequence.
+
+    ComfyUI since v0.14 concatenates (text, video) and says so in ``transformer_options["img_slice"]``
+    = [start, end]; older ComfyUI (0.3.75) concatenates (video, text) and says nothing, so the text
+    length recorded after the last double block (``iad_txt_len``) marks where the video ends. Using
+    the wrong one would read and write text tokens. ``None`` when neither is known (the whole sequence)."""
+    img_slice = transformer_options.get("img_slice")
+    if img_slice is not None:
+        return slice(int(img_slice[0]), int(img_slice[1]))
+    txt_len = transformer_options.get("iad_txt_len")
+    if txt_len:
+        return slice(0, seq_len - int(txt_len))
+    return None
+
+
 def residual_identity_attention(hidden: torch.Tensor, k_id: torch.Tensor, v_id: torch.Tensor, heads: int,
                                 weight: float, rows: list[int] | None, token_slice: slice | None = None,
                                 attention_fn: AttentionFn = sdpa_attention) -> torch.Tensor:

@@ -201,16 +201,23 @@ def build_hunyuan_video_state_dict(spec: HunyuanVideoSpec) -> dict[str, torch.Te
     from .comfy_env import import_comfy
 
     import_comfy()
-    import comfy.ops
-    from comfy.ldm.hunyuan_video.model import HunyuanVideo
+    import dataclasses
 
-    model = HunyuanVideo(
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo, HunyuanVideoParams
+
+    config = dict(
         image_model="hunyuan_video", in_channels=16, out_channels=16, vec_in_dim=768, context_in_dim=4096,
         hidden_size=spec.hidden_size, mlp_ratio=4.0, num_heads=spec.hidden_size // 128, depth=spec.depth,
         depth_single_blocks=spec.depth_single_blocks, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 2, 2],
         qkv_bias=True, guidance_embed=True, byt5=False, meanflow=False, use_cond_type_embedding=False,
-        vision_in_dim=None, operations=comfy.ops.disable_weight_init,
+        vision_in_dim=None,
     )
+    # Config fields newer ComfyUI added (feature-detected, so every supported version builds the
+    # same HunyuanVideo 1.0 model): meanflow_sum came with the HunyuanVideo 1.5 distilled models.
+    known = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
+    config.update({k: v for k, v in {"meanflow_sum": False}.items() if k in known})
+    model = HunyuanVideo(**config, operations=comfy.ops.disable_weight_init)
     return _randomise(model, spec.seed)
 
 
