@@ -11,6 +11,8 @@ the VAE and text-encoder loaders). This module finds the ComfyUI tree and import
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 from pathlib import Path
@@ -70,3 +72,38 @@ def import_comfy(comfyui_dir: str | os.PathLike | None = None, cpu: bool | None 
     import comfy.sd  # noqa: F401
 
     return sys.modules["comfy"]
+
+
+@contextlib.contextmanager
+def training_mode(enabled: bool = True):
+    """Tell ComfyUI that its models run for training while inside the block.
+
+    Since ComfyUI v0.2x some of its kernels (comfy_kitchen's fused rope) have no backward; ComfyUI
+    switches to differentiable torch code only while ``comfy.model_management.in_training`` is set,
+    as its own trainer does (``comfy_extras/nodes_train.py``). Older ComfyUI has no such flag and
+    nothing to switch. The previous value is restored, so sampling elsewhere in the process is not
+    affected."""
+    mm = sys.modules.get("comfy.model_management")
+    if not enabled or mm is None or not hasattr(mm, "in_training"):
+        yield
+        return
+    previous = mm.in_training
+    mm.in_training = True
+    try:
+        yield
+    finally:
+        mm.in_training = previous
+
+
+def training_forward(forward):
+    """Decorator for a trainable module's ``forward`` that runs ComfyUI models: ComfyUI is in
+    training mode whenever gradients are recorded (under ``torch.no_grad`` its fast kernels stay)."""
+
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        import torch
+
+        with training_mode(torch.is_grad_enabled()):
+            return forward(*args, **kwargs)
+
+    return wrapped

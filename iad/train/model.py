@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..adapter import AdapterConfig, IdentityAdapter
+from ..comfy_runtime import training_forward, training_mode
 from ..decoupling import Decoupler
 from ..losses import (ActionTextProjector, identity_consistency_reward, identity_decoupling_loss,
                       prompt_following_loss, sample_frame_indices, semantic_consistency_reward, text_alignment_loss)
@@ -84,11 +85,30 @@ class CheckpointedBlock:
 
         def run(img, tokens):
             opts = options if ident is None else {**options, TRAIN_KEY: {**ident, "tokens": tokens}}
-            return self.block(img, context=args["txt"], e=args["vec"], freqs=args["pe"], context_img_len=None,
-                              transformer_options=opts)
+            # The recomputation during backward runs outside forward's training_mode: set it again.
+            with training_mode(torch.is_grad_enabled()):
+                return self.block(img, context=args["txt"], e=args["vec"], freqs=args["pe"], context_img_len=None,
+                                  transformer_options=opts)
 
         tokens = None if ident is None else ident["tokens"]
         return {"img": checkpoint(run, args["img"], tokens, use_reentrant=False)}
+
+
+def _load_resident(comfy_sd, path: str, options: dict):
+    """``comfy.sd.load_diffusion_model`` with every weight resident on its device. ComfyUI v0.2x
+    loads models on a GPU through ``ModelPatcherDynamic`` (dynamic VRAM): weights stream in per
+    layer at inference and ``patch_model`` may not load them, which training (the optimizer holds
+    the weights, autograd keeps the activations) cannot work with. Where the loader offers
+    ``disable_dynamic`` it is used, and a dynamic patcher is swapped for its plain delegate."""
+    import inspect
+
+    kwargs = {}
+    if "disable_dynamic" in inspect.signature(comfy_sd.load_diffusion_model).parameters:
+        kwargs["disable_dynamic"] = True
+    patcher = comfy_sd.load_diffusion_model(path, model_options=options, **kwargs)
+    if getattr(patcher, "is_dynamic", lambda: False)():
+        patcher = patcher.get_non_dynamic_delegate()
+    return patcher
 
 
 def load_base(config: TrainConfig, device: torch.device):
@@ -102,7 +122,7 @@ def load_base(config: TrainConfig, device: torch.device):
     bf16_weights = config.precision == "bf16" and config.mode == "adapter"
     options = {"dtype": torch.bfloat16} if bf16_weights else {"dtype": torch.float32}
     try:
-        patcher = comfy.sd.load_diffusion_model(config.base_model, model_options=options)
+        patcher = _load_resident(comfy.sd, config.base_model, options)
     except RuntimeError as exc:
         raise IncompatibleBaseModelError(f"base_model {config.base_model}: ComfyUI could not load it ({exc})") from None
     base = patcher.model
@@ -235,6 +255,7 @@ class BaseTrainable(FlowObjective):
         super().__init__(config)
         self.diffusion_model = diffusion_model
 
+    @training_forward
     def forward(self, batch: dict, step: int, with_extras: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         device = next(self.diffusion_model.parameters()).device
         x0, noise, sigma, x_t, context = self.noised(batch, device)
@@ -305,6 +326,7 @@ class VAETrainable(nn.Module):
         video = torch.stack(vid).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
         return torch.stack(lat).float(), video
 
+    @training_forward
     def forward(self, batch: dict, step: int, with_extras: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         cfg = self.config.vae
         device = next(self.vae.parameters()).device
@@ -362,6 +384,7 @@ class IaDTrainable(FlowObjective):
         return self.adapter.identity_tokens(z)
 
     # -- the objective ---------------------------------------------------------------------------
+    @training_forward
     def forward(self, batch: dict, step: int, with_extras: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         w = self.config.losses
         device = next(self.adapter.parameters()).device

@@ -1,0 +1,84 @@
+"""iad.train on every supported ComfyUI: what changed upstream after 0.3.75 and how the trainer
+meets it.
+
+- ComfyUI v0.2x routes rope through comfy_kitchen's fused kernels, which have no backward unless
+  ``comfy.model_management.in_training`` is set: the trainer sets it while gradients are recorded
+  (the backward recomputation of gradient checkpointing included) and restores it afterwards.
+- ComfyUI v0.2x loads models on a GPU through ``ModelPatcherDynamic`` (dynamic VRAM), whose
+  ``patch_model`` refuses to load weights: the trainer asks for a plain, resident patcher. On this
+  CPU-only machine ComfyUI never builds a dynamic patcher, so a stand-in with the same contract
+  (``is_dynamic()`` and the refusal) takes ``CoreModelPatcher``'s place, as main.py does on a GPU.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from harness import train_data
+from harness.train_fixtures import _restore_threads, dataset  # noqa: F401  (fixtures)
+from test_train_base import base_config
+
+
+def _in_training():
+    import comfy.model_management as mm
+
+    return getattr(mm, "in_training", None)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True], ids=["plain", "gradient-checkpointing"])
+@pytest.mark.parametrize("mode", ["adapter", "base"])
+def test_backward_through_comfyui_rope_gives_gradients_and_restores_the_flag(dataset, tmp_path, mode, checkpointing):
+    from iad.train.config import load_config
+    from iad.train.trainer import Trainer
+
+    config = (train_data.train_config(dataset, tmp_path / "t", gradient_checkpointing=checkpointing) if mode == "adapter"
+              else base_config(dataset, tmp_path / "t", gradient_checkpointing=checkpointing, trainable=["blocks.*"]))
+    before = _in_training()
+    trainer = Trainer(load_config(config))
+    try:
+        loss, _ = trainer.model(trainer._micro_batch(0), 0)
+        assert _in_training() == before, "the training flag leaked out of the forward pass"
+        loss.backward()   # on v0.28.2 without the flag: "no autograd formula" for comfy_kitchen's rope
+        grads = [p.grad for p in trainer.module.parameters() if p.requires_grad]
+        assert grads and all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert sum(float(g.abs().sum()) for g in grads) > 0
+        with torch.no_grad():   # evaluation keeps ComfyUI's inference kernels
+            trainer.model(trainer._micro_batch(1), 0)
+        assert _in_training() == before
+    finally:
+        trainer.close()
+
+
+@pytest.mark.parametrize("mode", ["adapter", "base"])
+def test_trainer_gets_resident_weights_where_comfyui_loads_models_dynamically(dataset, tmp_path, monkeypatch, mode):
+    import comfy.model_patcher as mp
+
+    from iad.train import run
+
+    made = []
+
+    class DynamicStandIn(mp.ModelPatcher):
+        """ModelPatcherDynamic's contract: weights are not loaded by patch_model."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+        def is_dynamic(self):
+            return True
+
+        def patch_model(self, device_to=None, lowvram_model_memory=0, load_weights=True, force_patch_weights=False):
+            assert not load_weights, "dynamic VRAM: patch_model cannot load weights"
+            return super().patch_model(device_to, lowvram_model_memory, load_weights, force_patch_weights)
+
+        def get_non_dynamic_delegate(self):
+            return mp.ModelPatcher(self.model, self.load_device, self.offload_device)
+
+    # What ComfyUI's main.py does on a GPU with dynamic VRAM on (v0.2x); 0.3.75's loader ignores it.
+    monkeypatch.setattr(mp, "CoreModelPatcher", DynamicStandIn, raising=False)
+    config = (train_data.train_config(dataset, tmp_path / "t", steps=3, resume=False) if mode == "adapter"
+              else base_config(dataset, tmp_path / "t", steps=3, trainable=["blocks.*"]))
+    result = run(config)
+    assert result.history[-1]["step"] == 3 and torch.isfinite(torch.tensor(result.history[-1]["total"]))
+    assert result.final_checkpoint is not None and result.final_checkpoint.exists()
