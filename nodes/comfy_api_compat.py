@@ -1,13 +1,16 @@
 """The one place that imports ComfyUI's V3 node API.
 
-``comfy_api.latest`` exists in ComfyUI 0.3.75 and in current upstream; the versioned modules are
-the fallback for a ComfyUI that someday drops ``latest``. Every node module imports ``io`` and
-``ComfyExtension`` from here so a future API move is a one-line change.
+``comfy_api.v0_0_2`` is the newest *versioned* API that every supported ComfyUI has (0.3.75 and
+v0.28.2 both ship ``v0_0_1``, ``v0_0_2`` and ``latest``). ``comfy_api.latest`` is marked unstable
+upstream: an upstream release may change it, while a versioned module keeps its contract. So the
+versioned module comes first and ``latest`` is only the fallback for a ComfyUI that someday drops
+``v0_0_2``. Every node module imports ``io`` and ``ComfyExtension`` from here, so an API move is a
+one-line change.
 """
 
 import importlib
 
-_CANDIDATES = ("comfy_api.latest", "comfy_api.v0_0_3", "comfy_api.v0_0_2")
+_CANDIDATES = ("comfy_api.v0_0_2", "comfy_api.latest")
 
 
 def _load_api():
@@ -19,7 +22,7 @@ def _load_api():
         except (ImportError, AttributeError) as exc:  # try the next API version
             errors.append(f"{name}: {exc}")
     raise ImportError(
-        "ComfyUI-IaD needs ComfyUI's V3 node API (comfy_api.latest, ComfyUI 0.3.75 or newer). "
+        "ComfyUI-IaD needs ComfyUI's V3 node API (comfy_api.v0_0_2, ComfyUI 0.3.75 or newer). "
         "Update ComfyUI. Tried: " + "; ".join(errors)
     )
 

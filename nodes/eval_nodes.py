@@ -14,6 +14,7 @@ from ..iad.eval.evaluate import SAMPLING_ALL, SAMPLING_CONSISID, evaluate_video
 from ..iad.metrics.clip_score import clip_text_score
 from ..iad.plotting import image_to_array, plot_report
 from .comfy_api_compat import API_MODULE, io
+from .validation import check_inputs, require_valid
 
 FaceAnalysis = io.Custom("FACE_ANALYSIS")
 FaceEmbeds = io.Custom("FACE_EMBEDS")
@@ -125,9 +126,14 @@ class IaDEvaluateVideo(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, fps=None, flow_scale=None) -> bool | str:
+        return check_inputs(cls, {"fps": fps, "flow_scale": flow_scale})
+
+    @classmethod
     def execute(cls, video, face_analysis, reference_embeds=None, reference_image=None, prompt: str = "",
                 fps: float = 16.0, frame_sampling: str = "all frames", flow_scale: float = 1.0, clip=None,
                 clip_vision=None) -> io.NodeOutput:
+        require_valid(cls, {"fps": fps, "flow_scale": flow_scale})
         if not hasattr(face_analysis, "detect"):
             raise ValueError("IaD Evaluate Video: face_analysis must come from IaD Face Analysis Loader")
         frames = images_to_uint8(video, "IaD Evaluate Video: video")

@@ -15,6 +15,7 @@ import torch
 from ..iad import face_analysis as fa
 from .comfy_api_compat import io
 from .model_paths import INSIGHTFACE_FOLDER
+from .validation import check_inputs, require_valid
 
 FaceAnalysisSocket = io.Custom("FACE_ANALYSIS")
 FaceEmbedsSocket = io.Custom("FACE_EMBEDS")
@@ -73,6 +74,16 @@ class IaDFaceAnalysisLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, model_pack=None) -> bool | str:
+        # The pack must be on disk now (the message names the folder), not only when the prompt runs.
+        if model_pack is not None:
+            try:
+                fa.locate_pack(model_pack, insightface_roots())
+            except fa.FaceAnalysisError as exc:
+                return f"IaD Face Analysis Loader: {exc}"
+        return True
+
+    @classmethod
     def fingerprint_inputs(cls, model_pack: str, provider: str = "auto", det_size: int = 640):
         # Re-run when the pack's files change (the user fixed a missing or nested folder), not
         # only when the widgets change: ComfyUI would otherwise replay a cached error or analyzer.
@@ -126,8 +137,13 @@ class IaDFaceEmbed(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, min_score=None, same_person_threshold=None) -> bool | str:
+        return check_inputs(cls, {"min_score": min_score, "same_person_threshold": same_person_threshold})
+
+    @classmethod
     def execute(cls, face_analysis, images, policy: str = "largest", face_index: int = 0, min_score: float = 0.5,
                 same_person_threshold: float = fa.SAME_PERSON_THRESHOLD) -> io.NodeOutput:
+        require_valid(cls, {"min_score": min_score, "same_person_threshold": same_person_threshold})
         if not hasattr(face_analysis, "embed_images"):  # duck-typed: wrappers (e.g. another recognizer) qualify
             raise ValueError("IaD Face Embed: 'face_analysis' must come from IaD Face Analysis Loader, got "
                              f"{type(face_analysis).__name__}.")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
 
 import folder_paths
@@ -17,6 +15,7 @@ from ..iad.patching.arch import UnsupportedModelError
 from . import _patching
 from .comfy_api_compat import io
 from .model_paths import IAD_FOLDER
+from .validation import check_inputs, require_valid, step_range_check
 
 IAD_MODEL = "IAD_MODEL"
 IAD_IDENTITY = "IAD_IDENTITY"
@@ -27,6 +26,24 @@ DECOUPLING_CHOICES = ["auto", "trained", "training-free", "none"]
 # keeping the prompt's action. An earlier start gives a stronger identity and more copying of the photo.
 DEFAULT_START_PERCENT = 0.75
 DEFAULT_END_PERCENT = 1.0
+
+
+def adapter_file_problem(adapter_name) -> str | None:
+    """Why ``adapter_name`` cannot be loaded from models/iad (None when it can), with the folder to
+    put files in. Checked at validation (before the prompt runs) and again when the node runs."""
+    if adapter_name is None or folder_paths.get_full_path(IAD_FOLDER, adapter_name) is not None:
+        return None
+    folders = folder_paths.get_folder_paths(IAD_FOLDER)
+    available = folder_paths.get_filename_list(IAD_FOLDER)
+    where = " or ".join(folders)
+    if not available:
+        return (f"IaD Model Loader: adapter_name '{adapter_name}' not found: there is no adapter in models/iad "
+                f"({where}). Put the adapter file (.safetensors, or Lynx's lynx_full / lynx_lite folder) there, "
+                "then refresh (R) and pick it.")
+    shown = ", ".join(available[:8]) + (" ..." if len(available) > 8 else "")
+    return (f"IaD Model Loader: adapter_name '{adapter_name}' is not in models/iad ({where}); found: {shown}. Put "
+            "the file there (or in a folder your extra_model_paths.yaml lists under 'iad'), then refresh (R), or "
+            "pick one of those.")
 
 
 class IaDModelLoader(io.ComfyNode):
@@ -49,11 +66,16 @@ class IaDModelLoader(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, adapter_name=None) -> bool | str:
+        problem = adapter_file_problem(adapter_name)
+        return True if problem is None else problem
+
+    @classmethod
     def execute(cls, adapter_name: str) -> io.NodeOutput:
+        problem = adapter_file_problem(adapter_name)
+        if problem is not None:
+            raise ValueError(problem)
         path = folder_paths.get_full_path(IAD_FOLDER, adapter_name)
-        if path is None:
-            raise ValueError(f"IaD Model Loader: '{adapter_name}' is not in ComfyUI/models/iad. Put the adapter "
-                             "file there (or in a folder your extra_model_paths.yaml lists under 'iad') and refresh.")
         adapter = load_adapter_or_lynx(path)  # IaD checkpoints, or Lynx's released files directly
         return io.NodeOutput(_patching.IaDModel.wrap(adapter, name=adapter_name))
 
@@ -102,7 +124,12 @@ class IaDIdentity(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength=None) -> bool | str:
+        return check_inputs(cls, {"strength": strength})
+
+    @classmethod
     def execute(cls, iad_model, face_embeds: FaceEmbeds, decoupling: str = "auto", strength: float = 1.0) -> io.NodeOutput:
+        require_valid(cls, {"strength": strength})
         adapter: IdentityAdapter = iad_model.adapter
         config = adapter.config
         # Duck-typed: iad is importable under two names (iad / <pack>.iad), so isinstance would lie.
@@ -165,11 +192,15 @@ class IaDApply(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, weight=None, start_percent=None, end_percent=None) -> bool | str:
+        return check_inputs(cls, {"weight": weight, "start_percent": start_percent, "end_percent": end_percent},
+                            [step_range_check("IaD Apply")])
+
+    @classmethod
     def execute(cls, model, iad_model, identity, weight: float = 1.0, start_percent: float = DEFAULT_START_PERCENT,
                 end_percent: float = DEFAULT_END_PERCENT, uncond_identity: str | bool | None = None) -> io.NodeOutput:
-        if start_percent > end_percent:
-            logging.warning("IaD Apply: start_percent %.3f is after end_percent %.3f, so the identity is never applied "
-                            "and the model is returned unchanged.", start_percent, end_percent)
+        require_valid(cls, {"weight": weight, "start_percent": start_percent, "end_percent": end_percent},
+                      [step_range_check("IaD Apply")])
         try:
             patched = _patching.apply_identity(model, iad_model, identity, weight, start_percent, end_percent,
                                                _patching.UNCOND_NONE if uncond_identity is None else uncond_identity)

@@ -19,6 +19,7 @@ import folder_paths
 from ..iad.recognizers.irse50 import IRSE50_EMBEDDER, KNOWN_FILENAMES, IRSE50Recognizer, analyzer_with_irse50, load_irse50
 from .comfy_api_compat import io
 from .model_paths import FACEXLIB_FOLDER, IAD_FOLDER
+from .validation import check_inputs, require_valid
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 _RECOGNIZERS: dict[tuple, IRSE50Recognizer] = {}
@@ -72,6 +73,14 @@ def _recognizer(path: str) -> IRSE50Recognizer:
     return cached
 
 
+def weights_file_problem(weights) -> str | None:
+    """Why the IR-SE50 weights cannot be found (None when they can), with the folder to put them in."""
+    if weights is None or _find(weights) is not None:
+        return None
+    return (f"IaD IR-SE50 Face Embedder: weights '{weights}' not found in {', '.join(irse50_folders())}. Download "
+            f"facexlib's {KNOWN_FILENAMES[0]} and put it in {irse50_folders()[0]}, then refresh (R).")
+
+
 class IaDIRSE50FaceEmbedder(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -95,13 +104,16 @@ class IaDIRSE50FaceEmbedder(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, weights=None) -> bool | str:
+        problem = weights_file_problem(weights)
+        return True if problem is None else problem
+
+    @classmethod
     def execute(cls, face_analysis, weights: str) -> io.NodeOutput:
+        problem = weights_file_problem(weights)
+        if problem is not None:
+            raise ValueError(problem)
         path = _find(weights)
-        if path is None:
-            raise ValueError(
-                f"IaD IR-SE50 Face Embedder: '{weights}' was not found in {', '.join(irse50_folders())}. Download "
-                f"facexlib's {KNOWN_FILENAMES[0]} and put it in {irse50_folders()[0]}."
-            )
         try:
             recognizer = _recognizer(path)
         except (ValueError, FileNotFoundError) as exc:
@@ -165,7 +177,12 @@ class IaDLynxGuider(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, cfg=None, cfg_identity=None) -> bool | str:
+        return check_inputs(cls, {"cfg": cfg, "cfg_identity": cfg_identity})
+
+    @classmethod
     def execute(cls, model, positive, negative, cfg: float = 5.0, cfg_identity: float = 2.0) -> io.NodeOutput:
+        require_valid(cls, {"cfg": cfg, "cfg_identity": cfg_identity})
         guider = LynxGuider(model)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg, cfg_identity)

@@ -9,7 +9,7 @@ yields CONDITIONING of Wan's shape, ``[[tensor(1, L, 4096), {}]]``, deterministi
 import hashlib
 
 import torch
-from comfy_api.latest import ComfyExtension, io
+from comfy_api.v0_0_2 import ComfyExtension, io
 
 
 def wan_conditioning_tensor(text: str, length: int, scale: float = 1.0) -> torch.Tensor:
