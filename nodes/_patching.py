@@ -16,6 +16,9 @@ The unconditional (negative) rows of a CFG batch get, depending on ``uncond_iden
 ("none"), the same identity ("same as cond"), or the adapter's null tokens, i.e. its resampler
 applied to an all-zero face embedding ("null identity (Lynx)", what Lynx feeds its negative pass).
 
+The step range is resolved when sampling starts (``StepRangeResolver``, an OUTER_SAMPLE wrapper),
+against the model_sampling of the model being sampled, so node order never changes it.
+
 Patch objects are immutable after construction: ``__deepcopy__`` (ModelPatcher.clone deep-copies
 ``model_options``) returns them as they are instead of copying adapter weights and tokens.
 """
@@ -30,6 +33,7 @@ import torch
 import comfy.ldm.modules.attention as comfy_attention
 import comfy.model_management
 import comfy.model_patcher
+import comfy.patcher_extension
 
 from ..iad.patching import (StepGate, add_identity_attention, detect_architecture, residual_identity_attention, rows_for,
                             single_block_image_tokens, uncond_rows)
@@ -110,16 +114,26 @@ def null_tokens(adapter) -> torch.Tensor:
         return adapter.null_tokens().float().cpu()
 
 
+STEP_GATES_KEY = "iad_step_gates"   # transformer_options: {entry uid: StepGate} of the running sampler
+
+
 class IdentityEntry:
     """One IaD Apply: adapter + tokens + weight + step range + what the uncond rows get.
-    Caches per-block K/V (identity tokens, and the null tokens when they are used)."""
+    Caches per-block K/V (identity tokens, and the null tokens when they are used).
 
-    def __init__(self, adapter, tokens: torch.Tensor, weight: float, gate: StepGate, uncond: str = UNCOND_NONE):
+    The step range stays in percent until sampling starts: ``StepRangeResolver`` turns it into
+    sigmas with the model_sampling of the model that is actually sampled (after every shift node,
+    whatever their order). ``fallback_gate`` (resolved when IaD Apply ran) is only for a model
+    called outside ComfyUI's samplers."""
+
+    def __init__(self, adapter, tokens: torch.Tensor, weight: float, start_percent: float, end_percent: float,
+                 fallback_gate: StepGate, uncond: str = UNCOND_NONE):
         self.uid = next(_uids)
         self.adapter = adapter
         self.tokens = tokens
         self.weight = float(weight)
-        self.gate = gate
+        self.start_percent, self.end_percent = float(start_percent), float(end_percent)
+        self.fallback_gate = fallback_gate
         self.uncond = uncond_mode(uncond)
         self.key_norm = bool(adapter.config.identity_key_norm)
         # Computed here, where the adapter sits as it did for IaD Identity, never during sampling.
@@ -137,7 +151,8 @@ class IdentityEntry:
             transformer_options["iad_gates"] = cache
         active = cache[1].get(self.uid)
         if active is None:
-            active = True if sigmas is None else self.gate.active(float(sigmas.max()))
+            gate = transformer_options.get(STEP_GATES_KEY, {}).get(self.uid, self.fallback_gate)
+            active = True if sigmas is None else gate.active(float(sigmas.max()))
             cache[1][self.uid] = active
         if not active:
             return False
@@ -301,8 +316,34 @@ def architecture_of(model) -> ArchInfo:
 
 
 def step_gate(model, start_percent: float, end_percent: float) -> StepGate:
-    sampling = model.get_model_object("model_sampling")
+    return gate_for(model.get_model_object("model_sampling"), start_percent, end_percent)
+
+
+def gate_for(sampling, start_percent: float, end_percent: float) -> StepGate:
     return StepGate(float(sampling.percent_to_sigma(start_percent)), float(sampling.percent_to_sigma(end_percent)))
+
+
+class StepRangeResolver:
+    """An OUTER_SAMPLE wrapper (it rides along on every later clone of the patched model): when a
+    sampler starts, it resolves its entry's percent range against that model's model_sampling,
+    as core does for a conditioning's start/end percent, and hands the sigmas to the patches in
+    the sampler's own transformer_options. So IaD Apply before or after ModelSamplingSD3 (or any
+    other shift or LoRA node) gives the same steps."""
+
+    def __init__(self, entry: IdentityEntry):
+        self.entry = entry
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def __call__(self, executor, *args, **kwargs):
+        guider = executor.class_obj
+        sampling = guider.model_patcher.get_model_object("model_sampling")
+        options = guider.model_options.setdefault("transformer_options", {})   # this sampling run's copy
+        gates = dict(options.get(STEP_GATES_KEY, {}))
+        gates[self.entry.uid] = gate_for(sampling, self.entry.start_percent, self.entry.end_percent)
+        options[STEP_GATES_KEY] = gates
+        return executor(*args, **kwargs)
 
 
 def apply_identity(model, iad_model: IaDModel, identity: IaDIdentity, weight: float, start_percent: float,
@@ -317,11 +358,13 @@ def apply_identity(model, iad_model: IaDModel, identity: IaDIdentity, weight: fl
             f"The IAD_IDENTITY input was computed with adapter '{identity.adapter_name}', but IaD Apply got adapter "
             f"'{iad_model.name}'. Connect the same IaD Model Loader output to IaD Identity and IaD Apply."
         )
-    gate = step_gate(model, start_percent, end_percent)
-    if weight == 0.0 or gate.never:
-        return model  # bit-identical and free: nothing is patched
-    entry = IdentityEntry(iad_model.adapter, identity.tokens, weight, gate, uncond)
+    if weight == 0.0 or start_percent > end_percent:
+        return model  # bit-identical and free: nothing is patched (validation refuses start > end anyway)
+    entry = IdentityEntry(iad_model.adapter, identity.tokens, weight, start_percent, end_percent,
+                          step_gate(model, start_percent, end_percent), uncond)
     patched = model.clone()
+    patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, f"iad_step_range_{entry.uid}",
+                                 StepRangeResolver(entry))
     diffusion_model = patched.model.diffusion_model
     if arch.family in ("wan", "ltxv"):
         patch_cls = WanCrossAttentionIdentity if arch.family == "wan" else LTXVCrossAttentionIdentity

@@ -135,6 +135,37 @@ def test_step_range_gates_exactly_the_steps_inside_it(models):
     assert not torch.equal(out, base)
 
 
+@pytest.mark.parametrize("shift", [None, 3.0], ids=["no-shift", "shift-3"])
+@pytest.mark.parametrize("name", ["wan-t2v", "ltxv", "hunyuan-video"])
+def test_step_range_does_not_depend_on_node_order(models, name, shift):
+    """ModelSamplingSD3 -> IaD Apply and IaD Apply -> ModelSamplingSD3 sample the same video: the
+    percent range is resolved when sampling starts, against the sampled model's own model_sampling
+    (as core resolves a conditioning's start/end percent), not when IaD Apply runs. The identity
+    runs in exactly the steps that model_sampling selects."""
+    import comfy.samplers
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+
+    family, model, iad_model, identity = models(name)
+
+    def shifted(m):
+        return m if shift is None else ModelSamplingSD3().patch(m, shift)[0]
+
+    steps = 8
+    shift_first = af.apply(shifted(model), iad_model, identity, start=0.75, end=1.0)
+    apply_first = shifted(af.apply(model, iad_model, identity, start=0.75, end=1.0))
+    with af.CallRecorder() as first:
+        a = af.sample(shift_first, family, steps=steps)
+    with af.CallRecorder() as second:
+        b = af.sample(apply_first, family, steps=steps)
+    assert torch.equal(a, b), f"node order changed the video (max |diff| {float((a - b).abs().max()):.3g})"
+    sampling = apply_first.get_model_object("model_sampling")
+    sigmas = comfy.samplers.calculate_sigmas(sampling, "simple", steps)[:-1].tolist()
+    expected = [s for s in sigmas if af.module("nodes._patching").gate_for(sampling, 0.75, 1.0).active(s)]
+    assert len(expected) == 2   # the last quarter of 8 steps
+    assert first.sigmas == second.sigmas == pytest.approx(sorted(expected, reverse=True), abs=1e-5)
+    assert not torch.equal(a, af.sample(shifted(model), family, steps=steps)), "the identity had no effect"
+
+
 def test_default_range_is_the_last_quarter_of_the_steps(models):
     """PersonalVideo: identity only in the last quarter. With 8 steps only the last 2 run it."""
     import comfy.samplers
