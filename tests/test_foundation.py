@@ -14,7 +14,7 @@ import pytest
 from harness import prompts
 from harness import tiny_models as tiny
 from harness.comfy_server import PromptRejected
-from harness.paths import PACK_DIR_NAME, REPO_ROOT
+from harness.paths import REPO_ROOT
 
 pytestmark = pytest.mark.server
 
@@ -23,14 +23,16 @@ def _pack_node_ids(pack) -> set[str]:
     return {cls.GET_SCHEMA().node_id for cls in pack.nodes.collect_nodes()}
 
 
-def test_server_starts_and_loads_the_pack_without_import_errors(comfy_server):
+def test_server_starts_and_loads_the_pack_without_import_errors(comfy_server, pack):
+    """The pack's nodes are served and nothing at all failed to import: judged by what the server
+    serves and by core's failure markers, never by folder names (a clone may have any name, and
+    ComfyUI-Manager's folder name also appears in core's own log lines)."""
     stats = comfy_server.get_json("/system_stats")
     assert stats["system"]["comfyui_version"]
+    missing = _pack_node_ids(pack) - set(comfy_server.object_info())
+    assert not missing, f"the pack's nodes are not served (import failed?): {sorted(missing)}"
     log = comfy_server.log_text()
-    pack_lines = [line for line in log.splitlines() if line.rstrip().endswith(PACK_DIR_NAME)]
-    assert pack_lines, f"ComfyUI never reported importing {PACK_DIR_NAME}:\n{log[-3000:]}"
-    assert not any("IMPORT FAILED" in line for line in pack_lines), pack_lines
-    problems = [line for line in log.splitlines() if PACK_DIR_NAME in line and ("Cannot import" in line or "Error" in line)]
+    problems = [line for line in log.splitlines() if "Cannot import" in line or "IMPORT FAILED" in line]
     assert not problems, problems
 
 

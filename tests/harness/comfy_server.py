@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .paths import FRONTEND_ROOT
+
 MODEL_SUBFOLDERS = (
     "diffusion_models", "text_encoders", "vae", "loras", "clip_vision", "iad", "insightface",
     "checkpoints", "clip", "unet",
@@ -166,6 +168,7 @@ class ComfyServer:
             self.python, str(self.comfy_dir / "main.py"), "--cpu", "--listen", "127.0.0.1",
             "--port", str(self.port), "--base-directory", str(self.base_dir),
             "--disable-auto-launch", "--database-url", f"sqlite:///{self.base_dir / 'comfyui.db'}",
+            *(["--front-end-root", FRONTEND_ROOT] if FRONTEND_ROOT else []),
             *self.extra_args,
         ]
 
