@@ -66,6 +66,11 @@ SELECTION_POLICIES = ("largest", "most confident", "index")
 # for the detector's anchors at 640), then padding (tight crops: the face touches the border).
 RETRY_DET_SIZES = (320, 256, 160, 128)
 RETRY_PADDINGS = (0.25, 0.5)
+# A face found only in a padded image must lie mostly inside the original photo: at least this
+# share of its box, and all five landmarks (eyes, nose, mouth: what is aligned and embedded).
+# Detectors fire on the padded photo's own outline (a flat grey or noise photo framed in black),
+# and those boxes reach far outside it; a real tight crop's face stays on the photo.
+PADDED_MIN_INSIDE = 0.75
 SAME_PERSON_THRESHOLD = 0.3       # ArcFace cosine below which two photos are likely different people
 SMALL_FACE_PX = 48                # faces narrower than this give unreliable identity
 MIN_IMAGE_PX = 16
@@ -501,8 +506,9 @@ class FaceAnalyzer:
         bboxes, kpss = self.detector.detect(bgr, input_size=(det_size, det_size), det_thresh=float(min_score))
         return bboxes, kpss
 
-    def _candidates(self, bgr: np.ndarray, min_score: float, retry: bool) -> tuple[list[_Candidate], str | None]:
-        """Faces in one BGR image, best score first, and how they were found if not on the first try."""
+    def _candidates(self, bgr: np.ndarray, min_score: float, retry: bool) -> tuple[list[_Candidate], str | None, int]:
+        """Faces in one BGR image, best score first, how they were found if not on the first try, and
+        how many detections in padded images were rejected for lying outside the photo."""
         import cv2
 
         sizes = [self.det_size] + ([s for s in RETRY_DET_SIZES if s < self.det_size] if retry else [])
@@ -510,6 +516,7 @@ class FaceAnalyzer:
         if retry:
             attempts += [(s, pad) for pad in RETRY_PADDINGS for s in sizes]
         h, w = bgr.shape[:2]
+        rejected = 0
         for det_size, pad in attempts:
             if pad:
                 top, left = int(round(pad * h)), int(round(pad * w))
@@ -526,13 +533,19 @@ class FaceAnalyzer:
                            kps=(k - offset).astype(np.float32), score=float(b[4]))
                 for b, k in zip(bboxes, kpss)
             ]
+            if pad:
+                kept = [c for c in found if _inside_photo(c, h, w, min_score)]
+                rejected += len(found) - len(kept)
+                found = kept
+                if not found:
+                    continue
             found.sort(key=lambda c: -c.score)
             how = None
             if (det_size, pad) != attempts[0]:
                 how = f"found only after retrying at detection size {det_size}" + (
                     f" with {int(pad * 100)}% padding around the image (tight crop)" if pad else "")
-            return found, how
-        return [], None
+            return found, how, rejected
+        return [], None, rejected
 
     def _tried_text(self, retry: bool) -> str:
         if not retry:
@@ -546,7 +559,7 @@ class FaceAnalyzer:
         """Every face in one RGB image (best detection score first), with embeddings (one batched
         recognizer call) and landmarks when the pack has them. An empty list if there is none."""
         bgr = np.ascontiguousarray(as_rgb_uint8(image, image_index, image_index + 1)[..., ::-1])
-        candidates, _ = self._candidates(bgr, min_score, retry)
+        candidates, _, _ = self._candidates(bgr, min_score, retry)
         return self._faces([(image_index, bgr, c) for c in candidates], landmarks)
 
     def _faces(self, found: list[tuple[int, np.ndarray, _Candidate]], landmarks: bool) -> list[DetectedFace]:
@@ -658,11 +671,13 @@ class FaceAnalyzer:
         info: list[str] = []
         selected: list[tuple[int, _Candidate]] = []
         missing: list[int] = []
+        outside = 0
         for i, bgr in enumerate(bgrs):
             where = which_image(i, count)
-            candidates, how = self._candidates(bgr, min_score, retry)
+            candidates, how, rejected = self._candidates(bgr, min_score, retry)
             if not candidates:
                 missing.append(i)
+                outside += rejected
                 continue
             chosen = self._select(candidates, policy, face_index, where)
             line = f"{where}: face at {_box_text(chosen.bbox)} (score {chosen.score:.2f})"
@@ -679,8 +694,10 @@ class FaceAnalyzer:
             selected.append((i, chosen))
         if missing:
             listed = ", ".join(which_image(i, count) for i in missing)
-            message = (f"No face found in {listed} (tried {self._tried_text(retry)}, minimum score {min_score:.2f}). "
-                       "Use a photo where the face is clearly visible and at least ~64 px wide, lower the minimum "
+            message = (f"No face found in {listed} (tried {self._tried_text(retry)}, minimum score {min_score:.2f}"
+                       + (f"; {outside} detection(s) in the padded image lay mostly outside the photo and were not "
+                          "taken for a face" if outside else "")
+                       + "). Use a photo where the face is clearly visible and at least ~64 px wide, lower the minimum "
                        "detection score, or remove that image from the batch.")
             if on_missing == "raise" or not selected:
                 raise NoFaceError(message, missing)
@@ -707,6 +724,16 @@ class FaceAnalyzer:
                 f"{where} has {len(ordered)} face(s) but face index {face_index} was asked for (faces are numbered "
                 f"0..{len(ordered) - 1} from left to right). Lower the face index or use the 'largest' policy.")
         return ordered[face_index]
+
+
+def _inside_photo(candidate: _Candidate, height: int, width: int, min_score: float) -> bool:
+    """Whether a detection in a padded image is a face *of the photo* (see PADDED_MIN_INSIDE)."""
+    x0, y0, x1, y1 = (float(v) for v in candidate.bbox)
+    area = max(x1 - x0, 0.0) * max(y1 - y0, 0.0)
+    inside = max(min(x1, width) - max(x0, 0.0), 0.0) * max(min(y1, height) - max(y0, 0.0), 0.0)
+    kps = candidate.kps
+    landmarks_inside = bool(((kps[:, 0] >= 0) & (kps[:, 0] <= width) & (kps[:, 1] >= 0) & (kps[:, 1] <= height)).all())
+    return candidate.score >= min_score and area > 0 and inside >= PADDED_MIN_INSIDE * area and landmarks_inside
 
 
 def _box_text(bbox: np.ndarray) -> str:

@@ -231,6 +231,34 @@ def test_no_face_in_image_k_names_the_image_and_what_was_tried(analyzer):
     assert any("skipped" in line and "image 2 of 2" in line for line in skipped.info)
 
 
+def test_faceless_photos_give_no_face_even_with_a_detector_that_hallucinates(monkeypatch):
+    """The synthetic world's toy detector fires on the black frame that the padding retry draws
+    around a flat or noisy photo, with boxes that reach far outside it. A face found only in a
+    padded image must lie mostly inside the photo (box and landmarks): here none does, so the
+    answer is "no face in image k" with the fix, not a hallucinated face."""
+    from iad.synth.assets import world_files
+
+    hallucinating = fa.FaceAnalyzer.load(world_files()["insightface_pack"], None)
+    photos = {
+        "flat grey 140 px": np.full((140, 140, 3), 128, np.uint8),
+        "flat grey 320 px": np.full((320, 320, 3), 128, np.uint8),
+        "noise 112 px": np.random.default_rng(1).integers(0, 256, (112, 112, 3), dtype=np.uint8),
+        "noise 320 px": np.random.default_rng(0).integers(0, 256, (320, 320, 3), dtype=np.uint8),
+    }
+    for name, photo in photos.items():
+        with pytest.raises(fa.NoFaceError) as error:
+            hallucinating.embed_images([photo])
+        message = str(error.value)
+        assert "No face found in image 1 of 1" in message and "mostly outside the photo" in message, (name, message)
+        assert "Use a photo where the face is clearly visible" in message
+    # The rule is what refuses them: without it the same detector reports a face reaching outside.
+    monkeypatch.setattr(fa, "_inside_photo", lambda *args: True)
+    for name, photo in photos.items():
+        face = hallucinating.embed_images([photo]).faces[0]
+        x0, y0, x1, y1 = face.bbox
+        assert x0 < -1 or y0 < -1 or x1 > photo.shape[1] + 1 or y1 > photo.shape[0] + 1, (name, face.bbox)
+
+
 def test_reference_photos_of_different_people_are_named(analyzer):
     images = [ip.face_image(person=0), ip.face_image(person=0), ip.face_image(person=1), ip.face_image(person=0)]
     embeds = analyzer.embed_images(images)

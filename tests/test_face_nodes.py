@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from harness import insightface_pack as ip
+from harness.comfy_server import PromptRejected
 from harness.prompts import Prompt
 
 pytestmark = pytest.mark.server
@@ -53,6 +54,17 @@ def run_error(server, prompt) -> str:
     result = server.run(prompt)
     assert not result.ok, "the prompt was expected to fail"
     return result.error["exception_message"]
+
+
+def validation_error(server, prompt, class_type: str) -> str:
+    """The prompt is refused before anything runs; the message on the ``class_type`` node."""
+    with pytest.raises(PromptRejected) as caught:
+        server.submit(prompt)
+    errors = [e for node_id, entry in caught.value.node_errors.items() if prompt[node_id]["class_type"] == class_type
+              for e in entry["errors"]]
+    assert errors, caught.value.body
+    assert all(e["type"] != "value_not_in_list" for e in errors), errors   # the pack's message, not core's
+    return errors[0]["details"].split(" - ", 1)[-1]
 
 
 def assert_still_serving(server) -> None:
@@ -151,7 +163,7 @@ def test_missing_pack_names_folder_and_files_then_works_once_fixed(comfy_server)
     link.unlink()
     try:
         prompt, _ = face_prompt([save_input(comfy_server, ip.face_image())], model_pack="buffalo_l")
-        message = run_error(comfy_server, prompt)
+        message = validation_error(comfy_server, prompt, "IaDFaceAnalysisLoader")   # caught before it runs
         assert message.startswith("IaD Face Analysis Loader: Face model pack 'buffalo_l' not found.")
         assert f"Expected the folder {link}" in message
         for name in ip.BUFFALO_L_FILES.values():
@@ -181,7 +193,7 @@ def test_empty_or_incomplete_pack_folder_says_what_is_missing(comfy_server):
     files = {f.name: f for f in ip.ensure_pack(ip.ANTELOPEV2).glob("*.onnx")}
     with pack_layout(comfy_server, "emptypack", []) as folder:
         prompt, _ = face_prompt([save_input(comfy_server, ip.face_image())], model_pack="emptypack")
-        message = run_error(comfy_server, prompt)
+        message = validation_error(comfy_server, prompt, "IaDFaceAnalysisLoader")
         assert f"{folder} exists but holds no .onnx files" in message
     assert_still_serving(comfy_server)
     with pack_layout(comfy_server, "halfpack", [files["2d106det.onnx"], files["glintr100.onnx"]]) as folder:

@@ -14,7 +14,7 @@ import pytest
 from harness import prompts
 from harness import tiny_models as tiny
 from harness.comfy_server import PromptRejected
-from harness.paths import REPO_ROOT
+from harness.paths import REPO_ROOT, comfyui_at_least, comfyui_version
 
 pytestmark = pytest.mark.server
 
@@ -161,6 +161,9 @@ def test_pack_metadata_is_what_comfy_registry_and_manager_expect():
     comfy_section = meta["tool"]["comfy"]
     for key in ("PublisherId", "DisplayName", "Icon"):
         assert comfy_section[key], key
+    # The oldest ComfyUI the suite tests (its 0.3.75 lane); the ComfyUI under test satisfies it.
+    assert comfy_section["requires-comfyui"] == ">=0.3.75"
+    assert comfyui_at_least("0.3.75"), comfyui_version()
     requirements = (REPO_ROOT / "requirements.txt").read_text()
     for package in ("torch", "insightface", "onnxruntime-gpu", "safetensors", "einops"):
         assert package in requirements

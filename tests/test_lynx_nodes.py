@@ -81,8 +81,14 @@ def test_irse50_backend_embeds_the_same_aligned_faces_and_feeds_a_lynx_adapter(p
 
 def test_irse50_node_names_the_missing_weights_and_where_to_put_them(pack, analyzer):
     lynx_nodes = _module(pack, "nodes.lynx_nodes")
-    with pytest.raises(ValueError, match=r"recognition_arcface_ir_se50.pth' was not found in .*facexlib"):
+    expected = r"weights 'recognition_arcface_ir_se50.pth' not found in .*facexlib.*put it in"
+    with pytest.raises(ValueError, match=expected):
         lynx_nodes.IaDIRSE50FaceEmbedder.execute(analyzer, "recognition_arcface_ir_se50.pth")
+    # ... and already at validation, before anything runs.
+    import re
+
+    answer = lynx_nodes.IaDIRSE50FaceEmbedder.validate_inputs(weights="recognition_arcface_ir_se50.pth")
+    assert isinstance(answer, str) and re.search(expected, answer), answer
 
 
 # ----------------------------------------------------------------------------- three-pass guidance
