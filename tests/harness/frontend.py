@@ -41,8 +41,10 @@ _UI_READY_JS = """() => !!(window.app && window.app.graph && window.LiteGraph
     && document.querySelector('#graph-canvas'))"""
 
 # Registered before any workflow is loaded: afterConfigureGraph receives the node types the
-# frontend could not find (strings, or {type, hint} inside subgraphs). showMissingModelsError is
-# wrapped to record which model files the frontend found missing (with their download URLs).
+# frontend could not find (strings, or {type, hint} inside subgraphs); every frontend from 1.32 to
+# 1.58 calls it. Where the frontend has app.showMissingModelsError (1.32; 1.45 removed it), it is
+# wrapped to record which model files the frontend found missing; elsewhere the same facts come
+# from the loaded nodes' properties.models (what every frontend builds its missing-models list from).
 _INSTALL_PROBES_JS = """() => {
     if (window.__iad) return;
     window.__iad = {missing: [], missingModels: [], loads: 0};
@@ -53,12 +55,45 @@ _INSTALL_PROBES_JS = """() => {
             window.__iad.loads += 1;
         },
     });
-    const original = window.app.showMissingModelsError.bind(window.app);
-    window.app.showMissingModelsError = (models, paths) => {
-        for (const m of (models || [])) window.__iad.missingModels.push(
-            {name: m.name, url: m.url || null, directory: m.directory || null, directory_invalid: !!m.directory_invalid});
-        return original(models, paths);
-    };
+    if (typeof window.app.showMissingModelsError === 'function') {
+        const original = window.app.showMissingModelsError.bind(window.app);
+        window.app.showMissingModelsError = (models, paths) => {
+            for (const m of (models || [])) window.__iad.missingModels.push(
+                {name: m.name, url: m.url || null, directory: m.directory || null, directory_invalid: !!m.directory_invalid});
+            return original(models, paths);
+        };
+        window.__iad.modelsDialog = true;
+    }
+}"""
+
+# The missing-model facts every frontend works from: each loaded node's properties.models entries
+# whose file is not among the node's current combo options (i.e. absent on this server).
+_MODELS_FROM_GRAPH_JS = """() => {
+    const out = [];
+    for (const node of window.app.graph.nodes) {
+        const values = new Set();
+        for (const w of (node.widgets || [])) {
+            if (w.type !== 'combo') continue;
+            const o = w.options || {};
+            const opts = typeof o.values === 'function' ? o.values(w, node) : o.values;
+            if (Array.isArray(opts) && !opts.includes(w.value)) values.add(w.value);
+        }
+        for (const m of ((node.properties || {}).models || []))
+            if (values.has(m.name)) out.push({name: m.name, url: m.url || null, directory: m.directory || null, directory_invalid: false});
+    }
+    return out;
+}"""
+
+# What a user sees about missing node types, on any frontend: 1.32's dialog lists each type
+# (.comfy-missing-nodes span), 1.45 shows an errors panel ("Some nodes are missing ..."), 1.58 a
+# "Missing node: <type>" card, or "N issues found" (with "View details") when a workflow has other
+# problems too. Returns the visible text that tells it, or null while none shows.
+_MISSING_NODES_NOTICE_JS = r"""(types) => {
+    const dialog = document.querySelector('.comfy-missing-nodes');
+    if (dialog && types.every((t) => dialog.innerText.includes(t))) return dialog.innerText;
+    const text = document.body.innerText || '';
+    const lines = text.split('\n').filter((l) => types.some((t) => l.includes(t)) || /nodes? (are|is) missing|missing node|\d+ issues? found/i.test(l));
+    return lines.length ? lines.join('\n') : null;
 }"""
 
 # What the loaded graph looks like to the frontend: per node its type, whether the frontend
@@ -106,7 +141,7 @@ class LoadReport:
     missing_node_types: list[str]
     missing_models: list[dict]
     nodes: list[dict]
-    dialog_missing_types: list[str] = field(default_factory=list)
+    missing_nodes_notice: str = ""  # what the frontend shows the user about missing node types
     warnings: list[str] = field(default_factory=list)  # warning/error toasts (schema, links)
     page_errors: list[str] = field(default_factory=list)  # uncaught exceptions while loading
 
@@ -117,6 +152,15 @@ class LoadReport:
     @property
     def error_nodes(self) -> list[dict]:
         return [n for n in self.nodes if n["has_errors"] or not n["registered"]]
+
+    def unexplained_error_nodes(self, absent_files: set[str]) -> list[dict]:
+        """Flagged nodes that are not explained by a file this server lacks: frontends from 1.45 on
+        flag a loader whose model file (or LoadImage's photo) is not on the server, which is the
+        user's cue to download it; any other flag is a real problem."""
+        def explained(node):
+            return node["registered"] and any(w["type"] == "combo" and w["value"] in absent_files
+                                              and w["value"] not in (w.get("options") or []) for w in node["widgets"])
+        return [n for n in self.error_nodes if not explained(n)]
 
     def invalid_widgets(self, allowed_missing_files: set[str] = frozenset()) -> list[InvalidWidget]:
         """Combo values that are not among the server's choices and numbers outside their range.
@@ -235,8 +279,13 @@ class ComfyPage:
         self.page.goto(self.server_url + "/", wait_until="domcontentloaded")
         self.wait_for(_UI_READY_JS, "the UI to be ready (app, node definitions, canvas, no spinner)")
         self.page.evaluate(_INSTALL_PROBES_JS)
-        # The missing-models warning is how the frontend tells a user which files to download.
-        self.page.evaluate("() => window.app.extensionManager.setting.set('Comfy.Workflow.ShowMissingModelsWarning', true)")
+        # What a careful user turns on, where the frontend has it: the missing-models warning (how
+        # the frontend says which files to download) and workflow validation (1.45 has it off by
+        # default; with it on, a workflow that breaks the frontend's schema gets a warning).
+        self.page.evaluate("""() => {
+            for (const id of ['Comfy.Workflow.ShowMissingModelsWarning', 'Comfy.Validation.Workflows'])
+                try { window.app.extensionManager.setting.set(id, true); } catch (e) { /* not in this frontend */ }
+        }""")
         self.ready_seconds = time.monotonic() - started
         return self
 
@@ -267,22 +316,26 @@ class ComfyPage:
         before = self.evaluate("() => { window.__iad.missing = []; window.__iad.missingModels = []; return window.__iad.loads; }")
         self.page.set_input_files("#comfy-file-input", str(path))
         self.wait_for("(n) => window.__iad.loads > n", f"the frontend to load {path.name}", arg=before)
+        # Newer frontends check model files and flag nodes asynchronously (HEAD requests, which
+        # the router answers at once): let that settle before looking.
+        self.page.wait_for_load_state("networkidle")
         probe = self.evaluate("() => window.__iad")
         # Schema/link problems are reported as warning/error toasts (validateWorkflow), before
         # the graph is configured; let two frames render them.
         self.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
         toasts = self.page.locator(".p-toast-message-warn, .p-toast-message-error").all_inner_texts()
-        dialog_types = []
+        notice = None
         if probe["missing"]:
-            # The user-facing signal: the missing-nodes dialog lists each type.
-            self.page.wait_for_selector(".comfy-missing-nodes", timeout=self.timeout_ms)
-            dialog_types = [t.strip() for t in self.page.locator(".comfy-missing-nodes span").all_inner_texts()]
+            # The user-facing signal, whatever form this frontend gives it.
+            notice = self.wait_for(_MISSING_NODES_NOTICE_JS, "the frontend to tell the user about missing nodes",
+                                   arg=sorted(set(probe["missing"])), timeout=30).json_value()
+        missing_models = probe["missingModels"] if probe.get("modelsDialog") else self.evaluate(_MODELS_FROM_GRAPH_JS)
         return LoadReport(
             workflow=path,
             missing_node_types=sorted(set(probe["missing"])),
-            missing_models=probe["missingModels"],
+            missing_models=missing_models,
             nodes=self.evaluate(_GRAPH_REPORT_JS),
-            dialog_missing_types=dialog_types,
+            missing_nodes_notice=notice or "",
             warnings=[" ".join(t.split()) for t in toasts],
             page_errors=[line for line in self.console[console_start:] if line.startswith("[pageerror]")],
         )
