@@ -269,6 +269,27 @@ def resolve_providers(choice: str = "auto", available: Sequence[str] | None = No
     return providers, notes
 
 
+def provider_fallback_note(requested: Sequence[str], actual: dict[str, list[str]],
+                           available: Sequence[str] | None = None) -> str | None:
+    """Why the sessions do not run on the requested provider (None when they do)."""
+    primary = requested[0] if requested else "CPUExecutionProvider"
+    fell_back = sorted(role for role, providers in actual.items() if not providers or providers[0] != primary)
+    if primary == "CPUExecutionProvider" or not fell_back:
+        return None
+    names = {v: k for k, v in PROVIDERS.items()}
+    short = names.get(primary, primary)
+    available = available_providers() if available is None else list(available)
+    if primary not in available:
+        why = (f"this onnxruntime has no {short} provider (it offers {', '.join(available) or 'nothing'}; installed "
+               f"distributions: {', '.join(installed_onnxruntime_distributions()) or 'none'})")
+    else:
+        why = (f"onnxruntime offers {short} but could not start it (its {short} libraries, e.g. CUDA/cuDNN, did not "
+               "load; onnxruntime's own error is in the log above)")
+    runs_on = sorted({names.get(p[0], p[0]) for p in actual.values() if p})
+    return (f"Face analysis runs on {', '.join(runs_on)}, not {short}, for {', '.join(fell_back)}: {why}. "
+            f"Results are the same, only slower. Fix: {ONNXRUNTIME_FIX}.")
+
+
 def installed_onnxruntime_distributions() -> list[str]:
     names = set()
     for dist in importlib.metadata.distributions():
@@ -448,6 +469,13 @@ class FaceAnalyzer:
         self.detector = models["detection"]
         self.recognizer = models["recognition"]
         self.landmarks = {role: models[role] for role in LANDMARK_ROLES if role in models}
+        # What the inference sessions really run on: onnxruntime silently falls back to the CPU when
+        # a requested provider cannot start (no CUDA build, or its CUDA/cuDNN libraries missing).
+        self.session_providers = {role: list(m.session.get_providers()) for role, m in models.items()
+                                  if getattr(m, "session", None) is not None}
+        fallback = provider_fallback_note(self.providers, self.session_providers)
+        if fallback:
+            self.notes.append(fallback)
         self.embedder = f"insightface/{location.name}/{files['recognition'].stem}"
         self.crop_size = int(self.recognizer.input_size[0])
         batch_dim = self.recognizer.input_shape[0]
@@ -494,8 +522,11 @@ class FaceAnalyzer:
 
     @property
     def device(self) -> str:
+        """The provider the recognizer's session actually runs with (not the one requested)."""
         names = {v: k for k, v in PROVIDERS.items()}
-        return names.get(self.providers[0], self.providers[0])
+        actual = (self.session_providers.get("recognition") or self.session_providers.get("detection")
+                  or self.providers)
+        return names.get(actual[0], actual[0])
 
     def describe(self) -> str:
         roles = ", ".join(f"{role}: {path.name}" for role, path in self.files.items())

@@ -398,6 +398,23 @@ def test_pack_selection_cache_and_fingerprint(root, analyzer):
 
 
 # -- execution providers and the onnxruntime install ------------------------------------------------
+def test_the_report_names_the_provider_the_sessions_really_run_with(root, monkeypatch):
+    """onnxruntime falls back to the CPU when CUDA cannot start, without an error. The analyzer
+    reports what its sessions run with, and why CUDA was not used, never "on CUDA" by request."""
+    monkeypatch.setattr(fa, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    analyzer = fa.FaceAnalyzer.load("antelopev2", [root], provider="CUDA", cache=False)
+    assert analyzer.providers[0] == "CUDAExecutionProvider"   # what was asked for
+    assert analyzer.session_providers["recognition"][0] == "CPUExecutionProvider"
+    assert analyzer.device == "CPU" and analyzer.describe().endswith("on CPU, detection size 640")
+    note = next(n for n in analyzer.notes if "not CUDA" in n)
+    assert "runs on CPU" in note and "could not start it" in note and "Fix:" in note, note
+    # An onnxruntime without the provider at all gets that reason instead.
+    why = fa.provider_fallback_note(["CUDAExecutionProvider", "CPUExecutionProvider"],
+                                    {"recognition": ["CPUExecutionProvider"]}, available=["CPUExecutionProvider"])
+    assert "has no CUDA provider" in why and "installed distributions" in why
+    assert fa.provider_fallback_note(["CPUExecutionProvider"], {"recognition": ["CPUExecutionProvider"]}) is None
+
+
 def test_only_available_providers_are_offered_and_unavailable_ones_fall_back_to_cpu():
     import onnxruntime
 
