@@ -8,8 +8,12 @@ Only clones are patched, never the shared model, and never by global monkeypatch
 - HunyuanVideo (no text cross-attention): ``patches_replace["dit"]`` double/single block
   replacements that add a residual identity attention after the original block.
 
-The adapter's weights are attached with ``set_additional_models`` so model management loads and
-offloads them together with the base model. Identity K/V are computed from the identity tokens
+The adapter's ModelPatcher (the one IaD Model Loader made) is owned the way core's model patches
+own theirs (``comfy_extras/nodes_model_patch.py``): an ``AdapterOwner`` entry in the clone's
+``transformer_options["patches"]`` whose ``models()`` returns that patcher, so model management
+loads and offloads it together with the base model. The same patcher every time: a per-clone copy
+(``set_additional_models`` clones with the model) would die after each prompt while the adapter
+module lives on, which ComfyUI 0.3.75 reports as a memory leak. Identity K/V are computed from the identity tokens
 once per (block, device, dtype) and cached: per step only ``attention(q, K_id, V_id)`` is added.
 
 The unconditional (negative) rows of a CFG batch get, depending on ``uncond_identity``: nothing
@@ -39,7 +43,7 @@ from ..iad.patching import (StepGate, add_identity_attention, detect_architectur
                             single_block_image_tokens, uncond_rows)
 from ..iad.patching.arch import ArchInfo, check_adapter_fits
 
-ADDITIONAL_MODELS_KEY = "iad_adapters"
+ADAPTER_PATCH_KEY = "iad_adapters"   # transformer_options["patches"] list that owns the adapters
 _uids = itertools.count(1)
 
 # Diagnostics: callables ``observer(event: dict)`` told about every identity attention that runs
@@ -197,20 +201,37 @@ def _active(entries, transformer_options: dict, batch: int):
     return out
 
 
+class AdapterOwner:
+    """Owns an adapter's ModelPatcher for model management, as core's model patches do: listed in
+    ``transformer_options["patches"][ADAPTER_PATCH_KEY]`` (no model calls that list), its ``models()``
+    is what ``load_models_gpu`` loads with the MODEL."""
+
+    def __init__(self, patcher):
+        self.patcher = patcher
+
+    def __deepcopy__(self, memo):
+        return self
+
+    def to(self, device_or_dtype):
+        return self   # the patcher is moved by model management itself
+
+    def models(self):
+        return [self.patcher]
+
+
 class _PatchBase:
-    """Shared by the patch objects: immutable, cheap to deep-copy, weights via set_additional_models."""
+    """Shared by the patch objects: immutable, cheap to deep-copy, weights owned by AdapterOwner."""
 
     def __deepcopy__(self, memo):
         return self
 
     def to(self, device_or_dtype):
         # K/V are cached per device/dtype on first use; the adapter itself is moved by model
-        # management (set_additional_models), so there is nothing to move here.
+        # management (AdapterOwner), so there is nothing to move here.
         return self
 
     def models(self):
-        # The adapter's ModelPatcher is attached with set_additional_models (which clones with the
-        # MODEL); listing it here too would load the same weights under a second patcher.
+        # AdapterOwner lists the adapter's patcher once per IaD Apply; the block patches do not.
         return []
 
     def _add_identity(self, out, q, active, block_index, heads, transformer_options, norm_k=None):
@@ -392,8 +413,7 @@ def apply_identity(model, iad_model: IaDModel, identity: IaDIdentity, weight: fl
             else:
                 patch = HunyuanBlockIdentity(kind, block, arch.num_heads, entries, current)
             patched.set_model_patch_replace(patch, "dit", name, index)
-    adapters = list(patched.get_additional_models_with_key(ADDITIONAL_MODELS_KEY))
-    patched.set_additional_models(ADDITIONAL_MODELS_KEY, adapters + [iad_model.patcher])
+    patched.set_model_patch(AdapterOwner(iad_model.patcher), ADAPTER_PATCH_KEY)
     return patched
 
 

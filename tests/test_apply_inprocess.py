@@ -205,7 +205,7 @@ def test_two_applies_compose_like_their_summed_weight(models):
     # weight * attention is added before the output projection, so two entries add linearly.
     assert torch.allclose(a, summed, atol=1e-4, rtol=1e-4)
     assert (a - single).abs().max() > 1e-3
-    assert len(chained.get_additional_models()) == 2
+    assert len(chained.model_patches_models()) == 2
 
 
 def test_hunyuan_chain_composes(models):
@@ -374,7 +374,7 @@ def test_tokens_once_per_run_kv_once_per_block_and_weights_managed(models):
             h.remove()
     assert calls["resampler"] == 1, "identity tokens must never be recomputed during sampling"
     assert calls["kv"] == len(family.blocks), "identity K/V are computed once per block, then cached"
-    assert iad_model.patcher in patched.get_additional_models()
+    assert iad_model.patcher in patched.model_patches_models()   # the loader's own patcher, as core's model patches
     loaded = [m.model.model for m in comfy.model_management.current_loaded_models if m.model is not None]
     assert any(m is adapter for m in loaded), "model management did not load the adapter with the model"
 
