@@ -130,10 +130,15 @@ class IdentityEntry:
     whatever their order). ``fallback_gate`` (resolved when IaD Apply ran) is only for a model
     called outside ComfyUI's samplers."""
 
-    def __init__(self, adapter, tokens: torch.Tensor, weight: float, start_percent: float, end_percent: float,
+    def __init__(self, patcher, tokens: torch.Tensor, weight: float, start_percent: float, end_percent: float,
                  fallback_gate: StepGate, uncond: str = UNCOND_NONE):
         self.uid = next(_uids)
-        self.adapter = adapter
+        # The adapter's ModelPatcher, not only its module: while the model is loaded its object patches
+        # sit on the shared diffusion model (until unpatched), and with them this entry. Model
+        # management must never see the adapter module alive after its patcher died (0.3.75 logs that
+        # as a memory leak), so the patcher lives exactly as long as the module is referenced here.
+        self.patcher = patcher
+        adapter = self.adapter = patcher.model
         self.tokens = tokens
         self.weight = float(weight)
         self.start_percent, self.end_percent = float(start_percent), float(end_percent)
@@ -381,7 +386,7 @@ def apply_identity(model, iad_model: IaDModel, identity: IaDIdentity, weight: fl
         )
     if weight == 0.0 or start_percent > end_percent:
         return model  # bit-identical and free: nothing is patched (validation refuses start > end anyway)
-    entry = IdentityEntry(iad_model.adapter, identity.tokens, weight, start_percent, end_percent,
+    entry = IdentityEntry(iad_model.patcher, identity.tokens, weight, start_percent, end_percent,
                           step_gate(model, start_percent, end_percent), uncond)
     patched = model.clone()
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, f"iad_step_range_{entry.uid}",
