@@ -11,10 +11,13 @@ Only clones are patched, never the shared model, and never by global monkeypatch
 The adapter's ModelPatcher (the one IaD Model Loader made) is owned the way core's model patches
 own theirs (``comfy_extras/nodes_model_patch.py``): an ``AdapterOwner`` entry in the clone's
 ``transformer_options["patches"]`` whose ``models()`` returns that patcher, so model management
-loads and offloads it together with the base model. The same patcher every time: a per-clone copy
-(``set_additional_models`` clones with the model) would die after each prompt while the adapter
-module lives on, which ComfyUI 0.3.75 reports as a memory leak. Identity K/V are computed from the identity tokens
-once per (block, device, dtype) and cached: per step only ``attention(q, K_id, V_id)`` is added.
+loads and offloads it together with the base model, always that one patcher (``set_additional_models``
+would hand model management a new copy with every clone of the MODEL). Each identity entry holds
+that patcher too: while a patched model stays loaded, its object patches (and so the entries and the
+adapter module) sit on the shared diffusion model, and the patcher must not die before the module
+(ComfyUI 0.3.75 reports that as "memory leak with model IdentityAdapter" and runs a full garbage
+collection). Identity K/V are computed from the identity tokens once per (block, device, dtype) and
+cached: per step only ``attention(q, K_id, V_id)`` is added.
 
 The unconditional (negative) rows of a CFG batch get, depending on ``uncond_identity``: nothing
 ("none"), the same identity ("same as cond"), or the adapter's null tokens, i.e. its resampler
