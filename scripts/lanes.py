@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -71,9 +72,11 @@ def _missing_notes() -> list[str]:
     return notes.read_text().splitlines() if notes.is_file() else []
 
 
-def _count(line: str, word: str) -> int:
-    import re
+# pytest's closing line, e.g. "3 failed, 280 passed, 1 skipped in 530.33s (0:08:50)" (framed by '=' without -q).
+_PYTEST_SUMMARY = re.compile(r"(\d+ (passed|failed|errors?|skipped|deselected)|no tests ran)\b.* in [\d.]+s")
 
+
+def _count(line: str, word: str) -> int:
     match = re.search(rf"(\d+) {word}", line)
     return int(match.group(1)) if match else 0
 
@@ -89,7 +92,7 @@ def _pytest(env: dict, args: list[str], log: Path) -> tuple[int, str, float]:
         for line in process.stdout:
             sys.stdout.write(line)
             copy.write(line)
-            if " passed" in line or " failed" in line or " error" in line or "no tests ran" in line:
+            if _PYTEST_SUMMARY.search(line):
                 closing = line.strip().strip("=").strip()
         rc = process.wait()
     return rc, closing, time.monotonic() - started
@@ -115,6 +118,8 @@ def test(args: list[str]) -> int:
         print(f"\n[lanes] === browser tests: ComfyUI {browser_lane['version']} with the newest frontend "
               f"{newest['version']} (--front-end-root) ===", flush=True)
         rc, closing, seconds = _pytest(env, [*args, "-m", "browser"], ROOT / "test-artifacts" / "pytest-frontend-newest.log")
+        if rc == 5:   # pytest's "no tests collected": the arguments selected no browser test
+            rc, closing = 0, closing or "no browser test selected by these arguments"
         runs.append((f"ComfyUI {browser_lane['version']} + newest frontend {newest['version']} (browser tests)", rc,
                      closing, seconds))
     else:
