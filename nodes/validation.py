@@ -25,10 +25,6 @@ from .comfy_api_compat import io
 Check = Callable[[dict], Iterable[str]]
 
 
-def _display(cls) -> str:
-    return cls.define_schema().display_name or cls.__name__
-
-
 def _number(value: float) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
@@ -52,9 +48,9 @@ def number_problem(node: str, name: str, value, lo=None, hi=None) -> str | None:
     return None
 
 
-def _schema_problems(cls, node: str, values: dict) -> list[str]:
+def _schema_problems(schema, node: str, values: dict) -> list[str]:
     """Numbers: finite and inside the schema's range. Plain combos: one of the options."""
-    inputs = {item.id: item for item in cls.define_schema().inputs}
+    inputs = {item.id: item for item in schema.inputs}
     problems = []
     for name, value in values.items():
         item = inputs.get(name)
@@ -71,8 +67,9 @@ def _schema_problems(cls, node: str, values: dict) -> list[str]:
 
 
 def problems_of(cls, values: dict, checks: Iterable[Check] = ()) -> list[str]:
-    node = _display(cls)
-    problems = _schema_problems(cls, node, values)
+    schema = cls.define_schema()
+    node = schema.display_name or cls.__name__
+    problems = _schema_problems(schema, node, values)
     if not problems:   # cross-input checks only make sense on valid single values
         for check in checks:
             problems.extend(check(values))
