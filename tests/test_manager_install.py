@@ -64,10 +64,11 @@ def test_manager_install_ends_with_the_gpu_onnxruntime(tmp_path):
         env.pop("PYTHONPATH", None)
         done = _run([str(env_dir / "bin" / "cm-cli"), "install", f"file://localhost{clone}"], env=env, cwd=tmp_path)
         log = done.stdout + done.stderr
-        assert done.returncode == 0 and (comfy / "custom_nodes" / "ComfyUI-IaD" / "install.py").is_file(), log[-4000:]
-        # The Manager really produced the broken state, and the pack's install.py repaired it.
+        assert done.returncode == 0 and (comfy / "custom_nodes" / "ComfyUI-IaD" / "__init__.py").is_file(), log[-4000:]
+        # The Manager really produced the broken state (insightface brought the CPU onnxruntime) ...
         assert "Successfully installed insightface" in log, log[-4000:]
-        assert "the CPU package's files replaced onnxruntime-gpu's" in log, log[-4000:]
+        # ... and after the install the GPU build's files are the ones in place.
         assert "CUDAExecutionProvider" in _providers(python), log[-4000:]
+        assert "the CPU package's files replaced onnxruntime-gpu's" in log, log[-4000:]   # install.py did it
     finally:
         shutil.rmtree(env_dir, ignore_errors=True)   # 6+ GB: never leave it behind
