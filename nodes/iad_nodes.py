@@ -192,16 +192,18 @@ class IaDApply(io.ComfyNode):
             outputs=[io.Model.Output()],
         )
 
+    RANGE_CHECKS = [step_range_check("IaD Apply")]
+
     @classmethod
     def validate_inputs(cls, weight=None, start_percent=None, end_percent=None) -> bool | str:
         return check_inputs(cls, {"weight": weight, "start_percent": start_percent, "end_percent": end_percent},
-                            [step_range_check("IaD Apply")])
+                            cls.RANGE_CHECKS)
 
     @classmethod
     def execute(cls, model, iad_model, identity, weight: float = 1.0, start_percent: float = DEFAULT_START_PERCENT,
                 end_percent: float = DEFAULT_END_PERCENT, uncond_identity: str | bool | None = None) -> io.NodeOutput:
         require_valid(cls, {"weight": weight, "start_percent": start_percent, "end_percent": end_percent},
-                      [step_range_check("IaD Apply")])
+                      cls.RANGE_CHECKS)
         try:
             patched = _patching.apply_identity(model, iad_model, identity, weight, start_percent, end_percent,
                                                _patching.UNCOND_NONE if uncond_identity is None else uncond_identity)

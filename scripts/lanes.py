@@ -10,6 +10,7 @@ its pinned packages (first on ``PYTHONPATH``) and its cache of generated tiny mo
                                                     # tests with the newest frontend; a summary line
     python scripts/lanes.py run LANE -- CMD ...     # CMD in one lane's environment (LANE "" = default)
     python scripts/lanes.py list
+    python scripts/lanes.py record NAME COMFYUI SITE   # (make setup) write a lane's lane.json
 
 Lanes: ``v0.28.2`` (current upstream; from ../shared/comfyui, where the project keeps it), ``0.3.75``
 (the oldest supported; from the registry), or only ``custom`` when COMFYUI_PATH names your own
@@ -52,8 +53,29 @@ def default_lane() -> dict:
     raise SystemExit("no ComfyUI prepared: run `make setup`")
 
 
-def lane_env(lane: dict, base: dict | None = None) -> dict:
-    env = dict(os.environ if base is None else base)
+def comfyui_version(comfyui: str | os.PathLike) -> str:
+    """The version a ComfyUI tree declares in its comfyui_version.py."""
+    version_file = Path(comfyui) / "comfyui_version.py"
+    found = re.search(r'__version__\s*=\s*"([^"]+)"', version_file.read_text()) if version_file.exists() else None
+    return found.group(1) if found else "unknown"
+
+
+def frontend_version_in(folder: str | os.PathLike) -> str:
+    """The comfyui-frontend-package version installed in a --target folder (its dist-info)."""
+    for info in Path(folder).glob("comfyui_frontend_package-*.dist-info"):
+        return info.name.removeprefix("comfyui_frontend_package-").removesuffix(".dist-info")
+    return "unknown"
+
+
+def record(name: str, comfyui: str, site: str) -> None:
+    lane = {"name": name, "comfyui": comfyui, "site": site, "version": comfyui_version(comfyui),
+            "frontend": frontend_version_in(site)}
+    (LANES_DIR / name).mkdir(parents=True, exist_ok=True)
+    (LANES_DIR / name / "lane.json").write_text(json.dumps(lane, indent=1))
+
+
+def lane_env(lane: dict) -> dict:
+    env = dict(os.environ)
     env["COMFYUI_PATH"] = lane["comfyui"]
     env["PYTHONPATH"] = os.pathsep.join(p for p in (lane["site"], env.get("PYTHONPATH", "")) if p)
     env["IAD_CACHE_DIR"] = str(ROOT / ".cache" / f"comfyui-{lane['name']}")
@@ -126,15 +148,13 @@ def test(args: list[str]) -> int:
         print("[lanes] the newest frontend was not prepared (make setup): browser lane not run")
     print("\n[lanes] summary (wall time per lane):")
     passed = failed = 0
-    worst = 0
     for title, rc, closing, seconds in runs:
         print(f"[lanes]   {title}: {closing or 'no result'} in {seconds:.0f} s (exit {rc})")
         passed += _count(closing, "passed")
         failed += _count(closing, "failed") + _count(closing, "error")
-        # pytest exit 5 = no tests collected: a lane that ran nothing is a failure here
-        worst = max(worst, rc if rc != 0 else 0)
     print(f"lanes: {passed} passed, {failed} failed")
-    return 1 if worst else 0
+    # Any non-zero exit fails, pytest's 5 (nothing collected) too: a full lane that ran nothing is broken.
+    return 1 if any(rc for _, rc, _, _ in runs) else 0
 
 
 def run(name: str, command: list[str]) -> int:
@@ -146,7 +166,7 @@ def run(name: str, command: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("test", "run", "list"):
+    if not argv or argv[0] not in ("test", "run", "list", "record"):
         print(__doc__)
         return 2
     if argv[0] == "list":
@@ -157,6 +177,9 @@ def main(argv: list[str]) -> int:
         return 0
     if argv[0] == "test":
         return test(argv[1:])
+    if argv[0] == "record":
+        record(*argv[1:4])
+        return 0
     rest = argv[1:]
     name = rest[0] if rest and rest[0] != "--" else ""
     command = rest[rest.index("--") + 1:] if "--" in rest else rest[1:]

@@ -126,7 +126,6 @@ fi
 
 for tree in "${TREES[@]}"; do
   name=${tree%%|*}; path=${tree#*|}
-  lane=$STATE/lanes/$name
   pins=$(grep -E '^comfyui-(frontend-package|workflow-templates|embedded-docs)==' "$path/requirements.txt" | tr '\n' ' ')
   site=$STATE/sites/$(echo "$pins" | sha256sum | cut -c1-16)
   if [ ! -f "$site/.complete" ]; then
@@ -136,17 +135,7 @@ for tree in "${TREES[@]}"; do
     "$PIP" install -q --target "$site" $pins
     touch "$site/.complete"
   fi
-  mkdir -p "$lane"
-  "$VPY" - "$name" "$path" "$site" "$lane/lane.json" <<'PYEOF'
-import json, re, sys
-from pathlib import Path
-name, path, site, out = sys.argv[1:]
-version_file = Path(path) / "comfyui_version.py"
-found = re.search(r'__version__\s*=\s*"([^"]+)"', version_file.read_text()) if version_file.exists() else None
-version = found.group(1) if found else "unknown"
-frontend = next(iter(re.findall(r"^comfyui_frontend_package-([\d.]+)\.dist-info$", "\n".join(p.name for p in Path(site).iterdir()), re.M)), "unknown")
-Path(out).write_text(json.dumps({"name": name, "comfyui": path, "site": site, "version": version, "frontend": frontend}, indent=1))
-PYEOF
+  "$VPY" scripts/lanes.py record "$name" "$path" "$site"
 done
 
 # The newest frontend, served by --front-end-root in a browser-only lane.

@@ -12,15 +12,10 @@ SIGMA_RTOL = 1e-5
 @dataclass(frozen=True)
 class StepGate:
     """Active while ``sigma_end <= sigma <= sigma_start``. The sigmas come from the model's own
-    ``percent_to_sigma(start_percent/end_percent)`` (so shifts from ModelSamplingSD3 etc. count).
-    A range that never activates has ``sigma_start < sigma_end`` (start after end)."""
+    ``percent_to_sigma(start_percent/end_percent)`` (so shifts from ModelSamplingSD3 etc. count)."""
 
     sigma_start: float
     sigma_end: float
-
-    @property
-    def never(self) -> bool:
-        return self.sigma_start < self.sigma_end
 
     def active(self, sigma: float) -> bool:
         # Inclusive up to float rounding: schedulers read sigmas from a float32 table, while

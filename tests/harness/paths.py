@@ -17,29 +17,31 @@ TEST_NODES_DIR = REPO_ROOT / "tests" / "comfy_test_nodes"
 PACK_DIR_NAME = "ComfyUI-IaD"
 
 
-def _default_lane() -> dict | None:
+def _lanes_module():
     sys.path.insert(0, str(REPO_ROOT / "scripts"))
     try:
         import lanes
     finally:
         sys.path.pop(0)
-    try:
-        return lanes.default_lane()
-    except SystemExit:
-        return None
+    return lanes
+
+
+lanes = _lanes_module()
 
 
 def _enter_default_lane() -> None:
-    """Without a lane in the environment (and without COMFYUI_PATH), take the default lane's."""
+    """Without a lane in the environment (and without COMFYUI_PATH), take the default lane's
+    environment (a cache folder you set yourself is kept)."""
     if os.environ.get("IAD_LANE") or os.environ.get("COMFYUI_PATH"):
         return
-    lane = _default_lane()
-    if lane is None:
+    try:
+        lane = lanes.default_lane()
+    except SystemExit:   # nothing prepared yet: comfyui_dir() says to run `make setup`
         return
-    os.environ["IAD_LANE"] = lane["name"]
-    os.environ["COMFYUI_PATH"] = lane["comfyui"]
-    os.environ.setdefault("IAD_CACHE_DIR", str(REPO_ROOT / ".cache" / f"comfyui-{lane['name']}"))
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (lane["site"], os.environ.get("PYTHONPATH", "")) if p)
+    env = lanes.lane_env(lane)
+    for key in ("IAD_LANE", "COMFYUI_PATH", "PYTHONPATH"):
+        os.environ[key] = env[key]
+    os.environ.setdefault("IAD_CACHE_DIR", env["IAD_CACHE_DIR"])
     if lane["site"] not in sys.path:
         sys.path.insert(0, lane["site"])
 
@@ -71,20 +73,13 @@ def comfyui_dir() -> Path:
 
 
 def comfyui_version(path: Path | None = None) -> str:
-    import re
-
-    version_file = Path(path or comfyui_dir()) / "comfyui_version.py"
-    found = re.search(r'__version__\s*=\s*"([^"]+)"', version_file.read_text()) if version_file.exists() else None
-    return found.group(1) if found else "unknown"
+    return lanes.comfyui_version(path or comfyui_dir())
 
 
 def frontend_version() -> str:
     """The frontend the test servers serve: the --front-end-root package's, else the lane's pin."""
-    if FRONTEND_ROOT:
-        static = Path(FRONTEND_ROOT)
-        for info in static.parent.parent.glob("comfyui_frontend_package-*.dist-info"):
-            return info.name.split("-")[1].removesuffix(".dist-info")
-        return f"from {static}"
+    if FRONTEND_ROOT:   # .../<target>/comfyui_frontend_package/static
+        return lanes.frontend_version_in(Path(FRONTEND_ROOT).parent.parent)
     from importlib import metadata
 
     try:
