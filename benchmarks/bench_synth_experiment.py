@@ -25,7 +25,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from iad.synth import assets, build, experiment, world  # noqa: E402
+from synthworld import assets, build, experiment, world  # noqa: E402
 
 OUT = REPO / "docs" / "results"
 COLOURS = {"base": (120, 120, 120), "naive": (214, 39, 40), "iad": (31, 119, 180), "naive_tf": (255, 127, 14)}

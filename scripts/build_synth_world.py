@@ -1,4 +1,4 @@
-"""Train every model of the synthetic portrait world and write them to iad/synth/assets/world/.
+"""Train every model of the synthetic portrait world and write them to synthworld/assets/world/.
 
     python scripts/build_synth_world.py            # the shipped world (about 1 h on 2 CPU cores)
     python scripts/build_synth_world.py --verify   # rebuild into a temporary folder and compare
@@ -21,7 +21,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from iad.synth import assets, build  # noqa: E402
+from synthworld import assets, build  # noqa: E402
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 Uses a self-contained ComfyUI instance under .demo/ (its own models, input, output and user
 folders; the ComfyUI code is the one `make setup` prepared or COMFYUI_PATH), populated with the
-synthetic portrait world's trained models (iad/synth/assets; see docs/synth-world.md): a
+synthetic portrait world's trained models (synthworld/assets; see docs/synth-world.md): a
 held-out person's photo goes through the real face nodes, IaD Identity and IaD Apply on a tiny
 native Wan T2V. The demo prompt runs through the real server; then the server keeps
 serving so you can open http://127.0.0.1:8188 and run the shipped workflows (Workflow ->
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -41,6 +42,8 @@ def main() -> int:
 
     # `kill` should stop ComfyUI too, like Ctrl+C (the server runs in its own process group).
     signal.signal(signal.SIGTERM, _interrupt)
+    # The demo's graph uses the synthetic world's developer nodes, which register only on request.
+    os.environ.setdefault("IAD_DEVELOPER_NODES", "synthworld.nodes")
     base = Path(args.base_dir).resolve()
     demo = demo_graph.prepare(base)
     server = ComfyServer(

@@ -11,12 +11,17 @@ A failing test gets the tail of every running server's log attached to its repor
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# The synthetic world's developer nodes (synthworld/nodes.py) register only on request: the tests
+# ask for them, in this process and in every server they start (which inherits the environment).
+os.environ.setdefault("IAD_DEVELOPER_NODES", "synthworld.nodes")
 
 from harness import insightface_pack  # noqa: E402
 from harness import tiny_models as tiny  # noqa: E402
@@ -53,13 +58,14 @@ def _server_models(tiny_models: dict[str, Path]) -> dict[str, dict[str, Path]]:
     }
 
 
-def make_server(base_dir: Path, tiny_models: dict[str, Path], extra_args=()) -> ComfyServer:
+def make_server(base_dir: Path, tiny_models: dict[str, Path], extra_args=(), env: dict[str, str] | None = None) -> ComfyServer:
     return ComfyServer(
         comfy_dir=comfyui_dir(),
         base_dir=base_dir,
         custom_nodes={PACK_DIR_NAME: REPO_ROOT, "iad_test_nodes": TEST_NODES_DIR},
         models=_server_models(tiny_models),
         extra_args=list(extra_args),
+        env=env,
     )
 
 

@@ -236,7 +236,7 @@ def test_faceless_photos_give_no_face_even_with_a_detector_that_hallucinates(mon
     around a flat or noisy photo, with boxes that reach far outside it. A face found only in a
     padded image must lie mostly inside the photo (box and landmarks): here none does, so the
     answer is "no face in image k" with the fix, not a hallucinated face."""
-    from iad.synth.assets import world_files
+    from synthworld.assets import world_files
 
     hallucinating = fa.FaceAnalyzer.load(world_files()["insightface_pack"], None)
     photos = {

@@ -4,6 +4,7 @@ bad prompts are rejected cleanly, and the library/glue boundary holds."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tomllib
@@ -44,6 +45,36 @@ def test_object_info_lists_every_node_the_pack_registers(comfy_server, pack):
     # The test-only conditioning node comes from tests/, not from the pack.
     assert "IaDTestWanConditioning" in info
     assert "IaDTestWanConditioning" not in expected
+
+
+# What a user's node menu holds: the real nodes only.
+USER_NODES = {"IaDFaceAnalysisLoader", "IaDFaceEmbed", "IaDModelLoader", "IaDIdentity", "IaDApply", "IaDIRSE50FaceEmbedder",
+              "IaDLynxGuider", "IaDEvaluateVideo"}
+SYNTH_WORLD_NODES = {"IaDSynthWorldTextEncode", "IaDSynthWorldPerson", "IaDSynthWorldDecode"}
+
+
+def test_a_users_menu_has_only_the_real_nodes_and_developers_ask_for_the_synthetic_worlds(pack, monkeypatch):
+    """The synthetic world is a research and test harness: its nodes register only when
+    IAD_DEVELOPER_NODES names them (the tests do, in conftest.py; so does `make demo`)."""
+    monkeypatch.delenv("IAD_DEVELOPER_NODES", raising=False)
+    user = _pack_node_ids(pack)
+    assert user == USER_NODES
+    assert not any(cls.GET_SCHEMA().category.startswith("IaD/synthetic") for cls in pack.nodes.collect_nodes())
+    monkeypatch.setenv("IAD_DEVELOPER_NODES", "synthworld.nodes")
+    assert _pack_node_ids(pack) == USER_NODES | SYNTH_WORLD_NODES
+    # a module the install lacks (the registry package leaves the world out) is named in the log; the real nodes load
+    monkeypatch.setenv("IAD_DEVELOPER_NODES", "no_such_harness.nodes")
+    assert _pack_node_ids(pack) == USER_NODES
+
+
+def test_a_server_without_the_developer_switch_serves_only_the_real_nodes(tmp_path, tiny_models):
+    from conftest import make_server
+
+    env = {k: v for k, v in os.environ.items() if k != "IAD_DEVELOPER_NODES"}
+    with make_server(tmp_path / "user", tiny_models, env=env) as server:
+        served = set(server.object_info())
+    assert USER_NODES <= served and not SYNTH_WORLD_NODES & served
+    assert not {name for name in served if name.startswith("IaDSynth")}
 
 
 def test_every_pack_node_input_has_a_tooltip(pack):
@@ -148,8 +179,8 @@ import iad
 names = ["iad"] + [m.name for m in pkgutil.walk_packages(iad.__path__, "iad.") if not m.name.endswith("__main__")]
 for name in names:
     importlib.import_module(name)
-bad = sorted(m for m in sys.modules if m.split(".")[0] in {"comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution"})
-assert not bad, f"importing the iad library pulled in ComfyUI/node modules: {bad}"
+bad = sorted(m for m in sys.modules if m.split(".")[0] in {"comfy", "comfy_api", "comfy_extras", "folder_paths", "nodes", "server", "execution", "synthworld"})
+assert not bad, f"importing the iad library pulled in ComfyUI/node/synthetic-world modules: {bad}"
 print(len(names))
 """
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from iad.synth import assets, build, demo, experiment, faces, wan_vae, world
+from synthworld import assets, build, demo, experiment, faces, wan_vae, world
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from iad.synth import assets, build, experiment, faces, text, wan_vae, world
+from synthworld import assets, build, experiment, faces, text, wan_vae, world
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_wan_vae_video_layout_and_training_are_deterministic(tmp_path):
     with pytest.raises(ValueError, match="4k\\+1"):
         wan_vae.world_frames(images[:-1])
     # the VAE's training set (iad.train mode 'vae'): video frame 4k of a clip is its world frame k
-    from iad.synth import training_set
+    from synthworld import training_set
     from iad.train.data import PreparedDataset
 
     codec = experiment.World(assets.WORLD_DIR).codec
@@ -200,7 +200,7 @@ def test_shipped_pack_runs_through_insightface_and_knows_heldout_people(shipped)
 
 
 def test_synthetic_world_nodes_in_process(pack, shipped):
-    mod = importlib.import_module(f"{pack.__name__}.nodes.synth_nodes")
+    mod = importlib.import_module(f"{pack.__name__}.synthworld.nodes")
     cond = mod.IaDSynthWorldTextEncode.execute("a person nods in a forest").args[0]
     assert cond[0][0].shape == (1, text.MAX_TOKENS, 4096) and cond[0][1] == {}
     photo = mod.IaDSynthWorldPerson.execute(person=2, expression="frown", scale=4).args[0]
@@ -231,7 +231,7 @@ def test_world_training_sets_are_iad_train_datasets_with_each_systems_references
     """The adapters train with iad.train on the world's clips written as prepared datasets: naive
     injection's references are frames of the target clip itself, IaD's are frames of the same
     person's other clips; the latents map back to the codec's exactly as the trainer maps them."""
-    from iad.synth import training_set
+    from synthworld import training_set
     from iad.train.data import PreparedDataset, build_batch
 
     people = world.sample_identities(3, seed=42)

@@ -1,10 +1,10 @@
 """The demo graph that `make demo` runs (and a test runs too, so the demo cannot rot).
 
-It is the synthetic portrait world's native ComfyUI graph (``iad/synth``, docs/synth-world.md):
+It is the synthetic portrait world's native ComfyUI graph (``synthworld/``, docs/synth-world.md):
 a held-out person's reference photo -> IaD Face Analysis Loader / Face Embed (the world's
 insightface-format pack) -> IaD Identity -> IaD Apply on the world's tiny Wan T2V (ComfyUI's own
 Wan architecture) -> KSampler -> frames. Real Wan/umt5/antelopev2 weights cannot exist here; the
-world's models are small, trained from seeds and shipped in ``iad/synth/assets``.
+world's models are small, trained from seeds and shipped in ``synthworld/assets``.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def prepare(base_dir: Path) -> Demo:
     """The demo prompt and the model files a server rooted at ``base_dir`` needs."""
     if str(REPO_ROOT) not in sys.path:
         sys.path.insert(0, str(REPO_ROOT))
-    from iad.synth import demo as synth_demo
+    from synthworld import demo as synth_demo
 
     prompt, save_node = synth_demo.demo_prompt(filename_prefix=DEMO_PREFIX)
     return Demo(prompt=prompt, output_node=save_node, models=synth_demo.demo_models(), text=synth_demo.DEMO_TEXT)

@@ -9,7 +9,7 @@ experiment decodes with the codec. It is computed in
 float64 from a seeded set of rendered frames, so it is reproducible bit for bit, and it keeps the
 world's faces recognisable (see ``reconstruction_error``). The codec works in the *model's*
 latent space (what Wan's ``latent_format.process_in`` produces), so ComfyUI's sampler output
-goes through ``process_in`` before :meth:`PatchCodec.decode` (nodes/synth_nodes.py does this).
+goes through ``process_in`` before :meth:`PatchCodec.decode` (synthworld/nodes.py does this).
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def demo_prompt(text: str = DEMO_TEXT, person: int = 3, expression: str = "smile
         # the world's 9 frames, exactly as the experiment decodes them
         "12": node("IaDSynthWorldDecode", samples=["11", 0], scale=scale),
         "13": node("SaveImage", images=["12", 0], filename_prefix=filename_prefix),
-        # the world's model is trained with flow shift 3 (iad.synth.diffusion.SHIFT), not Wan's default 8
+        # the world's model is trained with flow shift 3 (synthworld.diffusion.SHIFT), not Wan's default 8
         "14": node("ModelSamplingSD3", model=["1", 0], shift=diffusion.SHIFT),
         # the same latent as a video through the native VAE path (the world's Wan 2.1 VAE)
         "15": node("VAELoader", vae_name=build.VAE_FILE),

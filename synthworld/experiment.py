@@ -31,8 +31,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_adapter
 from . import build, diffusion, faces, text, world
+from ._iad import library
+
+load_adapter = library("checkpoint").load_adapter
 
 SYSTEMS = ("base", "naive", "iad", "naive_tf")
 SYSTEM_NAMES = {"base": "(a) base model, no identity", "naive": "(b) naive injection",
@@ -99,7 +101,7 @@ class World:
     """A built world loaded for evaluation (and for the demo's wiring)."""
 
     def __init__(self, folder: str | Path, det_size: int = 160):
-        from ..face_analysis import FaceAnalyzer
+        FaceAnalyzer = library("face_analysis").FaceAnalyzer
 
         self.folder = Path(folder)
         self.codec, self.classifier, self.recognizer = build.load_judges(self.folder)
@@ -153,9 +155,9 @@ def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embed
                     gallery: torch.Tensor, gallery_size: int = 0) -> SystemResult:
     """``gallery[k]`` is person k's neutral photo embedding (``Case.person`` indexes it); identity
     is judged among the ``gallery_size`` people of the person's gallery block (0: all)."""
-    from ..metrics.facesim import face_similarity
-    from ..metrics.identity_stability import identity_stability
-    from ..metrics.motion import motion_metrics
+    face_similarity = library("metrics.facesim").face_similarity
+    identity_stability = library("metrics.identity_stability").identity_stability
+    motion_metrics = library("metrics.motion").motion_metrics
 
     n, t = frames.shape[:2]
     with torch.no_grad():

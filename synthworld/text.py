@@ -1,7 +1,7 @@
 """A tiny text encoder for the synthetic world's vocabulary, producing Wan-shaped conditioning.
 
 Wan's real text encoder (umt5-xxl, 5.7 B parameters) cannot exist here; the world's captions use a
-closed vocabulary (``iad.synth.world``), so a phrase-level encoder is enough: the caption is split
+closed vocabulary (``synthworld.world``), so a phrase-level encoder is enough: the caption is split
 into known phrases (longest match), each phrase becomes a fixed seeded 4096-d vector plus a
 position vector (Wan's cross-attention has no positions of its own), padded with zeros to ``MAX_TOKENS`` like Wan pads umt5
 output. There is nothing to train: the tables are a pure function of ``SEED``, so the conditioning

@@ -1,6 +1,9 @@
 """Synthetic-world nodes: run the whole IaD pipeline natively on the shipped tiny world models.
 
-The synthetic portrait world (iad/synth, docs/synth-world.md) has its own tiny Wan T2V model,
+Developer nodes: ComfyUI lists them only when ``IAD_DEVELOPER_NODES`` names this module
+(``synthworld.nodes``), as the tests and ``make demo`` do; a user's menu never shows them.
+
+The synthetic portrait world (synthworld/, docs/synth-world.md) has its own tiny Wan T2V model,
 face pack and adapters, trained on procedurally rendered portrait videos. Three nodes connect it
 to ComfyUI's native graph (Load Diffusion Model -> IaD Apply -> KSampler):
 
@@ -18,9 +21,9 @@ import logging
 
 import torch
 
-from ..iad.synth import assets, text as world_text, world
-from ..iad.synth.build import load_judges
-from .comfy_api_compat import io
+from ..nodes.comfy_api_compat import io
+from . import assets, text as world_text, world
+from .build import load_judges
 
 log = logging.getLogger(__name__)
 _CODEC = {}

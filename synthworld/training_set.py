@@ -20,10 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..prepare.shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
-                              atomic_write_text, write_shard)
 from . import text as world_text
 from . import wan_vae, world
+from ._iad import library
+
+_shards = library("prepare.shards")
+DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE = (
+    _shards.DATASET_FILE, _shards.DATASET_FORMAT, _shards.FORMAT_VERSION, _shards.PROMPT_BANK_FILE)
+atomic_save_tensors, atomic_write_text, write_shard = _shards.atomic_save_tensors, _shards.atomic_write_text, _shards.write_shard
 
 REFERENCE_POLICIES = ("same_clip", "other_clips")
 CLIPS_PER_SHARD = 256
@@ -32,7 +36,7 @@ CLIPS_PER_SHARD = 256
 def raw_latents(latents: torch.Tensor) -> torch.Tensor:
     """The codec works in the Wan model's latent space (after ``process_latent_in``); the dataset
     stores ComfyUI's raw latents, which the trainer maps back with the base model's own format."""
-    from ..comfy_runtime import import_comfy
+    import_comfy = library("comfy_runtime").import_comfy
 
     import_comfy(cpu=True)
     import comfy.latent_formats
@@ -103,6 +107,7 @@ def write_training_set(folder: str | Path, ds, latents: torch.Tensor, contexts: 
             records.append(record)
         shards.append(write_shard(folder, shard_index, tensors, records))
     write_prompt_bank(folder)
+    # "iad.synth": the package's name when the shipped world was built; kept, as the adapters record it
     return _write_dataset_file(folder, shards, {"source": "iad.synth world", "references": references,
                                                 "resolution": [size, size], "num_frames": frames},
                                embedder, raw.shape[1:])

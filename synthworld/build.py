@@ -35,12 +35,15 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
-from ..adapter import AdapterConfig, IdentityAdapter
-from ..checkpoint import save_adapter
-from ..decoupling import Decoupler, TrainingFreeDecoupler
-from ..losses import ActionTextProjector, decoupler_training_loss
 from . import diffusion, faces, text, training_set, wan_vae, world
+from ._iad import library
 from .codec import PatchCodec
+
+_adapter, _decoupling, _losses = library("adapter"), library("decoupling"), library("losses")
+AdapterConfig, IdentityAdapter = _adapter.AdapterConfig, _adapter.IdentityAdapter
+save_adapter = library("checkpoint").save_adapter
+Decoupler, TrainingFreeDecoupler = _decoupling.Decoupler, _decoupling.TrainingFreeDecoupler
+ActionTextProjector, decoupler_training_loss = _losses.ActionTextProjector, _losses.decoupler_training_loss
 
 BUILD_VERSION = 7
 JUDGES_VERSION = 3      # bump when the codec/classifier/detector/recognizer stages change
@@ -220,7 +223,7 @@ def train_wan_with_iad_train(folder: Path, work: Path, spec: diffusion.WanWorldS
     build; continuing from it equals training those cycles again (each cycle starts from its file)."""
     import shutil
 
-    from .. import train as iad_train
+    iad_train = library("train")
 
     current, first_cycle = work / "wan-init.safetensors", 0
     metadata = {"iad_synthworld_wan": json.dumps(diffusion.spec_dict(spec))}
@@ -257,8 +260,8 @@ def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: Iden
 
     Base model frozen, the base model's flow-matching loss; for IaD also the Identity Decoupling
     and Text Alignment losses on its (pre-trained) decoupler. Seeded, single-threaded, CPU."""
-    from .. import train as iad_train
-    from ..checkpoint import load_adapter
+    iad_train = library("train")
+    load_adapter = library("checkpoint").load_adapter
 
     out = work / f"run-{kind}"
     init_path = save_adapter(init, work / f"init-{kind}.safetensors", dtype=torch.float32)
@@ -483,7 +486,7 @@ def train_vae_file(folder: Path, clips: torch.Tensor, codec: PatchCodec, scale: 
     import shutil
     import tempfile
 
-    from .. import train as iad_train
+    iad_train = library("train")
 
     with tempfile.TemporaryDirectory(prefix="iad-synthworld-vae-") as tmp:
         work = Path(tmp)

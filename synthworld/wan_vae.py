@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from . import world
+from ._iad import library
 
 VAE_DIM = 8                      # ComfyUI reads the width back from ``decoder.head.0.gamma``
 TIME_STRIDE = 4                  # Wan 2.1: 4 video frames per latent frame after the first
@@ -47,7 +48,7 @@ VIDEO_FRAMES = TIME_STRIDE * (world.FRAMES - 1) + 1
 
 def build_vae(seed: int):
     """ComfyUI's Wan 2.1 VAE class at the world's width, seeded."""
-    from ..comfy_runtime import import_comfy
+    import_comfy = library("comfy_runtime").import_comfy
 
     import_comfy(cpu=True)
     import comfy.ldm.wan.vae as wan_vae
@@ -94,5 +95,6 @@ def state_dict_for_file(vae, dtype: torch.dtype = torch.float16) -> dict[str, to
 
 
 def file_metadata() -> dict[str, str]:
+    # "iad.synth": the package's name when the shipped files were built; it stays, being in their bytes
     return {"iad_synthworld_vae": json.dumps({"dim": VAE_DIM, "video_size": VIDEO_SIZE, "video_frames": VIDEO_FRAMES,
                                               "latent_space": "iad.synth codec (raw Wan 2.1 latents)"})}

@@ -8,11 +8,11 @@ ComfyUI's conventions for Wan (``model_base.WAN21``: ``ModelType.FLOW``, ``CONST
 predicts ``v = noise - x0``; ``denoised = x - sigma * v``; sigmas are ``shift*t / (1 + (shift-1) t)``
 (ModelSamplingDiscreteFlow).
 ``iad.train`` trains with exactly these (through ComfyUI's own ``apply_model``), so the model samples
-correctly in ComfyUI's KSampler (nodes/synth_nodes.py, the demo).
+correctly in ComfyUI's KSampler (synthworld/nodes.py, the demo).
 
 Identity injection (:class:`IdentityInjection`) replaces ``blocks[b].cross_attn.forward`` on the
 experiment's own copy of the model with ``o(attn(q, k_txt, v_txt) + w * attn(q, norm_k(k_id), v_id))``
--- the same equation as the IaD Apply patch (iad/patching, nodes/_patching.py) and as ``iad.train``,
+-- the same equation as the IaD Apply patch (iad/patching) and as ``iad.train``,
 which trains the world's adapters -- so the experiment's videos are what the real nodes make.
 """
 
@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..patching.attention import sdpa_attention
 from . import text as world_text
+from ._iad import library
+
+sdpa_attention = library("patching.attention").sdpa_attention
 
 # The flow shift the world's model is trained and sampled with. ComfyUI's Wan default is 8 (made for
 # 480p+ latents); an 8x8 latent needs far less noise emphasis, so the world uses 3 and its workflow
@@ -42,7 +44,7 @@ class WanWorldSpec:
 
 def build_wan(spec: WanWorldSpec, seed: int):
     """A ComfyUI ``WanModel`` (T2V) with seeded PyTorch-default initialisation (float32, CPU)."""
-    from ..comfy_runtime import import_comfy
+    import_comfy = library("comfy_runtime").import_comfy
 
     import_comfy(cpu=True)
     import comfy.ops
