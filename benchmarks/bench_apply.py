@@ -143,7 +143,7 @@ def run_size(size: Size) -> dict:
     model = load_random_wan(size)
     config = adapter_config(size.dim, list(range(size.layers)))
     adapter = af.module("iad.adapter").IdentityAdapter.random(config, seed=0)
-    iad_model = af.module("nodes._patching").IaDModel.wrap(adapter, "bench")
+    iad_model = af.module("iad.patching").IaDModel.wrap(adapter, "bench")
     identity = af.module("nodes.iad_nodes").IaDIdentity.execute(iad_model, af.face_embeds()).result[0]
     variants = {
         "unpatched": model,

@@ -10,9 +10,9 @@ from ..iad.adapter import IdentityAdapter
 from ..iad.checkpoint import check_compatible
 from ..iad.decoupling import Decoupler, TrainingFreeDecoupler
 from ..iad.face_types import FaceEmbeds
+from ..iad import patching
 from ..iad.lynx import load_adapter_or_lynx
-from ..iad.patching.arch import UnsupportedModelError
-from . import _patching
+from ..iad.patching import UnsupportedModelError
 from .comfy_api_compat import io
 from .model_paths import IAD_FOLDER
 from .validation import check_inputs, require_valid, step_range_check
@@ -77,7 +77,7 @@ class IaDModelLoader(io.ComfyNode):
             raise ValueError(problem)
         path = folder_paths.get_full_path(IAD_FOLDER, adapter_name)
         adapter = load_adapter_or_lynx(path)  # IaD checkpoints, or Lynx's released files directly
-        return io.NodeOutput(_patching.IaDModel.wrap(adapter, name=adapter_name))
+        return io.NodeOutput(patching.IaDModel.wrap(adapter, name=adapter_name))
 
 
 def _z_id(adapter: IdentityAdapter, embeddings: torch.Tensor, decoupling: str, strength: float) -> tuple[torch.Tensor, str, list[str]]:
@@ -148,7 +148,7 @@ class IaDIdentity(io.ComfyNode):
             z_id, how, notes = _z_id(adapter, embeddings, decoupling, strength)
             param = next(adapter.resampler.parameters())
             tokens = adapter.identity_tokens(z_id.to(param.device, param.dtype)).float().cpu()
-        identity = _patching.IaDIdentity(tokens=tokens.clone(), adapter_id=id(adapter), adapter_name=iad_model.name,
+        identity = patching.IaDIdentity(tokens=tokens.clone(), adapter_id=id(adapter), adapter_name=iad_model.name,
                                          decoupling=how, num_references=len(face_embeds), notes=notes)
         return io.NodeOutput(identity)
 
@@ -181,7 +181,7 @@ class IaDApply(io.ComfyNode):
                                        "turned into noise levels when sampling starts, with the sampled model's own "
                                        "percent_to_sigma: shift nodes count, in whatever order they are chained."),
                 # Optional: API prompts written before this input existed still run (with "none").
-                io.Combo.Input("uncond_identity", options=_patching.UNCOND_CHOICES, default=_patching.UNCOND_NONE,
+                io.Combo.Input("uncond_identity", options=patching.UNCOND_CHOICES, default=patching.UNCOND_NONE,
                                optional=True,
                                tooltip="What the negative (unconditional) pass gets. none: no identity, so CFG also "
                                        "pushes towards it (stronger likeness). same as cond: the identity in both "
@@ -205,8 +205,8 @@ class IaDApply(io.ComfyNode):
         require_valid(cls, {"weight": weight, "start_percent": start_percent, "end_percent": end_percent},
                       cls.RANGE_CHECKS)
         try:
-            patched = _patching.apply_identity(model, iad_model, identity, weight, start_percent, end_percent,
-                                               _patching.UNCOND_NONE if uncond_identity is None else uncond_identity)
+            patched = patching.apply_identity(model, iad_model, identity, weight, start_percent, end_percent,
+                                               patching.UNCOND_NONE if uncond_identity is None else uncond_identity)
         except UnsupportedModelError as exc:
             raise ValueError(f"IaD Apply: {exc}") from None
         return io.NodeOutput(patched)

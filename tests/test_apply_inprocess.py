@@ -38,7 +38,7 @@ def models(fx):
 ])
 def test_architecture_is_detected_from_the_loaded_model(models, name, family, blocks):
     _, model, _, _ = models(name)
-    arch = af.module("nodes._patching").architecture_of(model)
+    arch = af.module("iad.patching").architecture_of(model)
     assert (arch.family, arch.model_dim, arch.num_blocks) == (family, 128, blocks)
     if family == "hunyuan_video":
         assert arch.double_blocks == 2 and arch.site(3) == "single_blocks.1"
@@ -63,7 +63,7 @@ def test_unsupported_model_is_refused_by_name(fx):
 
 def test_width_and_family_mismatches_are_refused(models):
     family, model, _, _ = models("wan-t2v")
-    big = af.module("nodes._patching").IaDModel.wrap(
+    big = af.module("iad.patching").IaDModel.wrap(
         af.module("iad.adapter").IdentityAdapter.random(af.module("iad.adapter").AdapterConfig.tiny(model_dim=5120, blocks=[0])),
         "wan14b.safetensors")
     identity = af.module("nodes.iad_nodes").IaDIdentity.execute(big, af.face_embeds()).result[0]
@@ -160,7 +160,7 @@ def test_step_range_does_not_depend_on_node_order(models, name, shift):
     assert torch.equal(a, b), f"node order changed the video (max |diff| {float((a - b).abs().max()):.3g})"
     sampling = apply_first.get_model_object("model_sampling")
     sigmas = comfy.samplers.calculate_sigmas(sampling, "simple", steps)[:-1].tolist()
-    expected = [s for s in sigmas if af.module("nodes._patching").gate_for(sampling, 0.75, 1.0).active(s)]
+    expected = [s for s in sigmas if af.module("iad.patching").gate_for(sampling, 0.75, 1.0).active(s)]
     assert len(expected) == 2   # the last quarter of 8 steps
     assert first.sigmas == second.sigmas == pytest.approx(sorted(expected, reverse=True), abs=1e-5)
     assert not torch.equal(a, af.sample(shifted(model), family, steps=steps)), "the identity had no effect"
@@ -188,7 +188,7 @@ def test_default_range_is_the_last_quarter_of_the_steps(models):
     assert [torch.equal(a, b) for a, b in zip(x0, base_x0)] == [True] * 6 + [False] * 2
 
     # The same rule on longer schedules (the gate alone): 20 steps -> last 5, 40 -> last 10.
-    gate = af.module("nodes._patching").step_gate(model, 0.75, 1.0)
+    gate = af.module("iad.patching").step_gate(model, 0.75, 1.0)
     for n in (20, 40):
         schedule = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", n)[:-1].tolist()
         assert [gate.active(s) for s in schedule] == [False] * (3 * n // 4) + [True] * (n // 4)
@@ -438,7 +438,7 @@ def test_offloaded_partial_loading(models, monkeypatch, mode):
 def test_identity_decoupling_choices_and_refusals(fx):
     nodes = af.module("nodes.iad_nodes")
     family = af.FAMILIES["wan-t2v"]
-    wrap = af.module("nodes._patching").IaDModel.wrap
+    wrap = af.module("iad.patching").IaDModel.wrap
     faces = af.face_embeds(count=4)
 
     def tokens(iad_model, decoupling, strength=1.0, embeds=faces):

@@ -101,7 +101,7 @@ def _run_patched(pack, wan_model, lynx_dir, embedding, uncond_identity="same as 
     import comfy.samplers
 
     lynx = _module(pack, "iad.lynx")
-    patching = _module(pack, "nodes._patching")
+    patching = _module(pack, "iad.patching")
     nodes = _module(pack, "nodes.iad_nodes")
     lynx_nodes = _module(pack, "nodes.lynx_nodes")
     adapter = lynx.load_adapter_or_lynx(lynx_dir, expected_embedder="facexlib/irse50")
@@ -219,7 +219,7 @@ def test_three_pass_guider_with_null_identity_matches_lynx_on_both_branches(pack
 
 def test_lynx_adapter_refuses_insightface_embeddings(pack, tmp_path):
     lynx = _module(pack, "iad.lynx")
-    patching = _module(pack, "nodes._patching")
+    patching = _module(pack, "iad.patching")
     nodes = _module(pack, "nodes.iad_nodes")
     adapter = lynx.load_adapter_or_lynx(write_lynx(tmp_path / "lynx_lite", SPECS["lite"]))
     iad_model = patching.IaDModel.wrap(adapter, name="lynx_lite")

@@ -49,7 +49,7 @@ def test_irse50_backend_embeds_the_same_aligned_faces_and_feeds_a_lynx_adapter(p
     lynx_nodes = _module(pack, "nodes.lynx_nodes")
     face_nodes = _module(pack, "nodes.face_nodes")
     iad_nodes = _module(pack, "nodes.iad_nodes")
-    patching = _module(pack, "nodes._patching")
+    patching = _module(pack, "iad.patching")
     irse50 = _module(pack, "iad.recognizers.irse50")
 
     assert irse50_weights.name in lynx_nodes.IaDIRSE50FaceEmbedder.GET_SCHEMA().inputs[1].options
@@ -111,7 +111,7 @@ def test_lynx_guider_is_lynxs_three_pass_formula(pack, tmp_path):
     import comfy.sd
 
     lynx = _module(pack, "iad.lynx")
-    patching = _module(pack, "nodes._patching")
+    patching = _module(pack, "iad.patching")
     iad_nodes = _module(pack, "nodes.iad_nodes")
     lynx_nodes = _module(pack, "nodes.lynx_nodes")
     ft = _module(pack, "iad.face_types")

@@ -1,6 +1,6 @@
 """The frozen base model (loaded through ComfyUI), the training patch, and the training objective.
 
-The identity enters the base model exactly as at inference (``nodes/_patching.py``): an object
+The identity enters the base model exactly as at inference (``iad/patching/``): an object
 patch on each listed block's ``cross_attn.forward`` of a ModelPatcher *clone* computes
 ``o( attn(q, k_txt, v_txt) + w * attn(q, k_id, v_id) )`` with the block's own ``q``/``norm_q``
 (and ``norm_k`` on identity keys), through the same ``iad.patching.add_identity_attention`` and

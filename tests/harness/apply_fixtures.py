@@ -105,7 +105,7 @@ def face_embeds(seed: int = 0, count: int = 3):
 def iad_inputs(family: Family, adapter_seed: int = 0, face_seed: int = 0, **overrides):
     """(IAD_MODEL, IAD_IDENTITY) as the nodes produce them."""
     nodes = module("nodes.iad_nodes")
-    iad_model = module("nodes._patching").IaDModel.wrap(make_adapter(family, adapter_seed, **overrides), f"tiny-{family.name}")
+    iad_model = module("iad.patching").IaDModel.wrap(make_adapter(family, adapter_seed, **overrides), f"tiny-{family.name}")
     identity = nodes.IaDIdentity.execute(iad_model, face_embeds(face_seed)).result[0]
     return iad_model, identity
 
@@ -132,11 +132,11 @@ class CallRecorder:
         self.events: list[dict] = []
 
     def __enter__(self):
-        module("nodes._patching").IDENTITY_CALL_OBSERVERS.append(self.events.append)
+        module("iad.patching").IDENTITY_CALL_OBSERVERS.append(self.events.append)
         return self
 
     def __exit__(self, *exc):
-        module("nodes._patching").IDENTITY_CALL_OBSERVERS.remove(self.events.append)
+        module("iad.patching").IDENTITY_CALL_OBSERVERS.remove(self.events.append)
 
     @property
     def sigmas(self) -> list[float]:

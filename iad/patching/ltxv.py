@@ -1,0 +1,42 @@
+"""LTX-Video: identity in each listed block's text cross-attention.
+
+An object patch on ``transformer_blocks.{i}.attn2.forward`` of a ModelPatcher clone (the module
+tree stays unchanged, as for Wan).
+"""
+
+from __future__ import annotations
+
+from .block_patch import BlockPatch, patch_cross_attention
+from .identity import active_passes
+
+
+class LTXVCrossAttentionIdentity(BlockPatch):
+    """Replaces ``transformer_blocks.{i}.attn2.forward`` (LTX-Video text cross-attention)."""
+
+    def __init__(self, module, inner, block_index: int, entries: tuple):
+        self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
+
+    def __call__(self, x, context=None, mask=None, pe=None, transformer_options={}):
+        active = active_passes(self.entries, transformer_options, x.shape[0])
+        if not active or pe is not None:  # attn2 never gets rotary embeddings; anything else is not ours
+            return self.inner(x, context=context, mask=mask, pe=pe, transformer_options=transformer_options)
+        import comfy.ldm.modules.attention as comfy_attention
+
+        m = self.module
+        context = x if context is None else context
+        q = m.q_norm(m.to_q(x))
+        k = m.k_norm(m.to_k(context))
+        v = m.to_v(context)
+        if mask is None:
+            out = comfy_attention.optimized_attention(q, k, v, m.heads, attn_precision=m.attn_precision,
+                                                      transformer_options=transformer_options)
+        else:
+            out = comfy_attention.optimized_attention_masked(q, k, v, m.heads, mask, attn_precision=m.attn_precision,
+                                                             transformer_options=transformer_options)
+        self._add_identity(out, q, active, self.block_index, m.heads, transformer_options, m.k_norm)
+        return m.to_out(out)
+
+
+def patch_blocks(patched, arch, adapter_blocks, entry) -> None:
+    """Adds ``entry`` to the cross-attention of each of ``adapter_blocks``."""
+    patch_cross_attention(patched, arch, adapter_blocks, entry, LTXVCrossAttentionIdentity)
