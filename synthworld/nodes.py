@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from ..nodes.comfy_api_compat import io
 from . import assets, text as world_text, world
 from .build import load_judges

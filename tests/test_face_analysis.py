@@ -252,7 +252,7 @@ def test_faceless_photos_give_no_face_even_with_a_detector_that_hallucinates(mon
         assert "No face found in image 1 of 1" in message and "mostly outside the photo" in message, (name, message)
         assert "Use a photo where the face is clearly visible" in message
     # The rule is what refuses them: without it the same detector reports a face reaching outside.
-    monkeypatch.setattr(fa, "_inside_photo", lambda *args: True)
+    monkeypatch.setattr(fa.detection, "inside_photo", lambda *args: True)
     for name, photo in photos.items():
         face = hallucinating.embed_images([photo]).faces[0]
         x0, y0, x1, y1 = face.bbox
@@ -401,7 +401,7 @@ def test_pack_selection_cache_and_fingerprint(root, analyzer):
 def test_the_report_names_the_provider_the_sessions_really_run_with(root, monkeypatch):
     """onnxruntime falls back to the CPU when CUDA cannot start, without an error. The analyzer
     reports what its sessions run with, and why CUDA was not used, never "on CUDA" by request."""
-    monkeypatch.setattr(fa, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(fa.providers, "available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     analyzer = fa.FaceAnalyzer.load("antelopev2", [root], provider="CUDA", cache=False)
     assert analyzer.providers[0] == "CUDAExecutionProvider"   # what was asked for
     assert analyzer.session_providers["recognition"][0] == "CPUExecutionProvider"

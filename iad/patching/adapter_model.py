@@ -10,8 +10,12 @@ it with the base model. A patched MODEL owns that patcher the way core's model p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:   # ComfyUI is imported only where a patcher is made
+    import comfy.model_patcher
 
 ADAPTER_PATCH_KEY = "iad_adapters"   # transformer_options["patches"] list that owns the adapters
 
@@ -21,7 +25,7 @@ class IaDModel:
     """What ``IAD_MODEL`` carries: the adapter (``iad.adapter.IdentityAdapter``) inside a
     ModelPatcher so ComfyUI's model management moves it with the base model."""
 
-    patcher: "comfy.model_patcher.ModelPatcher"  # noqa: F821  (ComfyUI, imported where the patcher is made)
+    patcher: "comfy.model_patcher.ModelPatcher"
     name: str = ""
 
     @classmethod
