@@ -143,10 +143,10 @@ class AdapterConfig:
 class BlockKV(nn.Module):
     """Identity key/value projections of one block, plus its optional register tokens."""
 
-    def __init__(self, token_dim: int, model_dim: int, bias: bool, num_registers: int) -> None:
+    def __init__(self, token_dim: int, model_dim: int, bias: bool, num_registers: int, operations=nn) -> None:
         super().__init__()
-        self.to_k_ip = nn.Linear(token_dim, model_dim, bias=bias)
-        self.to_v_ip = nn.Linear(token_dim, model_dim, bias=bias)
+        self.to_k_ip = operations.Linear(token_dim, model_dim, bias=bias)
+        self.to_v_ip = operations.Linear(token_dim, model_dim, bias=bias)
         if num_registers > 0:
             self.registers = nn.Parameter(torch.randn(1, num_registers, token_dim) / model_dim**0.5)
         else:
@@ -154,21 +154,27 @@ class BlockKV(nn.Module):
 
 
 class IdentityAdapter(nn.Module):
-    def __init__(self, config: AdapterConfig) -> None:
+    """``operations``: the layer classes (``Linear``, ``LayerNorm``); ``torch.nn`` by default. The
+    IaD Model Loader passes ``comfy.ops.manual_cast``: its layers cast their weights to the input's
+    dtype and device per call, as ComfyUI's own models do, so model management can keep a part of
+    the adapter offloaded (lowvram). The parameter names and the arithmetic are the same."""
+
+    def __init__(self, config: AdapterConfig, operations=nn) -> None:
         super().__init__()
         config.validate()
         self.config = config
         self.resampler = Resampler(
             dim=config.resampler_dim, depth=config.resampler_depth, dim_head=config.resampler_dim_head,
             heads=config.resampler_heads, num_queries=config.num_tokens, embedding_dim=config.embed_dim,
-            output_dim=config.token_dim, ff_mult=config.resampler_ff_mult,
+            output_dim=config.token_dim, ff_mult=config.resampler_ff_mult, operations=operations,
         )
         self.blocks = nn.ModuleDict(
-            {str(b): BlockKV(config.token_dim, config.model_dim, config.kv_bias, config.num_registers) for b in config.blocks}
+            {str(b): BlockKV(config.token_dim, config.model_dim, config.kv_bias, config.num_registers, operations)
+             for b in config.blocks}
         )
         self.decoupler: Decoupler | TrainingFreeDecoupler | None
         if config.decoupler_kind == "trained":
-            self.decoupler = Decoupler(config.embed_dim, config.decoupler_act_dim, config.decoupler_hidden)
+            self.decoupler = Decoupler(config.embed_dim, config.decoupler_act_dim, config.decoupler_hidden, operations)
         elif config.decoupler_kind == "training_free":
             self.decoupler = TrainingFreeDecoupler(torch.zeros(config.decoupler_rank, config.embed_dim))
         else:
@@ -195,11 +201,11 @@ class IdentityAdapter(nn.Module):
         return adapter.eval()
 
     @classmethod
-    def from_state_dict(cls, config: AdapterConfig, state: dict[str, torch.Tensor]) -> "IdentityAdapter":
+    def from_state_dict(cls, config: AdapterConfig, state: dict[str, torch.Tensor], operations=nn) -> "IdentityAdapter":
         """Build an adapter around ``state``'s tensors (kept in their dtype, never copied into a
         randomly initialised model first); names or shapes that do not match raise ``ValueError``."""
         with torch.device("meta"):
-            adapter = cls(config)
+            adapter = cls(config, operations)
         problems = describe_state_mismatch(adapter.state_dict(), state)
         if problems:
             raise ValueError(problems)

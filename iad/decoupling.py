@@ -52,8 +52,9 @@ def _fuse_rows(z: torch.Tensor, reference_norm: torch.Tensor) -> torch.Tensor:
 
 
 class _MLP(nn.Sequential):
-    def __init__(self, d_in: int, hidden: int, d_out: int) -> None:
-        super().__init__(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, d_out))
+    def __init__(self, d_in: int, hidden: int, d_out: int, operations=nn) -> None:
+        super().__init__(operations.Linear(d_in, hidden), nn.GELU(), operations.Linear(hidden, hidden), nn.GELU(),
+                         operations.Linear(hidden, d_out))
 
 
 class Decoupler(nn.Module):
@@ -65,12 +66,12 @@ class Decoupler(nn.Module):
     ``g(z_id, z_act) = z_id + f_rec([z_id / |z_id|, z_act])``.
     """
 
-    def __init__(self, embed_dim: int = 512, act_dim: int = 64, hidden: int = 1024) -> None:
+    def __init__(self, embed_dim: int = 512, act_dim: int = 64, hidden: int = 1024, operations=nn) -> None:
         super().__init__()
         self.embed_dim, self.act_dim = embed_dim, act_dim
-        self.id_head = _MLP(embed_dim, hidden, embed_dim)
-        self.act_head = _MLP(embed_dim, hidden, act_dim)
-        self.recon_head = _MLP(embed_dim + act_dim, hidden, embed_dim)
+        self.id_head = _MLP(embed_dim, hidden, embed_dim, operations)
+        self.act_head = _MLP(embed_dim, hidden, act_dim, operations)
+        self.recon_head = _MLP(embed_dim + act_dim, hidden, embed_dim, operations)
         self.reset_parameters()
 
     def reset_parameters(self, zero_residual: bool = True) -> None:

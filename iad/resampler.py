@@ -6,6 +6,10 @@ width ``output_dim``. The parameter names and shapes are the IP-Adapter/Lynx res
 (``latents``, ``proj_in``, ``proj_out``, ``norm_out``, ``layers.{i}.0.{norm1,norm2,to_q,to_kv,to_out}``,
 ``layers.{i}.1.{0,1,3}``) so a Lynx ``resampler.safetensors`` loads by prefixing ``resampler.``
 (docs/design.md, "Lynx as a special case").
+
+``operations`` names the layer classes (``Linear``, ``LayerNorm``): ``torch.nn`` by default; inside
+ComfyUI the loader passes ``comfy.ops.manual_cast``, whose layers cast their weights to the input's
+dtype and device per call, as ComfyUI's own models do (docs/architecture.md, "Adapter layers").
 """
 
 from __future__ import annotations
@@ -18,15 +22,15 @@ from torch import nn
 class PerceiverAttention(nn.Module):
     """Queries attend to [inputs ; queries]: the queries can also exchange information."""
 
-    def __init__(self, dim: int, dim_head: int, heads: int) -> None:
+    def __init__(self, dim: int, dim_head: int, heads: int, operations=nn) -> None:
         super().__init__()
         inner = dim_head * heads
         self.heads = heads
-        self.norm1 = nn.LayerNorm(dim)   # normalises the inputs
-        self.norm2 = nn.LayerNorm(dim)   # normalises the queries
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
-        self.to_out = nn.Linear(inner, dim, bias=False)
+        self.norm1 = operations.LayerNorm(dim)   # normalises the inputs
+        self.norm2 = operations.LayerNorm(dim)   # normalises the queries
+        self.to_q = operations.Linear(dim, inner, bias=False)
+        self.to_kv = operations.Linear(dim, 2 * inner, bias=False)
+        self.to_out = operations.Linear(inner, dim, bias=False)
 
     def forward(self, inputs: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         inputs, queries = self.norm1(inputs), self.norm2(queries)
@@ -43,10 +47,11 @@ class PerceiverAttention(nn.Module):
         return self.to_out(out)
 
 
-def _feed_forward(dim: int, mult: float) -> nn.Sequential:
+def _feed_forward(dim: int, mult: float, operations=nn) -> nn.Sequential:
     inner = int(dim * mult)
     # Indices 0, 1, 3 carry weights: the layout Lynx/IP-Adapter checkpoints use.
-    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, inner, bias=False), nn.GELU(), nn.Linear(inner, dim, bias=False))
+    return nn.Sequential(operations.LayerNorm(dim), operations.Linear(dim, inner, bias=False), nn.GELU(),
+                         operations.Linear(inner, dim, bias=False))
 
 
 class Resampler(nn.Module):
@@ -63,16 +68,18 @@ class Resampler(nn.Module):
         embedding_dim: int,
         output_dim: int,
         ff_mult: float = 4,
+        operations=nn,
     ) -> None:
         super().__init__()
         self.embedding_dim = embedding_dim
         self.output_dim = output_dim
         self.latents = nn.Parameter(torch.randn(1, num_queries, dim) / dim**0.5)
-        self.proj_in = nn.Linear(embedding_dim, dim)
-        self.proj_out = nn.Linear(dim, output_dim)
-        self.norm_out = nn.LayerNorm(output_dim)
+        self.proj_in = operations.Linear(embedding_dim, dim)
+        self.proj_out = operations.Linear(dim, output_dim)
+        self.norm_out = operations.LayerNorm(output_dim)
         self.layers = nn.ModuleList(
-            nn.ModuleList([PerceiverAttention(dim, dim_head, heads), _feed_forward(dim, ff_mult)]) for _ in range(depth)
+            nn.ModuleList([PerceiverAttention(dim, dim_head, heads, operations), _feed_forward(dim, ff_mult, operations)])
+            for _ in range(depth)
         )
 
     @property

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import torch
-
+import comfy.ops
 import folder_paths
+import torch
 
 from ..iad.adapter import IdentityAdapter
 from ..iad.checkpoint import check_compatible
@@ -76,7 +76,8 @@ class IaDModelLoader(io.ComfyNode):
         if problem is not None:
             raise ValueError(problem)
         path = folder_paths.get_full_path(IAD_FOLDER, adapter_name)
-        adapter = load_adapter_or_lynx(path)  # IaD checkpoints, or Lynx's released files directly
+        # IaD checkpoints, or Lynx's released files directly; ComfyUI's casting layers, as its own models use
+        adapter = load_adapter_or_lynx(path, operations=comfy.ops.manual_cast)
         return io.NodeOutput(patching.IaDModel.wrap(adapter, name=adapter_name))
 
 

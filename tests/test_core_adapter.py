@@ -194,3 +194,30 @@ def test_resampler_computes_the_reference_perceiver_math():
     expected = layer_norm(lat @ sd["proj_out.weight"].T + sd["proj_out.bias"], "norm_out")
     torch.testing.assert_close(r(x), expected, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(r(x[:, 0]), expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_adapter_on_comfyui_casting_layers_computes_exactly_what_torch_layers_do(comfy, dtype):
+    """Inside ComfyUI the loader builds the adapter from comfy.ops.manual_cast layers (weights cast
+    to the input's dtype and device per call, as ComfyUI's models do): same names, same numbers."""
+    import comfy.ops
+
+    config = AdapterConfig.tiny(decoupler_kind="trained")
+    reference = IdentityAdapter.random(config, seed=4).to(dtype)
+    state = {k: v.clone() for k, v in reference.state_dict().items()}
+    casting = IdentityAdapter.from_state_dict(config, state, comfy.ops.manual_cast)
+    assert isinstance(casting.blocks["0"].to_k_ip, comfy.ops.manual_cast.Linear)
+    assert isinstance(casting.resampler.norm_out, comfy.ops.manual_cast.LayerNorm)
+    assert isinstance(casting.decoupler.id_head[0], comfy.ops.manual_cast.Linear)
+    assert casting.state_dict().keys() == reference.state_dict().keys()
+    with torch.no_grad():
+        z = _z(2).to(dtype)
+        assert torch.equal(casting.identity_tokens(z), reference.identity_tokens(z))
+        assert torch.equal(casting.null_tokens(), reference.null_tokens())
+        tokens = reference.identity_tokens(z)
+        for got, want in zip(casting.block_kv(1, tokens), reference.block_kv(1, tokens)):
+            assert torch.equal(got, want)
+        assert torch.equal(casting.decoupler.identity(z), reference.decoupler.identity(z))
+        # a float32 embedding into fp16 weights: the layers cast the weights, torch.nn would refuse
+        if dtype == torch.float16:
+            assert casting.resampler.proj_in(z.float()).dtype == torch.float32

@@ -163,6 +163,9 @@ def test_iad_model_loader_loads_a_lynx_folder_from_models_iad(pack):
             iad_model = iad_nodes.IaDModelLoader.execute(name).result[0]
             config = iad_model.config
             assert (config.embedder, config.num_registers, config.blocks) == ("facexlib/irse50", 3, [0, 1])
+            # built from ComfyUI's casting layers, as ComfyUI's own models are
+            import comfy.ops
+            assert isinstance(iad_model.adapter.blocks["0"].to_k_ip, comfy.ops.manual_cast.Linear)
         (folder / "ip_layers.safetensors").write_bytes(b"\0" * 64)
         with pytest.raises(ValueError, match="ip_layers.safetensors"):
             iad_nodes.IaDModelLoader.execute("iad-test-lynx_full/resampler.safetensors")
