@@ -1,4 +1,4 @@
-"""IaD — Identity-Action Decoupling, as a torch-only library.
+"""IaD - Identity-Action Decoupling, as a torch-only library.
 
 This package never imports ComfyUI or the pack's node code: the nodes, the trainer and the
 evaluator all build on it. See ``docs/design.md`` for the method and ``docs/architecture.md``

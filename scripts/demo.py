@@ -67,7 +67,7 @@ def main() -> int:
         (base / "iad_demo_api.json").write_text(json.dumps(demo.prompt, indent=1))
         if args.once:
             return 0
-        print(f"[demo] open {server.url} — Ctrl+C stops the server")
+        print(f"[demo] open {server.url} - Ctrl+C stops the server")
         while server.is_alive():
             time.sleep(1.0)
         print(server.log_tail())

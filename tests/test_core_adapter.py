@@ -209,6 +209,8 @@ def test_adapter_on_comfyui_casting_layers_computes_exactly_what_torch_layers_do
     assert isinstance(casting.blocks["0"].to_k_ip, comfy.ops.manual_cast.Linear)
     assert isinstance(casting.resampler.norm_out, comfy.ops.manual_cast.LayerNorm)
     assert isinstance(casting.decoupler.id_head[0], comfy.ops.manual_cast.Linear)
+    layers = [m for m in casting.modules() if isinstance(m, (torch.nn.Linear, torch.nn.LayerNorm))]
+    assert layers and all(getattr(m, "comfy_cast_weights", False) for m in layers), "a raw torch layer is left"
     assert casting.state_dict().keys() == reference.state_dict().keys()
     with torch.no_grad():
         z = _z(2).to(dtype)

@@ -1,4 +1,4 @@
-"""Decoupler and TrainingFreeDecoupler: the defining properties of the split (docs/design.md §2-3)."""
+"""Decoupler and TrainingFreeDecoupler: the defining properties of the split (docs/design.md section 2-3)."""
 
 from __future__ import annotations
 

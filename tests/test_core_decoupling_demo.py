@@ -1,4 +1,4 @@
-"""Decoupling on controlled data (issue 4, last section; docs/design.md §6).
+"""Decoupling on controlled data (issue 4, last section; docs/design.md section 6).
 
 Embeddings are built with a known identity component and a known action component:
 ``e = normalize(id_person + alpha * a_action + noise)``, with shared action directions strong
@@ -9,7 +9,7 @@ person making two different faces. We show, on people never seen while fitting/t
 (b) a Decoupler trained with the Identity Decoupling and Text Alignment losses recovers both:
     z_id separates people regardless of action, z_act tells which action text was described.
 
-Run with ``pytest -s`` to see the numbers (they are also in docs/design.md §6).
+Run with ``pytest -s`` to see the numbers (they are also in docs/design.md section 6).
 """
 
 from __future__ import annotations

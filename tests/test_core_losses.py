@@ -1,4 +1,4 @@
-"""Each loss behaves as defined (docs/design.md §5): ~0 on constructed ideal inputs, larger when the
+"""Each loss behaves as defined (docs/design.md section 5): ~0 on constructed ideal inputs, larger when the
 property is broken, finite gradients to the trainable side, invariant where it should be."""
 
 from __future__ import annotations

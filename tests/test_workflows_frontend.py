@@ -52,7 +52,7 @@ def test_template_browser_endpoint_lists_every_shipped_workflow(comfy_server):
 
 
 def test_template_browser_dialog_shows_the_pack_and_opens_a_workflow(comfy_page):
-    """Workflow ▸ Browse Templates: the pack has its own entry listing our workflows, and
+    """Workflow > Browse Templates: the pack has its own entry listing our workflows, and
     clicking one loads it into the canvas with no missing nodes."""
     page = comfy_page.page
     comfy_page.evaluate("() => window.app.extensionManager.command.execute('Comfy.BrowseTemplates')")

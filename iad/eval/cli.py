@@ -166,7 +166,7 @@ def write_tables(outcomes: list[Outcome], out: Path, face_model: str, sampling: 
     md_columns = [c for c in TABLE_COLUMNS if c not in ("face_model",)]
     lines = [
         "# IaD evaluation", "",
-        f"Face model: `{face_model}` · frame sampling: `{sampling}` · metric definitions: docs/metrics.md", "",
+        f"Face model: `{face_model}`; frame sampling: `{sampling}`; metric definitions: docs/metrics.md", "",
         "| " + " | ".join(md_columns) + " |", "|" + "---|" * len(md_columns),
     ]
     for o in outcomes:

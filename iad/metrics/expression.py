@@ -21,7 +21,7 @@ the face-size normaliser: it does not change with expression.
 Each feature is divided by a *noticeable-change scale* (``DEFAULT_SCALES``: the change a viewer
 reads as a different expression or pose), and the distance between two faces is the Euclidean
 norm of the scaled difference. A frame *copies* the reference when its distance to the nearest
-reference photo is below 1 (no feature moved by a noticeable amount — or only small moves in a
+reference photo is below 1 (no feature moved by a noticeable amount - or only small moves in a
 few). The **copy-paste rate** is the share of frames with a face that copy the reference; it
 falls as the video follows the prompt. Variability (RMS scaled distance of each frame to the
 video's own mean expression) separates "frozen on a different expression" (low copy, low

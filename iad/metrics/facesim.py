@@ -65,7 +65,7 @@ def face_similarity(
 ) -> FaceSimResult:
     """Per-frame identity similarity.
 
-    ``reference_embeddings``: (R, D) or (D,) — several reference photos are averaged *per
+    ``reference_embeddings``: (R, D) or (D,) - several reference photos are averaged *per
     cosine* (the mean of the R cosines), so one atypical photo cannot flip the direction.
     ``frame_embeddings``: one entry per evaluated frame, a (D,) vector or ``None`` (no face).
     ``clip_negative``: ConsisID clips each cosine at 0 before averaging.

@@ -19,7 +19,7 @@ Input: a 112x112 face crop aligned with the standard 5-point ArcFace template (w
 L2-normalised embedding.
 
 Weights are user-supplied files: ``.safetensors``, or a ``.pth`` state dict read with
-``torch.load(weights_only=True)`` — arbitrary pickled objects are never unpickled.
+``torch.load(weights_only=True)`` - arbitrary pickled objects are never unpickled.
 """
 
 from __future__ import annotations

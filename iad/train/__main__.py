@@ -1,4 +1,4 @@
-"""``python -m iad.train CONFIG [--set key=value ...]`` — also under ``torchrun --nproc_per_node N``."""
+"""``python -m iad.train CONFIG [--set key=value ...]`` - also under ``torchrun --nproc_per_node N``."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Synthetic faces with known expression, identity and motion, and a small pixel-measuring
-face analyser that reads them back — for the evaluation tests and benchmark.
+face analyser that reads them back - for the evaluation tests and benchmark.
 
 The tiny insightface pack (``insightface_pack.py``) exercises the real library, but its landmark
 models are random: they cannot see a mouth open. Here every quantity is known by construction:
@@ -22,7 +22,7 @@ from iad.face_types import DetectedFace
 BACKGROUND = 90
 FEATURE = 25
 PERSONS = ((235, 180, 125), (125, 180, 235), (180, 235, 125))
-EYE_DX, EYE_DY = 0.38, -0.2          # eye centres at (±0.38 s, -0.2 s) from the face centre, s = half width
+EYE_DX, EYE_DY = 0.38, -0.2          # eye centres at (+/-0.38 s, -0.2 s) from the face centre, s = half width
 INTER_OCULAR = 2 * EYE_DX            # in units of s
 EYE_WIDTH = 0.26
 BROW_WIDTH, BROW_THICKNESS = 0.32, 0.06

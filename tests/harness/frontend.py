@@ -1,7 +1,7 @@
 """The real ComfyUI frontend (``comfyui-frontend-package``) in headless Chromium, driven by Playwright.
 
 Used by the workflow tests to do what a user does: open the UI served by a real ComfyUI server,
-load a workflow file through Workflow ▸ Open (the hidden ``#comfy-file-input``), see what the
+load a workflow file through Workflow > Open (the hidden ``#comfy-file-input``), see what the
 frontend reports (missing node types, missing model files, invalid widget values), run it with
 Ctrl+Enter (the Run shortcut) and read back the ``POST /prompt`` the frontend made.
 
@@ -308,7 +308,7 @@ class ComfyPage:
 
     # -- workflows ------------------------------------------------------------------------------
     def load_workflow(self, path: Path) -> LoadReport:
-        """Open ``path`` through Workflow ▸ Open (the hidden file input), wait until the frontend
+        """Open ``path`` through Workflow > Open (the hidden file input), wait until the frontend
         finished configuring the graph, and report what it found."""
         path = Path(path)
         self.dismiss_toasts()
