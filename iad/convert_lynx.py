@@ -14,12 +14,7 @@ import argparse
 import sys
 import time
 
-import torch
-
-from .checkpoint import inspect_adapter, save_adapter
-from .lynx import LynxFormatError, inspect_lynx, load_lynx
-
-_DTYPES = {"keep": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPES = {"keep": None, "fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}   # torch dtype names
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +26,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.output.endswith(".safetensors"):
         parser.error("the output must be a .safetensors file")
+    # torch and the checkpoint code load only once the arguments are good (`--help` answers at once)
+    import torch
+
+    from .checkpoint import inspect_adapter, save_adapter
+    from .lynx import LynxFormatError, inspect_lynx, load_lynx
+
     start = time.perf_counter()
     try:
         layout = inspect_lynx(args.input)
@@ -43,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     except (LynxFormatError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = save_adapter(adapter, args.output, dtype=_DTYPES[args.dtype])
+    dtype = _DTYPES[args.dtype]
+    out = save_adapter(adapter, args.output, dtype=None if dtype is None else getattr(torch, dtype))
     config = inspect_adapter(out)  # read back: the written header validates
     print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, embedder {config.embedder}) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -1,12 +1,23 @@
 """Evaluation of generated videos: ``python -m iad.eval`` (CLI) and the IaD Evaluate Video node
-build on ``evaluate_video``. Metric definitions: ``docs/metrics.md``."""
+build on ``evaluate_video``. Metric definitions: ``docs/metrics.md``.
 
-from .analysis import FaceDetector, ReferenceFaces, detect_largest, face_model_name
-from .evaluate import SAMPLING_ALL, SAMPLING_CONSISID, SAMPLINGS, EvaluationReport, evaluate_video
-from .video_io import Video, VideoReadError, read_image, read_video
+The names below load on first use (PEP 562): ``python -m iad.eval --help`` must not wait for torch.
+"""
 
-__all__ = [
-    "FaceDetector", "ReferenceFaces", "detect_largest", "face_model_name",
-    "SAMPLING_ALL", "SAMPLING_CONSISID", "SAMPLINGS", "EvaluationReport", "evaluate_video",
-    "Video", "VideoReadError", "read_image", "read_video",
-]
+import importlib
+
+_EXPORTS = {
+    "FaceDetector": "analysis", "ReferenceFaces": "analysis", "detect_largest": "analysis", "face_model_name": "analysis",
+    "SAMPLING_ALL": "sampling", "SAMPLING_CONSISID": "sampling", "SAMPLINGS": "sampling",
+    "EvaluationReport": "evaluate", "evaluate_video": "evaluate",
+    "Video": "video_io", "VideoReadError": "video_io", "read_image": "video_io", "read_video": "video_io",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

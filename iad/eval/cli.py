@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .analysis import ReferenceFaces
-from .evaluate import SAMPLING_ALL, SAMPLINGS, evaluate_video
+# torch and the metrics load only once the arguments are good (`--help` and usage errors answer at once)
+from .sampling import SAMPLING_ALL, SAMPLINGS
 from .video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReadError, is_video_source, natural_key, read_image, read_video
 
 TABLE_COLUMNS = ("video", "status", "frames", "facesim_mean", "facesim_min", "face_fraction", "identity_stability",
@@ -179,6 +179,9 @@ def write_tables(outcomes: list[Outcome], out: Path, face_model: str, sampling: 
 
 
 def evaluate_one(path: Path, args, analyzer, prompts: dict[str, str], out: Path) -> Outcome:
+    from .analysis import ReferenceFaces
+    from .evaluate import evaluate_video
+
     name = video_name(path)
     try:
         video = read_video(path, fps=args.fps)

@@ -16,9 +16,7 @@ from ..metrics.identity_stability import IdentityStabilityResult, identity_stabi
 from ..metrics.motion import MotionResult, motion_metrics
 from .analysis import ReferenceFaces, analyse_frames, face_model_name
 
-SAMPLING_ALL = "all"
-SAMPLING_CONSISID = "consisid16"
-SAMPLINGS = (SAMPLING_ALL, SAMPLING_CONSISID)
+from .sampling import SAMPLING_ALL, SAMPLING_CONSISID, SAMPLINGS  # noqa: F401  (re-exported)
 REPORT_VERSION = 1
 CLIP_SKIPPED_NO_MODELS = ("CLIP-T skipped: no CLIP models supplied (connect a CLIP text encoder from Load CLIP and a "
                           "CLIP vision model from Load CLIP Vision to the IaD Evaluate Video node)")

@@ -8,7 +8,6 @@ import logging
 import sys
 from pathlib import Path
 
-from . import PrepareConfig, run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,6 +30,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also keep each target window's frames (iad.train's mode 'vae' trains on them)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    from .pipeline import PrepareConfig, run   # torch and friends: only once the arguments are good
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     data: dict = json.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
     if args.config:   # paths in a config file are relative to the file (like iad.train's)

@@ -1,0 +1,380 @@
+"""Data preparation for IaD training: ``python -m iad.prepare`` (docs/training.md).
+
+Input: a folder of clips (video files or folders of frames) with captions: a sidecar
+``<clip>.txt`` (the caption) or ``<clip>.json`` (``{"caption": ..., "action": ..., "person": ...}``),
+or one ``captions.json`` / ``captions.jsonl`` mapping clip names to the same fields. ``action``
+(optional) is the clip's action phrase ("laughing, head turned left") for the Text Alignment
+Loss; ``person`` (optional) names who is in it, so references may come from another clip of them.
+
+Output: shards (see :mod:`iad.prepare.shards`) with the primary face track, per-frame face
+embeddings and landmarks, VAE latents and text embeddings precomputed through ComfyUI's own
+loaders, and references drawn from a different moment than the target window.
+
+Resumable: finished shards are recorded in ``dataset.json`` and their clips are not redone;
+corrupt or unusable clips are skipped and listed with the reason (``skipped`` in dataset.json).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
+                     atomic_write_text, write_shard)
+
+log = logging.getLogger("iad.prepare")
+
+PROMPT_BANK_PATH = Path(__file__).resolve().parents[1] / "data" / "prompt_bank.txt"
+# Settings that change what is written: resuming with different values would mix datasets.
+_IDENTITY_FIELDS = ("resolution", "num_frames", "vae", "text_encoder", "face_pack", "det_size", "reference_gap",
+                    "max_references", "frame_stride", "store_pixels")
+
+
+@dataclass
+class PrepareConfig:
+    input: str                                  # folder of clips + captions
+    output: str                                 # dataset folder (created; resumed if it exists)
+    vae: str                                    # Wan VAE file (ComfyUI/models/vae/...)
+    text_encoder: dict = field(default_factory=lambda: {"kind": "comfy", "path": "", "type": "wan"})
+    face_pack: str = "antelopev2"               # insightface pack name or folder
+    face_search_roots: list[str] = field(default_factory=list)   # folders holding models/<pack> (default: ComfyUI's)
+    face_provider: str = "auto"
+    det_size: int = 640
+    min_det_score: float = 0.5
+    resolution: list[int] = field(default_factory=lambda: [832, 480])   # [width, height] of the latents
+    num_frames: int = 33                        # target window length (Wan: 4k + 1)
+    frame_stride: int = 1                       # use every n-th source frame
+    store_pixels: bool = False                  # also keep the target window's frames (uint8): iad.train's mode 'vae' needs them
+    min_track_frames: int = 4
+    min_face_px: float = 24.0
+    identity_threshold: float = 0.5
+    reference_gap: int = 4                      # frames between the target window and any reference
+    max_references: int = 4
+    clips_per_shard: int = 64
+    comfyui_dir: str | None = None
+    prompt_bank: str | None = None              # default: iad/data/prompt_bank.txt
+    progress: bool = True
+    cpu_threads: int = 0                        # torch intra-op threads (0: torch's default)
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not Path(self.input).is_dir():
+            problems.append(f"input folder {self.input!r} does not exist")
+        if self.text_encoder.get("kind", "comfy") == "comfy" and not Path(self.text_encoder.get("path", "")).is_file():
+            problems.append(f"text_encoder.path {self.text_encoder.get('path')!r} is not a file (the umt5-xxl file from "
+                            "ComfyUI/models/text_encoders; or use {\"kind\": \"hash\"} for a dry run)")
+        if not Path(self.vae).is_file():
+            problems.append(f"vae {self.vae!r} is not a file (the Wan VAE from ComfyUI/models/vae)")
+        if len(self.resolution) != 2 or any(int(r) % 16 for r in self.resolution):
+            problems.append(f"resolution must be [width, height], multiples of 16, got {self.resolution}")
+        if self.num_frames < 1 or (self.num_frames - 1) % 4:
+            problems.append(f"num_frames must be 4k+1 (Wan's VAE compresses time by 4), got {self.num_frames}")
+        if self.frame_stride < 1 or self.clips_per_shard < 1 or self.max_references < 1:
+            problems.append("frame_stride, clips_per_shard and max_references must be >= 1")
+        if problems:
+            raise ValueError("invalid preparation settings: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PrepareConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown preparation settings {unknown}; known: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class ClipSource:
+    path: Path
+    caption: str
+    action: str | None
+    person: str | None
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    def fingerprint(self) -> str:
+        if self.path.is_dir():
+            files = sorted(self.path.iterdir())
+            return f"{len(files)}:{sum(f.stat().st_size for f in files)}"
+        st = self.path.stat()
+        return f"{st.st_size}:{int(st.st_mtime)}"
+
+
+class ClipSkipped(Exception):
+    """This clip cannot be used; the message is the reason written to the report."""
+
+
+def _read_captions_file(folder: Path) -> dict[str, dict]:
+    table: dict[str, dict] = {}
+    if (folder / "captions.json").is_file():
+        for name, value in json.loads((folder / "captions.json").read_text(encoding="utf-8")).items():
+            table[name] = value if isinstance(value, dict) else {"caption": value}
+    if (folder / "captions.jsonl").is_file():
+        for line in (folder / "captions.jsonl").read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                table[row.pop("clip")] = row
+    return table
+
+
+def discover_clips(folder: str | os.PathLike) -> tuple[list[ClipSource], list[dict]]:
+    """Clips with captions, and ``{"source", "reason"}`` for the ones without."""
+    from ..eval.video_io import is_video_source, natural_key
+
+    folder = Path(folder)
+    table = _read_captions_file(folder)
+    clips, skipped = [], []
+    for path in sorted(folder.iterdir(), key=natural_key):
+        if path.name.startswith(".") or not is_video_source(path):
+            continue
+        meta = dict(table.get(path.name) or table.get(path.stem) or {})
+        sidecar_json, sidecar_txt = path.with_suffix(".json") if path.is_file() else path.parent / f"{path.name}.json", \
+            path.with_suffix(".txt") if path.is_file() else path.parent / f"{path.name}.txt"
+        if sidecar_json.is_file():
+            meta.update(json.loads(sidecar_json.read_text(encoding="utf-8")))
+        if sidecar_txt.is_file():
+            meta.setdefault("caption", sidecar_txt.read_text(encoding="utf-8").strip())
+        caption = str(meta.get("caption", "")).strip()
+        if not caption:
+            skipped.append({"source": path.name, "reason": f"no caption (add {path.stem}.txt or an entry in captions.json)"})
+            continue
+        clips.append(ClipSource(path, caption, meta.get("action"), None if meta.get("person") is None else str(meta["person"])))
+    return clips, skipped
+
+
+def load_prompt_bank(path: str | os.PathLike | None = None) -> list[str]:
+    lines = Path(path or PROMPT_BANK_PATH).read_text(encoding="utf-8").splitlines()
+    prompts = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompt bank {path or PROMPT_BANK_PATH} has no prompts")
+    return prompts
+
+
+def _fit(frames: np.ndarray, width: int, height: int) -> tuple[np.ndarray, tuple[float, float, float]]:
+    """Centre-crop to the target aspect, resize; returns frames and (scale, x0, y0) for boxes."""
+    import cv2
+
+    h, w = frames.shape[1:3]
+    scale = max(width / w, height / h)
+    new_w, new_h = max(width, int(math.ceil(w * scale))), max(height, int(math.ceil(h * scale)))
+    x0, y0 = (new_w - width) // 2, (new_h - height) // 2
+    out = np.stack([cv2.resize(f, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+                    [y0:y0 + height, x0:x0 + width] for f in frames])
+    return out, (scale, float(x0), float(y0))
+
+
+def choose_window(num_source: int, length: int, track_frames: list[int], gap: int) -> tuple[int, list[int]]:
+    """Target window start and the track frames usable as references (>= gap frames outside it).
+    Tries the window at the end and at the start of the clip; keeps the one that leaves more
+    references and covers more faces (end first on ties: references from earlier moments)."""
+    best = None
+    for start in dict.fromkeys((num_source - length, 0)):
+        end = start + length
+        refs = [f for f in track_frames if f < start - gap or f >= end + gap]
+        covered = sum(start <= f < end for f in track_frames)
+        score = (min(len(refs), 1), covered, len(refs))
+        if best is None or score > best[0]:
+            best = (score, start, refs)
+    return best[1], best[2]
+
+
+class Preparer:
+    def __init__(self, config: PrepareConfig) -> None:
+        self.config = config
+        self.out = Path(config.output)
+
+    # -- models (loaded lazily: a resumed run with nothing left loads nothing) --------------------
+    def _load_models(self) -> None:
+        from ..face_analysis import FaceAnalyzer
+        from .encoders import ComfyVAE, load_text_encoder
+
+        c = self.config
+        if c.cpu_threads > 0:
+            torch.set_num_threads(c.cpu_threads)
+        self.analyzer = FaceAnalyzer.load(c.face_pack, c.face_search_roots or None, provider=c.face_provider,
+                                          det_size=c.det_size)
+        self.text_encoder = load_text_encoder(c.text_encoder, c.comfyui_dir)
+        self.vae = ComfyVAE(c.vae, c.comfyui_dir)
+
+    def _settings(self) -> dict:
+        c = asdict(self.config)
+        return {k: c[k] for k in _IDENTITY_FIELDS}
+
+    def _load_state(self) -> dict:
+        path = self.out / DATASET_FILE
+        if not path.is_file():
+            return {"format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "settings": self._settings(),
+                    "shards": [], "done": {}, "skipped": [], "embedder": None, "latent_shape": None}
+        state = json.loads(path.read_text(encoding="utf-8"))
+        state.setdefault("settings", {}).setdefault("store_pixels", False)   # datasets from before the setting
+        if state.get("settings") != self._settings():
+            changed = [k for k in _IDENTITY_FIELDS if state.get("settings", {}).get(k) != self._settings()[k]]
+            raise ValueError(f"{self.out} was prepared with different settings ({', '.join(changed)}); resuming would "
+                             "mix incompatible clips. Use a new output folder, or the original settings.")
+        return state
+
+    def _save_state(self, state: dict) -> None:
+        atomic_write_text(self.out / DATASET_FILE, json.dumps(state, indent=1))
+
+    # -- one clip -------------------------------------------------------------------------------
+    def process(self, clip: ClipSource, index: str) -> tuple[dict[str, torch.Tensor], dict]:
+        from ..eval.video_io import VideoReadError, read_video
+        from .tracks import TrackPoint, link_tracks, validate_tracks
+
+        c = self.config
+        try:
+            video = read_video(clip.path)
+        except VideoReadError as exc:
+            raise ClipSkipped(f"unreadable video: {exc}") from None
+        frames = video.frames[:: c.frame_stride]
+        if len(frames) < c.num_frames:
+            raise ClipSkipped(f"too short: {len(frames)} frames (after frame_stride {c.frame_stride}), the target window "
+                              f"needs {c.num_frames}")
+        detections: dict[int, list] = {}
+        for i, frame in enumerate(frames):
+            faces = self.analyzer.detect(frame, min_score=c.min_det_score, retry=False, landmarks=True, image_index=i)
+            detections[i] = [TrackPoint(i, f.bbox, f.kps, f.det_score, f.embedding, f.landmark_2d_106, f.aligned_crop)
+                             for f in faces]
+        tracks = link_tracks(detections)
+        good = validate_tracks(tracks, c.min_track_frames, c.min_face_px, c.identity_threshold)
+        dropped = [{"track": t.track_id, "frames": len(t.points), "reason": t.drop_reason} for t in tracks if t.drop_reason]
+        for d in dropped:
+            log.info("%s: dropped face track %d (%s)", clip.key, d["track"], d["reason"])
+        if not good:
+            reasons = "; ".join(d["reason"] for d in dropped) or "no face detected in any frame"
+            raise ClipSkipped(f"no usable face track ({reasons})")
+        track = good[0]
+        start, ref_frames = choose_window(len(frames), c.num_frames, track.frames, c.reference_gap)
+        window = frames[start:start + c.num_frames]
+        width, height = (int(r) for r in c.resolution)
+        fitted, (scale, x0, y0) = _fit(window, width, height)
+        latents = self.vae.encode(fitted)
+        by_frame = {p.frame: p for p in track.points}
+        target_boxes = np.full((c.num_frames, 4), np.nan, np.float32)
+        for j in range(c.num_frames):
+            p = by_frame.get(start + j)
+            if p is not None:
+                target_boxes[j] = p.bbox * scale - np.array([x0, y0, x0, y0], np.float32)
+        if len(ref_frames) > c.max_references:   # evenly spaced over the other moments
+            pick = np.linspace(0, len(ref_frames) - 1, c.max_references).round().astype(int)
+            ref_frames = [ref_frames[i] for i in pick]
+        refs = [by_frame[f] for f in ref_frames]
+        crop_size = self.analyzer.crop_size
+        text = self.text_encoder(clip.caption)
+        action_text = self.text_encoder(clip.action).float().mean(0) if clip.action else text.float().mean(0)
+        pts = track.points
+        t = {
+            "latents": latents.float(),
+            "text": text.to(torch.float16),
+            "action_text": action_text.float(),
+            "track.frames": torch.tensor([p.frame for p in pts], dtype=torch.int64),
+            "track.bboxes": torch.from_numpy(np.stack([p.bbox for p in pts]).astype(np.float32)),
+            "track.kps": torch.from_numpy(np.stack([p.kps for p in pts]).astype(np.float32)),
+            "track.scores": torch.tensor([p.score for p in pts], dtype=torch.float32),
+            "track.embeddings": torch.stack([p.embedding.float() for p in pts]),
+            "track.landmarks": torch.from_numpy(np.stack([p.landmarks if p.landmarks is not None else np.zeros((106, 2))
+                                                          for p in pts]).astype(np.float32)),
+            "target.frames": torch.arange(start, start + c.num_frames, dtype=torch.int64),
+            "target.bboxes": torch.from_numpy(target_boxes),
+            "ref.frames": torch.tensor(ref_frames, dtype=torch.int64),
+            "ref.embeddings": torch.stack([p.embedding.float() for p in refs]) if refs else torch.zeros(0, pts[0].embedding.numel()),
+            "ref.crops": torch.from_numpy(np.stack([p.crop for p in refs])) if refs else torch.zeros(0, crop_size, crop_size, 3, dtype=torch.uint8),
+        }
+        if c.store_pixels:   # exactly the frames the latents encode
+            t["target.pixels"] = torch.from_numpy(np.ascontiguousarray(fitted, dtype=np.uint8))
+        tensors = {f"{index}.{k}": v for k, v in t.items()}
+        record = {
+            "key": index, "source": clip.key, "caption": clip.caption, "action": clip.action,
+            "person": clip.person, "source_frames": int(len(frames)), "fps": float(video.fps) / c.frame_stride,
+            "window": [int(start), int(start + c.num_frames)], "primary_track": track.track_id,
+            "track_frames": len(pts), "references": len(refs), "dropped_tracks": dropped,
+            "text_tokens": int(text.shape[0]), "landmarks": bool(pts[0].landmarks is not None),
+        }
+        return tensors, record
+
+    # -- the whole folder -------------------------------------------------------------------------
+    def run(self) -> dict:
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        state = self._load_state()
+        clips, no_caption = discover_clips(c.input)
+        known_skips = {s["source"]: s for s in state["skipped"]}
+        for s in no_caption:
+            if s["source"] not in known_skips:
+                state["skipped"].append(s)
+        pending = [clip for clip in clips if state["done"].get(clip.key) != clip.fingerprint()
+                   and known_skips.get(clip.key, {}).get("fingerprint") != clip.fingerprint()]
+        log.info("%d clips found, %d already prepared, %d to do", len(clips), len(clips) - len(pending), len(pending))
+        if not pending and (self.out / PROMPT_BANK_FILE).is_file():
+            self._save_state(state)
+            return state
+        self._load_models()
+        state["embedder"] = self.analyzer.embedder
+        if not (self.out / PROMPT_BANK_FILE).is_file():
+            self._write_prompt_bank()
+        state["text_encoder_name"] = getattr(self.text_encoder, "name", "?")
+        from tqdm import tqdm
+
+        tensors: dict[str, torch.Tensor] = {}
+        records: list[dict] = []
+        shard_index = len(state["shards"])
+
+        def flush() -> None:
+            nonlocal tensors, records, shard_index
+            if not records:
+                return
+            prints = {r["source"]: r.pop("_fingerprint") for r in records}
+            name = write_shard(self.out, shard_index, tensors, records)
+            state["shards"].append(name)
+            state["done"].update(prints)
+            self._save_state(state)
+            shard_index += 1
+            tensors, records = {}, []
+
+        bar = tqdm(pending, desc="iad.prepare", unit="clip", disable=not c.progress)
+        for clip in bar:
+            key = f"c{len(records)}"
+            try:
+                clip_tensors, record = self.process(clip, key)
+            except ClipSkipped as exc:
+                log.warning("skipped %s: %s", clip.key, exc)
+                state["skipped"] = [s for s in state["skipped"] if s["source"] != clip.key]
+                state["skipped"].append({"source": clip.key, "reason": str(exc), "fingerprint": clip.fingerprint()})
+                self._save_state(state)
+                continue
+            shape = list(clip_tensors[f"{key}.latents"].shape)
+            state["latent_shape"] = state["latent_shape"] or shape
+            record["_fingerprint"] = clip.fingerprint()
+            tensors.update(clip_tensors)
+            records.append(record)
+            bar.set_postfix(skipped=len(state["skipped"]))
+            if len(records) >= c.clips_per_shard:
+                flush()
+        flush()
+        self._save_state(state)
+        return state
+
+    def _write_prompt_bank(self) -> None:
+        prompts = load_prompt_bank(self.config.prompt_bank)
+        tensors = {f"bank.{i}": self.text_encoder(p).to(torch.float16) for i, p in enumerate(prompts)}
+        tensors["null"] = self.text_encoder("").to(torch.float16)
+        atomic_save_tensors(self.out / PROMPT_BANK_FILE, tensors, {"prompts": json.dumps(prompts)})
+
+
+def run(config: PrepareConfig | dict) -> dict:
+    """Prepare (or resume preparing) a dataset; returns the dataset description (dataset.json)."""
+    if isinstance(config, dict):
+        config = PrepareConfig.from_dict(config)
+    return Preparer(config).run()
+
+
+__all__ = ["PrepareConfig", "Preparer", "run", "discover_clips", "load_prompt_bank", "choose_window", "ClipSkipped"]
