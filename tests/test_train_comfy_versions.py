@@ -82,3 +82,43 @@ def test_trainer_gets_resident_weights_where_comfyui_loads_models_dynamically(da
     result = run(config)
     assert result.history[-1]["step"] == 3 and torch.isfinite(torch.tensor(result.history[-1]["total"]))
     assert result.final_checkpoint is not None and result.final_checkpoint.exists()
+
+
+class _SavesItsOutput(torch.autograd.Function):
+    """Attention whose backward reads its own output, as the fused GPU kernels (flash, efficient,
+    cuDNN SDPA) do; the CPU's math kernel saves no output, so it cannot show an in-place write."""
+
+    @staticmethod
+    def forward(ctx, q, k, v):
+        out = torch.softmax(q @ k.transpose(-1, -2), -1) @ v
+        ctx.save_for_backward(q, k, v, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        q, k, v, out = ctx.saved_tensors   # raises if ``out`` was modified in place
+        with torch.enable_grad():
+            q_, k_, v_ = (t.detach().requires_grad_() for t in (q, k, v))
+            again = torch.softmax(q_ @ k_.transpose(-1, -2), -1) @ v_
+            return torch.autograd.grad(again, (q_, k_, v_), grad)
+
+
+def test_identity_attention_keeps_the_text_attention_output_intact_while_training():
+    """Found on an H200: adding the identity term in place into the text attention's output broke
+    the backward of fused kernels ("modified by an inplace operation"). While autograd records,
+    the term is added out of place; at inference it stays in place (no extra memory)."""
+    from iad.patching import add_identity_attention
+
+    def attention(q, k, v, heads):
+        return _SavesItsOutput.apply(q, k, v)
+
+    g = torch.Generator().manual_seed(0)
+    q, k_txt, v_txt, k_id, v_id = (torch.randn(2, 5, 8, generator=g, requires_grad=True) for _ in range(5))
+    for rows in (None, [0]):
+        out = attention(q, k_txt, v_txt, 1)
+        total = add_identity_attention(out, q, k_id, v_id, 1, 0.5, rows, attention)
+        total.sum().backward()   # raised before the fix
+        assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k_id, v_id))
+    with torch.no_grad():   # inference: in place, the same tensor comes back
+        out = attention(q, k_txt, v_txt, 1)
+        assert add_identity_attention(out, q, k_id, v_id, 1, 0.5, None, attention) is out

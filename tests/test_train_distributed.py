@@ -116,3 +116,14 @@ def test_model_modes_two_gloo_processes_equal_one_process(single_model, dataset,
     rows = lambda p: [json.loads(x) for x in (p / "log.jsonl").read_text().splitlines() if '"eval"' not in x]  # noqa: E731
     for a, b in zip(rows(out), rows(single_out)):
         assert a["step"] == b["step"] and abs(a[term] - b[term]) < 1e-4 * max(1.0, b[term])
+
+
+def test_a_bare_cuda_device_gets_this_process_index():
+    """`device: cuda` in a config: torch.cuda.set_device refuses a CUDA device without an index
+    (found on a GPU machine), so the trainer names this process's GPU (LOCAL_RANK, 0 in one process)."""
+    from iad.train.distributed import device_name
+
+    assert device_name("cuda", 0, True) == "cuda:0"
+    assert device_name("cuda", 3, True) == "cuda:3"
+    assert device_name("auto", 1, True) == "cuda:1" and device_name("auto", 0, False) == "cpu"
+    assert device_name("cuda:2", 0, True) == "cuda:2" and device_name("cpu", 5, True) == "cpu"

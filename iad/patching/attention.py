@@ -58,15 +58,22 @@ def identity_attention(q: torch.Tensor, k_id: torch.Tensor, v_id: torch.Tensor, 
 def add_identity_attention(attn_out: torch.Tensor, q: torch.Tensor, k_id: torch.Tensor, v_id: torch.Tensor,
                            heads: int, weight: float, rows: list[int] | None,
                            attention_fn: AttentionFn = sdpa_attention) -> torch.Tensor:
-    """``attn_out + weight * attention(q, K_id, V_id)`` on ``rows`` (all when None), in place.
-    Rows outside ``rows`` are untouched (bit-identical), and their queries are never computed."""
+    """``attn_out + weight * attention(q, K_id, V_id)`` on ``rows`` (all when None); use the result.
+    Rows outside ``rows`` are untouched (bit-identical), and their queries are never computed.
+
+    In place at inference (no extra memory). While autograd records (training) a new tensor: the
+    text attention's output is saved for its backward by the fused GPU kernels (flash, efficient,
+    cuDNN), and writing into it breaks that backward (seen on an H200; the CPU's math kernel saves
+    no output, so the CPU tests could not show it)."""
+    in_place = not torch.is_grad_enabled()
     if rows is None:
-        return attn_out.add_(identity_attention(q, k_id, v_id, heads, attention_fn), alpha=weight)
+        extra = identity_attention(q, k_id, v_id, heads, attention_fn)
+        return attn_out.add_(extra, alpha=weight) if in_place else attn_out.add(extra, alpha=weight)
     if not rows:
         return attn_out
     index = torch.tensor(rows, device=q.device)
-    extra = identity_attention(q.index_select(0, index), k_id, v_id, heads, attention_fn)
-    return attn_out.index_add_(0, index, extra.to(attn_out.dtype), alpha=weight)
+    extra = identity_attention(q.index_select(0, index), k_id, v_id, heads, attention_fn).to(attn_out.dtype)
+    return attn_out.index_add_(0, index, extra, alpha=weight) if in_place else attn_out.index_add(0, index, extra, alpha=weight)
 
 
 def single_block_image_tokens(transformer_options: dict, seq_len: int) -> slice | None:
@@ -93,8 +100,7 @@ def residual_identity_attention(hidden: torch.Tensor, k_id: torch.Tensor, v_id: 
     weights). ``token_slice`` limits it to the video tokens of a joint sequence. Returns a new tensor."""
     target = hidden if token_slice is None else hidden[:, token_slice]
     q = F.rms_norm(target, (target.shape[-1],), eps=1e-6)
-    out = torch.zeros_like(target)
-    add_identity_attention(out, q, k_id, v_id, heads, 1.0, rows, attention_fn)
+    out = add_identity_attention(torch.zeros_like(target), q, k_id, v_id, heads, 1.0, rows, attention_fn)
     result = hidden.clone()
     if token_slice is None:
         return result.add_(out, alpha=weight)

@@ -39,7 +39,7 @@ class BlockPatch:
             k_id, v_id = entry.kv(block_index, q.device, q.dtype, tokens)
             if entry.key_norm and norm_k is not None:
                 k_id = norm_k(k_id)
-            add_identity_attention(out, q, k_id, v_id, heads, entry.weight, rows, comfy_attention)
+            out = add_identity_attention(out, q, k_id, v_id, heads, entry.weight, rows, comfy_attention)
             if IDENTITY_CALL_OBSERVERS:
                 entry.notify(block_index, transformer_options, rows, tokens)
         return out

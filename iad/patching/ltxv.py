@@ -33,7 +33,7 @@ class LTXVCrossAttentionIdentity(BlockPatch):
         else:
             out = comfy_attention.optimized_attention_masked(q, k, v, m.heads, mask, attn_precision=m.attn_precision,
                                                              transformer_options=transformer_options)
-        self._add_identity(out, q, active, self.block_index, m.heads, transformer_options, m.k_norm)
+        out = self._add_identity(out, q, active, self.block_index, m.heads, transformer_options, m.k_norm)
         return m.to_out(out)
 
 

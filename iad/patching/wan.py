@@ -39,7 +39,7 @@ class WanCrossAttentionIdentity(BlockPatch):
         out = comfy_attention.optimized_attention(q, k, m.v(context), heads=heads, transformer_options=transformer_options)
         if img_out is not None:
             out = out + img_out
-        self._add_identity(out, q, active, self.block_index, heads, transformer_options, m.norm_k)
+        out = self._add_identity(out, q, active, self.block_index, heads, transformer_options, m.norm_k)
         return m.o(out)
 
 

@@ -32,15 +32,21 @@ class DistState:
         return self.rank == 0
 
 
+def device_name(device: str, local_rank: int, cuda_available: bool) -> str:
+    """The configured device with an index: a bare "cuda" is this process's GPU (``LOCAL_RANK``, 0
+    in one process); ``torch.cuda.set_device`` refuses a CUDA device without one."""
+    if device == "auto":
+        return f"cuda:{local_rank}" if cuda_available else "cpu"
+    if device == "cuda":
+        return f"cuda:{local_rank}"
+    return device
+
+
 def setup(strategy: str, backend: str, device: str) -> DistState:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    elif device == "cuda" and world > 1:
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
+    dev = torch.device(device_name(device, local_rank, torch.cuda.is_available()))
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if strategy == "auto":
