@@ -8,7 +8,12 @@ GPU (``--gpu``): a Wan 2.1 1.3B-shaped model (dim 1536, 30 blocks, ffn 8960, ran
 generated in the real key layout) at a small resolution (256x256, 17 frames -> latents
 [16, 5, 32, 32]), bf16, gradient checkpointing off vs on; peak memory = torch.cuda.max_memory_allocated.
 
-    .venv/bin/python benchmarks/bench_train.py [--steps 40] [--gpu]
+Throughput is the steady state: the samples of the steps after ``--warmup`` over their time (the
+first steps carry allocator and kernel warm-up). Each configuration runs ``--rounds`` times, the
+rounds interleaved (a drift in the machine's load hits every configuration alike); the table gives
+the median and the range, and a ratio counts only where the ranges do not overlap.
+
+    .venv/bin/python benchmarks/bench_train.py [--steps 200] [--warmup 20] [--rounds 3] [--gpu]
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import argparse
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,48 +31,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
-
-
-def synthetic_dataset(folder: Path, latent_shape: list[int], clips: int = 8, persons: int = 4, text_tokens: int = 24) -> Path:
-    """A prepared dataset in iad.prepare's format with random latents (no VAE needed for timing)."""
-    import torch
-
-    from iad.prepare import load_prompt_bank
-    from iad.prepare.encoders import HashTextEncoder
-    from iad.prepare.shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
-                                    atomic_write_text, write_shard)
-
-    if (folder / DATASET_FILE).is_file():
-        return folder
-    g = torch.Generator().manual_seed(0)
-    text = HashTextEncoder()
-    tensors, records = {}, []
-    frames = 4 * (latent_shape[1] - 1) + 1
-    for i in range(clips):
-        person = i % persons
-        centre = torch.nn.functional.normalize(torch.randn(512, generator=torch.Generator().manual_seed(person)), dim=0)
-        emb = torch.nn.functional.normalize(centre + 0.1 * torch.randn(12, 512, generator=g), dim=1)
-        caption = f"a person doing action {i % 3}"
-        t = {"latents": torch.randn(latent_shape, generator=g), "text": text(caption)[:text_tokens].half(),
-             "action_text": text(f"action {i % 3}").mean(0), "track.frames": torch.arange(12),
-             "track.bboxes": torch.tensor([[8.0, 8, 40, 40]]).repeat(12, 1), "track.kps": torch.zeros(12, 5, 2),
-             "track.scores": torch.ones(12), "track.embeddings": emb, "track.landmarks": torch.zeros(12, 106, 2),
-             "target.frames": torch.arange(frames), "target.bboxes": torch.tensor([[8.0, 8, 40, 40]]).repeat(frames, 1),
-             "ref.frames": torch.arange(2), "ref.embeddings": emb[:2].clone(), "ref.crops": torch.zeros(2, 112, 112, 3, dtype=torch.uint8)}
-        tensors.update({f"c{i}.{k}": v for k, v in t.items()})
-        records.append({"key": f"c{i}", "source": f"clip{i}", "caption": caption, "action": f"action {i % 3}",
-                        "person": f"p{person}", "primary_track": 0, "references": 2,
-                        "text_tokens": int(t["text"].shape[0]), "window": [0, frames]})
-    folder.mkdir(parents=True, exist_ok=True)
-    write_shard(folder, 0, tensors, records)
-    prompts = load_prompt_bank()
-    bank = {f"bank.{i}": text(p).half() for i, p in enumerate(prompts)}
-    bank["null"] = text("").half()
-    atomic_save_tensors(folder / PROMPT_BANK_FILE, bank, {"prompts": json.dumps(prompts)})
-    atomic_write_text(folder / DATASET_FILE, json.dumps({
-        "format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "shards": ["shard-00000"], "skipped": [],
-        "embedder": "insightface/antelopev2/glintr100", "latent_shape": latent_shape, "done": {}}))
-    return folder
 
 
 def one(args: argparse.Namespace) -> None:
@@ -81,7 +46,12 @@ def one(args: argparse.Namespace) -> None:
     config = json.loads(args.one)
     result = run(config)
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print("RESULT " + json.dumps({"samples_per_s": result.samples_per_second, "peak_rss": peak_rss,
+    # history has the cumulative samples/s at every log_every (= warm-up) steps: time of the steps after the first entry
+    first, last = result.history[0], result.history[-1]
+    per_step = config["batch_size"]
+    t_first, t_last = first["step"] * per_step / first["samples_per_s"], last["step"] * per_step / last["samples_per_s"]
+    steady = (last["step"] - first["step"]) * per_step / max(t_last - t_first, 1e-9)
+    print("RESULT " + json.dumps({"samples_per_s": steady, "peak_rss": peak_rss,
                                   "peak_cuda": result.peak_memory_bytes,
                                   "loss_first": result.evals[0]["total"], "loss_last": result.evals[-1]["total"],
                                   "threads": torch.get_num_threads()}))
@@ -89,7 +59,9 @@ def one(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
+    parser.add_argument("--warmup", type=int, default=20, help="steps left out of the timing")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each configuration (interleaved)")
     parser.add_argument("--gpu", action="store_true", help="Wan 1.3B-shaped model on CUDA")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest for the tiny model)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
@@ -97,11 +69,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         return one(args)
-
-    from harness import tiny_models as tiny
-    from harness.train_data import TINY_ADAPTER
-
     work = Path(tempfile.mkdtemp(prefix="iad-bench-train-"))
+    try:
+        _compare(args, parser, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _compare(args, parser, work: Path) -> None:
+    from harness import tiny_models as tiny
+    from harness.train_data import TINY_ADAPTER, synthetic_dataset
+
     if args.gpu:
         spec = tiny.WanSpec("iad-bench-wan2.1-1.3B-shaped.safetensors", dim=1536, ffn_dim=8960, num_layers=30,
                             dtype="bfloat16", seed=5)
@@ -119,30 +97,46 @@ def main() -> None:
                     ("fp32, checkpointing on", {"precision": "fp32", "gradient_checkpointing": True}),
                     ("bf16, checkpointing off", {"precision": "bf16", "gradient_checkpointing": False}),
                     ("bf16, checkpointing on", {"precision": "bf16", "gradient_checkpointing": True})]
+    if not 0 < args.warmup < args.steps:
+        parser.error("--warmup must be between 0 and --steps")
+    runs: dict[str, list[dict]] = {name: [] for name, _ in variants}
+    for round_index in range(args.rounds):
+        for name, extra in variants:
+            config = dict(base_model=str(base), data=str(data),
+                          output_dir=str(work / f"{name.replace(', ', '-').replace(' ', '_')}-{round_index}"),
+                          adapter=adapter, steps=args.steps, batch_size=batch, log_every=args.warmup,
+                          checkpoint_every=10**6, resume=False, device=device,
+                          cpu_threads=args.threads if device == "cpu" else 0, **extra)
+            env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if device == "cpu" else dict(os.environ)
+            done = subprocess.run([sys.executable, __file__, "--one", json.dumps(config), "--device", device],
+                                  capture_output=True, text=True, env=env, cwd=REPO)
+            line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
+            if done.returncode or not line:
+                print(f"{name}: failed\n{done.stderr[-3000:]}")
+                continue
+            runs[name].append(json.loads(line[0][7:]))
     rows = []
-    for name, extra in variants:
-        config = dict(base_model=str(base), data=str(data), output_dir=str(work / name.replace(", ", "-").replace(" ", "_")),
-                      adapter=adapter, steps=args.steps, batch_size=batch, log_every=max(args.steps, 1),
-                      checkpoint_every=10**6, resume=False, device=device, cpu_threads=args.threads if device == "cpu" else 0,
-                      **extra)
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)} if device == "cpu" else dict(os.environ)
-        done = subprocess.run([sys.executable, __file__, "--one", json.dumps(config), "--device", device],
-                              capture_output=True, text=True, env=env, cwd=REPO)
-        line = [x for x in done.stdout.splitlines() if x.startswith("RESULT ")]
-        if done.returncode or not line:
-            print(f"{name}: failed\n{done.stderr[-3000:]}")
-            continue
-        rows.append((name, json.loads(line[0][7:])))
+    for name, results in runs.items():
+        if results:
+            speeds = sorted(r["samples_per_s"] for r in results)
+            rows.append((name, {**results[0], "samples_per_s": statistics.median(speeds), "low": speeds[0],
+                                "high": speeds[-1], "peak_rss": max(r["peak_rss"] for r in results),
+                                "peak_cuda": max(r["peak_cuda"] for r in results)}))
     if not rows:
         return
     ref = rows[0][1]
     what = "Wan 1.3B-shaped, 256x256x17 frames, batch 1, CUDA" if args.gpu else \
         f"tiny Wan (dim 128, 2 blocks), 64x64x5 frames, batch 2, CPU, {args.threads} thread(s)"
-    print(f"\niad.train throughput, {what}, {args.steps} steps")
-    print(f"{'configuration':28s} {'samples/s':>10s} {'vs first':>9s} {'peak RSS MB':>12s} {'peak CUDA MB':>13s} {'loss start -> end':>20s}")
+    print(f"\niad.train throughput, {what}, {args.steps} steps ({args.warmup} warm-up steps untimed), "
+          f"median of {args.rounds} interleaved rounds")
+    memory = "peak CUDA MB" if args.gpu else "peak RSS MB"   # GPU: max_memory_allocated; CPU: the process
+    print(f"{'configuration':28s} {'samples/s':>10s} {'range':>15s} {'vs first':>9s} {'significant':>12s} "
+          f"{memory:>12s} {'loss start -> end':>20s}")
     for name, r in rows:
-        print(f"{name:28s} {r['samples_per_s']:10.2f} {r['samples_per_s'] / ref['samples_per_s']:8.2f}x "
-              f"{r['peak_rss'] / 2**20:12.0f} {r['peak_cuda'] / 2**20:13.0f} {r['loss_first']:9.4f} -> {r['loss_last']:.4f}")
+        separate = r["low"] > ref["high"] or r["high"] < ref["low"]
+        print(f"{name:28s} {r['samples_per_s']:10.2f} {r['low']:7.2f}-{r['high']:<7.2f} "
+              f"{r['samples_per_s'] / ref['samples_per_s']:8.2f}x {'yes' if separate else 'no':>12s} "
+              f"{(r['peak_cuda'] if args.gpu else r['peak_rss']) / 2**20:12.0f} {r['loss_first']:9.4f} -> {r['loss_last']:.4f}")
 
 
 if __name__ == "__main__":

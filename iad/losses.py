@@ -69,8 +69,10 @@ def cross_correlation_penalty(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         raise ValueError("cross-correlation needs two [B, *] tensors with the same B >= 2")
     a = a.float() - a.float().mean(0, keepdim=True)
     b = b.float() - b.float().mean(0, keepdim=True)
-    a = a / a.pow(2).sum(0, keepdim=True).sqrt().clamp_min(EPS)
-    b = b / b.pow(2).sum(0, keepdim=True).sqrt().clamp_min(EPS)
+    # clamp before the square root: a feature that is constant over the batch (one clip's frames
+    # with batch_size 1) has a zero norm, and sqrt's gradient there is infinite (0 * inf = NaN)
+    a = a / a.pow(2).sum(0, keepdim=True).clamp_min(EPS * EPS).sqrt()
+    b = b / b.pow(2).sum(0, keepdim=True).clamp_min(EPS * EPS).sqrt()
     return (a.T @ b).pow(2).mean()
 
 

@@ -187,3 +187,19 @@ def test_semantic_consistency_reward_is_a_kl_between_softmaxed_frame_scores():
     base = frozen.clone().requires_grad_(True)
     semantic_consistency_reward(base, tuned).backward()
     assert torch.isfinite(tuned.grad).all() and tuned.grad.abs().sum() > 0 and base.grad is None
+
+
+def test_decorrelation_has_finite_gradients_when_a_feature_is_constant_over_the_batch():
+    """batch_size 1 gives the frames of one clip; a feature can then be exactly constant. The
+    square root of its zero norm had an infinite gradient and the trainer went NaN (found with a
+    Wan 1.3B-shaped model at batch 1 on an H200, then on the CPU)."""
+    from iad.losses import cross_correlation_penalty
+
+    a = torch.randn(4, 6, requires_grad=True)
+    b = torch.randn(4, 3)
+    b[:, 1] = 0.7                                  # constant over the batch
+    with torch.no_grad():
+        a[:, 2] = -1.5
+    value = cross_correlation_penalty(a, b)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(a.grad).all()

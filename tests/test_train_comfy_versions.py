@@ -12,6 +12,8 @@ meets it.
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -122,3 +124,14 @@ def test_identity_attention_keeps_the_text_attention_output_intact_while_trainin
     with torch.no_grad():   # inference: in place, the same tensor comes back
         out = attention(q, k_txt, v_txt, 1)
         assert add_identity_attention(out, q, k_id, v_id, 1, 0.5, None, attention) is out
+
+
+def test_batch_size_one_trains_without_nan(tmp_path):
+    """One clip per step (what a large model on one GPU runs): every term stays finite."""
+    from iad.train import run
+
+    data = train_data.synthetic_dataset(tmp_path / "data", [16, 2, 8, 8])   # where it went NaN before the fix
+    result = run(train_data.train_config(data, tmp_path / "b1", batch_size=1, steps=30, log_every=1,
+                                         optimizer={"lr": 1e-4}))
+    assert all(math.isfinite(v) for entry in result.history for k, v in entry.items() if k != "step")
+    assert result.evals[-1]["total"] < result.evals[0]["total"]

@@ -21,7 +21,8 @@ DEMO_PREFIX = "iad_demo"
 @dataclass
 class Demo:
     prompt: dict
-    output_node: str
+    output_node: str            # SaveImage: the world's frames
+    video_node: str             # SaveAnimatedWEBP: the VAE-decoded video
     models: dict[str, dict[str, Path]]
     text: str
 
@@ -33,4 +34,5 @@ def prepare(base_dir: Path) -> Demo:
     from synthworld import demo as synth_demo
 
     prompt, save_node = synth_demo.demo_prompt(filename_prefix=DEMO_PREFIX)
-    return Demo(prompt=prompt, output_node=save_node, models=synth_demo.demo_models(), text=synth_demo.DEMO_TEXT)
+    return Demo(prompt=prompt, output_node=save_node, video_node=synth_demo.VIDEO_NODE, models=synth_demo.demo_models(),
+                text=synth_demo.DEMO_TEXT)

@@ -216,3 +216,46 @@ def embedding_stats(data: Path) -> dict[str, float]:
             "within_person_cos": float(cos[same].mean()), "within_person_min_cos": float(cos[same].min()),
             "between_person_cos": float(cos[other].mean()), "nearest_other_person_cos": sum(nearest_other) / len(nearest_other),
             "nearest_frame_other_person": float((p[nearest] != p).float().mean())}
+
+
+def synthetic_dataset(folder: Path, latent_shape: list[int], clips: int = 8, persons: int = 4, text_tokens: int = 24) -> Path:
+    """A prepared dataset in iad.prepare's format with random latents and embeddings (no VAE, no
+    faces: for timing, and for numerics at batch size 1). ``benchmarks/bench_train.py`` uses it."""
+    import torch
+
+    from iad.prepare import load_prompt_bank
+    from iad.prepare.encoders import HashTextEncoder
+    from iad.prepare.shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
+                                    atomic_write_text, write_shard)
+
+    if (folder / DATASET_FILE).is_file():
+        return folder
+    g = torch.Generator().manual_seed(0)
+    text = HashTextEncoder()
+    tensors, records = {}, []
+    frames = 4 * (latent_shape[1] - 1) + 1
+    for i in range(clips):
+        person = i % persons
+        centre = torch.nn.functional.normalize(torch.randn(512, generator=torch.Generator().manual_seed(person)), dim=0)
+        emb = torch.nn.functional.normalize(centre + 0.1 * torch.randn(12, 512, generator=g), dim=1)
+        caption = f"a person doing action {i % 3}"
+        t = {"latents": torch.randn(latent_shape, generator=g), "text": text(caption)[:text_tokens].half(),
+             "action_text": text(f"action {i % 3}").mean(0), "track.frames": torch.arange(12),
+             "track.bboxes": torch.tensor([[8.0, 8, 40, 40]]).repeat(12, 1), "track.kps": torch.zeros(12, 5, 2),
+             "track.scores": torch.ones(12), "track.embeddings": emb, "track.landmarks": torch.zeros(12, 106, 2),
+             "target.frames": torch.arange(frames), "target.bboxes": torch.tensor([[8.0, 8, 40, 40]]).repeat(frames, 1),
+             "ref.frames": torch.arange(2), "ref.embeddings": emb[:2].clone(), "ref.crops": torch.zeros(2, 112, 112, 3, dtype=torch.uint8)}
+        tensors.update({f"c{i}.{k}": v for k, v in t.items()})
+        records.append({"key": f"c{i}", "source": f"clip{i}", "caption": caption, "action": f"action {i % 3}",
+                        "person": f"p{person}", "primary_track": 0, "references": 2,
+                        "text_tokens": int(t["text"].shape[0]), "window": [0, frames]})
+    folder.mkdir(parents=True, exist_ok=True)
+    write_shard(folder, 0, tensors, records)
+    prompts = load_prompt_bank()
+    bank = {f"bank.{i}": text(p).half() for i, p in enumerate(prompts)}
+    bank["null"] = text("").half()
+    atomic_save_tensors(folder / PROMPT_BANK_FILE, bank, {"prompts": json.dumps(prompts)})
+    atomic_write_text(folder / DATASET_FILE, json.dumps({
+        "format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "shards": ["shard-00000"], "skipped": [],
+        "embedder": "insightface/antelopev2/glintr100", "latent_shape": latent_shape, "done": {}}))
+    return folder
