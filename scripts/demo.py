@@ -33,6 +33,18 @@ def _interrupt(*_):
     raise KeyboardInterrupt
 
 
+def _video_file(result, node_id: str) -> Path:
+    item = result.outputs[str(node_id)]["images"][0]
+    return result.output_dir / item.get("subfolder", "") / item["filename"]
+
+
+def _frame_count(path: Path) -> int:
+    from PIL import Image
+
+    with Image.open(path) as video:
+        return int(getattr(video, "n_frames", 1))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--once", action="store_true", help="run the demo prompt, then stop the server")
@@ -61,9 +73,10 @@ def main() -> int:
         t1 = time.monotonic()
         result = server.run_ok(demo.prompt)
         frames = result.images(demo.output_node)
+        video = _video_file(result, demo.video_node)
         print(f"[demo] demo workflow ran in {time.monotonic() - t1:.1f} s: a synthetic-world person, "
-              f"prompt {demo.text!r}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]} "
-              f"and an animated WEBP in {server.output_dir}")
+              f"prompt {demo.text!r}: the world's {len(frames)} frames as PNGs ({frames[0].shape[1]}x{frames[0].shape[0]}) "
+              f"and the VAE-decoded video as an animated WEBP ({_frame_count(video)} frames) in {server.output_dir}")
         (base / "iad_demo_api.json").write_text(json.dumps(demo.prompt, indent=1))
         if args.once:
             return 0
