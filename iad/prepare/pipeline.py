@@ -1,18 +1,5 @@
-"""Data preparation for IaD training: ``python -m iad.prepare`` (docs/training.md).
-
-Input: a folder of clips (video files or folders of frames) with captions: a sidecar
-``<clip>.txt`` (the caption) or ``<clip>.json`` (``{"caption": ..., "action": ..., "person": ...}``),
-or one ``captions.json`` / ``captions.jsonl`` mapping clip names to the same fields. ``action``
-(optional) is the clip's action phrase ("laughing, head turned left") for the Text Alignment
-Loss; ``person`` (optional) names who is in it, so references may come from another clip of them.
-
-Output: shards (see :mod:`iad.prepare.shards`) with the primary face track, per-frame face
-embeddings and landmarks, VAE latents and text embeddings precomputed through ComfyUI's own
-loaders, and references drawn from a different moment than the target window.
-
-Resumable: finished shards are recorded in ``dataset.json`` and their clips are not redone;
-corrupt or unusable clips are skipped and listed with the reason (``skipped`` in dataset.json).
-"""
+"""The data-preparation pipeline behind ``python -m iad.prepare``: ``PrepareConfig``, ``run`` and the
+``Preparer``. What it reads and writes: the package docstring (``iad/prepare/__init__.py``)."""
 
 from __future__ import annotations
 
