@@ -460,3 +460,42 @@ def test_identity_decoupling_choices_and_refusals(fx):
     assert tokens(plain, "none", embeds=renamed).tokens.shape == none.shape
     with pytest.raises(ValueError, match="buffalo_l/w600k_r50"):
         tokens(plain, "none", embeds=type(faces)(faces.faces, embedder="insightface/buffalo_l/w600k_r50"))
+
+
+def test_ltxv_patch_computes_the_modules_own_text_attention_gating_included(comfy):
+    """The LTX-Video patch re-computes attn2's text attention to add the identity before the output
+    projection. With a zero-weight identity it must return exactly what the module itself returns:
+    same projections, norms and mask, and the per-head gating that ComfyUI v0.2x's CrossAttention
+    has for gated-attention checkpoints. Calls that are not a text cross-attention (rotary
+    embeddings, a guide mask object) run the module unchanged."""
+    import inspect
+
+    from comfy.ldm.lightricks.model import CrossAttention
+
+    patching = af.module("iad.patching")
+    iad_model, identity = af.iad_inputs(af.FAMILIES["ltxv"])
+    entry = patching.IdentityEntry(iad_model.patcher, identity.tokens, 0.0, 0.0, 1.0,
+                                   patching.StepGate(float("inf"), 0.0))
+    gated_variants = [False] + ([True] if "apply_gated_attention" in inspect.signature(CrossAttention.__init__).parameters else [])
+    for gated in gated_variants:
+        torch.manual_seed(11)
+        extra = {"apply_gated_attention": True} if gated else {}
+        module = CrossAttention(query_dim=128, context_dim=96, heads=4, dim_head=32, operations=torch.nn, **extra).eval()
+        if gated:
+            torch.nn.init.normal_(module.to_gate_logits.weight, std=0.5)   # gates away from 1
+        patch = patching.ltxv.LTXVCrossAttentionIdentity(module, module.forward, 0, (entry,))
+        x, context = torch.randn(2, 10, 128), torch.randn(2, 7, 96)
+        mask = torch.zeros(2, 1, 10, 7)
+        mask[:, :, :, 5:] = -torch.inf
+        with torch.no_grad():
+            for m in (None, mask):
+                assert torch.equal(patch(x, context=context, mask=m, transformer_options={}),
+                                   module(x, context=context, mask=m, transformer_options={})), (gated, m is None)
+            # not a text cross-attention: the module's own forward, untouched
+            pe_calls = []
+            passthrough = patching.ltxv.LTXVCrossAttentionIdentity(module, lambda *a, **k: pe_calls.append(k) or "inner", 0,
+                                                                 (entry,))
+            assert passthrough(x, context=context, pe=object(), transformer_options={}) == "inner"
+            assert passthrough(x, context=context, mask=object(), transformer_options={}) == "inner"
+            assert passthrough(x, context=context, k_pe=object(), transformer_options={}) == "inner"
+            assert len(pe_calls) == 3

@@ -6,6 +6,8 @@ tree stays unchanged, as for Wan).
 
 from __future__ import annotations
 
+import torch
+
 from .block_patch import BlockPatch, patch_cross_attention
 from .identity import active_passes
 
@@ -16,10 +18,12 @@ class LTXVCrossAttentionIdentity(BlockPatch):
     def __init__(self, module, inner, block_index: int, entries: tuple):
         self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
 
-    def __call__(self, x, context=None, mask=None, pe=None, transformer_options={}):
+    def __call__(self, x, context=None, mask=None, pe=None, transformer_options={}, **kwargs):
         active = active_passes(self.entries, transformer_options, x.shape[0])
-        if not active or pe is not None:  # attn2 never gets rotary embeddings; anything else is not ours
-            return self.inner(x, context=context, mask=mask, pe=pe, transformer_options=transformer_options)
+        # attn2 never gets rotary embeddings (pe, and k_pe since v0.2x) nor a guide mask (an object, not a
+        # tensor): a call with any of them is not the text cross-attention, so it runs unchanged
+        if not active or pe is not None or kwargs.get("k_pe") is not None or not (mask is None or torch.is_tensor(mask)):
+            return self.inner(x, context=context, mask=mask, pe=pe, transformer_options=transformer_options, **kwargs)
         import comfy.ldm.modules.attention as comfy_attention
 
         m = self.module
@@ -34,6 +38,11 @@ class LTXVCrossAttentionIdentity(BlockPatch):
             out = comfy_attention.optimized_attention_masked(q, k, v, m.heads, mask, attn_precision=m.attn_precision,
                                                              transformer_options=transformer_options)
         out = self._add_identity(out, q, active, self.block_index, m.heads, transformer_options, m.k_norm)
+        gate_logits = getattr(m, "to_gate_logits", None)
+        if gate_logits is not None:   # per-head gating (ComfyUI v0.2x, gated-attention checkpoints), as the module does
+            b, t, _ = out.shape
+            gates = 2.0 * torch.sigmoid(gate_logits(x))
+            out = (out.view(b, t, m.heads, -1) * gates.unsqueeze(-1)).view(b, t, -1)
         return m.to_out(out)
 
 
