@@ -192,10 +192,10 @@ def load_adapter(
     expected_model_dim: int | None = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
-    operations=None,
+    operations=torch.nn,
 ) -> IdentityAdapter:
     """Load and validate an adapter file; see :class:`AdapterCheckpointError` for every refusal.
-    ``operations``: the layer classes (``IdentityAdapter``; None = torch.nn)."""
+    ``operations``: the layer classes of ``IdentityAdapter`` (torch.nn, or ComfyUI's comfy.ops)."""
     import safetensors
     from safetensors.torch import load_file
 
@@ -222,7 +222,7 @@ def load_adapter(
     if bad:
         raise AdapterCheckpointError(f"{path} contains NaN/inf values in {bad[:4]}: the weights are corrupt; {_FIX_REDOWNLOAD}.")
     try:
-        adapter = IdentityAdapter.from_state_dict(config, state, operations or torch.nn)
+        adapter = IdentityAdapter.from_state_dict(config, state, operations)
     except ValueError as exc:
         raise AdapterCheckpointError(f"{path}: {exc}; {_FIX_REDOWNLOAD}.") from None
     return adapter.to(device=device, dtype=dtype) if dtype is not None else adapter.to(device)

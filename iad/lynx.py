@@ -425,7 +425,7 @@ def load_lynx(
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
     family: str = "wan2.1",
-    operations=None,
+    operations=torch.nn,
 ) -> "IdentityAdapter":
     """Load Lynx's released files (a variant folder, either file, or both paths) as an ``IdentityAdapter``.
 
@@ -439,7 +439,7 @@ def load_lynx(
         read_safetensors_header(resampler_path), read_safetensors_header(ip_path), resampler_path, ip_path
     )
     state = lynx_state_dict(layout, _load_tensors(resampler_path), _load_tensors(ip_path))
-    adapter = IdentityAdapter.from_state_dict(lynx_config(layout, family=family), state, operations or torch.nn)
+    adapter = IdentityAdapter.from_state_dict(lynx_config(layout, family=family), state, operations)
     adapter.lynx_layout = layout  # for display in the loader node
     return adapter.to(device=device, dtype=dtype) if dtype is not None else adapter.to(device)
 
@@ -452,7 +452,7 @@ def is_lynx_file(path: str | Path) -> bool:
 
 def load_adapter_or_lynx(path: str | Path, expected_embedder: str | None = None, expected_family: str | None = None,
                          expected_model_dim: int | None = None, device: str | torch.device = "cpu",
-                         dtype: torch.dtype | None = None, operations=None) -> "IdentityAdapter":
+                         dtype: torch.dtype | None = None, operations=torch.nn) -> "IdentityAdapter":
     """What the IaD Model Loader calls: an IaD checkpoint, or a Lynx file/folder loaded directly.
 
     Lynx adapters go through the same compatibility checks as IaD checkpoints (embedder, family, width).

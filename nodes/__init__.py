@@ -47,12 +47,18 @@ def _developer_nodes() -> list[type[io.ComfyNode]]:
     return nodes
 
 
-def collect_nodes() -> list[type[io.ComfyNode]]:
+def user_nodes() -> list[type[io.ComfyNode]]:
+    """The nodes every user's menu shows (this package's modules)."""
     nodes: list[type[io.ComfyNode]] = []
     for module_name in node_modules():
         module = importlib.import_module(f"{__name__}.{module_name}")
         nodes.extend(getattr(module, "NODES", ()))
-    return nodes + _developer_nodes()
+    return nodes
+
+
+def collect_nodes() -> list[type[io.ComfyNode]]:
+    """What the extension registers: the user's nodes, plus the developer nodes asked for."""
+    return user_nodes() + _developer_nodes()
 
 
 class IaDExtension(ComfyExtension):

@@ -13,7 +13,6 @@ tests/test_packaging.py checks that the file matches what the pack registers.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -24,12 +23,7 @@ NODE_LIST = REPO / "node_list.json"
 
 def user_node_list(pack) -> dict[str, str]:
     """{node id: display name - description} of the nodes a user's menu shows."""
-    saved = os.environ.pop("IAD_DEVELOPER_NODES", None)
-    try:
-        schemas = [cls.GET_SCHEMA() for cls in pack.nodes.collect_nodes()]
-    finally:
-        if saved is not None:
-            os.environ["IAD_DEVELOPER_NODES"] = saved
+    schemas = [cls.GET_SCHEMA() for cls in pack.nodes.user_nodes()]
     return {s.node_id: f"{s.display_name}: {s.description}" for s in sorted(schemas, key=lambda s: s.node_id)}
 
 

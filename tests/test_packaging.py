@@ -34,16 +34,19 @@ def _comfy_cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess
                           timeout=300)
 
 
+def _checkout_files(*pathspec: str) -> list[str]:
+    """The files git would commit from this checkout (tracked and new, not ignored) that exist."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", *pathspec],
+                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
+    return [name for name in listed if name and (REPO_ROOT / name).is_file()]
+
+
 def _working_tree_copy(dest: Path) -> Path:
-    """The files git would commit from this checkout (tracked and new, not ignored), as a fresh
-    repository: `comfy node pack` packs what git tracks, and the test must see uncommitted work too."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO_ROOT,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
-    for name in filter(None, listed):
-        source = REPO_ROOT / name
-        if source.is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dest / name)
+    """This checkout's files as a fresh repository: `comfy node pack` packs what git tracks, and
+    the test must see uncommitted work too."""
+    for name in _checkout_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, dest / name)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     return dest
@@ -111,13 +114,9 @@ def test_node_list_json_names_every_node_a_user_sees(pack):
 
 
 def test_python_sources_are_ascii():
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "*.py"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.split("\0")
     offenders = []
-    for name in filter(None, listed):
-        path = REPO_ROOT / name
-        if path.is_file():
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.isascii():
-                    offenders.append(f"{name}:{number}: {line.strip()[:80]}")
+    for name in _checkout_files("*.py"):
+        for number, line in enumerate((REPO_ROOT / name).read_text(encoding="utf-8").splitlines(), 1):
+            if not line.isascii():
+                offenders.append(f"{name}:{number}: {line.strip()[:80]}")
     assert not offenders, "\n".join(offenders)

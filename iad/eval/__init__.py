@@ -4,7 +4,7 @@ build on ``evaluate_video``. Metric definitions: ``docs/metrics.md``.
 The names below load on first use (PEP 562): ``python -m iad.eval --help`` must not wait for torch.
 """
 
-import importlib
+from ..lazy_exports import lazy_getattr
 
 _EXPORTS = {
     "FaceDetector": "analysis", "ReferenceFaces": "analysis", "detect_largest": "analysis", "face_model_name": "analysis",
@@ -14,10 +14,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), _EXPORTS)

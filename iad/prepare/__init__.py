@@ -17,15 +17,9 @@ The pipeline lives in ``pipeline.py``; its names load on first use (PEP 562), so
 ``python -m iad.prepare --help`` answers before torch is imported.
 """
 
-import importlib
+from ..lazy_exports import lazy_getattr
 
-_PIPELINE_NAMES = ('PrepareConfig', 'ClipSource', 'ClipSkipped', 'discover_clips', 'load_prompt_bank', 'choose_window', 'Preparer', 'run', 'PROMPT_BANK_PATH')
+_PIPELINE_NAMES = ("PrepareConfig", "ClipSource", "ClipSkipped", "discover_clips", "load_prompt_bank", "choose_window",
+                   "Preparer", "run", "PROMPT_BANK_PATH")
 __all__ = list(_PIPELINE_NAMES)
-
-
-def __getattr__(name: str):
-    if name not in _PIPELINE_NAMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(".pipeline", __name__), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_getattr(__name__, globals(), dict.fromkeys(_PIPELINE_NAMES, "pipeline"))
