@@ -35,7 +35,7 @@ from .resampler import Resampler
 
 FORMAT_VERSION = 1
 DECOUPLER_KINDS = ("none", "trained", "training_free")
-KNOWN_FAMILIES = ("wan2.1", "wan2.2", "ltxv", "hunyuan_video")
+KNOWN_FAMILIES = ("wan2.1", "wan2.2", "ltxv", "ltx2", "hunyuan_video", "hunyuan_video15")
 # Lynx-lite normalises identity keys with a parameter-free RMS norm over the full width (eps 1e-5).
 KEY_RMS_EPS = 1e-5
 
@@ -44,7 +44,7 @@ KEY_RMS_EPS = 1e-5
 class AdapterConfig:
     """Everything needed to rebuild an :class:`IdentityAdapter` and to check it fits a base model."""
 
-    family: str                         # base-model family: "wan2.1", "wan2.2", "ltxv", "hunyuan_video"
+    family: str                         # base-model family: one of KNOWN_FAMILIES
     model_dim: int                      # hidden width of the patched attention (Wan 14B: 5120, 1.3B: 1536)
     token_dim: int                      # width of identity tokens = resampler output
     blocks: list[int]                   # indices of the transformer blocks that carry identity K/V

@@ -11,7 +11,11 @@ import torch
 
 from harness import apply_fixtures as af
 
-SUPPORTED = ["wan-t2v", "wan-i2v", "wan2.2-5b", "ltxv", "hunyuan-video"]
+from harness.apply_fixtures import available_families
+
+# LTX-2 exists only in ComfyUI v0.2x: on 0.3.75 its cases are not collected (a test there checks that
+# the model class is absent, so this stays a fact about the version, not a silent skip).
+SUPPORTED = available_families(["wan-t2v", "wan-i2v", "wan2.2-5b", "ltxv", "ltx2", "hunyuan-video", "hunyuan-video-1.5"])
 
 
 @pytest.fixture(scope="module")
@@ -33,15 +37,37 @@ def models(fx):
 
 
 # -- architecture detection and refusals -------------------------------------------------------------
-@pytest.mark.parametrize("name, family, blocks", [
-    ("wan-t2v", "wan", 2), ("wan-i2v", "wan", 2), ("wan2.2-5b", "wan", 2), ("ltxv", "ltxv", 2), ("hunyuan-video", "hunyuan_video", 4),
-])
-def test_architecture_is_detected_from_the_loaded_model(models, name, family, blocks):
+_DETECTED = {"wan-t2v": ("wan", 2), "wan-i2v": ("wan", 2), "wan2.2-5b": ("wan", 2), "ltxv": ("ltxv", 2), "ltx2": ("ltx2", 2),
+             "hunyuan-video": ("hunyuan_video", 4), "hunyuan-video-1.5": ("hunyuan_video15", 3)}
+
+
+@pytest.mark.parametrize("name", SUPPORTED)
+def test_architecture_is_detected_from_the_loaded_model(models, name):
+    family, blocks = _DETECTED[name]
     _, model, _, _ = models(name)
-    arch = af.module("iad.patching").architecture_of(model)
+    patching = af.module("iad.patching")
+    arch = patching.architecture_of(model)
     assert (arch.family, arch.model_dim, arch.num_blocks) == (family, 128, blocks)
+    # Without ComfyUI's config name (library use) the module alone decides the same.
+    assert patching.detect_architecture(model.model.diffusion_model).family == family
     if family == "hunyuan_video":
         assert arch.double_blocks == 2 and arch.site(3) == "single_blocks.1"
+    if family == "hunyuan_video15":
+        assert arch.double_blocks == 3 and arch.site(2) == "double_blocks.2"
+    if family == "ltx2":
+        assert arch.site(1) == "transformer_blocks.1.attn2"
+
+
+def test_ltx2_exists_exactly_where_comfyui_has_it(fx):
+    """LTX-2 (LTXAV) came with ComfyUI v0.2x: 0.3.75 cannot load it, so its cases run on v0.2x only."""
+    import importlib.util
+
+    from harness.paths import comfyui_version
+
+    has_ltx2 = importlib.util.find_spec("comfy.ldm.lightricks.av_model") is not None
+    expected = {"0.3.75": False, "0.28.2": True}.get(comfyui_version().lstrip("v"))
+    assert expected is None or has_ltx2 == expected, comfyui_version()
+    assert ("ltx2" in SUPPORTED) == has_ltx2
 
 
 def test_unsupported_model_is_refused_by_name(fx):
@@ -58,7 +84,8 @@ def test_unsupported_model_is_refused_by_name(fx):
     iad_model, identity = af.iad_inputs(af.FAMILIES["wan-t2v"])
     with pytest.raises(ValueError) as err:
         af.apply(sdxl, iad_model, identity)
-    assert "IaD supports Wan 2.1/2.2 T2V and I2V, LTX-Video, HunyuanVideo; this is SDXL" in str(err.value)
+    assert ("IaD supports Wan 2.1/2.2 T2V, I2V and TI2V 5B, LTX-Video, LTX-2, HunyuanVideo, HunyuanVideo 1.5 T2V/I2V; "
+            "this is SDXL") in str(err.value)
 
 
 def test_width_and_family_mismatches_are_refused(models):
@@ -136,7 +163,7 @@ def test_step_range_gates_exactly_the_steps_inside_it(models):
 
 
 @pytest.mark.parametrize("shift", [None, 3.0], ids=["no-shift", "shift-3"])
-@pytest.mark.parametrize("name", ["wan-t2v", "ltxv", "hunyuan-video"])
+@pytest.mark.parametrize("name", available_families(["wan-t2v", "ltxv", "ltx2", "hunyuan-video", "hunyuan-video-1.5"]))
 def test_step_range_does_not_depend_on_node_order(models, name, shift):
     """ModelSamplingSD3 -> IaD Apply and IaD Apply -> ModelSamplingSD3 sample the same video: the
     percent range is resolved when sampling starts, against the sampled model's own model_sampling
@@ -220,12 +247,16 @@ def test_hunyuan_chain_composes(models):
     assert set(dit) == {("double_block", 1), ("single_block", 0), ("single_block", 1)}
 
 
-def test_hunyuan_identity_touches_only_the_video_tokens_of_every_block(models):
+@pytest.mark.parametrize("name, patched_blocks", [
+    ("hunyuan-video", {("double_block", 1), ("single_block", 0), ("single_block", 1)}),
+    ("hunyuan-video-1.5", {("double_block", 0), ("double_block", 2)}),
+], ids=["hunyuan-video", "hunyuan-video-1.5"])
+def test_hunyuan_identity_touches_only_the_video_tokens_of_every_block(models, name, patched_blocks):
     """Every patched block, called on the same input with and without its identity: the text rows
     of its output are bit-identical and the video rows differ. ComfyUI v0.14+ orders the single
     blocks' joint sequence (text, video), 0.3.75 (video, text); the order is read here from the
     tensors themselves (the single blocks' input starts or ends with the last double block's text)."""
-    family, model, iad_model, identity = models("hunyuan-video")
+    family, model, iad_model, identity = models(name)
     patched = af.apply(model, iad_model, identity, weight=1.0)
     dit = patched.model_options["transformer_options"]["patches_replace"]["dit"]
     records = []
@@ -233,8 +264,10 @@ def test_hunyuan_identity_touches_only_the_video_tokens_of_every_block(models):
     def recording(key, patch):
         def call(args, extra):
             block_input = args["img"].clone()
-            # The same block on the same input without identity (on a copy: 0.3.75's single blocks add in place).
-            reference = extra["original_block"]({**args, "img": block_input.clone()})
+            # The same block on the same input without identity, on copies: blocks may add into
+            # their inputs in place (0.3.75's single blocks, v0.2x's double blocks).
+            copies = {"img": block_input.clone(), **({"txt": args["txt"].clone()} if "txt" in args else {})}
+            reference = extra["original_block"]({**args, **copies})
             out = patch(args, extra)
             # Copies: the next block may add into this output in place.
             records.append((key, block_input, reference, {k: v.clone() for k, v in out.items()}))
@@ -247,7 +280,12 @@ def test_hunyuan_identity_touches_only_the_video_tokens_of_every_block(models):
 
     doubles = [r for r in records if r[0][0] == "double_block"]
     singles = [r for r in records if r[0][0] == "single_block"]
-    assert {r[0] for r in records} == {("double_block", 1), ("single_block", 0), ("single_block", 1)}
+    assert {r[0] for r in records} == patched_blocks
+    for key, _, reference, out in doubles:
+        assert torch.equal(out["txt"], reference["txt"]), f"{key}: identity changed the text tokens"
+        assert not torch.equal(out["img"], reference["img"]), f"{key}: identity did not reach the video tokens"
+    if not singles:   # HunyuanVideo 1.5: double blocks only
+        return
     text_len = doubles[-1][3]["txt"].shape[1]
     last_text = doubles[-1][3]["txt"]
     first_single_in = next(r for r in singles if r[0] == ("single_block", 0))[1]
@@ -257,10 +295,6 @@ def test_hunyuan_identity_touches_only_the_video_tokens_of_every_block(models):
     else:
         assert torch.equal(first_single_in[:, seq_len - text_len:], last_text), "text tokens not found in the sequence"
         text, video = slice(seq_len - text_len, seq_len), slice(0, seq_len - text_len)
-
-    for key, _, reference, out in doubles:
-        assert torch.equal(out["txt"], reference["txt"]), f"{key}: identity changed the text tokens"
-        assert not torch.equal(out["img"], reference["img"]), f"{key}: identity did not reach the video tokens"
     for key, _, reference, out in singles:
         assert torch.equal(out["img"][:, text], reference["img"][:, text]), f"{key}: identity changed the text rows"
         assert (out["img"][:, video] - reference["img"][:, video]).abs().max() > 0, f"{key}: video rows unchanged"
@@ -353,10 +387,11 @@ def test_null_identity_on_the_uncond_rows(models, name):
                 torch.testing.assert_close(out[row:row + 1], expected, atol=1e-5, rtol=1e-5)
 
 
-def test_tokens_once_per_run_kv_once_per_block_and_weights_managed(models):
+@pytest.mark.parametrize("name", available_families(["wan-t2v", "ltx2", "hunyuan-video-1.5"]))
+def test_tokens_once_per_run_kv_once_per_block_and_weights_managed(models, name):
     import comfy.model_management
 
-    family, model, _, _ = models("wan-t2v")
+    family, model, _, _ = models(name)
     iad_model, _ = af.iad_inputs(family, adapter_seed=3)
     adapter = iad_model.adapter
     calls = {"resampler": 0, "kv": 0}

@@ -14,7 +14,10 @@ from .identity import UNCOND_NONE, IaDIdentity, IdentityEntry, uncond_mode
 from .step_range import StepRangeResolver, step_gate
 
 # family -> patch_blocks(patched clone, ArchInfo, adapter block indices, IdentityEntry)
-FAMILY_PATCHES = {"wan": wan.patch_blocks, "ltxv": ltxv.patch_blocks, "hunyuan_video": hunyuan.patch_blocks}
+# LTX-2's video stream has LTX-Video's text cross-attention module; HunyuanVideo 1.5 has
+# HunyuanVideo's double blocks (and no single blocks).
+FAMILY_PATCHES = {"wan": wan.patch_blocks, "ltxv": ltxv.patch_blocks, "ltx2": ltxv.patch_blocks,
+                  "hunyuan_video": hunyuan.patch_blocks, "hunyuan_video15": hunyuan.patch_blocks}
 
 
 def architecture_of(model) -> ArchInfo:

@@ -4,34 +4,49 @@ its modules), so the library needs no ComfyUI import and works on fp8/GGUF-loade
 Families and the patch site each one gets:
 - ``wan``: Wan 2.1/2.2 T2V and I2V, ``blocks.{i}.cross_attn`` (text cross-attention)
 - ``ltxv``: LTX-Video, ``transformer_blocks.{i}.attn2`` (text cross-attention)
+- ``ltx2``: LTX-2 (ComfyUI's ``LTXAVModel``, audio and video in one transformer):
+  ``transformer_blocks.{i}.attn2``, the *video* stream's text cross-attention; the audio stream's
+  own modules (``audio_attn1/2``, the audio<->video attentions) are never patched
 - ``hunyuan_video``: HunyuanVideo, no text cross-attention: residual identity attention after
   double blocks ``0..depth-1`` and single blocks (adapter block index ``depth + j``)
+- ``hunyuan_video15``: HunyuanVideo 1.5, the same transformer class with double blocks only:
+  residual identity attention on the video tokens after each listed double block
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SUPPORTED_TEXT = "IaD supports Wan 2.1/2.2 T2V and I2V, LTX-Video, HunyuanVideo"
+SUPPORTED_TEXT = ("IaD supports Wan 2.1/2.2 T2V, I2V and TI2V 5B, LTX-Video, LTX-2, HunyuanVideo, "
+                  "HunyuanVideo 1.5 T2V/I2V")
 
 # model_config class names (ComfyUI's supported_models) -> what users call them.
 _FRIENDLY = {
     "SD15": "Stable Diffusion 1.5", "SD20": "Stable Diffusion 2", "SDXL": "SDXL", "SDXLRefiner": "SDXL Refiner",
     "SD3": "SD3", "Flux": "Flux", "FluxSchnell": "Flux Schnell", "AuraFlow": "AuraFlow", "HunyuanDiT": "HunyuanDiT",
     "HunyuanImage21": "HunyuanImage 2.1", "HunyuanImage21Refiner": "HunyuanImage 2.1 refiner",
-    "HunyuanVideo15": "HunyuanVideo 1.5", "CosmosT2V": "Cosmos", "Lumina2": "Lumina 2", "QwenImage": "Qwen-Image",
+    "HunyuanVideo15": "HunyuanVideo 1.5", "HunyuanVideo15_SR_Distilled": "HunyuanVideo 1.5 super-resolution",
+    "CosmosT2V": "Cosmos", "Lumina2": "Lumina 2", "QwenImage": "Qwen-Image",
     "WAN21_Vace": "Wan VACE", "WAN21_Camera": "Wan Fun Camera", "WAN22_S2V": "Wan 2.2 S2V", "WAN21_HuMo": "Wan HuMo",
     "WAN22_Animate": "Wan 2.2 Animate", "Mochi": "Mochi", "GenmoMochi": "Mochi", "Chroma": "Chroma",
 }
 _SUPPORTED_HUNYUAN_CONFIGS = {"HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V"}
+# HunyuanVideo 1.5 T2V and I2V share one config (I2V feeds the image latent through c_concat); the
+# super-resolution stage (HunyuanVideo15_SR_Distilled) upscales a finished video and is not patched.
+_SUPPORTED_HUNYUAN15_CONFIGS = {"HunyuanVideo15"}
 
 # Known widths, to name the model an adapter was made for in width-mismatch errors.
 _KNOWN_WIDTHS = {
     "wan": {1536: "Wan 2.1 1.3B", 3072: "Wan 2.2 5B", 5120: "Wan 2.1/2.2 14B"},
     "ltxv": {2048: "LTX-Video 2B", 4096: "LTX-Video 13B"},
+    "ltx2": {4096: "LTX-2 19B / LTX-2.3 22B"},
     "hunyuan_video": {3072: "HunyuanVideo 13B"},
+    "hunyuan_video15": {2048: "HunyuanVideo 1.5 8.3B"},
 }
-FAMILY_NAMES = {"wan": "Wan", "ltxv": "LTX-Video", "hunyuan_video": "HunyuanVideo"}
+FAMILY_NAMES = {"wan": "Wan", "ltxv": "LTX-Video", "ltx2": "LTX-2", "hunyuan_video": "HunyuanVideo",
+                "hunyuan_video15": "HunyuanVideo 1.5"}
+# Families whose identity is a residual attention after whole blocks (no text cross-attention).
+RESIDUAL_FAMILIES = ("hunyuan_video", "hunyuan_video15")
 
 
 class UnsupportedModelError(ValueError):
@@ -40,18 +55,18 @@ class UnsupportedModelError(ValueError):
 
 @dataclass(frozen=True)
 class ArchInfo:
-    family: str            # "wan" | "ltxv" | "hunyuan_video"
+    family: str            # "wan" | "ltxv" | "ltx2" | "hunyuan_video" | "hunyuan_video15"
     variant: str           # human-readable, e.g. "Wan T2V (WAN21_T2V)"
     model_dim: int         # attention width the identity K/V must have
     num_heads: int
     num_blocks: int        # patchable block indices are 0..num_blocks-1
-    double_blocks: int = 0  # HunyuanVideo: indices < double_blocks are double blocks
+    double_blocks: int = 0  # HunyuanVideo (1.5): indices < double_blocks are double blocks
 
     def site(self, index: int) -> str:
         """The attribute path (inside ``diffusion_model``) that block ``index`` patches."""
         if self.family == "wan":
             return f"blocks.{index}.cross_attn"
-        if self.family == "ltxv":
+        if self.family in ("ltxv", "ltx2"):
             return f"transformer_blocks.{index}.attn2"
         if index < self.double_blocks:
             return f"double_blocks.{index}"
@@ -83,13 +98,19 @@ def detect_architecture(diffusion_model, config_name: str | None = None) -> Arch
             if attn_cls in ("WanT2VCrossAttention", "WanI2VCrossAttention"):
                 return ArchInfo("wan", f"Wan {model_type.upper()}{label}", int(diffusion_model.dim),
                                 int(diffusion_model.num_heads), len(blocks))
-    elif cls == "LTXVModel":
+    elif cls in ("LTXVModel", "LTXAVModel"):
+        family, name = ("ltx2", "LTX-2") if cls == "LTXAVModel" else ("ltxv", "LTX-Video")
         blocks = diffusion_model.transformer_blocks
-        return ArchInfo("ltxv", f"LTX-Video{label}", int(diffusion_model.inner_dim), int(blocks[0].attn2.heads), len(blocks))
-    elif cls == "HunyuanVideo" and (config_name is None or config_name in _SUPPORTED_HUNYUAN_CONFIGS):
-        double, single = len(diffusion_model.double_blocks), len(diffusion_model.single_blocks)
-        return ArchInfo("hunyuan_video", f"HunyuanVideo{label}", int(diffusion_model.hidden_size),
-                        int(diffusion_model.num_heads), double + single, double_blocks=double)
+        return ArchInfo(family, f"{name}{label}", int(diffusion_model.inner_dim), int(blocks[0].attn2.heads), len(blocks))
+    elif cls == "HunyuanVideo":
+        # 1.5 is the same class; ComfyUI names its config from the SigLIP projection (vision_in).
+        is_15 = (config_name in _SUPPORTED_HUNYUAN15_CONFIGS if config_name
+                 else getattr(diffusion_model, "vision_in", None) is not None)
+        if is_15 or config_name is None or config_name in _SUPPORTED_HUNYUAN_CONFIGS:
+            family, name = ("hunyuan_video15", "HunyuanVideo 1.5") if is_15 else ("hunyuan_video", "HunyuanVideo")
+            double, single = len(diffusion_model.double_blocks), len(diffusion_model.single_blocks)
+            return ArchInfo(family, f"{name}{label}", int(diffusion_model.hidden_size),
+                            int(diffusion_model.num_heads), double + single, double_blocks=double)
     raise UnsupportedModelError(
         f"{SUPPORTED_TEXT}; this is {_model_name(config_name, diffusion_model)}. "
         "Connect IaD Apply to a model loaded with Load Diffusion Model from one of those families."
@@ -100,8 +121,12 @@ def normalise_family(family: str) -> str:
     f = str(family).lower().replace("-", "").replace("_", "").replace(" ", "")
     if f.startswith("wan"):
         return "wan"
+    if f.startswith("ltx2") or f.startswith("ltxav"):
+        return "ltx2"
     if f.startswith("ltx"):
         return "ltxv"
+    if f.startswith("hunyuanvideo15") or f.startswith("hunyuanvideo1.5"):
+        return "hunyuan_video15"
     if f.startswith("hunyuan"):
         return "hunyuan_video"
     return str(family)

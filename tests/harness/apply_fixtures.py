@@ -24,11 +24,22 @@ class Family:
     model_dim: int
     blocks: tuple[int, ...]
     latent_shape: tuple[int, ...]
+    text_width: int = 4096
+    audio_shape: tuple[int, ...] | None = None   # LTX-2: the audio latent sampled with the video
 
     def model_path(self) -> Path:
         if isinstance(self.spec, tiny.WanSpec):
             return tiny.ensure(self.spec)
         return tiny.ensure_other(self.spec)
+
+    def available(self) -> bool:
+        """Whether the running ComfyUI has this model (LTX-2 came with ComfyUI v0.2x)."""
+        if self.name != "ltx2":
+            return True
+        import importlib.util
+
+        import_comfy()
+        return importlib.util.find_spec("comfy.ldm.lightricks.av_model") is not None
 
 
 FAMILIES = {
@@ -38,7 +49,16 @@ FAMILIES = {
     "ltxv": Family("ltxv", tiny.LTXV_TINY, "ltxv", 128, (0, 1), (1, 128, 2, 4, 4)),
     # HunyuanVideo: indices 0-1 are the double blocks, 2-3 the single blocks.
     "hunyuan-video": Family("hunyuan-video", tiny.HUNYUAN_VIDEO_TINY, "hunyuan_video", 128, (1, 2, 3), (1, 16, 2, 8, 8)),
+    # LTX-2: video latent (128 channels) and audio latent (8 channels x 16 mel bins) sampled together.
+    "ltx2": Family("ltx2", tiny.LTX2_TINY, "ltx2", 128, (0, 1), (1, 128, 2, 4, 4), text_width=128, audio_shape=(1, 8, 5, 16)),
+    # HunyuanVideo 1.5: 32 latent channels, double blocks 0-2 only.
+    "hunyuan-video-1.5": Family("hunyuan-video-1.5", tiny.HUNYUAN_VIDEO15_TINY, "hunyuan_video15", 128, (0, 2), (1, 32, 2, 8, 8)),
 }
+
+
+def available_families(names) -> list[str]:
+    """``names`` without the families the running ComfyUI lacks (for parametrising tests)."""
+    return [name for name in names if FAMILIES[name].available()]
 
 
 def pack():
@@ -60,6 +80,10 @@ def text_tensor(text: str, length: int = 16, width: int = 4096) -> torch.Tensor:
 
 def conditioning(family: Family, text: str):
     extra = {}
+    if family.name == "ltx2":   # LTX-2's text encoder output (Gemma features), before ComfyUI's connectors
+        return [[text_tensor(text, width=family.text_width), extra]]
+    if family.name == "hunyuan-video-1.5":
+        extra["pooled_output"] = None   # Qwen2.5-VL gives no pooled vector
     if family.name == "hunyuan-video":
         extra["pooled_output"] = text_tensor(text + "/pooled", 1, 768)[0]
     if family.name == "ltxv":
@@ -115,14 +139,28 @@ def apply(model, iad_model, identity, weight=1.0, start=0.0, end=1.0, uncond_ide
     return module("nodes.iad_nodes").IaDApply.execute(model, iad_model, identity, weight, start, end, uncond_identity).result[0]
 
 
-def sample(model, family: Family, steps: int = 4, cfg: float = 3.0, seed: int = 0, callback=None):
-    """ComfyUI's own sampler (euler/simple) on a seeded noise latent; returns the latent."""
+def sample_parts(model, family: Family, steps: int = 4, cfg: float = 3.0, seed: int = 0, callback=None) -> list[torch.Tensor]:
+    """ComfyUI's own sampler (euler/simple) on a seeded noise latent: ``[video]``, or for LTX-2
+    ``[video, audio]`` (sampled together as ComfyUI's nested audio-video latent)."""
     import comfy.sample
 
     latent = torch.zeros(family.latent_shape)
     noise = torch.randn(family.latent_shape, generator=torch.Generator().manual_seed(seed))
-    return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(family, "a person smiles"),
-                               conditioning(family, ""), latent, seed=seed, callback=callback, disable_pbar=True)
+    if family.audio_shape is not None:
+        import comfy.nested_tensor
+
+        audio_noise = torch.randn(family.audio_shape, generator=torch.Generator().manual_seed(seed + 1))
+        latent = comfy.nested_tensor.NestedTensor((latent, torch.zeros(family.audio_shape)))
+        noise = comfy.nested_tensor.NestedTensor((noise, audio_noise))
+    out = comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", conditioning(family, "a person smiles"),
+                              conditioning(family, ""), latent, seed=seed, callback=callback, disable_pbar=True)
+    return list(out.unbind()) if getattr(out, "is_nested", False) else [out]
+
+
+def sample(model, family: Family, steps: int = 4, cfg: float = 3.0, seed: int = 0, callback=None) -> torch.Tensor:
+    """``sample_parts`` as one tensor (LTX-2: video and audio flattened one after the other)."""
+    parts = sample_parts(model, family, steps, cfg, seed, callback)
+    return parts[0] if len(parts) == 1 else torch.cat([p.flatten() for p in parts])
 
 
 class CallRecorder:

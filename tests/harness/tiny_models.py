@@ -178,9 +178,49 @@ class HunyuanVideoSpec:
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class LTX2Spec:
+    """An LTX-2 audio-video transformer (ComfyUI's ``LTXAVModel``; ComfyUI v0.2x only). ComfyUI
+    tells it from LTX-Video by ``audio_adaln_single`` and reads the rest of its config from the
+    file's ``config`` metadata, as the released checkpoints carry it. LTX-2 (19B) layout: the text
+    connectors run on the raw text features (``caption_channels`` wide), then the caption
+    projections. Video 32 heads x ``head_dim``; audio ``audio_heads`` x ``audio_head_dim``."""
+
+    filename: str
+    head_dim: int = 4
+    audio_heads: int = 4
+    audio_head_dim: int = 16
+    caption_channels: int = 128
+    connector_heads: int = 4
+    num_layers: int = 2
+    seed: int = 0
+
+    def transformer_config(self) -> dict:
+        return {"num_attention_heads": 32, "attention_head_dim": self.head_dim, "audio_num_attention_heads": self.audio_heads,
+                "audio_attention_head_dim": self.audio_head_dim, "audio_cross_attention_dim": self.audio_heads * self.audio_head_dim,
+                "caption_channels": self.caption_channels, "connector_num_attention_heads": self.connector_heads,
+                "connector_attention_head_dim": self.caption_channels // self.connector_heads, "num_layers": self.num_layers}
+
+
+@dataclass(frozen=True)
+class HunyuanVideo15Spec:
+    """A HunyuanVideo 1.5 T2V transformer: double blocks only (the release has 54, no single
+    blocks), the SigLIP ``vision_in`` projection (1152 wide; ComfyUI names the config from it), the
+    type embedding of text/byT5/vision tokens, the byT5 glyph branch, 32 latent channels + 32 image
+    channels + 1 mask channel in, no pooled-text vector. Hidden ``hidden_size`` (heads = hidden // 128)."""
+
+    filename: str
+    hidden_size: int = 128
+    depth: int = 3
+    context_in_dim: int = 4096
+    seed: int = 0
+
+
 LTXV_TINY = LTXVSpec("iad-tiny-ltxv.safetensors", seed=3)
 HUNYUAN_VIDEO_TINY = HunyuanVideoSpec("iad-tiny-hunyuan-video.safetensors", seed=4)
-OTHER_FAMILY_SPECS = (LTXV_TINY, HUNYUAN_VIDEO_TINY)
+LTX2_TINY = LTX2Spec("iad-tiny-ltx2.safetensors", seed=5)
+HUNYUAN_VIDEO15_TINY = HunyuanVideo15Spec("iad-tiny-hunyuan-video-1.5.safetensors", seed=6)
+OTHER_FAMILY_SPECS = (LTXV_TINY, HUNYUAN_VIDEO_TINY, LTX2_TINY, HUNYUAN_VIDEO15_TINY)
 
 
 def build_ltxv_state_dict(spec: LTXVSpec) -> dict[str, torch.Tensor]:
@@ -221,7 +261,51 @@ def build_hunyuan_video_state_dict(spec: HunyuanVideoSpec) -> dict[str, torch.Te
     return _randomise(model, spec.seed)
 
 
-_OTHER_BUILDERS = {LTXVSpec: build_ltxv_state_dict, HunyuanVideoSpec: build_hunyuan_video_state_dict}
+def build_ltx2_state_dict(spec: LTX2Spec) -> dict[str, torch.Tensor]:
+    from .comfy_env import import_comfy
+
+    import_comfy()
+    import comfy.ops
+    from comfy.ldm.lightricks.av_model import LTXAVModel   # ComfyUI v0.2x; the caller checks
+
+    config = spec.transformer_config()
+    model = LTXAVModel(in_channels=128, audio_in_channels=128, cross_attention_dim=32 * spec.head_dim,
+                       **{k: v for k, v in config.items() if k not in ("connector_num_attention_heads", "connector_attention_head_dim")},
+                       connector_num_attention_heads=config["connector_num_attention_heads"],
+                       connector_attention_head_dim=config["connector_attention_head_dim"],
+                       operations=comfy.ops.disable_weight_init)
+    return _randomise(model, spec.seed)
+
+
+def build_hunyuan_video15_state_dict(spec: HunyuanVideo15Spec) -> dict[str, torch.Tensor]:
+    from .comfy_env import import_comfy
+
+    import_comfy()
+    import dataclasses
+
+    import comfy.ops
+    from comfy.ldm.hunyuan_video.model import HunyuanVideo, HunyuanVideoParams
+
+    config = dict(
+        image_model="hunyuan_video", in_channels=65, out_channels=32, vec_in_dim=None, context_in_dim=spec.context_in_dim,
+        hidden_size=spec.hidden_size, mlp_ratio=4.0, num_heads=spec.hidden_size // 128, depth=spec.depth,
+        depth_single_blocks=0, axes_dim=[16, 56, 56], theta=256, patch_size=[1, 1, 1], qkv_bias=True,
+        guidance_embed=False, byt5=True, meanflow=False, use_cond_type_embedding=True, vision_in_dim=1152)
+    known = {f.name for f in dataclasses.fields(HunyuanVideoParams)}
+    config.update({k: v for k, v in {"meanflow_sum": True}.items() if k in known})   # v0.2x: what its detector sets
+    model = HunyuanVideo(**config, operations=comfy.ops.disable_weight_init)
+    return _randomise(model, spec.seed)
+
+
+def _metadata(spec) -> dict[str, str]:
+    out = {"iad_tiny_model": json.dumps(asdict(spec)), "generator_version": str(GENERATOR_VERSION)}
+    if isinstance(spec, LTX2Spec):   # where ComfyUI reads an LTX-2 checkpoint's config from
+        out["config"] = json.dumps({"transformer": spec.transformer_config()})
+    return out
+
+
+_OTHER_BUILDERS = {LTXVSpec: build_ltxv_state_dict, HunyuanVideoSpec: build_hunyuan_video_state_dict,
+                   LTX2Spec: build_ltx2_state_dict, HunyuanVideo15Spec: build_hunyuan_video15_state_dict}
 
 
 def ensure_other(spec, directory: Path = TINY_MODELS_DIR) -> Path:
@@ -234,6 +318,6 @@ def ensure_other(spec, directory: Path = TINY_MODELS_DIR) -> Path:
     state = _OTHER_BUILDERS[type(spec)](spec)
     fd, tmp = tempfile.mkstemp(dir=target_dir, suffix=".partial")
     os.close(fd)
-    save_file(state, tmp, metadata={"iad_tiny_model": json.dumps(asdict(spec)), "generator_version": str(GENERATOR_VERSION)})
+    save_file(state, tmp, metadata=_metadata(spec))
     os.replace(tmp, target)
     return target
