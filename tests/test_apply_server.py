@@ -18,7 +18,8 @@ from conftest import make_server
 pytestmark = pytest.mark.server
 
 ADAPTERS = {"wan-t2v": "iad-tiny-wan.safetensors", "ltxv": "iad-tiny-ltxv.safetensors",
-            "hunyuan-video": "iad-tiny-hunyuan.safetensors"}
+            "hunyuan-video": "iad-tiny-hunyuan.safetensors", "ltx2": "iad-tiny-ltx2.safetensors",
+            "hunyuan-video-1.5": "iad-tiny-hunyuan-video-1.5.safetensors"}
 WIDE_ADAPTER = "iad-wan-14b-width.safetensors"
 LORA = "iad-tiny-wan-lora.safetensors"
 
@@ -53,8 +54,9 @@ def iad_files(comfy, pack, tmp_path_factory):
 def _install(server, files):
     for filename, path in files.items():
         server.add_model("loras" if filename == LORA else "iad", path, filename)
-    for spec in tiny.OTHER_FAMILY_SPECS:
-        server.add_model("diffusion_models", tiny.ensure_other(spec), spec.filename)
+    for family in af.FAMILIES.values():
+        if family.spec in tiny.OTHER_FAMILY_SPECS and family.available():
+            server.add_model("diffusion_models", tiny.ensure_other(family.spec), family.spec.filename)
     return server
 
 
@@ -69,7 +71,8 @@ def graph(family: str = "wan-t2v", iad=(), lora: bool = False, core_patch: bool 
     ``iad`` is a list of dicts: weight, start, end, uncond, adapter, face_seed. Without "uncond" the
     prompt omits uncond_identity (as prompts written before it existed do)."""
     p = Prompt()
-    unet = {"wan-t2v": tiny.WAN21_T2V, "ltxv": tiny.LTXV_TINY, "hunyuan-video": tiny.HUNYUAN_VIDEO_TINY}[family].filename
+    unet = {"wan-t2v": tiny.WAN21_T2V, "ltxv": tiny.LTXV_TINY, "hunyuan-video": tiny.HUNYUAN_VIDEO_TINY, "ltx2": tiny.LTX2_TINY,
+            "hunyuan-video-1.5": tiny.HUNYUAN_VIDEO15_TINY}[family].filename
     model = p.add("UNETLoader", unet_name=unet, weight_dtype="default")[0]
     if lora:
         model = p.add("LoraLoaderModelOnly", model=model, lora_name=LORA, strength_model=1.0)[0]
@@ -88,11 +91,15 @@ def graph(family: str = "wan-t2v", iad=(), lora: bool = False, core_patch: bool 
         neg = p.add("IaDTestWanConditioning", text="", length=16, scale=1.0)
         latent = p.add("EmptyHunyuanLatentVideo", width=64, height=64, length=5, batch_size=1)
     else:
-        kind = "ltxv" if family == "ltxv" else "hunyuan_video"
+        kind = {"ltxv": "ltxv", "ltx2": "ltx2", "hunyuan-video": "hunyuan_video", "hunyuan-video-1.5": "hunyuan_video15"}[family]
         pos = p.add("IaDTestVideoConditioning", family=kind, text="a person smiles", length=16)
         neg = p.add("IaDTestVideoConditioning", family=kind, text="", length=16)
-        latent = (p.add("EmptyLTXVLatentVideo", width=128, height=128, length=9, batch_size=1) if family == "ltxv"
-                  else p.add("EmptyHunyuanLatentVideo", width=64, height=64, length=5, batch_size=1))
+        if family in ("ltxv", "ltx2"):   # LTX-2 video only here; its audio stream: test_apply_ltx2
+            latent = p.add("EmptyLTXVLatentVideo", width=128, height=128, length=9, batch_size=1)
+        elif family == "hunyuan-video-1.5":
+            latent = p.add("EmptyHunyuanVideo15Latent", width=128, height=128, length=5, batch_size=1)
+        else:
+            latent = p.add("EmptyHunyuanLatentVideo", width=64, height=64, length=5, batch_size=1)
     common = dict(model=model, positive=pos[0], negative=neg[0], latent_image=latent[0], steps=steps, cfg=cfg,
                   sampler_name="euler", scheduler="simple")
     if advanced:  # same computation as KSampler(denoise=1), but a different node: never served from cache
@@ -161,8 +168,8 @@ def test_wan_full_native_chain_with_lora_model_sampling_core_patch_and_two_appli
     assert torch.isfinite(cfg1).all() and not torch.equal(cfg1, run_latent(server, graph(lora=True, cfg=1.0, prefix="cfg1b")))
 
 
-@pytest.mark.parametrize("family", ["ltxv", "hunyuan-video"])
-def test_ltxv_and_hunyuan_video(server, family):
+@pytest.mark.parametrize("family", af.available_families(["ltxv", "ltx2", "hunyuan-video", "hunyuan-video-1.5"]))
+def test_ltx_and_hunyuan_families(server, family):
     base = run_latent(server, graph(family, prefix=f"{family}-base"))
     assert torch.equal(run_latent(server, graph(family, iad=[{"weight": 0.0}], prefix=f"{family}-w0")), base)
     patched = run_latent(server, graph(family, iad=[{}], prefix=f"{family}-on"))

@@ -93,12 +93,14 @@ class IaDTestVideoConditioning(io.ComfyNode):
     def define_schema(cls) -> io.Schema:
         return io.Schema(
             node_id="IaDTestVideoConditioning",
-            display_name="IaD Test: LTX-Video / HunyuanVideo Conditioning (test-only)",
+            display_name="IaD Test: LTX-Video / LTX-2 / HunyuanVideo (1.5) Conditioning (test-only)",
             category="IaD/testing",
             description="TEST ONLY: text tokens [1, L, 4096] plus what the family needs: the T5 attention mask "
-                        "(LTX-Video) or the CLIP-L pooled vector [1, 768] (HunyuanVideo).",
+                        "(LTX-Video), the CLIP-L pooled vector [1, 768] (HunyuanVideo), no pooled vector "
+                        "(HunyuanVideo 1.5); LTX-2: [1, L, 128], the tiny model's text-feature width.",
             inputs=[
-                io.Combo.Input("family", options=["ltxv", "hunyuan_video"], tooltip="Which model family's extras to add."),
+                io.Combo.Input("family", options=["ltxv", "ltx2", "hunyuan_video", "hunyuan_video15"],
+                               tooltip="Which model family's extras to add."),
                 io.String.Input("text", default="", multiline=True, tooltip="Seeds the tensors."),
                 io.Int.Input("length", default=16, min=1, max=512, tooltip="Number of text tokens L."),
             ],
@@ -107,8 +109,12 @@ class IaDTestVideoConditioning(io.ComfyNode):
 
     @classmethod
     def execute(cls, family: str, text: str, length: int) -> io.NodeOutput:
+        if family == "ltx2":
+            return io.NodeOutput([[wan_conditioning_tensor(text, length)[:, :, :128], {}]])
         if family == "ltxv":
             extra = {"attention_mask": torch.ones(1, length, dtype=torch.long)}
+        elif family == "hunyuan_video15":
+            extra = {"pooled_output": None}
         else:
             extra = {"pooled_output": wan_conditioning_tensor(text + "/pooled", 1, 1.0)[0, :, :768]}
         return io.NodeOutput([[wan_conditioning_tensor(text, length), extra]])

@@ -36,10 +36,9 @@ class Family:
         """Whether the running ComfyUI has this model (LTX-2 came with ComfyUI v0.2x)."""
         if self.name != "ltx2":
             return True
-        import importlib.util
+        from .paths import comfyui_dir
 
-        import_comfy()
-        return importlib.util.find_spec("comfy.ldm.lightricks.av_model") is not None
+        return (comfyui_dir() / "comfy" / "ldm" / "lightricks" / "av_model.py").is_file()
 
 
 FAMILIES = {
