@@ -248,8 +248,14 @@ def test_config_errors_are_clear(dataset, tmp_path):
         load_config({**good, "losses": {"icr": {"weight": 0.5}}})
     with pytest.raises(IncompatibleBaseModelError, match="Wan T2V|text-to-video"):
         run({**good, "base_model": str(tiny.ensure(tiny.WAN21_I2V))})
-    with pytest.raises(IncompatibleBaseModelError, match="IaD supports|LTX"):
+    # LTX-Video trains adapters, but not on data prepared with the Wan VAE; nor with checkpointing
+    with pytest.raises(ConfigError, match="latents with 16 channels.*LTX-Video.*128-channel latents"):
         run({**good, "base_model": str(tiny.ensure_other(tiny.LTXV_TINY))})
+    with pytest.raises(IncompatibleBaseModelError, match="gradient_checkpointing is implemented for Wan.*LTX-Video"):
+        run({**good, "base_model": str(tiny.ensure_other(tiny.LTXV_TINY)), "gradient_checkpointing": True})
+    with pytest.raises(IncompatibleBaseModelError, match="mode 'base' trains Wan 2.1/2.2 text-to-video"):
+        run({**good, "base_model": str(tiny.ensure_other(tiny.LTXV_TINY)), "mode": "base", "adapter": {},
+             "losses": {"identity_decoupling": 0, "text_alignment": 0}})
     with pytest.raises(IncompatibleBaseModelError, match="width 256"):
         run({**good, "adapter": {**good["adapter"], "model_dim": 256}})
     # the command line: a bad key is a usage error (exit 2) with the message, --check validates

@@ -71,6 +71,7 @@ class PreparedDataset:
         # Every batch pads its captions to one length: without an attention mask, zero rows change
         # the cross-attention, so the padding must not depend on which clips share a batch.
         self.text_len = max(int(c.record["text_tokens"]) for c in self.clips)
+        self.text_dim = int(self.tensor(0, "text").shape[-1])   # the text encoder's feature width
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -122,7 +123,7 @@ def global_batch_indices(num_clips: int, global_batch: int, step: int, seed: int
 
 
 def pad_text(texts: list[torch.Tensor], length: int | None = None) -> torch.Tensor:
-    """[B, length, 4096] with zero rows after each text (Wan pads its umt5 context with zeros)."""
+    """[B, length, width] with zero rows after each text (Wan pads its umt5 context with zeros)."""
     length = max([t.shape[0] for t in texts] + [length or 0])
     out = torch.zeros(len(texts), length, texts[0].shape[-1])
     for i, t in enumerate(texts):

@@ -1,13 +1,13 @@
 """The frozen base model (loaded through ComfyUI), the training patch, and the training objective.
 
-The identity enters the base model exactly as at inference (``iad/patching/``): an object
-patch on each listed block's ``cross_attn.forward`` of a ModelPatcher *clone* computes
-``o( attn(q, k_txt, v_txt) + w * attn(q, k_id, v_id) )`` with the block's own ``q``/``norm_q``
-(and ``norm_k`` on identity keys), through the same ``iad.patching.add_identity_attention`` and
-ComfyUI's ``optimized_attention``. The only difference: identity K/V are recomputed (with
-gradients) from the current tokens on every call, passed in ``transformer_options["iad_train"]``.
-Gradient checkpointing uses ComfyUI's own ``patches_replace["dit"]`` block replacement.
-ComfyUI is imported lazily (inside functions).
+The identity enters the base model exactly as at inference: the family's own IaD Apply patch
+(``iad/patching/``: Wan's and LTX's text cross-attention, HunyuanVideo (1.5)'s residual identity
+attention) on a ModelPatcher *clone*, with a ``TrainingEntry`` in place of the inference entry. The
+only difference: identity K/V are recomputed (with gradients) from the current tokens on every call,
+passed in ``transformer_options["iad_train"]``. The model is called as ComfyUI's samplers call it:
+``apply_model`` with the conditioning the model's own ``extra_conds`` builds (LTX-2 runs its text
+connectors there, HunyuanVideo 1.5 gets its image-condition channels). Gradient checkpointing (Wan)
+uses ComfyUI's own ``patches_replace["dit"]`` block replacement. ComfyUI is imported lazily.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from ..comfy_runtime import training_forward, training_mode
 from ..decoupling import Decoupler
 from ..losses import (ActionTextProjector, identity_consistency_reward, identity_decoupling_loss,
                       prompt_following_loss, sample_frame_indices, semantic_consistency_reward, text_alignment_loss)
-from ..patching import add_identity_attention
+from ..patching.apply import FAMILY_PATCHES
 from ..patching.arch import UnsupportedModelError, check_adapter_fits, detect_architecture
 from .config import ConfigError, TrainConfig
 from .data import pad_text, sample_generator
@@ -35,32 +35,30 @@ class IncompatibleBaseModelError(ConfigError):
     """The base model cannot be trained with this trainer/adapter."""
 
 
-class TrainingCrossAttention:
-    """Object patch for ``blocks.{i}.cross_attn.forward`` (Wan T2V) during training."""
+class TrainingEntry:
+    """What the inference patches ask an ``IdentityEntry`` (``iad.patching.identity``), answered for
+    training: active in every model call that carries ``transformer_options["iad_train"]``, on every
+    row, with K/V computed from that call's tokens (with gradients, never cached)."""
 
-    def __init__(self, module, inner, block_index: int):
-        self.module, self.inner, self.block_index = module, inner, int(block_index)
+    uid = 0
+
+    def __init__(self, adapter: IdentityAdapter, weight: float):
+        self.adapter, self.weight = adapter, float(weight)
+        self.key_norm = bool(adapter.config.identity_key_norm)
 
     def __deepcopy__(self, memo):
         return self
 
-    def __call__(self, x, context, *args, transformer_options={}, **kwargs):
+    def passes(self, transformer_options: dict, batch: int):
         ident = transformer_options.get(TRAIN_KEY)
-        if ident is None:
-            return self.inner(x, context, *args, transformer_options=transformer_options, **kwargs)
-        import comfy.ldm.modules.attention as comfy_attention
+        return False if ident is None else [(ident, None)]
 
-        m = self.module
-        q = m.norm_q(m.q(x))
-        k = m.norm_k(m.k(context))
-        out = comfy_attention.optimized_attention(q, k, m.v(context), heads=m.num_heads, transformer_options=transformer_options)
-        adapter: IdentityAdapter = ident["adapter"]
-        k_id, v_id = adapter.block_kv(self.block_index, ident["tokens"])
-        if adapter.config.identity_key_norm:
-            k_id = m.norm_k(k_id.to(q.dtype))
-        out = add_identity_attention(out, q, k_id.to(q.dtype), v_id.to(q.dtype), m.num_heads, ident["weight"], None,
-                                     lambda q_, k_, v_, heads: comfy_attention.optimized_attention(q_, k_, v_, heads=heads))
-        return m.o(out)
+    def kv(self, block_index: int, device, dtype, ident: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = ident["adapter"].block_kv(block_index, ident["tokens"])
+        return k.to(device, dtype), v.to(device, dtype)
+
+    def notify(self, block_index: int, transformer_options: dict, rows, tokens) -> None:
+        pass
 
 
 class CheckpointedBlock:
@@ -131,11 +129,22 @@ def load_base(config: TrainConfig, device: torch.device):
         arch = detect_architecture(base.diffusion_model, config_name)
     except UnsupportedModelError as exc:
         raise IncompatibleBaseModelError(f"base_model {config.base_model}: {exc}") from None
-    if arch.family != "wan" or getattr(base.diffusion_model, "model_type", None) != "t2v":
+    is_wan_t2v = arch.family == "wan" and getattr(base.diffusion_model, "model_type", None) == "t2v"
+    if config.mode == "adapter" and arch.family == "hunyuan_video":
         raise IncompatibleBaseModelError(
-            f"base_model {config.base_model} is {arch.variant}; the trainer trains Wan 2.1/2.2 text-to-video models "
-            "and their adapters (the T2V model of the size you will use, e.g. wan2.1_t2v_1.3B or 14B). "
-            "I2V/LTX-Video/HunyuanVideo are not trainable with it yet.")
+            f"base_model {config.base_model} is {arch.variant}, which also needs the CLIP-L pooled text vector that "
+            "prepared datasets do not store. Adapters train on Wan T2V, LTX-Video, LTX-2 and HunyuanVideo 1.5.")
+    if config.mode == "adapter" and arch.family != "wan":
+        pass   # the other families IaD Apply patches train their adapters the same way
+    elif not is_wan_t2v:
+        raise IncompatibleBaseModelError(
+            f"base_model {config.base_model} is {arch.variant}; mode '{config.mode}' trains Wan 2.1/2.2 text-to-video "
+            "models (the T2V model of the size you will use, e.g. wan2.1_t2v_1.3B or 14B). Adapters (mode 'adapter') "
+            "train on Wan T2V, LTX-Video, LTX-2 and HunyuanVideo 1.5.")
+    if config.gradient_checkpointing and arch.family != "wan":
+        raise IncompatibleBaseModelError(
+            f"gradient_checkpointing is implemented for Wan; base_model {config.base_model} is {arch.variant}. "
+            "Set gradient_checkpointing: false (or lower batch_size / the clip size to fit memory).")
     if type(base.model_sampling).__name__.find("Flow") < 0 and not hasattr(base.model_sampling, "shift"):
         raise IncompatibleBaseModelError(f"base_model {config.base_model} is not a flow-matching model")
     base.requires_grad_(False)
@@ -145,7 +154,7 @@ def load_base(config: TrainConfig, device: torch.device):
 
 def adapter_config_for(config: TrainConfig, arch, embedder: str | None) -> AdapterConfig:
     fields = dict(config.adapter)
-    fields.setdefault("family", "wan2.1")
+    fields.setdefault("family", {"wan": "wan2.1"}.get(arch.family, arch.family))
     fields.setdefault("model_dim", arch.model_dim)
     fields.setdefault("blocks", list(range(arch.num_blocks)))
     fields.setdefault("token_dim", min(arch.model_dim, 2048))
@@ -166,19 +175,36 @@ def adapter_config_for(config: TrainConfig, arch, embedder: str | None) -> Adapt
     return adapter_config
 
 
-def install_patches(patcher, arch, adapter_config: AdapterConfig | None, gradient_checkpointing: bool):
-    """A clone of ``patcher`` with the training patch on every adapter block (none when the base
-    itself trains) and activation checkpointing."""
+def install_patches(patcher, arch, adapter: IdentityAdapter | None, gradient_checkpointing: bool, weight: float = 1.0):
+    """A clone of ``patcher`` with the family's IaD Apply patch on every adapter block, driven by a
+    ``TrainingEntry`` (none when the base itself trains), and activation checkpointing (Wan)."""
     patched = patcher.clone()
     diffusion_model = patched.model.diffusion_model
-    for block in (adapter_config.blocks if adapter_config is not None else []):
-        key = f"diffusion_model.{arch.site(block)}.forward"
-        module = diffusion_model.blocks[block].cross_attn
-        patched.add_object_patch(key, TrainingCrossAttention(module, patched.get_model_object(key), block))
-    if gradient_checkpointing:
+    if gradient_checkpointing:   # first: a HunyuanVideo identity patch would wrap it as its inner block
         for i in range(arch.num_blocks):
             patched.set_model_patch_replace(CheckpointedBlock(diffusion_model.blocks[i], i), "dit", "double_block", i)
+    if adapter is not None:
+        FAMILY_PATCHES[arch.family](patched, arch, adapter.config.blocks, TrainingEntry(adapter, weight))
     return patched
+
+
+# Families whose ComfyUI blocks update their hidden states in place after an op saved them for
+# backward (LTX's ``x.addcmul_``/``vx.add_``, HunyuanVideo's ``img += ...`` after its norms): harmless
+# at inference, but once the identity makes those states require gradients autograd refuses them.
+IN_PLACE_BLOCK_FAMILIES = ("ltxv", "ltx2", "hunyuan_video15")
+
+
+@contextlib.contextmanager
+def saved_activation_copies():
+    """Within the block: autograd saves a copy of each activation instead of the tensor itself, so a
+    later in-place update inside ComfyUI's block cannot change what backward reads. Parameters
+    (the frozen weights, the bulk of what is saved) are never copied. Scoped to one model call; no
+    module is patched."""
+    def pack(t):
+        return t if isinstance(t, nn.Parameter) else t.clone()
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield
 
 
 def shifted_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
@@ -195,8 +221,8 @@ class FlowObjective(nn.Module):
         self.config = config
         self._runtime: dict = {}
 
-    def attach(self, patched, base_patcher, shift: float, gather=None, prompt_bank=None, icr=None) -> None:
-        self._runtime = {"patched": patched, "base": base_patcher, "shift": shift, "gather": gather,
+    def attach(self, patched, base_patcher, shift: float, gather=None, prompt_bank=None, icr=None, family: str = "wan") -> None:
+        self._runtime = {"patched": patched, "base": base_patcher, "shift": shift, "gather": gather, "family": family,
                          "prompt_bank": prompt_bank, "icr": icr}
 
     def _model_call(self, x_t, sigma, context, tokens):
@@ -207,9 +233,29 @@ class FlowObjective(nn.Module):
         # bf16: only the base-model call runs under autocast; the decoupler, resampler and losses stay fp32.
         autocast = (torch.autocast(x_t.device.type, dtype=torch.bfloat16) if self.config.precision == "bf16"
                     else contextlib.nullcontext())
-        with autocast:
-            denoised = patched.model.apply_model(x_t, sigma, c_crossattn=context, transformer_options=options)
+        copies = (saved_activation_copies() if self._runtime["family"] in IN_PLACE_BLOCK_FAMILIES and torch.is_grad_enabled()
+                  else contextlib.nullcontext())
+        with autocast, copies:
+            denoised = patched.model.apply_model(x_t, sigma, transformer_options=options, **self._conds(x_t, context))
         return (x_t - denoised.to(x_t.dtype)) / sigma.view(-1, *([1] * (x_t.dim() - 1)))   # velocity
+
+    def _conds(self, x_t: torch.Tensor, context: torch.Tensor) -> dict:
+        """The model inputs ComfyUI's sampler would give for this text: the model's own
+        ``extra_conds`` (Wan T2V: the text only; LTX-2: its text connectors' output and frame rate;
+        HunyuanVideo 1.5: the empty image-condition channels and guidance), batched as the sampler does."""
+        base = self._runtime["patched"].model
+        # One sample at a time, then batched with the conds' own concat, as the sampler batches
+        # conditionings (LTX-2's text connectors take one prompt per call). ``latent_shapes`` as the
+        # v0.2x sampler passes it (LTX-2 unpacks its input by it); older ComfyUI ignores it.
+        extra = {}
+        if self._runtime["family"] == "ltxv":
+            # LTX-Video takes T5's attention mask; captions are zero-padded, so the mask is their non-zero rows.
+            extra["attention_mask"] = (context.abs().sum(-1) != 0).long()
+        rows = [{name: cond.process_cond(batch_size=1, area=None) for name, cond in
+                 base.extra_conds(noise=x_t[i:i + 1], cross_attn=context[i:i + 1], device=x_t.device, pooled_output=None,
+                                  latent_shapes=[x_t.shape], **{k: v[i:i + 1] for k, v in extra.items()}).items()}
+                for i in range(x_t.shape[0])]
+        return {name: cond.concat([row[name] for row in rows[1:]]) for name, cond in rows[0].items()}
 
     def sample_sigma_noise(self, positions, step: int, shape, device) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.config.timesteps

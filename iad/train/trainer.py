@@ -99,6 +99,12 @@ class Trainer:
             self._init_vae()
             return
         self.patcher, self.arch = load_base(c, self.device)
+        channels = getattr(self.patcher.model.latent_format, "latent_channels", None)
+        if channels is not None and self.dataset.latent_shape[0] != channels:
+            raise ConfigError(
+                f"data: {c.data} holds latents with {self.dataset.latent_shape[0]} channels, but base_model "
+                f"{c.base_model} ({self.arch.variant}) works on {channels}-channel latents. Prepare the data with "
+                "this model family's VAE.")
         if self.base_mode:
             self.adapter_config = None
             select_trainable(self.patcher.model.diffusion_model, c.trainable, c.base_model)
@@ -109,17 +115,20 @@ class Trainer:
             adapter = _init_adapter(c, self.adapter_config, self.device)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(c.seed + 1)
-                self.module = IaDTrainable(adapter, c).to(self.device)
+                # The text-alignment projector reads the dataset's text features (umt5 4096 for Wan,
+                # the family's own encoder width otherwise).
+                self.module = IaDTrainable(adapter, c, text_dim=self.dataset.text_dim).to(self.device)
             if c.losses.identity_decoupling == 0 and c.losses.text_alignment == 0:
                 self.module.projector = None
-        self.patched = install_patches(self.patcher, self.arch, self.adapter_config, c.gradient_checkpointing)
+        self.patched = install_patches(self.patcher, self.arch, None if self.base_mode else self.module.adapter,
+                                       c.gradient_checkpointing, c.identity_weight)
         self.patched.patch_model(device_to=self.device)
         base_model = self.patched.model
         shift = c.timesteps.shift if c.timesteps.shift is not None else float(getattr(base_model.model_sampling, "shift", 1.0))
         prompt_bank = (self.dataset.prompt_bank() if c.losses.prompt_following.weight > 0 or c.caption_dropout > 0
                        else None)
         icr = self._load_icr() if c.losses.icr.weight > 0 else None
-        self.module.attach(self.patched, self.patcher, shift, gather=distributed.gather_batch,
+        self.module.attach(self.patched, self.patcher, shift, gather=distributed.gather_batch, family=self.arch.family,
                            prompt_bank=prompt_bank, icr=icr)
         if self.base_mode:   # every trained parameter takes part in the loss (frozen ones are not DDP's)
             self.model = distributed.wrap(self.module, self.dist, find_unused=False, shard_base=None)

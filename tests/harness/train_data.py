@@ -218,9 +218,11 @@ def embedding_stats(data: Path) -> dict[str, float]:
             "nearest_frame_other_person": float((p[nearest] != p).float().mean())}
 
 
-def synthetic_dataset(folder: Path, latent_shape: list[int], clips: int = 8, persons: int = 4, text_tokens: int = 24) -> Path:
+def synthetic_dataset(folder: Path, latent_shape: list[int], clips: int = 8, persons: int = 4, text_tokens: int = 24,
+                      text_dim: int = 4096) -> Path:
     """A prepared dataset in iad.prepare's format with random latents and embeddings (no VAE, no
-    faces: for timing, and for numerics at batch size 1). ``benchmarks/bench_train.py`` uses it."""
+    faces: for timing, for numerics at batch size 1, and for the other model families, whose latent
+    channels and text width it takes). ``benchmarks/bench_train.py`` uses it."""
     import torch
 
     from iad.prepare import load_prompt_bank
@@ -231,7 +233,7 @@ def synthetic_dataset(folder: Path, latent_shape: list[int], clips: int = 8, per
     if (folder / DATASET_FILE).is_file():
         return folder
     g = torch.Generator().manual_seed(0)
-    text = HashTextEncoder()
+    text = HashTextEncoder(dim=text_dim)
     tensors, records = {}, []
     frames = 4 * (latent_shape[1] - 1) + 1
     for i in range(clips):
