@@ -36,13 +36,12 @@ import workflow_specs  # noqa: E402
 
 WORKFLOWS_DIR = REPO / "workflows"
 
-_BUILD_JS = """async (spec) => {
-    const app = window.app, LG = window.LiteGraph;
-    await app.loadGraphData({last_node_id: 0, last_link_id: 0, nodes: [], links: [], groups: [],
-                             config: {}, extra: {}, version: 0.4}, true, false, null,
-                            {showMissingNodesDialog: false, showMissingModelsDialog: false});
-    const graph = app.graph;
-    const byKey = {};
+# Adds a spec's nodes, links and groups to ``graph``: nodes at their column x (+ origin), stacked
+# below the previous node of their column; links by input/output name; "@anchor" names a node of
+# an official template (template workflows).
+_ADD_SPEC_JS = """
+function addSpec(graph, spec, origin, byKey) {
+    const LG = window.LiteGraph;
     const fail = (msg) => { throw new Error(spec.name + ': ' + msg); };
     // Nodes without a y are stacked below the previous node of their column, using the real
     // rendered size (title bar included), so nothing overlaps whatever the widgets need.
@@ -53,7 +52,7 @@ _BUILD_JS = """async (spec) => {
         if (!node) fail(`node type ${n.type} is not registered`);
         graph.add(node);
         const x = n.pos[0], y = n.pos[1] === null ? (columnBottom[x] ?? 0) : n.pos[1];
-        node.pos = [x, y];
+        node.pos = [x + origin[0], y + origin[1]];
         if (n.title) node.title = n.title;
         if (n.color) node.color = n.color;
         if (n.bgcolor) node.bgcolor = n.bgcolor;
@@ -80,12 +79,58 @@ _BUILD_JS = """async (spec) => {
             if (!src.connect(out, dst, inp)) fail(`could not link ${srcKey}.${outName} -> ${n.key}.${inputName} (type mismatch?)`);
         }
     }
+    // Groups enclose their members' positions and sizes (a node's bounding rect is only computed
+    // when it is drawn, so the group's own resizeTo would see empty rects here).
     for (const g of spec.groups) {
         const group = new LG.LGraphGroup(g.title);
         if (g.color) group.color = g.color;
         graph.add(group);
-        group.resizeTo(g.members.map((k) => byKey[k]), 40);
+        const members = g.members.map((k) => byKey[k]), pad = 20, head = group.titleHeight ?? TITLE;
+        const x0 = Math.min(...members.map((n) => n.pos[0])) - pad;
+        const y0 = Math.min(...members.map((n) => n.pos[1] - TITLE)) - pad - head;
+        const x1 = Math.max(...members.map((n) => n.pos[0] + n.size[0])) + pad;
+        const y1 = Math.max(...members.map((n) => n.pos[1] + n.size[1])) + pad;
+        group.pos = [x0, y0];
+        group.size = [x1 - x0, y1 - y0];
     }
+}
+"""
+
+_BUILD_JS = "async (spec) => {" + _ADD_SPEC_JS + """
+    const app = window.app;
+    await app.loadGraphData({last_node_id: 0, last_link_id: 0, nodes: [], links: [], groups: [],
+                             config: {}, extra: {}, version: 0.4}, true, false, null,
+                            {showMissingNodesDialog: false, showMissingModelsDialog: false});
+    addSpec(app.graph, spec, [0, 0], {});
+    app.graph.setDirtyCanvas(true, true);
+    return JSON.parse(JSON.stringify(app.graph.serialize()));
+}"""
+
+# A template workflow: the official template as ComfyUI ships it, its subgraphs unpacked (so the
+# IaD nodes sit next to the model they patch), the spec's nodes added below it, and IaD Apply put
+# between the anchor loader's MODEL output and everything that output fed.
+_BUILD_TEMPLATE_JS = "async ({template, spec, anchor}) => {" + _ADD_SPEC_JS + """
+    const app = window.app;
+    const fail = (msg) => { throw new Error(spec.name + ': ' + msg); };
+    await app.loadGraphData(template, true, false, null, {showMissingNodesDialog: false, showMissingModelsDialog: false});
+    const graph = app.graph;
+    for (const n of [...graph.nodes]) if (n.isSubgraphNode?.()) graph.unpackSubgraph(n);
+    const found = graph.nodes.filter((n) => n.type === anchor.type && (!anchor.widget ||
+        (n.widgets || []).some((w) => w.name === anchor.widget[0] && w.value === anchor.widget[1])));
+    if (found.length !== 1) fail(`the template has ${found.length} ${anchor.type} nodes with ${anchor.widget}`);
+    const a = found[0];
+    const out = a.outputs.findIndex((o) => o.name === anchor.output);
+    if (out < 0) fail(`${anchor.type} has no output ${anchor.output}`);
+    const link = (id) => graph.links instanceof Map ? graph.links.get(id) : graph.links[id];
+    const consumers = (a.outputs[out].links || []).map(link).filter((l) => l).map((l) => [graph.getNodeById(l.target_id), l.target_slot]);
+    if (!consumers.length) fail(`nothing takes ${anchor.type}.${anchor.output} in the template`);
+    let x0 = Infinity, y1 = -Infinity;
+    for (const n of graph.nodes) { x0 = Math.min(x0, n.pos[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }
+    app.canvas.deselectAll?.();   // unpacking leaves the unpacked nodes selected
+    const byKey = {'@anchor': a};
+    addSpec(graph, spec, [x0, y1 + 200], byKey);
+    const apply = byKey[spec.apply];
+    for (const [node, slot] of consumers) if (!apply.connect(0, node, slot)) fail(`could not link IaD Apply -> ${node.type}`);
     graph.setDirtyCanvas(true, true);
     return JSON.parse(JSON.stringify(graph.serialize()));
 }"""
@@ -93,10 +138,16 @@ _BUILD_JS = """async (spec) => {
 
 def build_graph(page, spec: workflow_specs.Workflow) -> dict:
     """The UI-format graph of ``spec``, made by the frontend in ``page`` (a harness.frontend.ComfyPage)."""
-    graph = page.evaluate(_BUILD_JS, spec.to_js())
+    if isinstance(spec, workflow_specs.TemplateWorkflow):
+        template = workflow_specs.official_template(spec.template)
+        graph = page.evaluate(_BUILD_TEMPLATE_JS, {"template": template.graph, "spec": spec.to_js(), "anchor": spec.anchor})
+        graph["extra"] = {**graph.get("extra", {}), "iad_template": template.provenance()}
+    else:
+        graph = page.evaluate(_BUILD_JS, spec.to_js())
     # A stable id: rebuilding an unchanged spec gives a byte-identical file.
     graph["id"] = str(uuid.uuid5(uuid.NAMESPACE_URL, f"https://github.com/comfyui-iad/ComfyUI-IaD/workflows/{spec.name}"))
-    graph["extra"] = {"ds": {"scale": 0.6, "offset": [40, 40]}, "iad_workflow": spec.name}
+    graph["extra"] = {"ds": {"scale": 0.6, "offset": [40, 40]}, "iad_workflow": spec.name,
+                      **({"iad_template": graph["extra"]["iad_template"]} if "iad_template" in graph.get("extra", {}) else {})}
     return graph
 
 
@@ -107,7 +158,20 @@ def save_thumbnail(page, target: Path, width: int = 640) -> Path:
 
     from PIL import Image
 
-    page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
+    # Fit the nodes (not whatever else the canvas holds) into the canvas by setting its transform.
+    page.evaluate("""() => {
+        const canvas = window.app.canvas, ds = canvas.ds, el = document.querySelector('#graph-canvas');
+        const rect = el.getBoundingClientRect(), title = window.LiteGraph.NODE_TITLE_HEIGHT || 30, margin = 40;
+        let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+        for (const n of window.app.graph.nodes) {
+            x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - title);
+            x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
+        }
+        ds.scale = Math.min((rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0));
+        ds.offset[0] = margin / ds.scale - x0;
+        ds.offset[1] = margin / ds.scale - y0;
+        canvas.setDirty(true, true);
+    }""")
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
     # Only the graph: its bounding box in page pixels (canvas transform: (pos + offset) * scale).
     box = page.evaluate("""() => {
@@ -122,6 +186,8 @@ def save_thumbnail(page, target: Path, width: int = 640) -> Path:
         const left = Math.max(rect.left, sx(x0) - 12), top = Math.max(rect.top, sy(y0) - 12);
         return {x: left, y: top, width: Math.min(rect.right, sx(x1) + 12) - left, height: Math.min(rect.bottom, sy(y1) + 12) - top};
     }""")
+    if box["height"] <= 0 or box["width"] <= 0:
+        raise RuntimeError(f"{target.name}: the fitted graph is not on the canvas: {box}")
     png = page.page.screenshot(clip=box)
     with Image.open(io.BytesIO(png)) as img:
         img = img.convert("RGB")

@@ -34,7 +34,7 @@ _LIVE_SERVERS: list[ComfyServer] = []
 
 # LTX-2 (LTXAV) exists only in ComfyUI v0.2x. Where the running ComfyUI lacks it, its test module is
 # not collected (rather than skipped); test_apply_inprocess checks which versions have it.
-collect_ignore = [] if (comfyui_dir() / "comfy" / "ldm" / "lightricks" / "av_model.py").is_file() else ["test_apply_ltx2.py"]
+collect_ignore = [] if tiny.LTX2_TINY in tiny.other_family_specs() else ["test_apply_ltx2.py"]
 
 
 def pytest_report_header(config):

@@ -54,9 +54,8 @@ def iad_files(comfy, pack, tmp_path_factory):
 def _install(server, files):
     for filename, path in files.items():
         server.add_model("loras" if filename == LORA else "iad", path, filename)
-    for family in af.FAMILIES.values():
-        if family.spec in tiny.OTHER_FAMILY_SPECS and family.available():
-            server.add_model("diffusion_models", tiny.ensure_other(family.spec), family.spec.filename)
+    for spec in tiny.other_family_specs():
+        server.add_model("diffusion_models", tiny.ensure_other(spec), spec.filename)
     return server
 
 

@@ -76,11 +76,20 @@ RETARGET = {
                   {0: 0}),),
         mute=("VAEDecode", "SaveAnimatedWEBP"), save_latent_of="SamplerCustom",
     ),
+    # ComfyUI's own HunyuanVideo 1.5 template: its text encoders (Qwen2.5-VL + byT5) and 32-channel
+    # VAE have no tiny stand-ins; the optional super-resolution stage stays bypassed as shipped.
+    "hunyuan_video_1.5": Retarget(
+        files={"diffusion_models": tiny.HUNYUAN_VIDEO15_TINY.filename, "iad": TINY_ADAPTERS["hunyuan_video15"]},
+        conditioning=("IaDTestVideoConditioning", {"family": "hunyuan_video15"}),
+        small={"EmptyHunyuanVideo15Latent": {"width": 128, "height": 128, "length": FRAMES},
+               "BasicScheduler": {"steps": STEPS}},
+        mute=("VAELoader", "VAEDecode", "CreateVideo", "SaveVideo"), save_latent_of="SamplerCustomAdvanced",
+    ),
 }
 
 
 def _family(path) -> str:
-    return next(f for f in RETARGET if path.stem.startswith(f))
+    return max((f for f in RETARGET if path.stem.startswith(f)), key=len)
 
 
 def _model_files(path) -> dict[str, str]:
@@ -154,9 +163,14 @@ def _check_runs_as_shipped(path, queued, result) -> None:
     # The frontend sent the shipped IaD chain (not a stripped graph): identity reaches the sampler.
     applies = _by_type(prompt, "IaDApply")
     assert applies, f"{path.name}: no IaD Apply in the prompt the frontend sent"
-    consumers = {v["class_type"] for v in prompt.values()
-                 if isinstance(v["inputs"].get("model"), list) and v["inputs"]["model"][0] in applies}
-    assert consumers & {"KSampler", "KSamplerAdvanced", "BasicGuider", "SamplerCustom", "BasicScheduler"}, consumers
+    # Follow the patched model through model-patching nodes (shift, cache) to what samples with it.
+    reached, frontier = set(applies), set(applies)
+    while frontier:
+        frontier = {k for k, v in prompt.items() if k not in reached
+                    and isinstance(v["inputs"].get("model"), list) and v["inputs"]["model"][0] in frontier}
+        reached |= frontier
+    consumers = {prompt[k]["class_type"] for k in reached}
+    assert consumers & {"KSampler", "KSamplerAdvanced", "BasicGuider", "CFGGuider", "SamplerCustom", "BasicScheduler"}, consumers
     assert _by_type(prompt, "IaDIdentity") and _by_type(prompt, "IaDFaceEmbed")
     assert not _by_type(prompt, "CLIPTextEncode") and not _by_type(prompt, "CLIPLoader")
     plan = RETARGET[_family(path)]
@@ -189,7 +203,10 @@ def _is_ab(path) -> bool:
     return "ab" in path.stem.split("_")
 
 
-SINGLE = [p for p in WORKFLOWS if not _is_ab(p)]
+# The LTX-2 workflow is ComfyUI's LTX-2 template, whose audio VAE, Gemma 3 text encoder and latent
+# upsampler have no tiny stand-ins here: it is opened and validated in test_workflows_frontend, and
+# its model path (IaD Apply on LTX-2, video and audio) runs in test_apply_server / test_apply_ltx2.
+SINGLE = [p for p in WORKFLOWS if not _is_ab(p) and not p.stem.startswith("ltx2")]
 
 
 @pytest.mark.parametrize("path", SINGLE, ids=[p.stem for p in SINGLE])

@@ -34,11 +34,7 @@ class Family:
 
     def available(self) -> bool:
         """Whether the running ComfyUI has this model (LTX-2 came with ComfyUI v0.2x)."""
-        if self.name != "ltx2":
-            return True
-        from .paths import comfyui_dir
-
-        return (comfyui_dir() / "comfy" / "ldm" / "lightricks" / "av_model.py").is_file()
+        return not isinstance(self.spec, tiny.LTX2Spec) or self.spec in tiny.other_family_specs()
 
 
 FAMILIES = {

@@ -424,10 +424,10 @@ class ComfyPage:
         }""", node_types)
 
     def add_save_latent(self, source_type: str, output: int = 0, prefix: str = "iad_workflow_test") -> int:
-        """Add a SaveLatent fed by output ``output`` of every ``source_type`` node (the result of a
-        graph whose decoder has no tiny stand-in)."""
+        """Add a SaveLatent fed by output ``output`` of every active ``source_type`` node (the result
+        of a graph whose decoder has no tiny stand-in)."""
         return self.evaluate("""([type, output, prefix]) => {
-            const sources = window.app.graph.nodes.filter((n) => n.type === type);
+            const sources = window.app.graph.nodes.filter((n) => n.type === type && (n.mode ?? 0) === 0);   // not bypassed ones
             for (const src of sources) {
                 const save = window.LiteGraph.createNode('SaveLatent');
                 window.app.graph.add(save);

@@ -223,6 +223,14 @@ HUNYUAN_VIDEO15_TINY = HunyuanVideo15Spec("iad-tiny-hunyuan-video-1.5.safetensor
 OTHER_FAMILY_SPECS = (LTXV_TINY, HUNYUAN_VIDEO_TINY, LTX2_TINY, HUNYUAN_VIDEO15_TINY)
 
 
+def other_family_specs() -> tuple:
+    """OTHER_FAMILY_SPECS that the running ComfyUI can build (LTX-2 came with ComfyUI 0.7)."""
+    from .paths import comfyui_dir
+
+    has_ltx2 = (comfyui_dir() / "comfy" / "ldm" / "lightricks" / "av_model.py").is_file()
+    return tuple(spec for spec in OTHER_FAMILY_SPECS if has_ltx2 or not isinstance(spec, LTX2Spec))
+
+
 def build_ltxv_state_dict(spec: LTXVSpec) -> dict[str, torch.Tensor]:
     from .comfy_env import import_comfy
 

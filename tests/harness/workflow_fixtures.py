@@ -59,10 +59,11 @@ def tiny_adapter_path(family: str = "wan2.1", model_dim: int = 128, blocks=(0, 1
 
 
 # Tiny adapters (file names in models/iad) per family, for the tiny models of tests/harness/tiny_models.py
-# (all 128 wide; HunyuanVideo: blocks 0-1 double, 2-3 single).
+# (all 128 wide; HunyuanVideo: blocks 0-1 double, 2-3 single; HunyuanVideo 1.5: 3 double blocks).
 TINY_ADAPTERS = {"wan2.1": "iad-tiny-wan2.1-adapter.safetensors", "ltxv": "iad-tiny-ltxv-adapter.safetensors",
-                 "hunyuan_video": "iad-tiny-hunyuan-video-adapter.safetensors"}
-_TINY_ADAPTER_BLOCKS = {"wan2.1": (0, 1), "ltxv": (0, 1), "hunyuan_video": (1, 2, 3)}
+                 "hunyuan_video": "iad-tiny-hunyuan-video-adapter.safetensors",
+                 "hunyuan_video15": "iad-tiny-hunyuan-video-1.5-adapter.safetensors"}
+_TINY_ADAPTER_BLOCKS = {"wan2.1": (0, 1), "ltxv": (0, 1), "hunyuan_video": (1, 2, 3), "hunyuan_video15": (0, 2)}
 # A tiny Lynx "full" folder (the released layout at the tiny Wan's width) and random IR-SE50 weights
 # (full architecture, fp16: the recognizer has no smaller form).
 TINY_LYNX_FOLDER = "iad-tiny-lynx-full"
@@ -122,7 +123,7 @@ def workflow_assets(comfy_server, tiny_models):
     comfy_server.add_model("facexlib", tiny_irse50_path(), TINY_IRSE50_NAME)
     from . import tiny_models as tiny
 
-    for spec in tiny.OTHER_FAMILY_SPECS:  # LTX-Video and HunyuanVideo transformers
+    for spec in tiny.other_family_specs():  # LTX-Video, LTX-2, HunyuanVideo (1.5) transformers
         comfy_server.add_model("diffusion_models", tiny.ensure_other(spec), spec.filename)
     photos = []
     for i, name in enumerate(reference_image_names() or ["iad_reference_1.png"]):
