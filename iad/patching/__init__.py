@@ -18,7 +18,7 @@ One file per concern:
 | ``identity.py`` | one applied identity: tokens, weight, uncond rows, cached K/V |
 | ``adapter_model.py`` | the adapter under ComfyUI's model management |
 | ``block_patch.py`` | what every block patch shares |
-| ``wan.py`` / ``ltxv.py`` / ``hunyuan.py`` | each family's patch |
+| ``wan.py`` / ``ltxv.py`` / ``hunyuan.py`` | each family's patch (``ltxv.py`` also LTX-2's video stream, ``hunyuan.py`` also HunyuanVideo 1.5) |
 | ``apply.py`` | IaD Apply: a patched clone |
 
 No ComfyUI module is imported when the library is: the ComfyUI-facing parts import it where they

@@ -1,5 +1,5 @@
-"""HunyuanVideo: no text cross-attention, so the identity is a residual attention on the video
-tokens after each listed double and single block.
+"""HunyuanVideo and HunyuanVideo 1.5: no text cross-attention, so the identity is a residual
+attention on the video tokens after each listed double and single block (1.5 has double blocks only).
 
 ``patches_replace["dit"]`` block replacements on a ModelPatcher clone (core's own mechanism for
 DiT blocks). Adapter block ``i`` is double block ``i`` for ``i < depth``, else single block

@@ -1,7 +1,9 @@
-"""LTX-Video: identity in each listed block's text cross-attention.
+"""LTX-Video and LTX-2: identity in each listed block's text cross-attention.
 
 An object patch on ``transformer_blocks.{i}.attn2.forward`` of a ModelPatcher clone (the module
-tree stays unchanged, as for Wan).
+tree stays unchanged, as for Wan). In LTX-2 (``LTXAVModel``) ``attn2`` is the video stream's text
+cross-attention, the same module class; the audio stream's ``audio_attn2`` and the audio<->video
+attentions are never patched, so only video tokens receive the identity.
 """
 
 from __future__ import annotations
