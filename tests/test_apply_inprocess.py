@@ -56,6 +56,18 @@ def test_architecture_is_detected_from_the_loaded_model(models, name):
         assert arch.double_blocks == 3 and arch.site(2) == "double_blocks.2"
     if family == "ltx2":
         assert arch.site(1) == "transformer_blocks.1.attn2"
+    if name == "wan2.2-5b":   # ComfyUI reads the tiny file as Wan 2.2 TI2V 5B: its 48-channel config (WAN22_T2V)
+        assert type(model.model.model_config).__name__ == "WAN22_T2V" and "WAN22_T2V" in arch.variant
+        assert model.model.latent_format.latent_channels == 48
+
+
+def test_hunyuan_video_15_super_resolution_is_refused_by_name(models):
+    """The 1080p super-resolution stage shares HunyuanVideo 1.5's class; it refines a finished video
+    and is not patched, and the refusal names it and the supported list."""
+    _, model, _, _ = models("hunyuan-video-1.5")
+    with pytest.raises(ValueError) as err:
+        af.module("iad.patching").detect_architecture(model.model.diffusion_model, "HunyuanVideo15_SR_Distilled")
+    assert "IaD supports" in str(err.value) and "this is HunyuanVideo 1.5 super-resolution" in str(err.value)
 
 
 def test_ltx2_exists_exactly_where_comfyui_has_it(fx):
