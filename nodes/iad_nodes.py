@@ -161,8 +161,8 @@ class IaDApply(io.ComfyNode):
             node_id="IaDApply",
             display_name="IaD Apply",
             category="IaD",
-            description="Adds the identity to a native video MODEL (Wan 2.1/2.2 T2V and I2V, LTX-Video, HunyuanVideo) "
-                        "as extra attention on identity tokens. Patches a copy: chain it with LoRAs, ModelSamplingSD3 "
+            description="Adds the identity to a native video MODEL (Wan 2.1/2.2 T2V, I2V and TI2V 5B, LTX-Video, LTX-2 "
+                        "(video stream only), HunyuanVideo, HunyuanVideo 1.5) as extra attention on identity tokens. Patches a copy: chain it with LoRAs, ModelSamplingSD3 "
                         "and other patches in any order. By default the identity acts only in the last quarter of "
                         "the denoising (PersonalVideo): the prompt decides layout, motion and expression first.",
             inputs=[

@@ -2,7 +2,7 @@
 its modules), so the library needs no ComfyUI import and works on fp8/GGUF-loaded models too.
 
 Families and the patch site each one gets:
-- ``wan``: Wan 2.1/2.2 T2V and I2V, ``blocks.{i}.cross_attn`` (text cross-attention)
+- ``wan``: Wan 2.1/2.2 T2V, I2V and TI2V 5B, ``blocks.{i}.cross_attn`` (text cross-attention)
 - ``ltxv``: LTX-Video, ``transformer_blocks.{i}.attn2`` (text cross-attention)
 - ``ltx2``: LTX-2 (ComfyUI's ``LTXAVModel``, audio and video in one transformer):
   ``transformer_blocks.{i}.attn2``, the *video* stream's text cross-attention; the audio stream's

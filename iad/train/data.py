@@ -71,7 +71,8 @@ class PreparedDataset:
         # Every batch pads its captions to one length: without an attention mask, zero rows change
         # the cross-attention, so the padding must not depend on which clips share a batch.
         self.text_len = max(int(c.record["text_tokens"]) for c in self.clips)
-        self.text_dim = int(self.tensor(0, "text").shape[-1])   # the text encoder's feature width
+        # The text encoder's feature width (a VAE training set has no text).
+        self.text_dim = int(self.tensor(0, "text").shape[-1]) if self.has_tensor(0, "text") else None
 
     def __len__(self) -> int:
         return len(self.clips)
