@@ -143,13 +143,7 @@ def run_size(size: Size) -> dict:
     model = load_random_wan(size)
     config = adapter_config(size.dim, list(range(size.layers)))
     adapter = af.module("iad.adapter").IdentityAdapter.random(config, seed=0)
-    iad_model = af.module("iad.patching").IaDModel.wrap(adapter, "bench")
-    identity = af.module("nodes.iad_nodes").IaDIdentity.execute(iad_model, af.face_embeds()).result[0]
-    variants = {
-        "unpatched": model,
-        "IaD active every step": af.apply(model, iad_model, identity, start=0.0, end=1.0),
-        "IaD, range never active": af.apply(model, iad_model, identity, start=0.999, end=1.0),
-    }
+    variants = af.overhead_variants(model, adapter)
     g = torch.Generator().manual_seed(0)
     dtype = model.model.get_dtype() if size.dtype != torch.float32 else torch.float32
     context = torch.randn(2, TEXT_TOKENS, 4096, generator=g).to(device, dtype)

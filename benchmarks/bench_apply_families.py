@@ -122,13 +122,7 @@ def run_family(name: str) -> dict:
     adapter.resampler.register_forward_hook(lambda *a: calls.__setitem__("resampler", calls["resampler"] + 1))
     for b in config.blocks:
         adapter.blocks[str(b)].to_k_ip.register_forward_hook(lambda *a: calls.__setitem__("kv", calls["kv"] + 1))
-    iad_model = af.module("iad.patching").IaDModel.wrap(adapter, "bench")
-    identity = af.module("nodes.iad_nodes").IaDIdentity.execute(iad_model, af.face_embeds()).result[0]
-    variants = {
-        "unpatched": model,
-        "IaD active every step": af.apply(model, iad_model, identity, start=0.0, end=1.0),
-        "IaD, range never active": af.apply(model, iad_model, identity, start=0.999, end=1.0),
-    }
+    variants = af.overhead_variants(model, adapter)
     x, sigma, kwargs = model_inputs(model, video_shape, audio_shape, text_width)
     torch.set_num_threads(1)   # this thread's CPU time: other processes on the cores do not count
     times: dict[str, list[float]] = {k: [] for k in variants}

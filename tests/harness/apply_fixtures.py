@@ -129,6 +129,16 @@ def iad_inputs(family: Family, adapter_seed: int = 0, face_seed: int = 0, **over
     return iad_model, identity
 
 
+def overhead_variants(model, adapter, name: str = "bench") -> dict:
+    """What the step-time benchmarks compare: the unpatched model, IaD active in every step, and
+    IaD with a range the sampled sigmas never reach (0.999-1.0)."""
+    iad_model = module("iad.patching").IaDModel.wrap(adapter, name)
+    identity = module("nodes.iad_nodes").IaDIdentity.execute(iad_model, face_embeds()).result[0]
+    return {"unpatched": model,
+            "IaD active every step": apply(model, iad_model, identity, start=0.0, end=1.0),
+            "IaD, range never active": apply(model, iad_model, identity, start=0.999, end=1.0)}
+
+
 def apply(model, iad_model, identity, weight=1.0, start=0.0, end=1.0, uncond_identity="none"):
     """IaD Apply. The tests pass the step range explicitly; start 0 here (every step) unless a test is about the range."""
     return module("nodes.iad_nodes").IaDApply.execute(model, iad_model, identity, weight, start, end, uncond_identity).result[0]
