@@ -45,8 +45,6 @@ _KNOWN_WIDTHS = {
 }
 FAMILY_NAMES = {"wan": "Wan", "ltxv": "LTX-Video", "ltx2": "LTX-2", "hunyuan_video": "HunyuanVideo",
                 "hunyuan_video15": "HunyuanVideo 1.5"}
-# Families whose identity is a residual attention after whole blocks (no text cross-attention).
-RESIDUAL_FAMILIES = ("hunyuan_video", "hunyuan_video15")
 
 
 class UnsupportedModelError(ValueError):

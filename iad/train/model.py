@@ -40,8 +40,6 @@ class TrainingEntry:
     training: active in every model call that carries ``transformer_options["iad_train"]``, on every
     row, with K/V computed from that call's tokens (with gradients, never cached)."""
 
-    uid = 0
-
     def __init__(self, adapter: IdentityAdapter, weight: float):
         self.adapter, self.weight = adapter, float(weight)
         self.key_norm = bool(adapter.config.identity_key_norm)
@@ -134,9 +132,8 @@ def load_base(config: TrainConfig, device: torch.device):
         raise IncompatibleBaseModelError(
             f"base_model {config.base_model} is {arch.variant}, which also needs the CLIP-L pooled text vector that "
             "prepared datasets do not store. Adapters train on Wan T2V, LTX-Video, LTX-2 and HunyuanVideo 1.5.")
-    if config.mode == "adapter" and arch.family != "wan":
-        pass   # the other families IaD Apply patches train their adapters the same way
-    elif not is_wan_t2v:
+    # Adapters train on every family IaD Apply patches (HunyuanVideo 1.0 refused above); the model itself on Wan T2V.
+    if not (is_wan_t2v or (config.mode == "adapter" and arch.family != "wan")):
         raise IncompatibleBaseModelError(
             f"base_model {config.base_model} is {arch.variant}; mode '{config.mode}' trains Wan 2.1/2.2 text-to-video "
             "models (the T2V model of the size you will use, e.g. wan2.1_t2v_1.3B or 14B). Adapters (mode 'adapter') "
