@@ -5,6 +5,8 @@
   need it: IaD Identity refuses a Lynx adapter with insightface (antelopev2) embeddings.
 - IaD Lynx Guider: Lynx's guidance with a separate identity scale, as a native GUIDER for
   SamplerCustomAdvanced (docs/lynx.md, "Three-pass guidance").
+- IaD Lynx Ref Adapter: Lynx full's second adapter (``ref_layers.safetensors``), reference-face
+  features in every block's self-attention (docs/lynx.md, "Ref-adapter"; ``iad/patching/wan_ref.py``).
 """
 
 from __future__ import annotations
@@ -13,13 +15,22 @@ import os
 import threading
 
 import comfy.model_management
+import comfy.model_patcher
+import comfy.ops
 import comfy.samplers
 import folder_paths
+import numpy as np
+import torch
 
+from ..iad.face_analysis import FaceAnalysisError, as_rgb_uint8
+from ..iad.lynx import REF_LAYERS_FILE, LynxFormatError
+from ..iad.lynx_ref import REF_PROMPT, ZERO_IMAGE_VALUE, load_ref_layers, reference_crop
+from ..iad.patching import UnsupportedModelError, architecture_of, step_gate
+from ..iad.patching.wan_ref import IMAGE, ZERO, ReferenceEntry, apply_reference
 from ..iad.recognizers.irse50 import IRSE50_EMBEDDER, KNOWN_FILENAMES, IRSE50Recognizer, analyzer_with_irse50, load_irse50
 from .comfy_api_compat import io
 from .model_paths import FACEXLIB_FOLDER, IAD_FOLDER
-from .validation import check_inputs, require_valid
+from .validation import check_inputs, require_valid, step_range_check
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".safetensors")
 _RECOGNIZERS: dict[tuple, IRSE50Recognizer] = {}
@@ -189,4 +200,168 @@ class IaDLynxGuider(io.ComfyNode):
         return io.NodeOutput(guider)
 
 
-NODES = [IaDIRSE50FaceEmbedder, IaDLynxGuider]
+# Storage dtype of adapter weights; they are cast to the model's compute dtype when they run.
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+LYNX_DTYPE = "bf16"   # bytedance/lynx loads its adapters at the pipeline dtype, bfloat16
+_REF_LAYERS: dict[tuple, "comfy.model_patcher.ModelPatcher"] = {}
+_REF_LAYERS_LOCK = threading.Lock()
+
+
+def ref_layers_options() -> list[str]:
+    """Every ``ref_layers.safetensors`` under models/iad (Lynx full's folder), the expected one first when none."""
+    names = [n for n in folder_paths.get_filename_list(IAD_FOLDER) if os.path.basename(n) == REF_LAYERS_FILE]
+    return names or [f"lynx_full/{REF_LAYERS_FILE}"]
+
+
+def ref_layers_problem(name) -> str | None:
+    if name is None or folder_paths.get_full_path(IAD_FOLDER, name) is not None:
+        return None
+    return (f"IaD Lynx Ref Adapter: ref_layers '{name}' not found in {' or '.join(folder_paths.get_folder_paths(IAD_FOLDER))}. "
+            f"Put Lynx full's {REF_LAYERS_FILE} in models/iad/lynx_full/ (next to its resampler and ip_layers), then "
+            "refresh (R).")
+
+
+def _ref_layers_patcher(path: str, dtype: str):
+    """The ref layers inside a ModelPatcher (model management loads them with the MODEL), one file at a time."""
+    key = (os.path.realpath(path), os.path.getmtime(path), dtype)
+    with _REF_LAYERS_LOCK:
+        patcher = _REF_LAYERS.get(key)
+        if patcher is None:
+            _REF_LAYERS.clear()
+            layers = load_ref_layers(path, dtype=DTYPES[dtype], operations=comfy.ops.manual_cast)
+            patcher = comfy.model_patcher.ModelPatcher(
+                layers, load_device=comfy.model_management.get_torch_device(),
+                offload_device=comfy.model_management.unet_offload_device())
+            _REF_LAYERS[key] = patcher
+    return patcher
+
+
+def _context_of(ref_text) -> torch.Tensor:
+    if not ref_text or not isinstance(ref_text[0][0], torch.Tensor) or ref_text[0][0].ndim != 3:
+        raise ValueError("IaD Lynx Ref Adapter: ref_text must be a CONDITIONING from CLIP Text Encode (the Wan text "
+                         f"encoder) of Lynx's reference prompt '{REF_PROMPT}'.")
+    return ref_text[0][0][:1].detach().float().cpu()
+
+
+class IaDLynxRefAdapter(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="IaDLynxRefAdapter",
+            display_name="IaD Lynx Ref Adapter",
+            category="IaD",
+            description="Lynx full's reference adapter: features of the reference face, from one pass of the model "
+                        "over its VAE latent, added to every block's self-attention. They carry fine facial detail. "
+                        "Combine it with IaD Apply (Lynx full or lite ID adapter) in either order. Wan 2.1 T2V 14B "
+                        "(and other 5120-wide Wan T2V models); one extra single-frame model pass per run and kind.",
+            inputs=[
+                io.Model.Input("model", tooltip="The Wan T2V model (Load Diffusion Model; LoRAs and IaD Apply may come "
+                                                "before or after this node)."),
+                io.Combo.Input("ref_layers", options=ref_layers_options(),
+                               tooltip=f"Lynx full's {REF_LAYERS_FILE} in ComfyUI/models/iad/lynx_full/."),
+                io.Vae.Input("vae", tooltip="The Wan 2.1 VAE (wan_2.1_vae.safetensors): it encodes the reference face "
+                                            "into the latent the reference pass reads."),
+                io.Custom("FACE_ANALYSIS").Input(
+                    "face_analysis", tooltip="From IaD Face Analysis Loader: finds the face and its 5 keypoints for "
+                                             "Lynx's 256 px extended face crop."),
+                io.Image.Input("image", tooltip="ONE reference photo (the largest face is used)."),
+                io.Conditioning.Input("ref_text", tooltip=f"CLIP Text Encode (Wan's text encoder) of '{REF_PROMPT}', "
+                                                          "Lynx's text for the reference pass."),
+                io.Float.Input("ref_scale", default=1.0, min=0.0, max=3.0, step=0.05,
+                               tooltip="Strength of the reference attention (Lynx's ref_scale, 1.0). 0 returns the "
+                                       "model untouched."),
+                io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Where in the denoising the reference starts. Lynx: 0 (every step)."),
+                io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
+                               tooltip="Where it stops (1 = last step); must be after start_percent. Resolved when "
+                                       "sampling starts, after any shift node."),
+                io.Combo.Input("dtype", options=list(DTYPES), default=LYNX_DTYPE, optional=True,
+                               tooltip="Precision the ref weights are kept in (they run at the model's compute dtype). "
+                                       "bf16 is what Lynx uses; fp32 doubles their memory (4.2 GB -> 8.4 GB for 14B)."),
+            ],
+            outputs=[io.Model.Output(), io.Image.Output(display_name="reference_crop")],
+        )
+
+    RANGE_CHECKS = [step_range_check("IaD Lynx Ref Adapter")]
+
+    @classmethod
+    def validate_inputs(cls, ref_layers=None, ref_scale=None, start_percent=None, end_percent=None,
+                        dtype=None) -> bool | str:
+        problem = ref_layers_problem(ref_layers)
+        if problem is not None:
+            return problem
+        return check_inputs(cls, {"ref_scale": ref_scale, "start_percent": start_percent, "end_percent": end_percent,
+                                  "dtype": dtype}, cls.RANGE_CHECKS)
+
+    @classmethod
+    def execute(cls, model, ref_layers: str, vae, face_analysis, image, ref_text, ref_scale: float = 1.0,
+                start_percent: float = 0.0, end_percent: float = 1.0, dtype: str | None = None) -> io.NodeOutput:
+        dtype = dtype or LYNX_DTYPE
+        require_valid(cls, {"ref_scale": ref_scale, "start_percent": start_percent, "end_percent": end_percent,
+                            "dtype": dtype}, cls.RANGE_CHECKS)
+        problem = ref_layers_problem(ref_layers)
+        if problem is not None:
+            raise ValueError(problem)
+        if vae is None:
+            raise ValueError("IaD Lynx Ref Adapter: connect a VAE (the Wan 2.1 VAE, wan_2.1_vae.safetensors in "
+                             "models/vae): the reference face is VAE-encoded for the reference pass.")
+        dm = cls._wan_t2v(model)
+        path = folder_paths.get_full_path(IAD_FOLDER, ref_layers)
+        try:
+            patcher = _ref_layers_patcher(path, dtype)
+        except LynxFormatError as exc:
+            raise ValueError(f"IaD Lynx Ref Adapter: {exc}") from None
+        layout = patcher.model.layout
+        if layout.dim != dm.dim or layout.num_blocks != len(dm.blocks):
+            raise ValueError(
+                f"IaD Lynx Ref Adapter: {ref_layers} has {layout.num_blocks} blocks of width {layout.dim}, but the model "
+                f"has {len(dm.blocks)} blocks of width {dm.dim}. Lynx's ref adapter is made for Wan 2.1 T2V 14B (40 blocks, "
+                "width 5120); load that model (or Wan 2.2 A14B T2V).")
+        crop = cls._crop(face_analysis, image)
+        pixels = torch.from_numpy(crop).float().div(255.0)[None]
+        zero = torch.full_like(pixels, ZERO_IMAGE_VALUE)
+        latents = {}
+        for kind, px in ((IMAGE, pixels), (ZERO, zero)):
+            latent = vae.encode(px)
+            channels = dm.patch_embedding.weight.shape[1]
+            if latent.ndim != 5 or latent.shape[1] != channels:
+                raise ValueError(
+                    f"IaD Lynx Ref Adapter: the VAE gives latents of shape {list(latent.shape)}, but the model reads "
+                    f"{channels}-channel video latents. Connect the Wan 2.1 VAE (wan_2.1_vae.safetensors).")
+            latents[kind] = model.model.process_latent_in(latent).float().cpu()
+        if ref_scale == 0.0 or start_percent >= end_percent:
+            return io.NodeOutput(model, pixels)
+        entry = ReferenceEntry(patcher, latents, _context_of(ref_text), ref_scale, start_percent, end_percent,
+                               step_gate(model, start_percent, end_percent))
+        patched = apply_reference(model, entry, len(dm.blocks))
+        return io.NodeOutput(patched, pixels, ui={"text": [
+            f"reference: {crop.shape[0]} px face crop -> latent {list(latents[IMAGE].shape)}; {layout.num_blocks} blocks "
+            f"x {layout.dim}, {dtype}; ref_scale {ref_scale}, steps {start_percent:g}-{end_percent:g}"]})
+
+    @staticmethod
+    def _wan_t2v(model):
+        try:
+            arch = architecture_of(model)
+        except UnsupportedModelError as exc:
+            raise ValueError(f"IaD Lynx Ref Adapter: {exc}") from None
+        dm = model.model.diffusion_model
+        if arch.family != "wan" or type(dm).__name__ != "WanModel" or getattr(dm, "img_emb", None) is not None \
+                or getattr(dm, "model_type", "t2v") != "t2v":
+            raise ValueError(f"IaD Lynx Ref Adapter: Lynx's ref adapter works on Wan text-to-video models (Wan 2.1 T2V "
+                             f"14B); this model is {arch.variant}.")
+        return dm
+
+    @staticmethod
+    def _crop(face_analysis, image) -> np.ndarray:
+        if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[0] != 1:
+            count = image.shape[0] if isinstance(image, torch.Tensor) and image.ndim == 4 else "?"
+            raise ValueError(f"IaD Lynx Ref Adapter: image must be ONE reference photo; it has {count}. Pick one with "
+                             "ImageFromBatch (Lynx takes a single reference).")
+        try:
+            faces = face_analysis.embed_images(image, policy="largest", landmarks=False, same_person_threshold=None)
+        except FaceAnalysisError as exc:
+            raise ValueError(f"IaD Lynx Ref Adapter: {exc}") from None
+        return reference_crop(as_rgb_uint8(image[0], 0, 1), faces.faces[0].kps)
+
+
+NODES = [IaDIRSE50FaceEmbedder, IaDLynxGuider, IaDLynxRefAdapter]

@@ -23,6 +23,14 @@ from .step_range import STEP_GATES_KEY, StepGate
 
 _uids = itertools.count(1)
 
+# transformer_options key set only during Lynx's one-time reference pass (``wan_ref.py``).
+REF_CAPTURE_KEY = "iad_ref_capture"
+
+
+def next_uid() -> int:
+    """A process-wide id for one applied entry (identity or reference): keys its step gate."""
+    return next(_uids)
+
 # Diagnostics: callables ``observer(event: dict)`` told about every identity attention that runs
 # (block, sigma, rows). Empty in normal use (one truthiness check per active call); tests and
 # benchmarks use it to see which steps the identity really ran in.
@@ -74,7 +82,7 @@ class IdentityEntry:
 
     def __init__(self, patcher, tokens: torch.Tensor, weight: float, start_percent: float, end_percent: float,
                  fallback_gate: StepGate, uncond: str = UNCOND_NONE):
-        self.uid = next(_uids)
+        self.uid = next_uid()
         # The adapter's ModelPatcher, not only its module: while the model is loaded its object patches
         # sit on the shared diffusion model (until unpatched), and with them this entry. Model
         # management must never see the adapter module alive after its patcher died (0.3.75 logs that
@@ -95,17 +103,7 @@ class IdentityEntry:
         """``False`` when inactive at this step, else ``[(tokens, rows), ...]``: which tokens
         ("identity" or "null") go to which batch rows (None = all). The sigma test runs once per
         model call (cached in that call's transformer_options)."""
-        sigmas = transformer_options.get("sigmas")
-        cache = transformer_options.get("iad_gates")
-        if cache is None or cache[0] is not sigmas:  # a new model call (or a reused options dict)
-            cache = (sigmas, {})
-            transformer_options["iad_gates"] = cache
-        active = cache[1].get(self.uid)
-        if active is None:
-            gate = transformer_options.get(STEP_GATES_KEY, {}).get(self.uid, self.fallback_gate)
-            active = True if sigmas is None else gate.active(float(sigmas.max()))
-            cache[1][self.uid] = active
-        if not active:
+        if not gate_active(self.uid, self.fallback_gate, transformer_options):
             return False
         cond_or_uncond = transformer_options.get("cond_or_uncond")
         rows = rows_for(batch, cond_or_uncond, self.uncond == UNCOND_SAME)
@@ -138,8 +136,28 @@ class IdentityEntry:
             observer(event)
 
 
+def gate_active(uid: int, fallback_gate: StepGate, transformer_options: dict) -> bool:
+    """Whether the entry ``uid`` acts at this model call's sigma: the gate its sampler resolved
+    (``STEP_GATES_KEY``), else ``fallback_gate``; always outside a sampler (no sigmas). Tested once
+    per model call and cached in that call's transformer_options."""
+    sigmas = transformer_options.get("sigmas")
+    cache = transformer_options.get("iad_gates")
+    if cache is None or cache[0] is not sigmas:  # a new model call (or a reused options dict)
+        cache = (sigmas, {})
+        transformer_options["iad_gates"] = cache
+    active = cache[1].get(uid)
+    if active is None:
+        gate = transformer_options.get(STEP_GATES_KEY, {}).get(uid, fallback_gate)
+        active = True if sigmas is None else gate.active(float(sigmas.max()))
+        cache[1][uid] = active
+    return active
+
+
 def active_passes(entries, transformer_options: dict, batch: int):
-    """``[(entry, tokens, rows), ...]`` for the entries active in this model call."""
+    """``[(entry, tokens, rows), ...]`` for the entries active in this model call. None inside Lynx's
+    reference pass (``wan_ref.py``), which runs the model without identity, as Lynx does."""
+    if transformer_options.get(REF_CAPTURE_KEY) is not None:
+        return []
     out = []
     for entry in entries:
         passes = entry.passes(transformer_options, batch)

@@ -152,3 +152,32 @@ def random_irse50_state(expected_keys: dict[str, tuple[int, ...]], seed: int = 1
         else:
             state[name] = (torch.randn(shape, generator=g) / math.prod(shape[1:]) ** 0.5).half()
     return state
+
+
+def ref_layer_shapes(blocks: int, dim: int) -> dict[str, tuple[int, ...]]:
+    """``ref_layers.safetensors`` (Lynx full, ``WanRefAttnProcessor`` per block i)::
+
+        {i}.to_k_ref.weight [D, D]  {i}.to_k_ref.bias [D]  {i}.to_v_ref.weight [D, D]  {i}.to_v_ref.bias [D]
+
+    Released: D = 5120, 40 blocks."""
+    shapes = {}
+    for i in range(blocks):
+        for proj in ("to_k_ref", "to_v_ref"):
+            shapes[f"{i}.{proj}.weight"] = (dim, dim)
+            shapes[f"{i}.{proj}.bias"] = (dim,)
+    return shapes
+
+
+def ref_tensors(blocks: int, dim: int, seed: int = 21) -> dict[str, torch.Tensor]:
+    return _random(ref_layer_shapes(blocks, dim), torch.Generator().manual_seed(seed))
+
+
+def write_ref_layers(folder: Path, blocks: int, dim: int, seed: int = 21, dtype: torch.dtype = torch.float32,
+                     tensors: dict[str, torch.Tensor] | None = None) -> Path:
+    """``folder/ref_layers.safetensors`` with seeded random weights (or ``tensors``)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tensors = ref_tensors(blocks, dim, seed) if tensors is None else tensors
+    path = folder / "ref_layers.safetensors"
+    save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(path))
+    return path

@@ -1,0 +1,345 @@
+"""Lynx full's reference adapter on native Wan: IaD Lynx Ref Adapter computes exactly Lynx's equations.
+
+A tiny 4-block, 2-head Wan (ComfyUI's loader), a tiny Wan VAE, a generated insightface pack and
+random-weight ``ref_layers.safetensors``; the real nodes (IaD Apply with a Lynx ID adapter, IaD Lynx
+Ref Adapter, IaD Lynx Guider) and ComfyUI's own samplers. Every self-attention call is captured and
+compared with the reference written here from Lynx's equations (bytedance/lynx ``WanRefAttnProcessor``,
+``encode_reference_images``), from the file tensors:
+
+    reference pass (the unpatched model, timestep 0, the VAE latent of the 256 px crop or of the
+    zero image, the reference text):  f_i = the input of block i's self-attention
+    K_i = norm_k(f_i W_k_ref^T + b_k_ref),  V_i = f_i W_v_ref^T + b_v_ref
+    self-attention out = W_o (a_self + ref_scale * softmax(norm_q(W_q x + b_q) K_i^T / sqrt(d)) V_i) + b_o
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from harness import insightface_pack as ip
+from harness import tiny_models as tiny
+from harness.lynx_files import LynxSpec, ref_tensors, write_lynx, write_ref_layers
+
+WAN = tiny.WanSpec("iad-tiny-wan-lynx-4x256.safetensors", dim=256, ffn_dim=512, num_layers=4, seed=9)
+HEADS = 2
+REF_SCALE = 0.8
+ID_SPECS = {
+    "full": LynxSpec("full", output=256, model_dim=256, entries=4, registers=3, seed=11),
+    "lite": LynxSpec("lite", output=128, model_dim=256, entries=2, registers=0, seed=12),
+}
+REF_DIR = "iad-test-lynx-full"
+
+
+def _module(pack, name):
+    return importlib.import_module(f"{pack.__name__}.{name}")
+
+
+def _rms(t, weight, eps=1e-6):
+    return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def _sdpa(q, k, v, heads):
+    b, n, c = q.shape
+    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731
+    w = torch.softmax(split(q) @ split(k).transpose(-2, -1) / (c // heads) ** 0.5, dim=-1)
+    return (w @ split(v)).transpose(1, 2).reshape(b, n, c)
+
+
+@pytest.fixture(scope="module")
+def wan_model(pack):
+    import comfy.sd
+
+    model = comfy.sd.load_diffusion_model(str(tiny.ensure(WAN)))
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():   # distinct norm scales, so using the wrong norm shows
+        for block in model.model.diffusion_model.blocks:
+            for attn in (block.self_attn, block.cross_attn):
+                for norm in (attn.norm_q, attn.norm_k):
+                    norm.weight.copy_(0.5 + torch.rand(norm.weight.shape, generator=g))
+    return model
+
+
+@pytest.fixture(scope="module")
+def vae(pack):
+    import comfy.sd
+    import comfy.utils
+
+    sd, metadata = comfy.utils.load_torch_file(str(tiny.ensure(tiny.WAN21_VAE)), return_metadata=True)
+    return comfy.sd.VAE(sd=sd, metadata=metadata)
+
+
+@pytest.fixture(scope="module")
+def analyzer(pack, tmp_path_factory):
+    fa = _module(pack, "iad.face_analysis")
+    root = ip.insightface_root(tmp_path_factory.mktemp("insightface"), {"antelopev2": ip.ensure_pack(ip.ANTELOPEV2)})
+    return fa.FaceAnalyzer.load("antelopev2", [root], provider="CPU", cache=False)
+
+
+@pytest.fixture(scope="module")
+def ref_file(pack):
+    import folder_paths
+
+    folder = Path(folder_paths.get_folder_paths("iad")[0]) / REF_DIR
+    write_ref_layers(folder, blocks=WAN.num_layers, dim=WAN.dim)
+    yield f"{REF_DIR}/ref_layers.safetensors"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _photo():
+    return torch.from_numpy(ip.face_image(320, 64, person=1)).float().div(255)[None]
+
+
+REF_TEXT = [[torch.randn(1, 6, 4096, generator=torch.Generator().manual_seed(7)), {}]]
+POSITIVE = [[torch.randn(1, 12, 4096, generator=torch.Generator().manual_seed(1)), {}]]
+NEGATIVE = [[torch.randn(1, 12, 4096, generator=torch.Generator().manual_seed(2)), {}]]
+
+
+def _apply_ref(pack, model, ref_file, vae, analyzer, image=None, **kw):
+    nodes = _module(pack, "nodes.lynx_nodes")
+    args = dict(ref_scale=REF_SCALE, start_percent=0.0, end_percent=1.0, dtype="fp32")
+    args.update(kw)
+    out = nodes.IaDLynxRefAdapter.execute(model, ref_file, vae, analyzer, _photo() if image is None else image,
+                                          REF_TEXT, **args)
+    return out.result
+
+
+def _apply_id(pack, model, tmp_path, variant):
+    lynx = _module(pack, "iad.lynx")
+    patching = _module(pack, "iad.patching")
+    nodes = _module(pack, "nodes.iad_nodes")
+    ft = _module(pack, "iad.face_types")
+    adapter = lynx.load_adapter_or_lynx(write_lynx(tmp_path / f"lynx_{variant}", ID_SPECS[variant]))
+    iad_model = patching.IaDModel.wrap(adapter, name=f"lynx_{variant}")
+    z = F.normalize(torch.randn(512, generator=torch.Generator().manual_seed(4)), dim=0)
+    face = ft.DetectedFace(0, np.zeros(4, np.float32), np.zeros((5, 2), np.float32), 0.99, z)
+    identity = nodes.IaDIdentity.execute(iad_model, ft.FaceEmbeds([face], embedder="facexlib/irse50"), "none", 1.0).result[0]
+    return nodes.IaDApply.execute(model, iad_model, identity, 0.7, 0.0, 1.0, "null identity (Lynx)").result[0]
+
+
+def _sample(pack, model, three_pass=False, steps=2, cfg=4.0):
+    import comfy.sample
+    import comfy.samplers
+
+    noise = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+    if three_pass:
+        guider = _module(pack, "nodes.lynx_nodes").IaDLynxGuider.execute(model, POSITIVE, NEGATIVE, 5.0, 2.0).result[0]
+        sigmas = comfy.samplers.calculate_sigmas(model.get_model_object("model_sampling"), "simple", steps)
+        return guider.sample(noise, torch.zeros_like(noise), comfy.samplers.sampler_object("euler"), sigmas,
+                             disable_pbar=True, seed=0)
+    return comfy.sample.sample(model, noise, steps, cfg, "euler", "simple", POSITIVE, NEGATIVE, torch.zeros_like(noise),
+                               seed=0, disable_pbar=True)
+
+
+def _record_self_attention(model, calls):
+    def record(i):
+        def hook(mod, args, kwargs, out):
+            opts = kwargs["transformer_options"]
+            calls.append((i, args[0].detach().clone(), args[1], out.detach().clone(),
+                          list(opts.get("cond_or_uncond") or [0]), opts.get("iad_ref_capture") is not None))
+        return hook
+
+    return [block.self_attn.register_forward_hook(record(i), with_kwargs=True)
+            for i, block in enumerate(model.model.diffusion_model.blocks)]
+
+
+def lynx_reference_features(model, latents: torch.Tensor, context: torch.Tensor) -> dict[int, torch.Tensor]:
+    """Lynx's extraction pass: the UNPATCHED model at timestep 0, recording each block's self-attention input."""
+    import comfy.model_management
+
+    comfy.model_management.unload_all_models()   # a sampled clone's object patches stay on the model while loaded
+    dm = model.model.diffusion_model
+    for attn in (dm.blocks[0].self_attn, dm.blocks[0].cross_attn):   # restored: the module's own bound method
+        assert getattr(attn.forward, "__func__", None) is type(attn).forward
+    feats = {}
+    hooks = [block.self_attn.register_forward_pre_hook(lambda mod, args, i=i: feats.__setitem__(i, args[0].clone()))
+             for i, block in enumerate(dm.blocks)]
+    try:
+        with torch.no_grad():
+            dm(latents, torch.zeros(latents.shape[0]), context.expand(latents.shape[0], -1, -1))
+    finally:
+        for h in hooks:
+            h.remove()
+    return feats
+
+
+def lynx_self_attention(m, x, freqs, k_ref, v_ref, ref_scale):
+    """W_o (a_self + ref_scale * attn(norm_q(q(x)), K_ref, V_ref)) + b_o, with a_self the block's own
+    (RoPE) self-attention: written as o(a_self) + ref_scale * W_o attn_ref (o is affine)."""
+    plain = type(m).forward(m, x, freqs, transformer_options={})
+    q = _rms(x @ m.q.weight.T + m.q.bias, m.norm_q.weight)
+    ref = _sdpa(q, k_ref.expand(x.shape[0], -1, -1), v_ref.expand(x.shape[0], -1, -1), HEADS)
+    return plain + ref_scale * ref @ m.o.weight.T, plain
+
+
+@pytest.mark.parametrize("case", ["full ID + ref, cfg", "ref + lite ID, three-pass"])
+def test_ref_adapter_equals_lynx_equations_in_every_block_and_pass(pack, wan_model, vae, analyzer, ref_file, tmp_path, case):
+    three_pass = "three-pass" in case
+    variant = "lite" if "lite" in case else "full"
+    if case.startswith("ref"):   # either order of the two nodes
+        patched, crop = _apply_ref(pack, wan_model, ref_file, vae, analyzer)
+        patched = _apply_id(pack, patched, tmp_path, variant)
+    else:
+        patched = _apply_id(pack, wan_model, tmp_path, variant)
+        patched, crop = _apply_ref(pack, patched, ref_file, vae, analyzer)
+    assert tuple(crop.shape) == (1, 256, 256, 3)
+
+    calls = []
+    handles = _record_self_attention(wan_model, calls)
+    try:
+        _sample(pack, patched, three_pass=three_pass)
+    finally:
+        for h in handles:
+            h.remove()
+
+    # Lynx's reference pass, written independently: VAE latent of the crop and of the zero image.
+    lat = {kind: wan_model.model.process_latent_in(vae.encode(px)).float()
+           for kind, px in (("image", crop), ("zero", torch.full_like(crop, 0.5)))}
+    assert tuple(lat["image"].shape) == (1, 16, 1, 32, 32)
+    context = REF_TEXT[0][0]
+    ref = ref_tensors(WAN.num_layers, WAN.dim)
+    blocks = wan_model.model.diffusion_model.blocks
+    kv = {}
+    for kind in ("image", "zero"):
+        feats = lynx_reference_features(wan_model, lat[kind], context)
+        for i, f in feats.items():
+            m = blocks[i].self_attn
+            k = _rms(f @ ref[f"{i}.to_k_ref.weight"].T + ref[f"{i}.to_k_ref.bias"], m.norm_k.weight)
+            kv[kind, i] = (k, f @ ref[f"{i}.to_v_ref.weight"].T + ref[f"{i}.to_v_ref.bias"])
+        # The node's own reference pass saw exactly these inputs (identity off, timestep 0, the reference text).
+        captured = [c for c in calls if c[5] and c[1].shape[0] == 2]
+        assert captured, "one batched reference pass (image and zero image) per run"
+        row = 0 if kind == "image" else 1
+        for i, x, *_ in captured:
+            torch.testing.assert_close(x[row:row + 1], feats[i], atol=1e-5, rtol=1e-5)
+
+    denoise = [c for c in calls if not c[5]]
+    per_step = 2 if three_pass else 1   # three-pass: [positive, negative] + [negative]; cfg: [positive, negative]
+    assert len(denoise) == 2 * per_step * WAN.num_layers
+    assert sum(1 for c in calls if c[5]) == WAN.num_layers   # the reference pass ran once per run
+    worst, rows = 0.0, {"image": 0, "zero": 0}
+    with torch.no_grad():
+        for i, x, freqs, out, cond_or_uncond, _ in denoise:
+            m = blocks[i].self_attn
+            for r, c in enumerate(cond_or_uncond):
+                kind = "image" if c == 0 else "zero"
+                expected, plain = lynx_self_attention(m, x[r:r + 1], freqs, *kv[kind, i], REF_SCALE)
+                torch.testing.assert_close(out[r:r + 1], expected, atol=1e-4, rtol=1e-4)
+                worst = max(worst, float((out[r:r + 1] - expected).abs().max()))
+                assert float((expected - plain).abs().max()) > 1e-3   # the reference really contributes
+                other = kv["zero" if kind == "image" else "image", i]
+                wrong, _ = lynx_self_attention(m, x[r:r + 1], freqs, *other, REF_SCALE)
+                assert float((expected - wrong).abs().max()) > 1e-4   # and the two kinds differ
+                rows[kind] += 1
+    # cfg: per step a positive (face) and a negative (zero image) row; three-pass: positive and
+    # identity-negative (face), unconditional (zero image)
+    assert rows == ({"image": 2 * 2 * 4, "zero": 2 * 4} if three_pass else {"image": 2 * 4, "zero": 2 * 4})
+    print(f"Lynx ref ({case}): max |patched - reference| = {worst:.2e} over {len(denoise)} self-attention calls")
+
+
+def test_reference_template_is_lynx_extended_crop_at_256(pack):
+    """get_arcface_dst(extend_face_crop=True, 0.8) then estimate_norm(256): y + 10, shrink by 0.8 about
+    the 112 px centre, scale by 256/128 = 2 and shift x by 16 (256 is a multiple of 128, not of 112)."""
+    lynx_ref = _module(pack, "iad.lynx_ref")
+    base = np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]])
+    expected = ((base + [0, 10]) - 56) * 0.8 + 56
+    expected = expected * 2 + [16, 0]
+    np.testing.assert_allclose(lynx_ref.reference_template(256), expected, atol=1e-4)
+    # The crop warps those keypoints onto the template.
+    kps = np.array([[100, 120], [160, 118], [130, 150], [105, 185], [155, 183]], np.float32)
+    rgb = np.zeros((320, 320, 3), np.uint8)
+    for n, (x, y) in enumerate(kps):
+        rgb[int(y) - 1:int(y) + 2, int(x) - 1:int(x) + 2] = 50 * (n + 1)
+    crop = lynx_ref.reference_crop(rgb, kps)
+    assert crop.shape == (256, 256, 3) and crop.dtype == np.uint8
+    for n in range(5):
+        yx = np.argwhere(np.abs(crop[..., 0].astype(int) - 50 * (n + 1)) < 3)
+        assert len(yx), f"keypoint {n} is inside the crop"
+
+
+def test_ref_adapter_outside_its_range_or_at_scale_zero_is_bit_identical(pack, wan_model, vae, analyzer, ref_file):
+    base = _sample(pack, wan_model)
+    before = {k: v.clone() for k, v in wan_model.model.diffusion_model.state_dict().items()}
+    off, _ = _apply_ref(pack, wan_model, ref_file, vae, analyzer, ref_scale=0.0)
+    assert off is wan_model
+    late, _ = _apply_ref(pack, wan_model, ref_file, vae, analyzer, start_percent=0.99, end_percent=1.0)
+    calls = []
+    handles = _record_self_attention(wan_model, calls)
+    try:
+        assert torch.equal(_sample(pack, late), base)
+    finally:
+        for h in handles:
+            h.remove()
+    assert not any(c[5] for c in calls), "no reference pass when the range is never reached"
+    on, _ = _apply_ref(pack, wan_model, ref_file, vae, analyzer)
+    assert not torch.equal(_sample(pack, on), base)
+    # the base model is left as it was, and an unpatched run afterwards is unchanged
+    after = wan_model.model.diffusion_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert torch.equal(_sample(pack, wan_model), base)
+
+
+def test_ref_adapter_bf16_weights_against_fp32(pack, wan_model, vae, analyzer, ref_file):
+    """The default (bf16, Lynx's precision) against fp32 weights: the sampled latent differs by rounding only."""
+    base = _sample(pack, wan_model)
+    out = {dt: _sample(pack, _apply_ref(pack, wan_model, ref_file, vae, analyzer, dtype=dt)[0]) for dt in ("bf16", "fp32")}
+    effect = float((out["fp32"] - base).abs().max())
+    diff = float((out["bf16"] - out["fp32"]).abs().max())
+    print(f"ref adapter bf16 vs fp32: max |diff| {diff:.2e}, effect of the adapter {effect:.2e}, ratio {diff / effect:.3%}")
+    assert effect > 1e-2 and diff < 0.02 * effect
+
+
+def test_ref_adapter_refusals_name_the_problem(pack, wan_model, vae, analyzer, ref_file, tmp_path):
+    import folder_paths
+
+    nodes = _module(pack, "nodes.lynx_nodes")
+    lynx_ref = _module(pack, "iad.lynx_ref")
+    iad_folder = Path(folder_paths.get_folder_paths("iad")[0])
+    # a ref file of the wrong width
+    narrow = write_ref_layers(iad_folder / "iad-test-lynx-narrow", blocks=4, dim=128)
+    try:
+        with pytest.raises(ValueError, match=r"4 blocks of width 128, but the model has 4 blocks of width 256"):
+            _apply_ref(pack, wan_model, "iad-test-lynx-narrow/ref_layers.safetensors", vae, analyzer)
+    finally:
+        shutil.rmtree(narrow.parent)
+    # ip_layers passed as ref_layers
+    ip_dir = write_lynx(tmp_path / "lynx_full", ID_SPECS["full"])
+    with pytest.raises(lynx_ref.LynxFormatError, match=r"identity layers .*ip_layers.safetensors"):
+        lynx_ref.inspect_ref_file(ip_dir / "ip_layers.safetensors")
+    # an incomplete file
+    tensors = ref_tensors(4, 256)
+    del tensors["2.to_v_ref.bias"]
+    broken = write_ref_layers(tmp_path / "broken", 4, 256, tensors=tensors)
+    with pytest.raises(lynx_ref.LynxFormatError, match=r"'2.to_v_ref.bias' is missing"):
+        lynx_ref.inspect_ref_file(broken)
+    # no VAE
+    with pytest.raises(ValueError, match=r"connect a VAE"):
+        nodes.IaDLynxRefAdapter.execute(wan_model, ref_file, None, analyzer, _photo(), REF_TEXT)
+    # no face in the photo
+    with pytest.raises(ValueError, match=r"IaD Lynx Ref Adapter: No face found in"):
+        _apply_ref(pack, wan_model, ref_file, vae, analyzer, image=torch.full((1, 320, 320, 3), 0.35))
+    # two photos
+    with pytest.raises(ValueError, match=r"ONE reference photo; it has 2"):
+        _apply_ref(pack, wan_model, ref_file, vae, analyzer, image=torch.cat([_photo(), _photo()]))
+    # bad numbers and a missing file, before anything runs
+    assert "NaN" in nodes.IaDLynxRefAdapter.validate_inputs(ref_file, float("nan"), 0.0, 1.0)
+    assert "after end_percent" in nodes.IaDLynxRefAdapter.validate_inputs(ref_file, 1.0, 0.8, 0.2)
+    assert "lynx_full/" in nodes.IaDLynxRefAdapter.validate_inputs("nowhere/ref_layers.safetensors", 1.0, 0.0, 1.0)
+    assert nodes.IaDLynxRefAdapter.validate_inputs(ref_file, 1.0, 0.0, 1.0) is True
+
+
+def test_ref_adapter_refuses_image_to_video_wan(pack, vae, analyzer, ref_file):
+    import comfy.sd
+
+    nodes = _module(pack, "nodes.lynx_nodes")
+    i2v = comfy.sd.load_diffusion_model(str(tiny.ensure(tiny.WAN21_I2V)))
+    with pytest.raises(ValueError, match=r"Wan text-to-video models"):
+        nodes.IaDLynxRefAdapter.execute(i2v, ref_file, vae, analyzer, _photo(), REF_TEXT)
+    assert os.path.basename(ref_file) == "ref_layers.safetensors"
