@@ -460,6 +460,9 @@ def load_adapter_or_lynx(path: str | Path, expected_embedder: str | None = None,
     from .checkpoint import check_compatible, load_adapter
 
     path = Path(path)
+    if path.name == REF_LAYERS_FILE and is_lynx_folder(path.parent):
+        raise LynxFormatError(f"{path} is Lynx full's ref-adapter, not an identity adapter: load it with IaD Lynx Ref "
+                              f"Adapter, and pick {RESAMPLER_FILE} or {IP_LAYERS_FILE} of the same folder here.")
     if path.is_dir() or is_lynx_file(path):
         adapter = load_lynx(path, device=device, dtype=dtype, operations=operations)
         check_compatible(adapter.config, str(path), expected_embedder, expected_family, expected_model_dim)

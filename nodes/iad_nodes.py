@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import comfy.ops
 import folder_paths
 import torch
@@ -11,13 +13,23 @@ from ..iad.checkpoint import check_compatible
 from ..iad.decoupling import Decoupler, TrainingFreeDecoupler
 from ..iad.face_types import FaceEmbeds
 from ..iad import patching
-from ..iad.lynx import load_adapter_or_lynx
+from ..iad.lynx import REF_LAYERS_FILE, is_lynx_file, load_adapter_or_lynx
 from ..iad.patching import UnsupportedModelError
 from .comfy_api_compat import io
 from .model_paths import IAD_FOLDER
 from .validation import check_inputs, require_valid, step_range_check
 
 IAD_MODEL = "IAD_MODEL"
+LOADER_DTYPES = ["auto", "bf16", "fp16", "fp32"]
+STORAGE_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+def loader_dtype(path: str, choice: str | None) -> torch.dtype | None:
+    """The storage dtype IaD Model Loader gives an adapter: None keeps the file's. "auto" is bf16 for
+    Lynx's released files, the precision bytedance/lynx loads them at (its pipeline's bfloat16)."""
+    if choice in (None, "auto"):
+        return torch.bfloat16 if os.path.isdir(path) or is_lynx_file(path) else None
+    return STORAGE_DTYPES[choice]
 IAD_IDENTITY = "IAD_IDENTITY"
 DECOUPLING_CHOICES = ["auto", "trained", "training-free", "none"]
 
@@ -31,6 +43,9 @@ DEFAULT_END_PERCENT = 1.0
 def adapter_file_problem(adapter_name) -> str | None:
     """Why ``adapter_name`` cannot be loaded from models/iad (None when it can), with the folder to
     put files in. Checked at validation (before the prompt runs) and again when the node runs."""
+    if adapter_name is not None and os.path.basename(adapter_name) == REF_LAYERS_FILE:
+        return (f"IaD Model Loader: '{adapter_name}' is Lynx full's ref-adapter, not an identity adapter. Load it with "
+                "IaD Lynx Ref Adapter, and pick resampler.safetensors or ip_layers.safetensors of that folder here.")
     if adapter_name is None or folder_paths.get_full_path(IAD_FOLDER, adapter_name) is not None:
         return None
     folders = folder_paths.get_folder_paths(IAD_FOLDER)
@@ -61,23 +76,29 @@ class IaDModelLoader(io.ComfyNode):
                 io.Combo.Input("adapter_name", options=folder_paths.get_filename_list(IAD_FOLDER),
                                tooltip="An IaD adapter checkpoint in ComfyUI/models/iad (made for one model family "
                                        "and size, e.g. Wan 2.1 14B)."),
+                # Optional: API prompts written before this input existed still run (with "auto").
+                io.Combo.Input("dtype", options=LOADER_DTYPES, default="auto", optional=True,
+                               tooltip="Precision the adapter weights are kept in; they run at the video model's "
+                                       "compute dtype. auto: bf16 for Lynx files (what Lynx uses), the stored "
+                                       "precision for IaD checkpoints. fp32 doubles a bf16 adapter's memory."),
             ],
             outputs=[io.Custom(IAD_MODEL).Output(display_name="iad_model")],
         )
 
     @classmethod
-    def validate_inputs(cls, adapter_name=None) -> bool | str:
+    def validate_inputs(cls, adapter_name=None, dtype=None) -> bool | str:
         problem = adapter_file_problem(adapter_name)
-        return True if problem is None else problem
+        return check_inputs(cls, {"dtype": dtype}) if problem is None else problem
 
     @classmethod
-    def execute(cls, adapter_name: str) -> io.NodeOutput:
+    def execute(cls, adapter_name: str, dtype: str | None = None) -> io.NodeOutput:
         problem = adapter_file_problem(adapter_name)
         if problem is not None:
             raise ValueError(problem)
+        require_valid(cls, {"dtype": dtype})
         path = folder_paths.get_full_path(IAD_FOLDER, adapter_name)
         # IaD checkpoints, or Lynx's released files directly; ComfyUI's casting layers, as its own models use
-        adapter = load_adapter_or_lynx(path, operations=comfy.ops.manual_cast)
+        adapter = load_adapter_or_lynx(path, dtype=loader_dtype(path, dtype), operations=comfy.ops.manual_cast)
         return io.NodeOutput(patching.IaDModel.wrap(adapter, name=adapter_name))
 
 

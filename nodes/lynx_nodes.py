@@ -29,6 +29,7 @@ from ..iad.patching import UnsupportedModelError, architecture_of, step_gate
 from ..iad.patching.wan_ref import IMAGE, ZERO, ReferenceEntry, apply_reference
 from ..iad.recognizers.irse50 import IRSE50_EMBEDDER, KNOWN_FILENAMES, IRSE50Recognizer, analyzer_with_irse50, load_irse50
 from .comfy_api_compat import io
+from .iad_nodes import STORAGE_DTYPES
 from .model_paths import FACEXLIB_FOLDER, IAD_FOLDER
 from .validation import check_inputs, require_valid, step_range_check
 
@@ -200,8 +201,6 @@ class IaDLynxGuider(io.ComfyNode):
         return io.NodeOutput(guider)
 
 
-# Storage dtype of adapter weights; they are cast to the model's compute dtype when they run.
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 LYNX_DTYPE = "bf16"   # bytedance/lynx loads its adapters at the pipeline dtype, bfloat16
 _REF_LAYERS: dict[tuple, "comfy.model_patcher.ModelPatcher"] = {}
 _REF_LAYERS_LOCK = threading.Lock()
@@ -228,7 +227,7 @@ def _ref_layers_patcher(path: str, dtype: str):
         patcher = _REF_LAYERS.get(key)
         if patcher is None:
             _REF_LAYERS.clear()
-            layers = load_ref_layers(path, dtype=DTYPES[dtype], operations=comfy.ops.manual_cast)
+            layers = load_ref_layers(path, dtype=STORAGE_DTYPES[dtype], operations=comfy.ops.manual_cast)
             patcher = comfy.model_patcher.ModelPatcher(
                 layers, load_device=comfy.model_management.get_torch_device(),
                 offload_device=comfy.model_management.unet_offload_device())
@@ -275,7 +274,7 @@ class IaDLynxRefAdapter(io.ComfyNode):
                 io.Float.Input("end_percent", default=1.0, min=0.0, max=1.0, step=0.01,
                                tooltip="Where it stops (1 = last step); must be after start_percent. Resolved when "
                                        "sampling starts, after any shift node."),
-                io.Combo.Input("dtype", options=list(DTYPES), default=LYNX_DTYPE, optional=True,
+                io.Combo.Input("dtype", options=list(STORAGE_DTYPES), default=LYNX_DTYPE, optional=True,
                                tooltip="Precision the ref weights are kept in (they run at the model's compute dtype). "
                                        "bf16 is what Lynx uses; fp32 doubles their memory (4.2 GB -> 8.4 GB for 14B)."),
             ],

@@ -49,7 +49,7 @@ def test_object_info_lists_every_node_the_pack_registers(comfy_server, pack):
 
 # What a user's node menu holds: the real nodes only.
 USER_NODES = {"IaDFaceAnalysisLoader", "IaDFaceEmbed", "IaDModelLoader", "IaDIdentity", "IaDApply", "IaDIRSE50FaceEmbedder",
-              "IaDLynxGuider", "IaDEvaluateVideo"}
+              "IaDLynxGuider", "IaDLynxRefAdapter", "IaDEvaluateVideo"}
 SYNTH_WORLD_NODES = {"IaDSynthWorldTextEncode", "IaDSynthWorldPerson", "IaDSynthWorldDecode"}
 
 

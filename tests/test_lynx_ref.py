@@ -89,6 +89,7 @@ def ref_file(pack):
 
     folder = Path(folder_paths.get_folder_paths("iad")[0]) / REF_DIR
     write_ref_layers(folder, blocks=WAN.num_layers, dim=WAN.dim)
+    write_lynx(folder, ID_SPECS["full"])   # a whole lynx_full folder, as released
     yield f"{REF_DIR}/ref_layers.safetensors"
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -343,3 +344,32 @@ def test_ref_adapter_refuses_image_to_video_wan(pack, vae, analyzer, ref_file):
     with pytest.raises(ValueError, match=r"Wan text-to-video models"):
         nodes.IaDLynxRefAdapter.execute(i2v, ref_file, vae, analyzer, _photo(), REF_TEXT)
     assert os.path.basename(ref_file) == "ref_layers.safetensors"
+
+
+def test_model_loader_keeps_lynx_in_bf16_by_default_and_fp32_differs_by_rounding(pack, wan_model, ref_file):
+    """IaD Model Loader's dtype: auto = bf16 for Lynx files (Lynx's precision). The sampled latent with
+    bf16 weights against fp32 weights, relative to what the adapter changes."""
+    nodes = _module(pack, "nodes.iad_nodes")
+    ft = _module(pack, "iad.face_types")
+    base = _sample(pack, wan_model)
+    z = F.normalize(torch.randn(512, generator=torch.Generator().manual_seed(4)), dim=0)
+    faces = ft.FaceEmbeds([ft.DetectedFace(0, np.zeros(4, np.float32), np.zeros((5, 2), np.float32), 0.99, z)],
+                          embedder="facexlib/irse50")
+    out = {}
+    for choice, expected in (("auto", torch.bfloat16), ("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        iad_model = nodes.IaDModelLoader.execute(f"{REF_DIR}/ip_layers.safetensors", choice).result[0]
+        assert {p.dtype for p in iad_model.adapter.parameters()} == {expected}
+        identity = nodes.IaDIdentity.execute(iad_model, faces, "none", 1.0).result[0]
+        patched = nodes.IaDApply.execute(wan_model, iad_model, identity, 1.0, 0.0, 1.0, "null identity (Lynx)").result[0]
+        out[choice] = _sample(pack, patched)
+    assert torch.equal(out["auto"], out["bf16"])
+    effect = float((out["fp32"] - base).abs().max())
+    diff = float((out["bf16"] - out["fp32"]).abs().max())
+    print(f"Lynx full ID adapter bf16 vs fp32: max |diff| {diff:.2e}, effect {effect:.2e}, ratio {diff / effect:.3%}")
+    assert effect > 1e-2 and diff < 0.02 * effect
+    # an IaD checkpoint keeps its stored precision under auto; ref_layers is pointed to its own node
+    assert nodes.loader_dtype("/nowhere/adapter.safetensors", "auto") is None
+    with pytest.raises(ValueError, match=r"ref-adapter, not an identity adapter. Load it with IaD Lynx Ref Adapter"):
+        nodes.IaDModelLoader.execute(ref_file, "auto")
+    assert "Load it with IaD Lynx Ref Adapter" in nodes.IaDModelLoader.validate_inputs(ref_file, "auto")
+    assert "not one of the choices" in nodes.IaDModelLoader.validate_inputs(ref_file, "fp64")
