@@ -372,4 +372,4 @@ def test_model_loader_keeps_lynx_in_bf16_by_default_and_fp32_differs_by_rounding
     with pytest.raises(ValueError, match=r"ref-adapter, not an identity adapter. Load it with IaD Lynx Ref Adapter"):
         nodes.IaDModelLoader.execute(ref_file, "auto")
     assert "Load it with IaD Lynx Ref Adapter" in nodes.IaDModelLoader.validate_inputs(ref_file, "auto")
-    assert "not one of the choices" in nodes.IaDModelLoader.validate_inputs(ref_file, "fp64")
+    assert "not one of the choices" in nodes.IaDModelLoader.validate_inputs(f"{REF_DIR}/ip_layers.safetensors", "fp64")
