@@ -681,7 +681,7 @@ Steps
 1. Download the files below.
 2. Lynx: download the folder lynx_full from https://huggingface.co/ByteDance/lynx so that you have
    models/iad/lynx_full/resampler.safetensors and models/iad/lynx_full/ip_layers.safetensors
-   (ref_layers.safetensors is not used). IaD Model Loader reads the folder directly (pick
+   (ref_layers.safetensors is Lynx's ref-adapter, used by the 'Lynx full (ID + ref)' workflow). IaD Model Loader reads the folder directly (pick
    lynx_full/resampler.safetensors), or convert once: python -m iad.convert_lynx (docs/lynx.md).
 3. Lynx was trained on facexlib's IR-SE50 face embedding, so the 'IaD IR-SE50 Face Embedder'
    node sits between the face loader and IaD Face Embed (IaD Identity refuses other embeddings).
@@ -732,6 +732,99 @@ Settings
         Group("Identity: Lynx + IaD decoupling", ["face_loader", "irse50", "face_embed", "iad_loader", "identity"], "#335"),
     ]
     return Workflow("wan2.1_t2v_14B_lynx_iad_multi_reference", nodes, groups)
+
+
+LYNX_REF_LAYERS = "lynx_full/ref_layers.safetensors"
+
+
+def wan21_14b_lynx_full_id_ref() -> Workflow:
+    """Lynx full as released: its ID adapter and its ref-adapter, with Lynx's own settings (infer.py):
+    81 frames at 16 fps, 50 UniPC steps, three-pass guidance (cfg 5, identity 2), bf16 adapters."""
+    readme = f"""
+Lynx full as released - Wan 2.1 T2V 14B with BOTH Lynx adapters (bytedance/lynx, Apache-2.0):
+the ID adapter (face embedding -> identity tokens in every block's text cross-attention) and the
+ref-adapter (features of the reference face in every block's self-attention, which carry fine
+facial detail). Settings are Lynx full's own (its infer.py): 81 frames at 16 fps, 832x480,
+50 UniPC steps, three-pass guidance with cfg 5 and identity scale 2, adapters in bf16.
+
+Steps
+1. Download the files below into your ComfyUI folder.
+2. Lynx: download the folder lynx_full from https://huggingface.co/ByteDance/lynx so that you have
+     models/iad/lynx_full/resampler.safetensors
+     models/iad/lynx_full/ip_layers.safetensors
+     models/iad/lynx_full/ref_layers.safetensors
+3. Load ONE photo in 'Reference photo'; write the action in the green prompt; Run (Ctrl+Enter).
+
+Model files (the 'Missing Models' dialog offers the same download links)
+{download_list([WAN21_T2V_14B, UMT5_FP8, WAN21_VAE, IRSE50])}
+- models/iad/lynx_full/resampler.safetensors, ip_layers.safetensors, ref_layers.safetensors
+    (huggingface.co/ByteDance/lynx)
+
+{ANTELOPEV2_HELP}
+(antelopev2 finds the face and its keypoints; IR-SE50 embeds it for the ID adapter; the
+ref-adapter reads Lynx's 256 px face crop through the Wan VAE.)
+
+{PHOTO_HELP}
+"""
+    tips = """
+What each Lynx part does here
+- IaD Apply (ID adapter): weight 1.0 = Lynx ip_scale; start 0 / end 1 = every step, as Lynx;
+  uncond_identity 'null identity (Lynx)' = Lynx's negative pass (resampler on an all-zero face).
+  IaD Identity decoupling 'none' = exactly Lynx's embedding of one photo.
+- IaD Lynx Ref Adapter: ref_scale 1.0 (Lynx), every step; ref_text is Lynx's 'image of a face'.
+  One extra single-frame model pass per run (face and zero image).
+- IaD Lynx Guider + SamplerCustomAdvanced: Lynx's three passes per step, cfg 5 (prompt) and
+  cfg_identity 2 (identity).
+- Less copying of the photo (IaD): raise IaD Apply start_percent to 0.75 (identity only in the
+  last quarter) and add photos with decoupling 'training-free' (the multi-reference Lynx workflow).
+- Lite ID adapter + full ref-adapter (what many users prefer): pick lynx_lite/resampler.safetensors
+  in IaD Model Loader; the ref-adapter stays lynx_full's.
+- Memory: 14B in fp16 needs ~40 GB VRAM or offloading; wan2.1_t2v_14B_fp8_e4m3fn.safetensors fits
+  24 GB. The two Lynx adapters add 2.2 G + 2.1 G parameters (about 8.6 GB in bf16).
+- shift 3: Wan's default for 480p (diffusers' Wan scheduler default).
+"""
+    wan = _wan_loaders(WAN21_T2V_14B, C1)
+    wan[1] = Node("shift", "ModelSamplingSD3", C1, {"shift": 3.0}, links={"model": ("unet", 0)}, size=(400, 60))
+    nodes = [
+        note("readme", readme, (C0, 0), size=(460, 1240), title="Read me: what to download and where"),
+        *wan,
+        Node("photo1", "LoadImage", C1, {"image": "iad_reference_1.png"}, title="Reference photo", size=(320, 340)),
+        *_prompts(C2, "a young woman laughs, then turns her head to the left and waves at someone off-screen, "
+                      "walking along a sunny beach promenade, handheld camera"),
+        Node("ref_text", "CLIPTextEncode", C2, {"text": "image of a face"}, links={"clip": ("clip", 0)},
+             title="Lynx's reference text (keep it)", size=(420, 100)),
+        *_face_and_identity(C3, C5, ("photo1", 0), LYNX_FULL, decoupling="none", strength=1.0, irse50=True),
+        _apply("apply", C4, ("shift", 0), weight=1.0, start=0.0, end=1.0, uncond="null identity (Lynx)",
+               title="IaD Apply (Lynx full ID adapter, every step)"),
+        Node("ref", "IaDLynxRefAdapter", C4,
+             {"ref_layers": LYNX_REF_LAYERS, "ref_scale": 1.0, "start_percent": 0.0, "end_percent": 1.0, "dtype": "bf16"},
+             links={"model": ("apply", 0), "vae": ("vae", 0), "face_analysis": ("face_loader", 0),
+                    "image": ("photo1", 0), "ref_text": ("ref_text", 0)},
+             color=IAD_COLOR, bgcolor=IAD_BG, size=(360, 250), title="IaD Lynx Ref Adapter (Lynx full)"),
+        Node("guider", "IaDLynxGuider", C4, {"cfg": 5.0, "cfg_identity": 2.0},
+             links={"model": ("ref", 0), "positive": ("positive", 0), "negative": ("negative", 0)},
+             color=IAD_COLOR, bgcolor=IAD_BG, size=(360, 130)),
+        Node("latent", "EmptyHunyuanLatentVideo", C5, {"width": 832, "height": 480, "length": 81, "batch_size": 1},
+             title="Video size: 832x480, 81 frames (Lynx)", size=(360, 130)),
+        Node("noise", "RandomNoise", C5, {"noise_seed": 42, "control_after_generate": "fixed"}, size=(320, 82)),
+        Node("sampler_select", "KSamplerSelect", C5, {"sampler_name": "uni_pc"}, size=(320, 60)),
+        Node("scheduler", "BasicScheduler", C5, {"scheduler": "simple", "steps": 50, "denoise": 1.0},
+             links={"model": ("ref", 0)}, size=(320, 106), title="BasicScheduler (50 steps, Lynx)"),
+        Node("sampler", "SamplerCustomAdvanced", C6,
+             links={"noise": ("noise", 0), "guider": ("guider", 0), "sampler": ("sampler_select", 0),
+                    "sigmas": ("scheduler", 0), "latent_image": ("latent", 0)}, size=(340, 330)),
+        note("tips", tips, C6, size=(460, 560), title="Settings"),
+        Node("ref_crop", "PreviewImage", C7, links={"images": ("ref", 1)},
+             title="Preview: Lynx's 256 px reference crop", size=(300, 300)),
+        Node("decode", "VAEDecode", C7, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
+        _save("save", C7, ("decode", 0), "iad/wan2.1_14B_lynx_full_id_ref", title="Identity video (16 fps)"),
+    ]
+    groups = [
+        Group("Wan 2.1 T2V 14B", ["unet", "shift", "clip", "vae"]),
+        Group("Lynx full: ID adapter", ["face_loader", "irse50", "face_embed", "iad_loader", "identity"], "#335"),
+        Group("Lynx full: ref-adapter and three-pass guidance", ["apply", "ref", "guider"], "#335"),
+    ]
+    return Workflow("wan2.1_t2v_14B_lynx_full_id_ref", nodes, groups)
 
 
 # -- built from ComfyUI's official templates -------------------------------------------------------
@@ -832,5 +925,5 @@ Steps
 
 def all_workflows() -> list[Workflow]:
     return [wan21_1_3b_single_photo(), wan21_14b_multi_reference(), wan22_a14b_multi_reference(), wan21_14b_lynx(),
-            wan21_ab_comparison(), hunyuan_video_single_photo(), ltxv_single_photo(), ltx2_t2v_template(),
+            wan21_14b_lynx_full_id_ref(), wan21_ab_comparison(), hunyuan_video_single_photo(), ltxv_single_photo(), ltx2_t2v_template(),
             hunyuan_video15_t2v_template()]

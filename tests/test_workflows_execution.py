@@ -56,6 +56,7 @@ RETARGET = {
         files={"diffusion_models": tiny.WAN21_T2V.filename,  # 1.3B and 14B share Wan 2.1's architecture
                "vae": tiny.WAN21_VAE.filename, "iad": TINY_ADAPTERS["wan2.1"], "facexlib": TINY_IRSE50_NAME},
         small={"EmptyHunyuanLatentVideo": {"width": WIDTH, "height": HEIGHT, "length": FRAMES}, "KSampler": {"steps": STEPS},
+               "BasicScheduler": {"steps": STEPS},
                # Wan 2.2's two experts: 4 steps split 2/2; the IaD-patched low-noise expert runs steps 2-3 (identity in step 3).
                ("KSamplerAdvanced", "high-noise"): {"steps": 4, "end_at_step": 2},
                ("KSamplerAdvanced", "low-noise"): {"steps": 4, "start_at_step": 2}},
@@ -99,7 +100,7 @@ def _model_files(path) -> dict[str, str]:
     for node in load_json(path)["nodes"]:
         for meta in node.get("properties", {}).get("models", []):
             files[meta["name"]] = meta["directory"]
-        if node["type"] == "IaDModelLoader":
+        if node["type"] in ("IaDModelLoader", "IaDLynxRefAdapter"):   # adapters have no public download URL
             files[node["widgets_values"][0]] = "iad"
     return files
 

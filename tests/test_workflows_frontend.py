@@ -36,7 +36,7 @@ def _missing_here(path) -> set[str]:
     return LTX2_CORE_NODES if path.stem.startswith("ltx2") and tiny.LTX2_TINY not in tiny.other_family_specs() else set()
 # Inputs of core loaders that name a model file; their value must be documented for download.
 MODEL_FILE_WIDGETS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "ckpt_name", "lora_name", "text_encoder",
-                      "model_name", "adapter_name", "iad_model", "model_pack", "pack", "weights"}
+                      "model_name", "adapter_name", "iad_model", "model_pack", "pack", "weights", "ref_layers"}
 
 
 def _ids(paths):

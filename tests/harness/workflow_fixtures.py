@@ -77,6 +77,8 @@ def tiny_lynx_folder() -> Path:
     folder = TINY_MODELS_DIR / "lynx" / "full-d128-e2"
     if not (folder / "ip_layers.safetensors").exists():
         lynx_files.write_lynx(folder, lynx_files.LynxSpec())
+    if not (folder / "ref_layers.safetensors").exists():   # the ref-adapter, one entry per tiny Wan block
+        lynx_files.write_ref_layers(folder, blocks=2, dim=128)
     return folder
 
 
