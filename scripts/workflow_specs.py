@@ -735,96 +735,150 @@ Settings
 
 
 LYNX_REF_LAYERS = "lynx_full/ref_layers.safetensors"
+LYNX_LITE = ModelFile("lynx_lite/resampler.safetensors", "iad")  # a folder from huggingface.co/ByteDance/lynx
 
 
-def wan21_14b_lynx_full_id_ref() -> Workflow:
-    """Lynx full as released: its ID adapter and its ref-adapter, with Lynx's own settings (infer.py):
-    81 frames at 16 fps, 50 UniPC steps, three-pass guidance (cfg 5, identity 2), bf16 adapters."""
+@dataclass(frozen=True)
+class LynxRelease:
+    """One way to run Lynx as released, with its variant's own defaults (bytedance/lynx infer.py for
+    full, infer_lite.py for lite: 50 UniPC steps at 832x480, bf16 adapters in both)."""
+
+    name: str
+    title: str
+    id_adapter: ModelFile     # lynx_full or lynx_lite
+    ref: bool                 # Lynx full's ref-adapter too
+    three_pass: bool          # full: guidance_scale 5 + guidance_scale_i 2; lite: plain CFG 5
+    frames: int               # full 81, lite 121
+    fps: float                # full 16, lite 24
+    why: str
+
+
+LYNX_RELEASES = {
+    "full": LynxRelease(
+        "wan2.1_t2v_14B_lynx_full_id_ref", "Lynx full as released (ID + ref)", LYNX_FULL, ref=True, three_pass=True,
+        frames=81, fps=16.0,
+        why="Lynx full's two adapters with its own settings (infer.py): 81 frames at 16 fps, three-pass guidance "
+            "with cfg 5 and identity scale 2."),
+    "lite": LynxRelease(
+        "wan2.1_t2v_14B_lynx_lite", "Lynx lite as released", LYNX_LITE, ref=False, three_pass=False,
+        frames=121, fps=24.0,
+        why="Lynx lite's ID adapter with its own settings (infer_lite.py): 121 frames at 24 fps, plain CFG 5 (its "
+            "generate_t2v passes no identity scale)."),
+    "lite+ref": LynxRelease(
+        "wan2.1_t2v_14B_lynx_lite_full_ref", "Lynx lite ID adapter + Lynx full ref-adapter", LYNX_LITE, ref=True,
+        three_pass=False, frames=121, fps=24.0,
+        why="The combination many users prefer ('lite IP adapter + full ref'): lite's identity tokens, full's "
+            "reference features, lite's settings (121 frames at 24 fps, plain CFG 5)."),
+}
+
+
+def lynx_release(key: str) -> Workflow:
+    """Lynx as released on native Wan 2.1 14B: one photo, Lynx-exact identity (decoupling none, every
+    step, null identity for the negative pass), each variant's own frames, fps and guidance."""
+    r = LYNX_RELEASES[key]
+    folder = r.id_adapter.name.split("/")[0]
+    lynx_files = ["resampler.safetensors", "ip_layers.safetensors"]
+    ref_line = (f"\n     models/iad/{LYNX_REF_LAYERS}   (from the lynx_full folder)" if r.ref else "")
     readme = f"""
-Lynx full as released - Wan 2.1 T2V 14B with BOTH Lynx adapters (bytedance/lynx, Apache-2.0):
-the ID adapter (face embedding -> identity tokens in every block's text cross-attention) and the
-ref-adapter (features of the reference face in every block's self-attention, which carry fine
-facial detail). Settings are Lynx full's own (its infer.py): 81 frames at 16 fps, 832x480,
-50 UniPC steps, three-pass guidance with cfg 5 and identity scale 2, adapters in bf16.
+{r.title} - Wan 2.1 T2V 14B with bytedance/lynx (Apache-2.0) on the native model.
+{r.why}
+50 UniPC steps, 832x480, adapters in bf16, as Lynx.
 
 Steps
 1. Download the files below into your ComfyUI folder.
-2. Lynx: download the folder lynx_full from https://huggingface.co/ByteDance/lynx so that you have
-     models/iad/lynx_full/resampler.safetensors
-     models/iad/lynx_full/ip_layers.safetensors
-     models/iad/lynx_full/ref_layers.safetensors
+2. Lynx: download from https://huggingface.co/ByteDance/lynx so that you have
+""" + "\n".join(f"     models/iad/{folder}/{f}" for f in lynx_files) + ref_line + f"""
 3. Load ONE photo in 'Reference photo'; write the action in the green prompt; Run (Ctrl+Enter).
 
 Model files (the 'Missing Models' dialog offers the same download links)
 {download_list([WAN21_T2V_14B, UMT5_FP8, WAN21_VAE, IRSE50])}
-- models/iad/lynx_full/resampler.safetensors, ip_layers.safetensors, ref_layers.safetensors
+- models/iad/{folder}/ ({', '.join(lynx_files)})""" + (f"\n- models/iad/{LYNX_REF_LAYERS}" if r.ref else "") + f"""
     (huggingface.co/ByteDance/lynx)
 
 {ANTELOPEV2_HELP}
-(antelopev2 finds the face and its keypoints; IR-SE50 embeds it for the ID adapter; the
-ref-adapter reads Lynx's 256 px face crop through the Wan VAE.)
+(antelopev2 finds the face and its keypoints; IR-SE50 embeds it for the ID adapter"""
+    readme += ("; the ref-adapter reads Lynx's 256 px face crop through the Wan VAE.)" if r.ref else ".)") + f"""
 
 {PHOTO_HELP}
 """
-    tips = """
+    guidance = ("IaD Lynx Guider + SamplerCustomAdvanced: Lynx full's three passes per step, cfg 5\n"
+                "  (prompt) and cfg_identity 2 (identity)." if r.three_pass else
+                "KSampler cfg 5: Lynx lite's plain CFG; its negative pass gets Lynx's null identity.")
+    ref_tip = ("- IaD Lynx Ref Adapter: ref_scale 1.0 (Lynx), every step; ref_text is Lynx's 'image of a face'.\n"
+               "  One extra single-frame model pass per run (face and zero image).\n" if r.ref else
+               "- Lynx full's ref-adapter adds fine facial detail: see the 'Lynx lite ID + full ref' workflow.\n")
+    tips = f"""
 What each Lynx part does here
 - IaD Apply (ID adapter): weight 1.0 = Lynx ip_scale; start 0 / end 1 = every step, as Lynx;
   uncond_identity 'null identity (Lynx)' = Lynx's negative pass (resampler on an all-zero face).
   IaD Identity decoupling 'none' = exactly Lynx's embedding of one photo.
-- IaD Lynx Ref Adapter: ref_scale 1.0 (Lynx), every step; ref_text is Lynx's 'image of a face'.
-  One extra single-frame model pass per run (face and zero image).
-- IaD Lynx Guider + SamplerCustomAdvanced: Lynx's three passes per step, cfg 5 (prompt) and
-  cfg_identity 2 (identity).
+{ref_tip}- {guidance}
+- {r.frames} frames, saved at {r.fps:g} fps: the variant's own defaults.
 - Less copying of the photo (IaD): raise IaD Apply start_percent to 0.75 (identity only in the
   last quarter) and add photos with decoupling 'training-free' (the multi-reference Lynx workflow).
-- Lite ID adapter + full ref-adapter (what many users prefer): pick lynx_lite/resampler.safetensors
-  in IaD Model Loader; the ref-adapter stays lynx_full's.
 - Memory: 14B in fp16 needs ~40 GB VRAM or offloading; wan2.1_t2v_14B_fp8_e4m3fn.safetensors fits
-  24 GB. The two Lynx adapters add 2.2 G + 2.1 G parameters (about 8.6 GB in bf16).
+  24 GB. Lynx full's ID adapter has 2.2 G parameters, lite's 0.5 G, the ref-adapter 2.1 G (bf16: 2 bytes each).
 - shift 3: Wan's default for 480p (diffusers' Wan scheduler default).
 """
     wan = _wan_loaders(WAN21_T2V_14B, C1)
     wan[1] = Node("shift", "ModelSamplingSD3", C1, {"shift": 3.0}, links={"model": ("unet", 0)}, size=(400, 60))
+    model = ("apply", 0)
     nodes = [
         note("readme", readme, (C0, 0), size=(460, 1240), title="Read me: what to download and where"),
         *wan,
         Node("photo1", "LoadImage", C1, {"image": "iad_reference_1.png"}, title="Reference photo", size=(320, 340)),
         *_prompts(C2, "a young woman laughs, then turns her head to the left and waves at someone off-screen, "
                       "walking along a sunny beach promenade, handheld camera"),
-        Node("ref_text", "CLIPTextEncode", C2, {"text": "image of a face"}, links={"clip": ("clip", 0)},
-             title="Lynx's reference text (keep it)", size=(420, 100)),
-        *_face_and_identity(C3, C5, ("photo1", 0), LYNX_FULL, decoupling="none", strength=1.0, irse50=True),
+        *_face_and_identity(C3, C5, ("photo1", 0), r.id_adapter, decoupling="none", strength=1.0, irse50=True),
         _apply("apply", C4, ("shift", 0), weight=1.0, start=0.0, end=1.0, uncond="null identity (Lynx)",
-               title="IaD Apply (Lynx full ID adapter, every step)"),
-        Node("ref", "IaDLynxRefAdapter", C4,
-             {"ref_layers": LYNX_REF_LAYERS, "ref_scale": 1.0, "start_percent": 0.0, "end_percent": 1.0, "dtype": "bf16"},
-             links={"model": ("apply", 0), "vae": ("vae", 0), "face_analysis": ("face_loader", 0),
-                    "image": ("photo1", 0), "ref_text": ("ref_text", 0)},
-             color=IAD_COLOR, bgcolor=IAD_BG, size=(360, 250), title="IaD Lynx Ref Adapter (Lynx full)"),
-        Node("guider", "IaDLynxGuider", C4, {"cfg": 5.0, "cfg_identity": 2.0},
-             links={"model": ("ref", 0), "positive": ("positive", 0), "negative": ("negative", 0)},
-             color=IAD_COLOR, bgcolor=IAD_BG, size=(360, 130)),
-        Node("latent", "EmptyHunyuanLatentVideo", C5, {"width": 832, "height": 480, "length": 81, "batch_size": 1},
-             title="Video size: 832x480, 81 frames (Lynx)", size=(360, 130)),
-        Node("noise", "RandomNoise", C5, {"noise_seed": 42, "control_after_generate": "fixed"}, size=(320, 82)),
-        Node("sampler_select", "KSamplerSelect", C5, {"sampler_name": "uni_pc"}, size=(320, 60)),
-        Node("scheduler", "BasicScheduler", C5, {"scheduler": "simple", "steps": 50, "denoise": 1.0},
-             links={"model": ("ref", 0)}, size=(320, 106), title="BasicScheduler (50 steps, Lynx)"),
-        Node("sampler", "SamplerCustomAdvanced", C6,
-             links={"noise": ("noise", 0), "guider": ("guider", 0), "sampler": ("sampler_select", 0),
-                    "sigmas": ("scheduler", 0), "latent_image": ("latent", 0)}, size=(340, 330)),
-        note("tips", tips, C6, size=(460, 560), title="Settings"),
-        Node("ref_crop", "PreviewImage", C7, links={"images": ("ref", 1)},
-             title="Preview: Lynx's 256 px reference crop", size=(300, 300)),
-        Node("decode", "VAEDecode", C7, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
-        _save("save", C7, ("decode", 0), "iad/wan2.1_14B_lynx_full_id_ref", title="Identity video (16 fps)"),
+               title=f"IaD Apply (Lynx {folder.split('_')[1]} ID adapter, every step)"),
+        Node("latent", "EmptyHunyuanLatentVideo", C5, {"width": 832, "height": 480, "length": r.frames, "batch_size": 1},
+             title=f"Video size: 832x480, {r.frames} frames (Lynx)", size=(360, 130)),
     ]
+    if r.ref:
+        after_prompts = next(i for i, n in enumerate(nodes) if n.key == "negative") + 1
+        nodes[after_prompts:after_prompts] = [Node("ref_text", "CLIPTextEncode", C2, {"text": "image of a face"}, links={"clip": ("clip", 0)},
+                           title="Lynx's reference text (keep it)", size=(420, 100))]
+        nodes += [
+            Node("ref", "IaDLynxRefAdapter", C4,
+                 {"ref_layers": LYNX_REF_LAYERS, "ref_scale": 1.0, "start_percent": 0.0, "end_percent": 1.0, "dtype": "bf16"},
+                 links={"model": ("apply", 0), "vae": ("vae", 0), "face_analysis": ("face_loader", 0),
+                        "image": ("photo1", 0), "ref_text": ("ref_text", 0)},
+                 color=IAD_COLOR, bgcolor=IAD_BG, size=(360, 250), title="IaD Lynx Ref Adapter (Lynx full)"),
+            Node("ref_crop", "PreviewImage", C7, links={"images": ("ref", 1)},
+                 title="Preview: Lynx's 256 px reference crop", size=(300, 300)),
+        ]
+        model = ("ref", 0)
+    if r.three_pass:
+        nodes += [
+            Node("guider", "IaDLynxGuider", C4, {"cfg": 5.0, "cfg_identity": 2.0},
+                 links={"model": model, "positive": ("positive", 0), "negative": ("negative", 0)},
+                 color=IAD_COLOR, bgcolor=IAD_BG, size=(360, 130)),
+            Node("noise", "RandomNoise", C5, {"noise_seed": 42, "control_after_generate": "fixed"}, size=(320, 82)),
+            Node("sampler_select", "KSamplerSelect", C5, {"sampler_name": "uni_pc"}, size=(320, 60)),
+            Node("scheduler", "BasicScheduler", C5, {"scheduler": "simple", "steps": 50, "denoise": 1.0},
+                 links={"model": model}, size=(320, 106), title="BasicScheduler (50 steps, Lynx)"),
+            Node("sampler", "SamplerCustomAdvanced", C6,
+                 links={"noise": ("noise", 0), "guider": ("guider", 0), "sampler": ("sampler_select", 0),
+                        "sigmas": ("scheduler", 0), "latent_image": ("latent", 0)}, size=(340, 330)),
+        ]
+    else:
+        nodes.append(_sampler("sampler", C6, model, seed=42, steps=50, cfg=5.0, title="KSampler (50 steps, cfg 5: Lynx lite)"))
+    save = _save("save", C7, ("decode", 0), f"iad/{r.name}", title=f"Identity video ({r.fps:g} fps)")
+    save.widgets["fps"] = r.fps
+    nodes += [
+        note("tips", tips, C6, size=(460, 560), title="Settings"),
+        Node("decode", "VAEDecode", C7, links={"samples": ("sampler", 0), "vae": ("vae", 0)}),
+        save,
+    ]
+    lynx_nodes = ["apply"] + (["ref"] if r.ref else []) + (["guider"] if r.three_pass else [])
     groups = [
         Group("Wan 2.1 T2V 14B", ["unet", "shift", "clip", "vae"]),
-        Group("Lynx full: ID adapter", ["face_loader", "irse50", "face_embed", "iad_loader", "identity"], "#335"),
-        Group("Lynx full: ref-adapter and three-pass guidance", ["apply", "ref", "guider"], "#335"),
+        Group(f"Lynx {folder.split('_')[1]}: ID adapter", ["face_loader", "irse50", "face_embed", "iad_loader", "identity"], "#335"),
+        Group("Lynx: " + (" + ".join(["injection"] + (["ref-adapter"] if r.ref else []) + (["three-pass guidance"] if r.three_pass else []))),
+              lynx_nodes, "#335"),
     ]
-    return Workflow("wan2.1_t2v_14B_lynx_full_id_ref", nodes, groups)
+    return Workflow(r.name, nodes, groups)
 
 
 # -- built from ComfyUI's official templates -------------------------------------------------------
@@ -925,5 +979,5 @@ Steps
 
 def all_workflows() -> list[Workflow]:
     return [wan21_1_3b_single_photo(), wan21_14b_multi_reference(), wan22_a14b_multi_reference(), wan21_14b_lynx(),
-            wan21_14b_lynx_full_id_ref(), wan21_ab_comparison(), hunyuan_video_single_photo(), ltxv_single_photo(), ltx2_t2v_template(),
+            *(lynx_release(key) for key in LYNX_RELEASES), wan21_ab_comparison(), hunyuan_video_single_photo(), ltxv_single_photo(), ltx2_t2v_template(),
             hunyuan_video15_t2v_template()]

@@ -373,3 +373,41 @@ def test_model_loader_keeps_lynx_in_bf16_by_default_and_fp32_differs_by_rounding
         nodes.IaDModelLoader.execute(ref_file, "auto")
     assert "Load it with IaD Lynx Ref Adapter" in nodes.IaDModelLoader.validate_inputs(ref_file, "auto")
     assert "not one of the choices" in nodes.IaDModelLoader.validate_inputs(f"{REF_DIR}/ip_layers.safetensors", "fp64")
+
+
+WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
+
+
+@pytest.mark.parametrize("name, variant, ref, frames, fps", [
+    ("wan2.1_t2v_14B_lynx_full_id_ref", "lynx_full", True, 81, 16.0),
+    ("wan2.1_t2v_14B_lynx_lite", "lynx_lite", False, 121, 24.0),
+    ("wan2.1_t2v_14B_lynx_lite_full_ref", "lynx_lite", True, 121, 24.0),
+])
+def test_shipped_lynx_workflows_use_each_variants_own_defaults(name, variant, ref, frames, fps):
+    """bytedance/lynx infer.py (full): 81 frames, 16 fps, guidance_scale 5 + guidance_scale_i 2;
+    infer_lite.py (lite): 121 frames, 24 fps, plain CFG 5; both 50 UniPC steps at 832x480, bf16,
+    ip_scale / ref_scale 1, identity at every step with the null identity in the negative pass."""
+    import json
+
+    nodes = json.loads((WORKFLOWS_DIR / f"{name}.json").read_text())["nodes"]
+    by_type = {}
+    for node in nodes:
+        by_type.setdefault(node["type"], []).append(node["widgets_values"] if "widgets_values" in node else [])
+    assert by_type["IaDModelLoader"] == [[f"{variant}/resampler.safetensors", "auto"]]   # auto = bf16 for Lynx
+    assert by_type["IaDIdentity"] == [["none", 1.0]]
+    assert by_type["IaDApply"] == [[1.0, 0.0, 1.0, "null identity (Lynx)"]]
+    assert by_type["EmptyHunyuanLatentVideo"] == [[832, 480, frames, 1]]
+    assert by_type["SaveAnimatedWEBP"][0][1] == fps
+    if ref:
+        assert by_type["IaDLynxRefAdapter"] == [["lynx_full/ref_layers.safetensors", 1.0, 0.0, 1.0, "bf16"]]
+        assert ["image of a face"] in by_type["CLIPTextEncode"]
+    else:
+        assert "IaDLynxRefAdapter" not in by_type
+    if variant == "lynx_full":   # three-pass guidance
+        assert by_type["IaDLynxGuider"] == [[5.0, 2.0]]
+        assert by_type["KSamplerSelect"] == [["uni_pc"]] and by_type["BasicScheduler"] == [["simple", 50, 1.0]]
+        assert "KSampler" not in by_type
+    else:                        # plain CFG 5
+        (seed, control, steps, cfg, sampler, scheduler, denoise), = by_type["KSampler"]
+        assert (steps, cfg, sampler, scheduler, denoise) == (50, 5.0, "uni_pc", "simple", 1.0)
+        assert "IaDLynxGuider" not in by_type

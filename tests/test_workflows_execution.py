@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from harness import tiny_models as tiny
 from harness.workflow_fixtures import (  # noqa: F401  (fixtures)
-    SCREENSHOTS_DIR, TINY_ADAPTERS, TINY_IRSE50_NAME, TINY_LYNX_FOLDER, _module_page, comfy_page, load_json, shipped_workflows, workflow_assets,
+    SCREENSHOTS_DIR, TINY_ADAPTERS, TINY_IRSE50_NAME, TINY_LYNX_FOLDER, TINY_LYNX_LITE_FOLDER, _module_page, comfy_page, load_json, shipped_workflows, workflow_assets,
 )
 
 pytestmark = [pytest.mark.server, pytest.mark.browser]
@@ -109,8 +109,9 @@ def _tiny_names(path) -> dict[str, str]:
     files = RETARGET[_family(path)].files
     names = {name: files[folder] for name, folder in _model_files(path).items() if folder in files}
     for name in names:
-        if name.startswith("lynx_full/"):  # a released Lynx folder, read directly by IaD Model Loader
-            names[name] = f"{TINY_LYNX_FOLDER}/{name.split('/', 1)[1]}"
+        for folder, tiny_folder in (("lynx_full/", TINY_LYNX_FOLDER), ("lynx_lite/", TINY_LYNX_LITE_FOLDER)):
+            if name.startswith(folder):  # a released Lynx folder, read directly by IaD Model Loader
+                names[name] = f"{tiny_folder}/{name.split('/', 1)[1]}"
     return names
 
 

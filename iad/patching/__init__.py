@@ -20,6 +20,7 @@ One file per concern:
 | ``block_patch.py`` | what every block patch shares |
 | ``wan.py`` / ``ltxv.py`` / ``hunyuan.py`` | each family's patch (``ltxv.py`` also LTX-2's video stream, ``hunyuan.py`` also HunyuanVideo 1.5) |
 | ``apply.py`` | IaD Apply: a patched clone |
+| ``wan_ref.py`` | Lynx full's ref-adapter on Wan: the one-time reference pass and the self-attention term |
 
 No ComfyUI module is imported when the library is: the ComfyUI-facing parts import it where they
 run (inside ComfyUI, or the trainer's ComfyUI).

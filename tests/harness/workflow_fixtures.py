@@ -67,6 +67,7 @@ _TINY_ADAPTER_BLOCKS = {"wan2.1": (0, 1), "ltxv": (0, 1), "hunyuan_video": (1, 2
 # A tiny Lynx "full" folder (the released layout at the tiny Wan's width) and random IR-SE50 weights
 # (full architecture, fp16: the recognizer has no smaller form).
 TINY_LYNX_FOLDER = "iad-tiny-lynx-full"
+TINY_LYNX_LITE_FOLDER = "iad-tiny-lynx-lite"
 TINY_IRSE50_NAME = "iad-tiny-irse50.safetensors"
 
 
@@ -79,6 +80,17 @@ def tiny_lynx_folder() -> Path:
         lynx_files.write_lynx(folder, lynx_files.LynxSpec())
     if not (folder / "ref_layers.safetensors").exists():   # the ref-adapter, one entry per tiny Wan block
         lynx_files.write_ref_layers(folder, blocks=2, dim=128)
+    return folder
+
+
+def tiny_lynx_lite_folder() -> Path:
+    """Lynx lite's released layout at the tiny Wan's width: one entry (block 0), 64-wide tokens."""
+    from . import lynx_files
+    from .paths import TINY_MODELS_DIR
+
+    folder = TINY_MODELS_DIR / "lynx" / "lite-d128-e1"
+    if not (folder / "ip_layers.safetensors").exists():
+        lynx_files.write_lynx(folder, lynx_files.LynxSpec("lite", output=64, model_dim=128, entries=1, registers=0, seed=3))
     return folder
 
 
@@ -122,6 +134,7 @@ def workflow_assets(comfy_server, tiny_models):
     for family, name in TINY_ADAPTERS.items():
         comfy_server.add_model("iad", tiny_adapter_path(family, blocks=_TINY_ADAPTER_BLOCKS[family]), name)
     comfy_server.add_model("iad", tiny_lynx_folder(), TINY_LYNX_FOLDER)
+    comfy_server.add_model("iad", tiny_lynx_lite_folder(), TINY_LYNX_LITE_FOLDER)
     comfy_server.add_model("facexlib", tiny_irse50_path(), TINY_IRSE50_NAME)
     from . import tiny_models as tiny
 
