@@ -411,3 +411,26 @@ def test_shipped_lynx_workflows_use_each_variants_own_defaults(name, variant, re
         (seed, control, steps, cfg, sampler, scheduler, denoise), = by_type["KSampler"]
         assert (steps, cfg, sampler, scheduler, denoise) == (50, 5.0, "uni_pc", "simple", 1.0)
         assert "IaDLynxGuider" not in by_type
+
+
+def test_adapters_run_at_the_compute_dtype_of_an_fp8_loaded_model(pack, vae, analyzer, ref_file, tmp_path):
+    """Load Diffusion Model with weight_dtype fp8_e4m3fn: ComfyUI keeps the weights in fp8 and casts
+    them per layer (manual cast). The ID adapter (bf16) and the ref-adapter (bf16) are cast the same
+    way: the run is finite, both adapters act, and their weights stay as loaded."""
+    import comfy.sd
+
+    fp8 = comfy.sd.load_diffusion_model(str(tiny.ensure(WAN)), model_options={"dtype": torch.float8_e4m3fn})
+    dm = fp8.model.diffusion_model
+    assert dm.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn
+    compute = fp8.model.manual_cast_dtype
+    assert compute is not None and compute != torch.float8_e4m3fn
+    base = _sample(pack, fp8)
+    ref_model, _ = _apply_ref(pack, fp8, ref_file, vae, analyzer, dtype="bf16")
+    with_ref = _sample(pack, ref_model)
+    both = _sample(pack, _apply_id(pack, ref_model, tmp_path, "lite"))
+    for out in (with_ref, both):
+        assert torch.isfinite(out).all()
+    assert float((with_ref - base).abs().max()) > 1e-3 and float((both - with_ref).abs().max()) > 1e-3
+    layers = next(iter(ref_model.model_options["transformer_options"]["patches"]["iad_adapters"])).patcher.model
+    assert {p.dtype for p in layers.parameters()} == {torch.bfloat16}
+    assert dm.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn   # the base model is left as loaded
