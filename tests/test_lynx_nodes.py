@@ -171,3 +171,24 @@ def test_iad_model_loader_loads_a_lynx_folder_from_models_iad(pack):
             iad_nodes.IaDModelLoader.execute("iad-test-lynx_full/resampler.safetensors")
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_colour_order_measurement_runs_and_is_exact_on_a_grey_photo(pack, analyzer, irse50_weights):
+    """benchmarks/bench_lynx_colour_order.py on generated stand-ins: the tool works end to end, and
+    on a grey photo (RGB == BGR) Lynx's and IaD's detections coincide exactly."""
+    import importlib.util
+
+    irse50 = _module(pack, "iad.recognizers.irse50")
+    spec = importlib.util.spec_from_file_location(
+        "bench_lynx_colour_order", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_lynx_colour_order.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    irse = irse50.analyzer_with_irse50(analyzer, irse50.IRSE50Recognizer(irse50.load_irse50(irse50_weights)))
+    colour = ip.face_image(person=1, face=80)
+    grey = np.repeat(colour.mean(-1, keepdims=True).astype(np.uint8), 3, axis=-1)
+    rows = {r["photo"]: r for r in bench.measure(irse, {"colour": colour, "grey": grey})}
+    assert rows["grey"]["kps_shift_max"] == 0.0 and rows["grey"]["ref_crop_mean_abs"] == 0.0
+    assert rows["grey"]["embedding_cosine"] == pytest.approx(1.0, abs=1e-6)
+    colour_row = rows["colour"]
+    assert colour_row["faces"] == [True, True]
+    assert np.isfinite([colour_row["kps_shift_mean"], colour_row["embedding_cosine"], colour_row["ref_crop_mean_abs"]]).all()
