@@ -434,3 +434,45 @@ def test_adapters_run_at_the_compute_dtype_of_an_fp8_loaded_model(pack, vae, ana
     layers = next(iter(ref_model.model_options["transformer_options"]["patches"]["iad_adapters"])).patcher.model
     assert {p.dtype for p in layers.parameters()} == {torch.bfloat16}
     assert dm.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn   # the base model is left as loaded
+
+
+@pytest.mark.parametrize("mode", ["NO_VRAM", "LOW_VRAM"])
+def test_ref_adapter_under_partial_loading_with_a_lora(pack, wan_model, vae, analyzer, ref_file, tmp_path, monkeypatch, mode):
+    """What --novram / --lowvram make ComfyUI do on a GPU (weights on the offload device, cast per
+    layer, a LoRA applied at cast time), forced on the CPU as test_apply_inprocess does: the reference
+    pass and the reference term run on the partially loaded model, the ref layers and the ID adapter
+    are loaded with it, and the output equals the fully loaded one."""
+    import comfy.model_management as mm
+    import comfy.sd
+
+    g = torch.Generator().manual_seed(5)
+    lora = {f"diffusion_model.blocks.{b}.self_attn.{m}.lora_{p}.weight":
+            torch.randn(*((WAN.dim, 4) if p == "up" else (4, WAN.dim)), generator=g) * 0.2
+            for b in range(WAN.num_layers) for m in ("q", "o") for p in ("up", "down")}
+    with_lora, _ = comfy.sd.load_lora_for_models(wan_model, None, lora, 1.0, 0.0)
+    ref_model, _ = _apply_ref(pack, with_lora, ref_file, vae, analyzer)
+    patched = _apply_id(pack, ref_model, tmp_path, "full")
+    full = _sample(pack, patched)
+    mm.unload_all_models()
+
+    monkeypatch.setattr(mm, "vram_state", getattr(mm.VRAMState, mode))
+    monkeypatch.setattr(mm, "is_device_cpu", lambda device: False)
+    if mode == "LOW_VRAM":
+        fake = patched.model_size() // 2 + mm.minimum_inference_memory()
+        monkeypatch.setattr(mm, "get_free_memory", lambda dev=None, torch_free_too=False: (fake, fake) if torch_free_too else fake)
+    calls, seen = [], []
+    handles = _record_self_attention(wan_model, calls)
+    try:
+        import comfy.sample
+
+        noise = torch.randn(1, 16, 2, 8, 8, generator=torch.Generator().manual_seed(0))
+        out = comfy.sample.sample(patched, noise, 2, 4.0, "euler", "simple", POSITIVE, NEGATIVE, torch.zeros_like(noise),
+                                  seed=0, disable_pbar=True, callback=lambda *a: seen.append(patched.model.model_lowvram))
+    finally:
+        for h in handles:
+            h.remove()
+        mm.unload_all_models()
+    assert seen and all(seen), "the model was not partially loaded"
+    assert any(c[5] for c in calls), "the reference pass ran under partial loading"
+    assert torch.allclose(out, full, atol=1e-4, rtol=1e-4)
+    assert (out - _sample(pack, with_lora)).abs().max() > 1e-3
