@@ -7,7 +7,7 @@ sampling step with and without them, side by side in one run.
 1. Sizes (exact): the base models are ComfyUI's own ``WanModel`` at the released shapes (Wan 2.1 T2V
    1.3B and 14B), built on the meta device; the adapters are the pack's default configuration for
    each (``iad.train``'s ``adapter_config_for``: every block, token width min(width, 2048), the
-   trained decoupler), Lynx full and lite (``AdapterConfig.lynx_full/lynx_lite``) and Lynx full's
+   trained decoupler), the compact recipe (``compact_adapter_fields``: low-rank identity K/V), Lynx full and lite (``AdapterConfig.lynx_full/lynx_lite``) and Lynx full's
    ref-adapter (``ref_layers``: 40 x 2 square projections). Bytes at the dtype each one actually uses:
    the base in bf16 (and fp8), IaD checkpoints as ``iad.train`` saves them (fp32; IaD Model Loader's
    ``auto`` keeps that) and in bf16, Lynx's adapters in bf16 (what the loaders default to).
@@ -87,9 +87,15 @@ def sizes() -> list[dict]:
 
     base = {size: count(wan_module(size)) for size in WAN}
     rows = []
+    from iad.train.model import compact_adapter_fields
+
     for size in WAN:
         n = adapter_params(iad_default_config(size))
         rows.append(dict(adapter=f"IaD default ({size})", base=size, params=n, stored="fp32", stored_bytes=4 * n))
+        compact = AdapterConfig.from_dict({**iad_default_config(size).to_dict(), **compact_adapter_fields(WAN[size]["dim"])})
+        n = adapter_params(compact)
+        rows.append(dict(adapter=f"IaD compact ({size}: {compact_adapter_fields(WAN[size]['dim'])})", base=size, params=n,
+                         stored="fp32", stored_bytes=4 * n))
     for name, config in (("Lynx full ID", AdapterConfig.lynx_full()), ("Lynx lite ID", AdapterConfig.lynx_lite())):
         n = adapter_params(config)
         rows.append(dict(adapter=name, base="14B", params=n, stored="bf16", stored_bytes=2 * n))

@@ -18,6 +18,12 @@ State-dict layout (what a checkpoint holds; docs/design.md, "Checkpoint format")
     blocks.{b}.registers [1, num_registers, token_dim]   (num_registers > 0)
     decoupler.*                                          (decoupler_kind != "none")
 
+With ``kv_rank = r > 0`` each identity projection is factorised (LoRA-style, ``r * (token_dim +
+model_dim)`` weights instead of ``token_dim * model_dim``)::
+
+    blocks.{b}.to_k_ip.down.weight [r, token_dim]        blocks.{b}.to_k_ip.up.weight [model_dim, r]
+    blocks.{b}.to_k_ip.up.bias [model_dim]  (kv_bias)    blocks.{b}.to_v_ip.* likewise
+
 ``b`` is the index of the base model's transformer block, not a position in a list.
 """
 
@@ -51,6 +57,7 @@ class AdapterConfig:
     num_tokens: int = 16                # resampler queries
     num_registers: int = 0              # learned tokens appended per block before the K/V projections
     kv_bias: bool = True                # to_k_ip / to_v_ip carry a bias
+    kv_rank: int = 0                    # 0: full-rank identity K/V projections; r > 0: factorised through rank r
     embed_dim: int = 512                # face-embedding width (ArcFace)
     embedder: str = "insightface/antelopev2/glintr100"   # which recognizer produced the training embeddings
     decoupler_kind: str = "none"        # "none" | "trained" | "training_free"
@@ -80,7 +87,7 @@ class AdapterConfig:
                      "resampler_heads", "resampler_dim_head", "decoupler_act_dim", "decoupler_hidden"):
             if int(getattr(self, name)) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("num_registers", "decoupler_rank"):
+        for name in ("num_registers", "decoupler_rank", "kv_rank"):
             if int(getattr(self, name)) < 0:
                 problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
         if not self.blocks:
@@ -89,6 +96,9 @@ class AdapterConfig:
             problems.append(f"blocks must be distinct non-negative indices, got {self.blocks}")
         if self.decoupler_kind not in DECOUPLER_KINDS:
             problems.append(f"decoupler_kind must be one of {DECOUPLER_KINDS}, got {self.decoupler_kind!r}")
+        if self.kv_rank and self.kv_rank >= min(self.token_dim, self.model_dim):
+            problems.append(f"kv_rank {self.kv_rank} must be below min(token_dim, model_dim) = "
+                            f"{min(self.token_dim, self.model_dim)} (0 means full rank)")
         if self.decoupler_rank > self.embed_dim:
             problems.append(f"decoupler_rank {self.decoupler_rank} exceeds embed_dim {self.embed_dim}")
         if problems:
@@ -140,17 +150,46 @@ class AdapterConfig:
         return cls(**{**base, **overrides})
 
 
+class LowRankLinear(nn.Module):
+    """``up(down(x))``: a Linear(in, out) factorised through ``rank`` (``down`` has no bias), so it
+    holds ``rank * (in + out)`` weights instead of ``in * out``."""
+
+    def __init__(self, in_features: int, out_features: int, rank: int, bias: bool, operations=nn) -> None:
+        super().__init__()
+        self.down = operations.Linear(in_features, rank, bias=False)
+        self.up = operations.Linear(rank, out_features, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+def output_linear(projection: nn.Module) -> nn.Module:
+    """The Linear whose weight and bias make a projection's output (``up`` of a low-rank one): zeroing
+    it makes the projection output zero."""
+    return projection.up if isinstance(projection, LowRankLinear) else projection
+
+
 class BlockKV(nn.Module):
     """Identity key/value projections of one block, plus its optional register tokens."""
 
-    def __init__(self, token_dim: int, model_dim: int, bias: bool, num_registers: int, operations=nn) -> None:
+    def __init__(self, token_dim: int, model_dim: int, bias: bool, num_registers: int, operations=nn,
+                 rank: int = 0) -> None:
         super().__init__()
-        self.to_k_ip = operations.Linear(token_dim, model_dim, bias=bias)
-        self.to_v_ip = operations.Linear(token_dim, model_dim, bias=bias)
+        if rank:
+            self.to_k_ip = LowRankLinear(token_dim, model_dim, rank, bias, operations)
+            self.to_v_ip = LowRankLinear(token_dim, model_dim, rank, bias, operations)
+        else:
+            self.to_k_ip = operations.Linear(token_dim, model_dim, bias=bias)
+            self.to_v_ip = operations.Linear(token_dim, model_dim, bias=bias)
         if num_registers > 0:
             self.registers = nn.Parameter(torch.randn(1, num_registers, token_dim) / model_dim**0.5)
         else:
             self.registers = None
+
+    @property
+    def weight_param(self) -> torch.Tensor:
+        """A weight of this block's projections: where (device) and how (dtype) its K/V are computed."""
+        return next(self.to_k_ip.parameters())
 
 
 class IdentityAdapter(nn.Module):
@@ -169,8 +208,8 @@ class IdentityAdapter(nn.Module):
             output_dim=config.token_dim, ff_mult=config.resampler_ff_mult, operations=operations,
         )
         self.blocks = nn.ModuleDict(
-            {str(b): BlockKV(config.token_dim, config.model_dim, config.kv_bias, config.num_registers, operations)
-             for b in config.blocks}
+            {str(b): BlockKV(config.token_dim, config.model_dim, config.kv_bias, config.num_registers, operations,
+                             config.kv_rank) for b in config.blocks}
         )
         self.decoupler: Decoupler | TrainingFreeDecoupler | None
         if config.decoupler_kind == "trained":
@@ -243,7 +282,7 @@ class IdentityAdapter(nn.Module):
             raise KeyError(f"block {block_index} carries no identity K/V; this adapter patches blocks {self.config.blocks}")
         if tokens.dim() != 3 or tokens.shape[-1] != self.config.token_dim:
             raise ValueError(f"block_kv expects tokens [B, N, {self.config.token_dim}], got {tuple(tokens.shape)}")
-        x = tokens.to(kv.to_k_ip.weight.dtype)
+        x = tokens.to(kv.weight_param.dtype)
         if kv.registers is not None:
             x = torch.cat([x, kv.registers.to(x.dtype).expand(x.shape[0], -1, -1)], dim=1)
         k, v = kv.to_k_ip(x), kv.to_v_ip(x)

@@ -546,3 +546,26 @@ def test_ltxv_patch_computes_the_modules_own_text_attention_gating_included(comf
             assert passthrough(x, context=context, mask=object(), transformer_options={}) == "inner"
             assert passthrough(x, context=context, k_pe=object(), transformer_options={}) == "inner"
             assert len(pe_calls) == 3
+
+
+def test_a_low_rank_adapter_applies_like_its_dense_equivalent(models):
+    """IaD Apply with kv_rank r gives exactly what a full-rank adapter with W = up @ down gives."""
+    family, model, _, _ = models("wan-t2v")
+    iad_model, identity = af.iad_inputs(family, kv_rank=8)
+    adapter = iad_model.adapter
+    dense_state = {}
+    for name, tensor in adapter.state_dict().items():
+        if ".down." in name:
+            continue
+        if ".up.weight" in name:
+            down = adapter.state_dict()[name.replace(".up.", ".down.")]
+            dense_state[name.replace(".up.", ".")] = tensor @ down
+        else:
+            dense_state[name.replace(".up.", ".")] = tensor
+    config = af.module("iad.adapter").AdapterConfig.from_dict({**adapter.config.to_dict(), "kv_rank": 0})
+    dense = af.module("iad.patching").IaDModel.wrap(af.module("iad.adapter").IdentityAdapter.from_state_dict(config, dense_state))
+    dense_identity = af.module("nodes.iad_nodes").IaDIdentity.execute(dense, af.face_embeds(0)).result[0]
+    low = af.sample(af.apply(model, iad_model, identity), family, steps=2)
+    full = af.sample(af.apply(model, dense, dense_identity), family, steps=2)
+    assert (low - af.sample(model, family, steps=2)).abs().max() > 1e-3
+    torch.testing.assert_close(low, full, atol=1e-4, rtol=1e-4)

@@ -223,3 +223,35 @@ def test_adapter_on_comfyui_casting_layers_computes_exactly_what_torch_layers_do
         # a float32 embedding into fp16 weights: the layers cast the weights, torch.nn would refuse
         if dtype == torch.float16:
             assert casting.resampler.proj_in(z.float()).dtype == torch.float32
+
+
+def test_low_rank_kv_factorises_each_projection_and_round_trips():
+    """kv_rank r: to_k_ip / to_v_ip are up(down(x)) with r * (token_dim + model_dim) weights (+ bias)
+    instead of token_dim * model_dim; the state dict, a checkpoint and the K/V contract follow."""
+    from iad.adapter import LowRankLinear, output_linear
+    from iad.checkpoint import load_adapter, save_adapter
+
+    full = AdapterConfig.tiny(num_registers=2)
+    low = AdapterConfig.tiny(num_registers=2, kv_rank=8)
+    a_full, a_low = IdentityAdapter.random(full, seed=4), IdentityAdapter.random(low, seed=4)
+    kv = a_low.blocks["0"]
+    assert isinstance(kv.to_k_ip, LowRankLinear) and output_linear(kv.to_v_ip) is kv.to_v_ip.up
+    per_block = lambda a: sum(p.numel() for n, p in a.blocks["0"].named_parameters() if "to_" in n)  # noqa: E731
+    assert per_block(a_low) == 2 * (8 * (full.token_dim + full.model_dim) + full.model_dim)
+    assert per_block(a_full) == 2 * (full.token_dim * full.model_dim + full.model_dim)
+    assert {k for k in a_low.state_dict() if k.startswith("blocks.0.to_k_ip")} == {
+        "blocks.0.to_k_ip.down.weight", "blocks.0.to_k_ip.up.weight", "blocks.0.to_k_ip.up.bias"}
+    tokens = a_low.identity_tokens(_z(2))
+    k, v = a_low.block_kv(0, tokens)
+    x = torch.cat([tokens, kv.registers.expand(2, -1, -1)], 1)
+    torch.testing.assert_close(k, kv.to_k_ip.up(kv.to_k_ip.down(x)))
+    torch.testing.assert_close(v, kv.to_v_ip.up(kv.to_v_ip.down(x)))
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        loaded = load_adapter(save_adapter(a_low, Path(tmp) / "low.safetensors"))
+    assert loaded.config.kv_rank == 8
+    torch.testing.assert_close(loaded.block_kv(0, tokens)[0], k)
+    with pytest.raises(ValueError, match="kv_rank 64 must be below"):
+        AdapterConfig.tiny(kv_rank=64)   # token_dim 64: a rank-64 factorisation is no smaller

@@ -338,3 +338,19 @@ def test_caption_dropout_trains_some_samples_with_the_empty_caption(dataset, tmp
         assert not torch.equal(with_dropout["diffusion"], with_caption["diffusion"])
     finally:
         trainer.close()
+
+
+def test_low_rank_identity_kv_trains(dataset, tmp_path):
+    """adapter.kv_rank: the factorised K/V train from zero identity values (up = 0, LoRA-style), both
+    factors move, and the checkpoint records the rank."""
+    from iad.checkpoint import load_adapter
+    from iad.train import run
+
+    result = run(train_data.train_config(dataset, tmp_path / "low-rank", steps=10, adapter={"kv_rank": 8}))
+    assert all(torch.isfinite(torch.tensor(v)) for row in result.history for k, v in row.items() if isinstance(v, float))
+    adapter = load_adapter(result.final_checkpoint)
+    assert adapter.config.kv_rank == 8
+    kv = adapter.blocks[str(adapter.config.blocks[0])]
+    assert kv.to_v_ip.up.weight.abs().max() > 0, "the value factor left zero"
+    tokens = adapter.identity_tokens(torch.nn.functional.normalize(torch.randn(1, adapter.config.embed_dim), dim=-1))
+    assert adapter.block_kv(adapter.config.blocks[0], tokens.to(kv.weight_param.dtype))[1].abs().max() > 0

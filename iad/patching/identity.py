@@ -121,7 +121,7 @@ class IdentityEntry:
             source = self.tokens if tokens == "identity" else self.null_tokens
             # The block's own projection decides where K/V are computed: under partial loading
             # parts of the adapter may sit on different devices.
-            param = self.adapter.blocks[str(block_index)].to_k_ip.weight
+            param = self.adapter.blocks[str(block_index)].weight_param
             with torch.no_grad():
                 k, v = self.adapter.block_kv(block_index, source.to(param.device, param.dtype))
             cached = (k.to(device, dtype), v.to(device, dtype))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..adapter import IdentityAdapter
+from ..adapter import IdentityAdapter, output_linear
 from ..checkpoint import load_adapter, save_adapter
 from . import distributed
 from .config import ConfigError, TrainConfig, load_config
@@ -59,9 +59,10 @@ def _init_adapter(config: TrainConfig, adapter_config, device) -> IdentityAdapte
         adapter = IdentityAdapter(adapter_config)
         # Identity values start at zero: the untrained adapter leaves the base model's output unchanged.
         for kv in adapter.blocks.values():
-            torch.nn.init.zeros_(kv.to_v_ip.weight)
-            if kv.to_v_ip.bias is not None:
-                torch.nn.init.zeros_(kv.to_v_ip.bias)
+            values = output_linear(kv.to_v_ip)
+            torch.nn.init.zeros_(values.weight)
+            if values.bias is not None:
+                torch.nn.init.zeros_(values.bias)
     return adapter.train().to(device)
 
 
