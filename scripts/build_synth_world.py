@@ -35,6 +35,9 @@ def main() -> int:
     parser.add_argument("--resume-wan", nargs=2, default=None, metavar=("FILE", "CYCLES"),
                         help="continue the Wan model from FILE, the output of CYCLES training cycles of an "
                              "identical-scale build (equivalent to training those cycles again)")
+    parser.add_argument("--adapter-overrides", default=None, metavar="JSON",
+                        help='AdapterConfig fields for the adapters of a variant build, e.g. \'{"kv_rank": 16}\' '
+                             "(recorded in the manifest; not the published world)")
     parser.add_argument("--vae-only", action="store_true",
                         help="retrain only the world's Wan VAE into --out (an existing build) and update its manifest; "
                              "the VAE stage depends only on the seeded render and the codec")
@@ -54,7 +57,9 @@ def main() -> int:
         print("bit-for-bit identical" if not bad else f"{len(bad)} files differ")
         return 1 if bad else 0
     resume = (args.resume_wan[0], int(args.resume_wan[1])) if args.resume_wan else None
-    manifest = build.build_world(args.out, scale, reuse_judges_from=args.reuse_judges, resume_wan_from=resume)
+    overrides = json.loads(args.adapter_overrides) if args.adapter_overrides else None
+    manifest = build.build_world(args.out, scale, reuse_judges_from=args.reuse_judges, resume_wan_from=resume,
+                                 adapter_overrides=overrides)
     print(json.dumps({"total_s": manifest["total_s"], "timings_s": manifest["timings_s"]}, indent=1))
     return 0
 

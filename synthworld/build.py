@@ -91,12 +91,13 @@ SMOKE = BuildScale(train_identities=24, clips_per_identity=2, recognizer_steps=4
                    vae_steps=2, vae_batch=2, vae_tune_steps=1)
 
 
-def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, **extra) -> AdapterConfig:
-    return AdapterConfig.tiny(
-        model_dim=wan_spec.dim, token_dim=128, blocks=list(range(wan_spec.num_layers)), num_tokens=8, num_registers=0,
-        resampler_dim=128, resampler_heads=4, resampler_dim_head=32,
-        embedder=EMBEDDER, decoupler_kind=kind, decoupler_act_dim=16, decoupler_hidden=128, name=f"synthworld {extra.pop('label', kind)}",
-        **extra)
+def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, overrides: dict | None = None, **extra) -> AdapterConfig:
+    """The world's adapter layout; ``overrides`` (AdapterConfig fields, e.g. ``kv_rank``) for a variant build."""
+    fields = dict(model_dim=wan_spec.dim, token_dim=128, blocks=list(range(wan_spec.num_layers)), num_tokens=8,
+                  num_registers=0, resampler_dim=128, resampler_heads=4, resampler_dim_head=32, embedder=EMBEDDER,
+                  decoupler_kind=kind, decoupler_act_dim=16, decoupler_hidden=128,
+                  name=f"synthworld {extra.pop('label', kind)}")
+    return AdapterConfig.tiny(**{**fields, **(overrides or {}), **extra})
 
 
 def canonicalize_safetensors(path: Path) -> None:
@@ -289,15 +290,16 @@ def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: Iden
     return adapter
 
 
-def new_adapter(kind: str, spec: diffusion.WanWorldSpec, seed: int, label: str) -> IdentityAdapter:
+def new_adapter(kind: str, spec: diffusion.WanWorldSpec, seed: int, label: str, overrides: dict | None = None) -> IdentityAdapter:
     """Seeded adapter whose identity values start at zero: training starts from the base model's
     own output (the usual zero-initialised output of an adapter branch)."""
-    adapter = IdentityAdapter.random(adapter_config(kind, spec, label=label), seed=seed).float()
+    adapter = IdentityAdapter.random(adapter_config(kind, spec, overrides, label=label), seed=seed).float()
     with torch.no_grad():
         for kv in adapter.blocks.values():
-            kv.to_v_ip.weight.zero_()
-            if kv.to_v_ip.bias is not None:
-                kv.to_v_ip.bias.zero_()
+            values = _adapter.output_linear(kv.to_v_ip)
+            values.weight.zero_()
+            if values.bias is not None:
+                values.bias.zero_()
     return adapter
 
 
@@ -357,7 +359,7 @@ def _train_recognizer(folder, identities, codec, scale, lap, log):
 
 # -- the whole build ----------------------------------------------------------------------------------------
 def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_judges_from: str | Path | None = None,
-                resume_wan_from: tuple[str | Path, int] | None = None) -> dict:
+                resume_wan_from: tuple[str | Path, int] | None = None, adapter_overrides: dict | None = None) -> dict:
 
     torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
     folder = Path(folder)
@@ -439,12 +441,13 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         lap("decoupler")
 
         naive = train_adapter_with_iad_train(folder, work, "naive", new_adapter("none", spec, seed=8000 + s,
-                                                                                label="naive injection"),
+                                                                                label="naive injection",
+                                                                                overrides=adapter_overrides),
                                              scale, references="same_clip", log=log)
         save_adapter(naive, folder / ADAPTER_FILES["naive"], dtype=torch.float16)
         lap("naive adapter")
 
-        init = new_adapter("trained", spec, seed=8000 + s, label="IaD")
+        init = new_adapter("trained", spec, seed=8000 + s, label="IaD", overrides=adapter_overrides)
         init.decoupler.load_state_dict(decoupler.state_dict())
         iad = train_adapter_with_iad_train(folder, work, "iad", init, scale, references="other_clips", log=log)
         save_adapter(iad, folder / ADAPTER_FILES["iad"], dtype=torch.float16)
@@ -452,7 +455,8 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
 
     basis = TrainingFreeDecoupler.estimate_basis(emb.reshape(-1, emb.shape[-1]), frame_person, max_rank=8,
                                                  min_variance_fraction=0.02)
-    tf_config = adapter_config("training_free", spec, label="naive + training-free decoupler", decoupler_rank=int(basis.shape[0]))
+    tf_config = adapter_config("training_free", spec, adapter_overrides, label="naive + training-free decoupler",
+                               decoupler_rank=int(basis.shape[0]))
     state = {**naive.state_dict(), "decoupler.basis": basis}
     save_adapter(IdentityAdapter.from_state_dict(tf_config, state), folder / ADAPTER_FILES["naive_tf"], dtype=torch.float16)
     lap("training-free decoupler")
@@ -466,6 +470,7 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
     manifest = {
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
+        **({"adapter_overrides": adapter_overrides} if adapter_overrides else {}),
         "torch": torch.__version__, "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
         "files": {str(p.relative_to(folder)): sha256(p) for p in files},
     }
