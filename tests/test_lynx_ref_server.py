@@ -6,15 +6,13 @@ good prompt gives exactly the same latent."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from harness import tiny_models as tiny
-from harness.prompts import Prompt
+from harness.prompts import Prompt, post_raw
 from harness.workflow_fixtures import TINY_IRSE50_NAME, TINY_LYNX_FOLDER, workflow_assets  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.server
@@ -56,17 +54,6 @@ def _latent(server, graph) -> torch.Tensor:
     return load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
 
 
-def _post(server, prompt) -> tuple[int, dict]:
-    data = json.dumps({"prompt": prompt, "client_id": "iad-lynx-ref"}, allow_nan=True).encode()
-    request = urllib.request.Request(server.url + "/prompt", data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 def test_ref_adapter_runs_refuses_bad_input_and_serves_the_same_output_after(comfy_server, workflow_assets):
     server = comfy_server
     photo = workflow_assets["photos"][0]
@@ -81,14 +68,14 @@ def test_ref_adapter_runs_refuses_bad_input_and_serves_the_same_output_after(com
     ]
     for values, expected in cases:
         prompt, _, ref_id = _graph(photo, ref=values)
-        status, answer = _post(server, prompt)
+        status, answer = post_raw(server, prompt, "iad-lynx-ref")
         assert status == 400, f"{values}: accepted ({answer})"
         errors = answer.get("node_errors", {}).get(ref_id, {}).get("errors", [])
         text = " ".join(f"{e['message']} {e['details']}" for e in errors)
         assert all(part in text for part in expected), (values, text)
     # no VAE connected: refused before anything runs, naming the input
     prompt, _, ref_id = _graph(photo, vae=False)
-    status, answer = _post(server, prompt)
+    status, answer = post_raw(server, prompt, "iad-lynx-ref")
     assert status == 400
     errors = answer["node_errors"][ref_id]["errors"]
     assert any("vae" in json.dumps(e) for e in errors), errors

@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from harness.comfy_server import PromptRejected
-from harness.prompts import Prompt
+from harness.prompts import Prompt, post_raw as _post_raw
 from test_apply_server import ADAPTERS, graph, iad_files, run_latent, server  # noqa: F401  (fixtures)
 
 BAD_NUMBERS = [float("nan"), float("inf"), float("-inf")]
@@ -55,21 +55,6 @@ def test_every_float_input_of_every_node_refuses_nan_and_infinity_in_validate_in
 
 def _apply_node(prompt: Prompt) -> str:
     return next(node_id for node_id, node in prompt.items() if node["class_type"] == "IaDApply")
-
-
-def _post_raw(server, prompt: dict) -> tuple[int, dict]:
-    """POST /prompt the way a JSON client that writes NaN tokens does (Python's json does)."""
-    data = json.dumps({"prompt": prompt, "client_id": "iad-validation"}, allow_nan=True).encode()
-    import urllib.error
-    import urllib.request
-
-    request = urllib.request.Request(server.url + "/prompt", data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def _errors_of(answer: dict, node_id: str) -> list[dict]:

@@ -53,3 +53,20 @@ def wan_t2v(unet_name: str, vae_name: str, text: str = "a person smiles", width:
     if save:
         nodes["save"] = p.add("SaveImage", images=decode[0], filename_prefix=filename_prefix)
     return p, nodes
+
+
+def post_raw(server, prompt: dict, client_id: str = "iad-validation") -> tuple[int, dict]:
+    """POST /prompt the way a JSON client that writes NaN/Infinity tokens does (Python's json does);
+    returns (HTTP status, parsed answer), also for HTTP 400."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps({"prompt": prompt, "client_id": client_id}, allow_nan=True).encode()
+    request = urllib.request.Request(server.url + "/prompt", data=data, method="POST",
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
