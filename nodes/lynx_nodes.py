@@ -305,6 +305,10 @@ class IaDLynxRefAdapter(io.ComfyNode):
             raise ValueError("IaD Lynx Ref Adapter: connect a VAE (the Wan 2.1 VAE, wan_2.1_vae.safetensors in "
                              "models/vae): the reference face is VAE-encoded for the reference pass.")
         dm = cls._wan_t2v(model)
+        crop = cls._crop(face_analysis, image)
+        pixels = torch.from_numpy(crop).float().div(255.0)[None]
+        if ref_scale == 0.0 or start_percent >= end_percent:   # nothing to add: the model as it is, nothing loaded
+            return io.NodeOutput(model, pixels)
         path = folder_paths.get_full_path(IAD_FOLDER, ref_layers)
         try:
             patcher = _ref_layers_patcher(path, dtype)
@@ -316,20 +320,15 @@ class IaDLynxRefAdapter(io.ComfyNode):
                 f"IaD Lynx Ref Adapter: {ref_layers} has {layout.num_blocks} blocks of width {layout.dim}, but the model "
                 f"has {len(dm.blocks)} blocks of width {dm.dim}. Lynx's ref adapter is made for Wan 2.1 T2V 14B (40 blocks, "
                 "width 5120); load that model (or Wan 2.2 A14B T2V).")
-        crop = cls._crop(face_analysis, image)
-        pixels = torch.from_numpy(crop).float().div(255.0)[None]
-        zero = torch.full_like(pixels, ZERO_IMAGE_VALUE)
         latents = {}
-        for kind, px in ((IMAGE, pixels), (ZERO, zero)):
+        channels = dm.patch_embedding.weight.shape[1]
+        for kind, px in ((IMAGE, pixels), (ZERO, torch.full_like(pixels, ZERO_IMAGE_VALUE))):
             latent = vae.encode(px)
-            channels = dm.patch_embedding.weight.shape[1]
             if latent.ndim != 5 or latent.shape[1] != channels:
                 raise ValueError(
                     f"IaD Lynx Ref Adapter: the VAE gives latents of shape {list(latent.shape)}, but the model reads "
                     f"{channels}-channel video latents. Connect the Wan 2.1 VAE (wan_2.1_vae.safetensors).")
             latents[kind] = model.model.process_latent_in(latent).float().cpu()
-        if ref_scale == 0.0 or start_percent >= end_percent:
-            return io.NodeOutput(model, pixels)
         entry = ReferenceEntry(patcher, latents, _context_of(ref_text), ref_scale, start_percent, end_percent,
                                step_gate(model, start_percent, end_percent))
         patched = apply_reference(model, entry, len(dm.blocks))
