@@ -444,6 +444,11 @@ def load_lynx(
     return adapter.to(device=device, dtype=dtype) if dtype is not None else adapter.to(device)
 
 
+def is_lynx_path(path: str | Path) -> bool:
+    """A Lynx variant folder, or one of its released files: what ``load_adapter_or_lynx`` reads as Lynx."""
+    return Path(path).is_dir() or is_lynx_file(path)
+
+
 def is_lynx_file(path: str | Path) -> bool:
     """True for a released Lynx file (``resampler.safetensors`` / ``ip_layers.safetensors``) next to its sibling."""
     path = Path(path)
@@ -463,7 +468,7 @@ def load_adapter_or_lynx(path: str | Path, expected_embedder: str | None = None,
     if path.name == REF_LAYERS_FILE and is_lynx_folder(path.parent):
         raise LynxFormatError(f"{path} is Lynx full's ref-adapter, not an identity adapter: load it with IaD Lynx Ref "
                               f"Adapter, and pick {RESAMPLER_FILE} or {IP_LAYERS_FILE} of the same folder here.")
-    if path.is_dir() or is_lynx_file(path):
+    if is_lynx_path(path):
         adapter = load_lynx(path, device=device, dtype=dtype, operations=operations)
         check_compatible(adapter.config, str(path), expected_embedder, expected_family, expected_model_dim)
         return adapter

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .lynx import (_FLOAT_DTYPES, IP_LAYERS_FILE, REF_LAYERS_FILE, RESAMPLER_FILE, WAN14B_BLOCKS, WAN14B_DIM,
-                   LynxFormatError, TensorInfo, read_safetensors_header)
+from .lynx import (IP_LAYERS_FILE, REF_LAYERS_FILE, RESAMPLER_FILE, LynxFormatError, TensorInfo, _check_float,
+                   _load_tensors, read_safetensors_header)
 
 # Lynx's reference prompt and crop (lynx_pipeline.encode_reference_images, face_utils.align_face).
 REF_PROMPT = "image of a face"
@@ -51,9 +51,6 @@ class RefLayout:
     dim: int
     dtype: str
 
-    def matches_released_wan14b(self) -> bool:
-        return self.num_blocks == WAN14B_BLOCKS and self.dim == WAN14B_DIM
-
     def parameters(self) -> int:
         return self.num_blocks * 2 * (self.dim * self.dim + self.dim)
 
@@ -73,9 +70,7 @@ def inspect_ref_layers(infos: dict[str, TensorInfo], path="ref_layers.safetensor
             f"{path} is not a Lynx ref_layers file: {'it is empty' if not infos else f'unexpected keys such as {foreign[:3]}'}. "
             "Expected only '<i>.to_k_ref.weight/bias' and '<i>.to_v_ref.weight/bias', one entry per transformer block, as "
             "released by ByteDance in lynx_full.")
-    bad = sorted(n for n, i in infos.items() if i.dtype not in _FLOAT_DTYPES)
-    if bad:
-        raise LynxFormatError(f"{path}: tensors {bad[:3]} have non-float dtype {infos[bad[0]].dtype}; this is not a Lynx checkpoint.")
+    _check_float(infos, path)
     entries = sorted({int(_REF_KEY.match(n).group(1)) for n in infos})
     if entries != list(range(len(entries))):
         missing = sorted(set(range(max(entries) + 1)) - set(entries))
@@ -131,21 +126,12 @@ class LynxRefLayers(torch.nn.ModuleList):
 
 def load_ref_layers(path: str | Path, dtype: torch.dtype | None = None, operations=torch.nn) -> LynxRefLayers:
     """Lynx's ``ref_layers.safetensors`` as ``LynxRefLayers`` (header validated before any data is read)."""
-    from safetensors.torch import load_file
-
     path = Path(path)
     layout = inspect_ref_file(path)
-    try:
-        state = load_file(str(path), device="cpu")
-    except Exception as exc:  # the header was valid: an I/O error or a truncated download
-        raise LynxFormatError(f"{path} could not be read ({exc}); re-download it.") from exc
-    bad = [n for n, t in state.items() if not bool(torch.isfinite(t.float()).all())]
-    if bad:
-        raise LynxFormatError(f"{path} contains NaN/inf values in {bad[:3]}: the weights are corrupt; re-download it.")
+    state = _load_tensors(path)   # refuses unreadable files and NaN/inf weights, naming the file
     with torch.device("meta"):
         layers = LynxRefLayers(layout, operations)
     layers.load_state_dict(state, assign=True)
-    layers.source_path = str(path)
     return layers.to(dtype) if dtype is not None else layers
 
 

@@ -13,7 +13,7 @@ from ..iad.checkpoint import check_compatible
 from ..iad.decoupling import Decoupler, TrainingFreeDecoupler
 from ..iad.face_types import FaceEmbeds
 from ..iad import patching
-from ..iad.lynx import REF_LAYERS_FILE, is_lynx_file, load_adapter_or_lynx
+from ..iad.lynx import REF_LAYERS_FILE, is_lynx_path, load_adapter_or_lynx
 from ..iad.patching import UnsupportedModelError
 from .comfy_api_compat import io
 from .model_paths import IAD_FOLDER
@@ -28,7 +28,7 @@ def loader_dtype(path: str, choice: str | None) -> torch.dtype | None:
     """The storage dtype IaD Model Loader gives an adapter: None keeps the file's. "auto" is bf16 for
     Lynx's released files, the precision bytedance/lynx loads them at (its pipeline's bfloat16)."""
     if choice in (None, "auto"):
-        return torch.bfloat16 if os.path.isdir(path) or is_lynx_file(path) else None
+        return torch.bfloat16 if is_lynx_path(path) else None
     return STORAGE_DTYPES[choice]
 IAD_IDENTITY = "IAD_IDENTITY"
 DECOUPLING_CHOICES = ["auto", "trained", "training-free", "none"]

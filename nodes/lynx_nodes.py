@@ -38,6 +38,18 @@ _RECOGNIZERS: dict[tuple, IRSE50Recognizer] = {}
 _RECOGNIZERS_LOCK = threading.Lock()
 
 
+def _one_per_file(cache: dict, lock, path: str, variant, build):
+    """``build()`` for ``path`` (as it is now on disk, and ``variant``), kept until another file or
+    variant is asked for: one set of these weights in memory at a time."""
+    key = (os.path.realpath(path), os.path.getmtime(path), variant)
+    with lock:
+        cached = cache.get(key)
+        if cached is None:
+            cache.clear()
+            cached = cache[key] = build()
+    return cached
+
+
 def _registered_folders(key: str) -> list[str]:
     try:
         return list(folder_paths.get_folder_paths(key))
@@ -74,15 +86,9 @@ def _find(name: str) -> str | None:
 
 
 def _recognizer(path: str) -> IRSE50Recognizer:
-    device = comfy.model_management.get_torch_device()
-    key = (os.path.realpath(path), os.path.getmtime(path), str(device))
-    with _RECOGNIZERS_LOCK:
-        cached = _RECOGNIZERS.get(key)
-        if cached is None:
-            _RECOGNIZERS.clear()  # one set of IR-SE50 weights at a time (~175 MB)
-            cached = IRSE50Recognizer(load_irse50(path), device=device)
-            _RECOGNIZERS[key] = cached
-    return cached
+    device = comfy.model_management.get_torch_device()   # one set of IR-SE50 weights at a time (~175 MB)
+    return _one_per_file(_RECOGNIZERS, _RECOGNIZERS_LOCK, path, str(device),
+                         lambda: IRSE50Recognizer(load_irse50(path), device=device))
 
 
 def weights_file_problem(weights) -> str | None:
@@ -222,17 +228,12 @@ def ref_layers_problem(name) -> str | None:
 
 def _ref_layers_patcher(path: str, dtype: str):
     """The ref layers inside a ModelPatcher (model management loads them with the MODEL), one file at a time."""
-    key = (os.path.realpath(path), os.path.getmtime(path), dtype)
-    with _REF_LAYERS_LOCK:
-        patcher = _REF_LAYERS.get(key)
-        if patcher is None:
-            _REF_LAYERS.clear()
-            layers = load_ref_layers(path, dtype=STORAGE_DTYPES[dtype], operations=comfy.ops.manual_cast)
-            patcher = comfy.model_patcher.ModelPatcher(
-                layers, load_device=comfy.model_management.get_torch_device(),
-                offload_device=comfy.model_management.unet_offload_device())
-            _REF_LAYERS[key] = patcher
-    return patcher
+    def build():
+        layers = load_ref_layers(path, dtype=STORAGE_DTYPES[dtype], operations=comfy.ops.manual_cast)
+        return comfy.model_patcher.ModelPatcher(layers, load_device=comfy.model_management.get_torch_device(),
+                                                offload_device=comfy.model_management.unet_offload_device())
+
+    return _one_per_file(_REF_LAYERS, _REF_LAYERS_LOCK, path, dtype, build)
 
 
 def _context_of(ref_text) -> torch.Tensor:

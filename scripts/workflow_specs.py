@@ -192,12 +192,12 @@ WAN_NEGATIVE = ("static, frozen, blurry, low quality, worst quality, jpeg artifa
 C0, C1, C2, C3, C4, C5, C6, C7, C8 = 0, 500, 960, 1420, 1840, 2240, 2680, 3120, 3540
 
 
-def _wan_loaders(unet: ModelFile, x: int) -> list[Node]:
+def _wan_loaders(unet: ModelFile, x: int, shift: float = 8.0) -> list[Node]:
     """Diffusion model (+ the shift Wan uses), umt5 text encoder, Wan VAE."""
     return [
         Node("unet", "UNETLoader", x, {"unet_name": unet.name, "weight_dtype": "default"},
              models=(unet,), size=(400, 82), title="Load Diffusion Model (Wan)"),
-        Node("shift", "ModelSamplingSD3", x, {"shift": 8.0}, links={"model": ("unet", 0)}, size=(400, 60)),
+        Node("shift", "ModelSamplingSD3", x, {"shift": shift}, links={"model": ("unet", 0)}, size=(400, 60)),
         Node("clip", "CLIPLoader", x, {"clip_name": UMT5_FP8.name, "type": "wan", "device": "default"},
              models=(UMT5_FP8,), size=(400, 106), title="Load CLIP (umt5-xxl text encoder)"),
         Node("vae", "VAELoader", x, {"vae_name": WAN21_VAE.name}, models=(WAN21_VAE,), size=(400, 60)),
@@ -820,12 +820,10 @@ What each Lynx part does here
   24 GB. Lynx full's ID adapter has 2.2 G parameters, lite's 0.5 G, the ref-adapter 2.1 G (bf16: 2 bytes each).
 - shift 3: Wan's default for 480p (diffusers' Wan scheduler default).
 """
-    wan = _wan_loaders(WAN21_T2V_14B, C1)
-    wan[1] = Node("shift", "ModelSamplingSD3", C1, {"shift": 3.0}, links={"model": ("unet", 0)}, size=(400, 60))
     model = ("apply", 0)
     nodes = [
         note("readme", readme, (C0, 0), size=(460, 1240), title="Read me: what to download and where"),
-        *wan,
+        *_wan_loaders(WAN21_T2V_14B, C1, shift=3.0),
         Node("photo1", "LoadImage", C1, {"image": "iad_reference_1.png"}, title="Reference photo", size=(320, 340)),
         *_prompts(C2, "a young woman laughs, then turns her head to the left and waves at someone off-screen, "
                       "walking along a sunny beach promenade, handheld camera"),
