@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from harness import tiny_models as tiny
-from harness.lynx_files import LynxSpec, lynx_tensors, reference_resampler, write_lynx
+from harness.lynx_files import LynxSpec, attention_heads, rms_norm, lynx_tensors, reference_resampler, write_lynx
 
 WAN = tiny.WanSpec("iad-tiny-wan-lynx-4x256.safetensors", dim=256, ffn_dim=512, num_layers=4, seed=9)
 HEADS = 2
@@ -35,16 +35,6 @@ def _module(pack, name):
     return importlib.import_module(f"{pack.__name__}.{name}")
 
 
-def _rms(t, weight=None, eps=1e-6):
-    t = t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps)
-    return t if weight is None else t * weight
-
-
-def _sdpa(q, k, v, heads):
-    b, n, c = q.shape
-    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731
-    w = torch.softmax(split(q) @ split(k).transpose(-2, -1) / (c // heads) ** 0.5, dim=-1)
-    return (w @ split(v)).transpose(1, 2).reshape(b, n, c)
 
 
 def lynx_cross_attention(m, x, context, tokens, ip, entry, variant, ip_scale):
@@ -56,18 +46,18 @@ def lynx_cross_attention(m, x, context, tokens, ip, entry, variant, ip_scale):
     out = W_o (a_txt + ip_scale * softmax(q k_ip^T / sqrt(d)) v_ip) + b_o
     """
     lin = lambda t, layer: t @ layer.weight.T + layer.bias  # noqa: E731
-    q = _rms(lin(x, m.q), m.norm_q.weight)
-    k = _rms(lin(context, m.k), m.norm_k.weight)
-    a_txt = _sdpa(q, k, lin(context, m.v), HEADS)
+    q = rms_norm(lin(x, m.q), m.norm_q.weight)
+    k = rms_norm(lin(context, m.k), m.norm_k.weight)
+    a_txt = attention_heads(q, k, lin(context, m.v), HEADS)
     t = tokens.expand(x.shape[0], -1, -1)
     if variant == "full":
         t = torch.cat([t, ip[f"{entry}.registers"].expand(x.shape[0], -1, -1)], dim=1)
-        k_ip = _rms(t @ ip[f"{entry}.to_k_ip.weight"].T + ip[f"{entry}.to_k_ip.bias"], m.norm_k.weight)
+        k_ip = rms_norm(t @ ip[f"{entry}.to_k_ip.weight"].T + ip[f"{entry}.to_k_ip.bias"], m.norm_k.weight)
         v_ip = t @ ip[f"{entry}.to_v_ip.weight"].T + ip[f"{entry}.to_v_ip.bias"]
     else:
-        k_ip = _rms(t @ ip[f"{entry}.to_k_ip.weight"].T, eps=1e-5)
+        k_ip = rms_norm(t @ ip[f"{entry}.to_k_ip.weight"].T, eps=1e-5)
         v_ip = t @ ip[f"{entry}.to_v_ip.weight"].T
-    a_ip = _sdpa(q, k_ip, v_ip, HEADS)
+    a_ip = attention_heads(q, k_ip, v_ip, HEADS)
     return lin(a_txt + ip_scale * a_ip, m.o)
 
 

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from harness import insightface_pack as ip
 from harness import tiny_models as tiny
-from harness.lynx_files import LynxSpec, ref_tensors, write_lynx, write_ref_layers
+from harness.lynx_files import LynxSpec, attention_heads, rms_norm, ref_tensors, write_lynx, write_ref_layers
+from test_lynx_nodes import analyzer  # noqa: F401  (fixture: the generated antelopev2 pack)
 
 WAN = tiny.WanSpec("iad-tiny-wan-lynx-4x256.safetensors", dim=256, ffn_dim=512, num_layers=4, seed=9)
 HEADS = 2
@@ -42,15 +43,6 @@ def _module(pack, name):
     return importlib.import_module(f"{pack.__name__}.{name}")
 
 
-def _rms(t, weight, eps=1e-6):
-    return t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
-def _sdpa(q, k, v, heads):
-    b, n, c = q.shape
-    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731
-    w = torch.softmax(split(q) @ split(k).transpose(-2, -1) / (c // heads) ** 0.5, dim=-1)
-    return (w @ split(v)).transpose(1, 2).reshape(b, n, c)
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +66,6 @@ def vae(pack):
 
     sd, metadata = comfy.utils.load_torch_file(str(tiny.ensure(tiny.WAN21_VAE)), return_metadata=True)
     return comfy.sd.VAE(sd=sd, metadata=metadata)
-
-
-@pytest.fixture(scope="module")
-def analyzer(pack, tmp_path_factory):
-    fa = _module(pack, "iad.face_analysis")
-    root = ip.insightface_root(tmp_path_factory.mktemp("insightface"), {"antelopev2": ip.ensure_pack(ip.ANTELOPEV2)})
-    return fa.FaceAnalyzer.load("antelopev2", [root], provider="CPU", cache=False)
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +160,8 @@ def lynx_self_attention(m, x, freqs, k_ref, v_ref, ref_scale):
     """W_o (a_self + ref_scale * attn(norm_q(q(x)), K_ref, V_ref)) + b_o, with a_self the block's own
     (RoPE) self-attention: written as o(a_self) + ref_scale * W_o attn_ref (o is affine)."""
     plain = type(m).forward(m, x, freqs, transformer_options={})
-    q = _rms(x @ m.q.weight.T + m.q.bias, m.norm_q.weight)
-    ref = _sdpa(q, k_ref.expand(x.shape[0], -1, -1), v_ref.expand(x.shape[0], -1, -1), HEADS)
+    q = rms_norm(x @ m.q.weight.T + m.q.bias, m.norm_q.weight)
+    ref = attention_heads(q, k_ref.expand(x.shape[0], -1, -1), v_ref.expand(x.shape[0], -1, -1), HEADS)
     return plain + ref_scale * ref @ m.o.weight.T, plain
 
 
@@ -212,7 +197,7 @@ def test_ref_adapter_equals_lynx_equations_in_every_block_and_pass(pack, wan_mod
         feats = lynx_reference_features(wan_model, lat[kind], context)
         for i, f in feats.items():
             m = blocks[i].self_attn
-            k = _rms(f @ ref[f"{i}.to_k_ref.weight"].T + ref[f"{i}.to_k_ref.bias"], m.norm_k.weight)
+            k = rms_norm(f @ ref[f"{i}.to_k_ref.weight"].T + ref[f"{i}.to_k_ref.bias"], m.norm_k.weight)
             kv[kind, i] = (k, f @ ref[f"{i}.to_v_ref.weight"].T + ref[f"{i}.to_v_ref.bias"])
         # The node's own reference pass saw exactly these inputs (identity off, timestep 0, the reference text).
         captured = [c for c in calls if c[5] and c[1].shape[0] == 2]

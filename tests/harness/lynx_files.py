@@ -181,3 +181,17 @@ def write_ref_layers(folder: Path, blocks: int, dim: int, seed: int = 21, dtype:
     path = folder / "ref_layers.safetensors"
     save_file({k: v.to(dtype).contiguous() for k, v in tensors.items()}, str(path))
     return path
+
+
+def rms_norm(t: torch.Tensor, weight: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
+    """RMSNorm written out (the blocks' norm_q / norm_k with a weight; Lynx lite's key norm without)."""
+    t = t * torch.rsqrt(t.pow(2).mean(-1, keepdim=True) + eps)
+    return t if weight is None else t * weight
+
+
+def attention_heads(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v per head, on [B, L, heads * d] tensors, written out."""
+    b, n, c = q.shape
+    split = lambda t: t.reshape(t.shape[0], t.shape[1], heads, c // heads).transpose(1, 2)  # noqa: E731
+    w = torch.softmax(split(q) @ split(k).transpose(-2, -1) / (c // heads) ** 0.5, dim=-1)
+    return (w @ split(v)).transpose(1, 2).reshape(b, n, c)
