@@ -265,6 +265,17 @@ class IdentityAdapter(nn.Module):
             )
         return self.resampler(z_id)
 
+    def zero_identity_values(self) -> "IdentityAdapter":
+        """Identity values V = 0 in every block (the value projection's output layer zeroed: ``up`` of a
+        low-rank one), so an untrained adapter leaves the base model's output unchanged."""
+        with torch.no_grad():
+            for kv in self.blocks.values():
+                values = output_linear(kv.to_v_ip)
+                values.weight.zero_()
+                if values.bias is not None:
+                    values.bias.zero_()
+        return self
+
     def null_tokens(self, batch: int = 1) -> torch.Tensor:
         """Tokens of an all-zero identity: what Lynx feeds its unconditional (CFG) branch."""
         weight = self.resampler.proj_in.weight

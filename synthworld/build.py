@@ -293,14 +293,7 @@ def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: Iden
 def new_adapter(kind: str, spec: diffusion.WanWorldSpec, seed: int, label: str, overrides: dict | None = None) -> IdentityAdapter:
     """Seeded adapter whose identity values start at zero: training starts from the base model's
     own output (the usual zero-initialised output of an adapter branch)."""
-    adapter = IdentityAdapter.random(adapter_config(kind, spec, overrides, label=label), seed=seed).float()
-    with torch.no_grad():
-        for kv in adapter.blocks.values():
-            values = _adapter.output_linear(kv.to_v_ip)
-            values.weight.zero_()
-            if values.bias is not None:
-                values.bias.zero_()
-    return adapter
+    return IdentityAdapter.random(adapter_config(kind, spec, overrides, label=label), seed=seed).float().zero_identity_values()
 
 
 def recognizer_photos(identities: list, per_identity: int, seed: int) -> Dataset:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..adapter import IdentityAdapter, output_linear
+from ..adapter import IdentityAdapter
 from ..checkpoint import load_adapter, save_adapter
 from . import distributed
 from .config import ConfigError, TrainConfig, load_config
@@ -56,13 +56,7 @@ def _init_adapter(config: TrainConfig, adapter_config, device) -> IdentityAdapte
         return adapter.train().to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        adapter = IdentityAdapter(adapter_config)
-        # Identity values start at zero: the untrained adapter leaves the base model's output unchanged.
-        for kv in adapter.blocks.values():
-            values = output_linear(kv.to_v_ip)
-            torch.nn.init.zeros_(values.weight)
-            if values.bias is not None:
-                torch.nn.init.zeros_(values.bias)
+        adapter = IdentityAdapter(adapter_config).zero_identity_values()
     return adapter.train().to(device)
 
 
