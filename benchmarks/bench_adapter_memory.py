@@ -36,6 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from harness import tiny_models as tiny  # noqa: E402
+
 WAN = {  # ComfyUI WanModel arguments of the released T2V models
     "1.3B": dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
     "14B": dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
@@ -148,19 +150,6 @@ def _release_freed_memory() -> None:
         pass
 
 
-def _random_state(module, seed: int):
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for name, t in module.state_dict().items():
-        fan_in = t.shape[-1] if t.ndim > 1 else 1
-        scale = 1.0 if t.ndim == 1 and ("norm" in name) else (fan_in ** -0.5 if t.ndim > 1 else 0.02)
-        value = torch.randn(t.shape, generator=g) * scale
-        state[name] = value + 1.0 if t.ndim == 1 and "norm" in name else value
-    return state
-
-
 def run_case(case: str) -> dict:
     """One case in this process: load, one sampling step, peak memory."""
     import torch
@@ -184,7 +173,7 @@ def run_case(case: str) -> dict:
     layers = None if size == "1.3B" else SLICE_BLOCKS
     with torch.device("meta"):
         meta = wan_module(size, layers)
-    state = _random_state(meta, 0)
+    state = tiny._randomise(meta, 0)
     del meta
     model = comfy.sd.load_diffusion_model_state_dict(state)
     del state
@@ -194,7 +183,7 @@ def run_case(case: str) -> dict:
     def identity_adapter(config, dtype):
         with torch.device("meta"):
             shape = IdentityAdapter(config)
-        adapter = IdentityAdapter.from_state_dict(config, _random_state(shape, 1), operations=comfy.ops.manual_cast)
+        adapter = IdentityAdapter.from_state_dict(config, tiny._randomise(shape, 1), operations=comfy.ops.manual_cast)
         return patching.IaDModel.wrap(adapter.to(dtype), name=config.name)
 
     for name in adapters:
@@ -207,7 +196,7 @@ def run_case(case: str) -> dict:
             iad_model = identity_adapter(config, torch.bfloat16)
         elif name == "ref":
             ref = LynxRefLayers(RefLayout(len(blocks), WAN[size]["dim"], "BF16"), operations=comfy.ops.manual_cast)
-            ref.load_state_dict(_random_state(ref, 2))
+            ref.load_state_dict(tiny._randomise(ref, 2))
             import comfy.model_patcher
             patcher = comfy.model_patcher.ModelPatcher(ref.to(torch.bfloat16), load_device=comfy.model_management.get_torch_device(),
                                                        offload_device=comfy.model_management.unet_offload_device())

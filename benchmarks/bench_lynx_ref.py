@@ -57,10 +57,8 @@ def main() -> None:
     spec = tiny.WanSpec("bench-wan-512.safetensors", dim=WIDTH, ffn_dim=int(WIDTH * 2.7), num_layers=LAYERS, seed=31)
     model = comfy.sd.load_diffusion_model_state_dict(tiny.build_wan_state_dict(spec))
     layers = lynx_ref.LynxRefLayers(lynx_ref.RefLayout(LAYERS, WIDTH, "F32"), operations=comfy.ops.manual_cast)
+    layers.load_state_dict(tiny._randomise(layers, 1))
     g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in layers.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) / (p.shape[-1] ** 0.5 if p.ndim > 1 else 20))
     patcher = comfy.model_patcher.ModelPatcher(layers, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device())
     latents = {wan_ref.IMAGE: torch.randn(1, 16, 1, 32, 32, generator=g), wan_ref.ZERO: torch.randn(1, 16, 1, 32, 32, generator=g)}
     context = torch.randn(1, 8, 4096, generator=g)
