@@ -28,6 +28,7 @@ class OptimConfig:
     decay: str = "none"                 # after warmup: none (constant lr) | cosine (to min_lr_ratio * lr at the last step)
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0              # max global gradient norm (0: off)
+    base_lr: float | None = None        # mode adapter with base_trainable: peak lr of the base's parameters (None: lr)
 
 
 @dataclass
@@ -96,6 +97,10 @@ class TrainConfig:
     output_dir: str                     # checkpoints, logs, training state
     mode: str = "adapter"               # adapter: an IaD adapter on the frozen base | base: the base model itself | vae: the VAE
     trainable: list[str] = field(default_factory=lambda: ["*"])   # modes base/vae: glob patterns of the parameter names to train
+    # mode adapter: base parameters trained jointly with the adapter (globs, e.g. ["blocks.*.cross_attn.*"]), minus
+    # base_frozen; saved as a base-delta file that ComfyUI's LoraLoaderModelOnly applies (docs/training.md)
+    base_trainable: list[str] = field(default_factory=list)
+    base_frozen: list[str] = field(default_factory=list)
     vae: VAETrainConfig = field(default_factory=VAETrainConfig)   # mode vae: the objective
     adapter: dict = field(default_factory=dict)    # AdapterConfig fields; family/model_dim/blocks default to the base
     init_from: str | None = None        # start from an existing IaD adapter checkpoint
@@ -174,9 +179,31 @@ def _check(config: TrainConfig, check_paths: bool) -> None:
                               "weights (to continue a run, use resume)")
         need(not c.timesteps.late_steps_only, "timesteps.late_steps_only is an identity-injection setting; "
                                               f"it does not apply to mode '{c.mode}'")
+        need(not c.base_trainable and not c.base_frozen,
+             f"base_trainable/base_frozen choose base parameters to train *with an adapter*; with mode '{c.mode}' "
+             "use trainable (and leave those two empty)")
+        need(c.optimizer.base_lr is None, f"optimizer.base_lr is the base's learning rate next to an adapter's; with "
+                                          f"mode '{c.mode}' optimizer.lr is the model's")
     elif c.trainable != ["*"]:
-        need(False, "trainable selects the parameters of the model itself and needs mode 'base' or 'vae'; the adapter "
-                    "mode trains the adapter and keeps the base frozen")
+        need(False, "trainable selects the parameters of the model itself and needs mode 'base' or 'vae'; to train "
+                    "base parameters jointly with the adapter, use base_trainable (globs such as "
+                    "[\"blocks.*.cross_attn.*\"]) and optimizer.base_lr")
+    for key in ("base_trainable", "base_frozen"):
+        value = getattr(c, key)
+        need(isinstance(value, list) and all(isinstance(t, str) and t for t in value),
+             f"{key} must be a list of parameter-name patterns such as [\"blocks.*.cross_attn.*\"], got {value!r}")
+    if c.base_frozen and not c.base_trainable:
+        need(False, "base_frozen removes parameters from base_trainable, which is empty; set base_trainable too")
+    if c.optimizer.base_lr is not None:
+        need(isinstance(c.optimizer.base_lr, (int, float)) and c.optimizer.base_lr > 0,
+             f"optimizer.base_lr must be > 0 (or null: the adapter's lr), got {c.optimizer.base_lr!r}")
+        need(bool(c.base_trainable), "optimizer.base_lr is the learning rate of base_trainable's parameters, which "
+                                     "is empty; set base_trainable or remove base_lr")
+    if c.base_trainable:
+        need(c.precision == "fp32", "base_trainable needs precision 'fp32': with 'bf16' the adapter mode loads the base "
+                                    "in bf16, which cannot hold the optimizer's small updates to its weights")
+        need(not c.distributed.fsdp_shard_base, "distributed.fsdp_shard_base shards the *frozen* base; it cannot be "
+                                                "combined with base_trainable (use DDP, or train the adapter alone)")
     if c.mode == "vae":
         need(c.caption_dropout == 0, "caption_dropout does not apply to mode 'vae' (the VAE reads no text)")
         need(not c.gradient_checkpointing, "gradient_checkpointing is for the diffusion model; mode 'vae' does not "

@@ -400,16 +400,19 @@ class VAETrainable(nn.Module):
         return total, parts
 
 
-def select_trainable(model: nn.Module, patterns: list[str], base_model: str) -> list[str]:
-    """Mark the parameters whose names match a glob in ``patterns`` trainable (the rest frozen);
-    returns their names. Refuses a selection that matches nothing or weights stored in a format
-    that cannot train (fp8 and other quantised files: the optimizer needs float weights)."""
+def select_trainable(model: nn.Module, patterns: list[str], base_model: str, exclude: list[str] = (),
+                     key: str = "trainable") -> list[str]:
+    """Mark the parameters whose names match a glob in ``patterns`` (and none in ``exclude``)
+    trainable, the rest frozen; returns their names. Refuses a selection that matches nothing or
+    weights stored in a format that cannot train (fp8 and other quantised files: the optimizer
+    needs float weights). ``key``: the config key named in errors."""
     import fnmatch
 
     model.requires_grad_(False)
     chosen = []
     for name, p in model.named_parameters():
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+        if (any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+                and not any(fnmatch.fnmatchcase(name, pattern) for pattern in exclude)):
             if not p.dtype.is_floating_point or p.dtype not in (torch.float32, torch.float16, torch.bfloat16):
                 raise IncompatibleBaseModelError(
                     f"base_model {base_model}: parameter {name} is stored as {p.dtype}; training the base needs a "
@@ -418,9 +421,20 @@ def select_trainable(model: nn.Module, patterns: list[str], base_model: str) -> 
             chosen.append(name)
     if not chosen:
         names = [n for n, _ in model.named_parameters()]
-        raise ConfigError(f"trainable {patterns} matches none of the model's {len(names)} parameters "
+        minus = f" minus {list(exclude)}" if exclude else ""
+        raise ConfigError(f"{key} {patterns}{minus} matches none of the model's {len(names)} parameters "
                           f"(they are named like {names[0]!r}, {names[len(names) // 2]!r}); fix the patterns")
     return chosen
+
+
+def base_delta_key(name: str) -> str:
+    """The key of a base parameter's change in ComfyUI's LoRA format (``comfy.lora.load_lora``'s
+    ``.diff`` / ``.diff_b`` entries): LoraLoaderModelOnly adds it to the model's weight as a patch."""
+    if name.endswith(".weight"):
+        return f"diffusion_model.{name[:-len('.weight')]}.diff"
+    if name.endswith(".bias"):
+        return f"diffusion_model.{name[:-len('.bias')]}.diff_b"
+    return f"diffusion_model.{name}.diff"
 
 
 class IaDTrainable(FlowObjective):
@@ -430,8 +444,14 @@ class IaDTrainable(FlowObjective):
     def __init__(self, adapter: IdentityAdapter, config: TrainConfig, text_dim: int = 4096):
         super().__init__(config)
         self.adapter = adapter
+        self.base_model = None          # the diffusion model, when base_trainable trains part of it (attach_base)
         self.projector = (ActionTextProjector(adapter.config.decoupler_act_dim, text_dim)
                           if isinstance(adapter.decoupler, Decoupler) else None)
+
+    def attach_base(self, diffusion_model: nn.Module) -> None:
+        """Make the base's diffusion model a submodule, so that the optimizer, DDP and the training
+        state see the base parameters ``base_trainable`` selected (the rest stay frozen)."""
+        self.base_model = diffusion_model
 
     def identity_tokens(self, references: torch.Tensor) -> torch.Tensor:
         z = torch.cat([self.adapter.identity_embedding(r) for r in references])  # decoupler.fuse, as IaD Identity does

@@ -115,6 +115,15 @@ class Trainer:
                 self.module = IaDTrainable(adapter, c, text_dim=self.dataset.text_dim).to(self.device)
             if c.losses.identity_decoupling == 0 and c.losses.text_alignment == 0:
                 self.module.projector = None
+            self.base_trained: list[str] = []
+            if c.base_trainable:
+                diffusion_model = self.patcher.model.diffusion_model
+                self.base_trained = select_trainable(diffusion_model, c.base_trainable, c.base_model,
+                                                     exclude=c.base_frozen, key="base_trainable")
+                # the delta file holds trained - initial: keep the initial values (fp32, on the CPU)
+                params = dict(diffusion_model.named_parameters())
+                self.base_initial = {n: params[n].detach().float().cpu().clone() for n in self.base_trained}
+                self.module.attach_base(diffusion_model)
         self.patched = install_patches(self.patcher, self.arch, None if self.base_mode else self.module.adapter,
                                        c.gradient_checkpointing, c.identity_weight)
         self.patched.patch_model(device_to=self.device)
@@ -150,8 +159,15 @@ class Trainer:
         self._make_optimizer()
 
     def _make_optimizer(self) -> None:
+        """AdamW; with base_trainable two parameter groups, the base's at ``base_lr / lr`` of the
+        adapter's learning rate throughout the schedule (``lr_scale``)."""
         c = self.config
-        self.optimizer = torch.optim.AdamW([p for p in self.model.parameters() if p.requires_grad], lr=c.optimizer.lr,
+        trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        base = [p for n, p in trained if ".base_model." in f".{n}"]
+        groups = [{"params": [p for n, p in trained if ".base_model." not in f".{n}"], "lr_scale": 1.0}]
+        if base:
+            groups.append({"params": base, "lr_scale": (c.optimizer.base_lr or c.optimizer.lr) / c.optimizer.lr})
+        self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=c.optimizer.lr,
                                            betas=tuple(c.optimizer.betas), weight_decay=c.optimizer.weight_decay,
                                            foreach=False)
         self.step = 0
@@ -201,6 +217,11 @@ class Trainer:
             path = save_adapter(adapter, ckpt_dir / f"{c.name}-step{self.step:06d}.safetensors", dtype=dtype)
             if final:
                 save_adapter(adapter, self.out / f"{c.name}.safetensors", dtype=dtype)
+            if self.base_trained:
+                delta = self._save_base_delta(model_state, ckpt_dir / f"{c.name}-base-delta-step{self.step:06d}.safetensors",
+                                              dtype, trained)
+                if final:
+                    shutil.copyfile(delta, self.out / f"{c.name}-base-delta.safetensors")
         tensors = {f"model.{k}": v.detach().cpu() for k, v in model_state.items()}
         scalars = {}
         for fqn, stats in optim_state["state"].items():
@@ -214,8 +235,23 @@ class Trainer:
         state_path = self.out / "state" / f"state-step{self.step:06d}.safetensors"
         atomic_save_tensors(state_path, tensors, {"iad_train_state": json.dumps(meta)})
         self._prune(ckpt_dir, f"{c.name}-step", c.keep_checkpoints)
+        self._prune(ckpt_dir, f"{c.name}-base-delta-step", c.keep_checkpoints)
         self._prune(self.out / "state", "state-step", max(c.keep_checkpoints, 1) if c.keep_checkpoints else 0)
         distributed.barrier()
+        return path
+
+    def _save_base_delta(self, model_state: dict, path: Path, dtype: torch.dtype, trained: dict) -> Path:
+        """What base_trainable changed, ``trained - initial`` per parameter, in ComfyUI's LoRA format
+        (``.diff`` / ``.diff_b``): *LoraLoaderModelOnly* at strength 1 gives the jointly trained base.
+        Only the changed parameters are stored, so the file is small and the base file stays as is."""
+        from ..prepare.shards import atomic_save_tensors
+        from .model import base_delta_key
+
+        tensors = {base_delta_key(n): (model_state[f"base_model.{n}"].float() - self.base_initial[n]).to(dtype).contiguous()
+                   for n in self.base_trained}
+        meta = {"iad_train": json.dumps({**trained, "base_trainable": self.config.base_trainable,
+                                         "base_frozen": self.config.base_frozen, "format": "comfyui lora diff"})}
+        atomic_save_tensors(path, tensors, meta)
         return path
 
     @staticmethod
@@ -324,7 +360,7 @@ class Trainer:
         while self.step < c.steps:
             lr = self._lr(self.step)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             self.optimizer.zero_grad(set_to_none=True)
             sums: dict[str, float] = {}
             for micro in range(c.grad_accum):
