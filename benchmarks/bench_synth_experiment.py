@@ -5,9 +5,11 @@ training-free decoupler on (b)'s weights -- same held-out people, prompts and no
     python benchmarks/bench_synth_experiment.py --rebuild       # retrain the world first (~1 h: see docs/synth-world.md)
     python benchmarks/bench_synth_experiment.py --identities 8  # quicker
 
-Prints the table side by side (with IaD/naive ratios), the goals of issue 10 (copy rate cut
->= 50 % relative to naive, action accuracy +30 points, identity within 2 points), and the leakage
-probe; writes docs/results/synth_experiment.json, per-frame plots and a sample sheet.
+Prints the table side by side, every number with its 95 % interval (bootstrap over people,
+synthworld/stats.py), the paired differences between systems and whether they are significant, the
+goals (the regime: naive injection identifies, copies and loses the prompt; IaD: copy rate at most
+half of naive's, >= 80 % of the lost action accuracy recovered, identity within 2 points), and the
+leakage probe; writes docs/results/synth_experiment.json, per-frame plots and a sample sheet.
 """
 
 from __future__ import annotations
@@ -41,17 +43,70 @@ def fmt(v, pct):
     return f"{100 * v:.1f} %" if pct else f"{v:.3f}"
 
 
-def table(results: dict, identities: int) -> str:
+def fmt_ci(v, ci, pct):
+    """A value with its 95 % interval: ``82.3 % [79.0, 85.4]``."""
+    if not ci or not all(math.isfinite(x) for x in ci):
+        return fmt(v, pct)
+    lo, hi = (100 * x for x in ci) if pct else ci
+    return f"{fmt(v, pct)} [{lo:.1f}, {hi:.1f}]" if pct else f"{fmt(v, pct)} [{lo:.3f}, {hi:.3f}]"
+
+
+def table(results: dict, identities: int, comparisons: dict | None = None) -> str:
     systems = [s for s in experiment.SYSTEMS if s in results]
-    head = "| metric | " + " | ".join(experiment.SYSTEM_NAMES[s] for s in systems) + " | IaD / naive |"
+    head = "| metric | " + " | ".join(experiment.SYSTEM_NAMES[s] for s in systems) + " | IaD − naive |"
     lines = [head, "|" + "---|" * (len(systems) + 2)]
     for key, label, pct in ROWS:
         label = label.replace("24-way", f"{identities}-way")
-        vals = [results[s][key] for s in systems]
-        ratio = "n/a"
-        if "naive" in results and "iad" in results and results["naive"][key]:
-            ratio = f"{results['iad'][key] / results['naive'][key]:.2f}x"
-        lines.append(f"| {label} | " + " | ".join(fmt(v, pct) for v in vals) + f" | {ratio} |")
+        cells = [fmt_ci(results[s][key], results[s].get("ci95", {}).get(key), pct) for s in systems]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {diff_cell((comparisons or {}).get('iad - naive', {}).get(key), pct)} |")
+    return "\n".join(lines)
+
+
+def diff_cell(d: dict | None, pct: bool) -> str:
+    """A paired difference with its interval; bold when the interval excludes 0 (significant)."""
+    if not d or not math.isfinite(d["value"]):
+        return "n/a"
+    scale, unit = (100, " points") if pct else (1, "")
+    lo, hi = (scale * x for x in d["ci95"])
+    text = f"{scale * d['value']:+.{1 if pct else 3}f}{unit} [{lo:+.{1 if pct else 3}f}, {hi:+.{1 if pct else 3}f}]"
+    return f"**{text}**" if d["significant"] else text
+
+
+def comparison_table(comparisons: dict) -> str:
+    """Paired differences (same people, prompts and noise) of the three goal metrics; bold: the 95 %
+    interval excludes 0."""
+    keys = [k for k, _, _ in ROWS[:3]]
+    lines = ["| difference | " + " | ".join(label.replace(" (24-way)", "") for k, label, _ in ROWS[:3]) + " |", "|" + "---|" * 4]
+    for name, d in comparisons.items():
+        lines.append(f"| {name} | " + " | ".join(diff_cell(d[k], True) for k in keys) + " |")
+    return "\n".join(lines)
+
+
+GOAL_TEXT = {
+    "naive_identity_accuracy": ("naive injection identifies the person", True),
+    "naive_copy_rate": ("naive injection copies the reference", True),
+    "naive_action_loss_points": ("naive injection loses action accuracy against base (points)", False),
+    "base_action_accuracy": ("base model follows the prompt", True),
+    "iad_copy_over_naive": ("IaD's copy rate / naive's", False),
+    "iad_action_recovered_share": ("share of naive's lost action accuracy IaD recovers", False),
+    "iad_identity_delta_points": ("IaD identity − naive identity (points)", False),
+}
+
+
+def goal_table(goals: dict) -> str:
+    lines = ["| goal | target | result [95 % interval] | met? |", "|---|---|---|---|"]
+    for name, g in goals.items():
+        label, pct = GOAL_TEXT[name]
+        target = f"{g['direction']} {fmt(g['target'], pct) if pct else g['target']}"
+        if pct:
+            result = fmt_ci(g["value"], g["ci95"], pct)
+        elif not math.isfinite(g["value"]):
+            result = "n/a"
+        else:
+            digits = 1 if name.endswith("_points") else 2
+            lo, hi = g["ci95"]
+            result = f"{g['value']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+        lines.append(f"| {label} | {target} | {result} | {'yes' if g['met'] else '**no**'} |")
     return "\n".join(lines)
 
 
@@ -62,7 +117,8 @@ def group_table(results: dict) -> str:
              + " | IaD vs naive |", "|" + "---|" * (len(systems) + 3)]
     for group in experiment.REFERENCE_GROUPS:
         rows = {s: results[s]["by_reference"][group] for s in systems}
-        cells = [f"copy {fmt(r['copy_rate'], True)}, action {fmt(r['action_accuracy'], True)}" for r in rows.values()]
+        cells = [f"copy {fmt_ci(r['copy_rate'], r.get('ci95', {}).get('copy_rate'), True)}, action "
+                 f"{fmt_ci(r['action_accuracy'], r.get('ci95', {}).get('action_accuracy'), True)}" for r in rows.values()]
         versus = "n/a"
         if "naive" in rows and "iad" in rows:
             nv, ia = rows["naive"], rows["iad"]
@@ -132,7 +188,7 @@ def main() -> int:
             identities=args.identities, steps=args.steps, seed=args.seed, weight=weight), systems=("naive", "iad", "naive_tf"))
         run.pop("_samples")
         sweep[str(weight)] = {"results": {s: {k: v for k, v in r.items() if k != "per_frame"} for s, r in run["results"].items()},
-                              "goals": run["goals"]}
+                              "comparisons": run["comparisons"], "goals": run["goals"]}
     out["weight_sweep"] = sweep
     leak = experiment.leakage_probe(args.world)
     out["leakage"] = leak
@@ -140,21 +196,21 @@ def main() -> int:
     out["total_wall_s"] = round(time.monotonic() - t0, 1)
     out["torch_threads"] = torch.get_num_threads()
     print()
-    print(table(out["results"], cfg.gallery_size))
+    print(table(out["results"], cfg.gallery_size, out["comparisons"]))
     print()
     print(group_table(out["results"]))
-    g = out.get("goals", {})
-    print(f"\ncopy-rate cut IaD vs naive: {100 * g.get('copy_rate_relative_reduction', float('nan')):.1f} % (goal >= 50 %)")
-    print(f"action accuracy gain: {g.get('action_accuracy_gain_points', float('nan')):+.1f} points (goal >= +30)")
-    print(f"identity accuracy delta: {g.get('identity_accuracy_delta_points', float('nan')):+.1f} points (goal within -2)")
+    print()
+    print(comparison_table(out["comparisons"]))
+    print()
+    print(goal_table(out["goals"]))
     if sweep:
         print("\nidentity weight sweep (IaD Apply weight; copy / action / identity):")
         for weight, r in sweep.items():
             row = "  ".join(f"{s} {100 * v['copy_rate']:.1f} / {100 * v['action_accuracy']:.1f} / "
                             f"{100 * v['identity_accuracy']:.1f} %" for s, v in r["results"].items())
-            g = r["goals"]
-            print(f"  weight {weight}: {row}  | copy cut {100 * g['copy_rate_relative_reduction']:.1f} %, action "
-                  f"{g['action_accuracy_gain_points']:+.1f}, identity {g['identity_accuracy_delta_points']:+.1f} points")
+            print(f"  weight {weight}: {row}")
+            print("    IaD − naive: " + ", ".join(f"{k} {diff_cell(r['comparisons']['iad - naive'][k], True)}"
+                                                for k in ("copy_rate", "action_accuracy", "identity_accuracy")))
             print("    by reference: " + "; ".join(
                 f"{group}: " + ", ".join(f"{s} copy {100 * v['by_reference'][group]['copy_rate']:.1f} / action "
                                          f"{100 * v['by_reference'][group]['action_accuracy']:.1f} %"
@@ -174,7 +230,9 @@ def main() -> int:
         cases = experiment.make_cases(experiment.heldout_identities(args.world, args.identities, args.seed), args.seed,
                                       cfg.prompts_per_identity)
         sample_sheet(samples, cases, OUT / "synth_samples.png")
-        (OUT / "synth_table.md").write_text(table(out["results"], cfg.gallery_size) + "\n\n" + group_table(out["results"]) + "\n")
+        (OUT / "synth_table.md").write_text("\n\n".join([table(out["results"], cfg.gallery_size, out["comparisons"]),
+                                                         group_table(out["results"]), comparison_table(out["comparisons"]),
+                                                         goal_table(out["goals"])]) + "\n")
         print(f"wrote {OUT}/synth_experiment.json, synth_per_frame.png, synth_samples.png, synth_table.md")
     return 0
 

@@ -38,11 +38,20 @@ def main() -> int:
     parser.add_argument("--adapter-overrides", default=None, metavar="JSON",
                         help='AdapterConfig fields for the adapters of a variant build, e.g. \'{"kv_rank": 16}\' '
                              "(recorded in the manifest; not the published world)")
+    parser.add_argument("--scale-overrides", default=None, metavar="JSON",
+                        help='BuildScale fields for a variant build, e.g. \'{"adapter_steps": 6000}\' (recorded in the '
+                             "manifest's scale; not the published world)")
     parser.add_argument("--vae-only", action="store_true",
                         help="retrain only the world's Wan VAE into --out (an existing build) and update its manifest; "
                              "the VAE stage depends only on the seeded render and the codec")
     args = parser.parse_args()
     scale = build.SMOKE if args.smoke else build.FULL
+    if args.scale_overrides:
+        import dataclasses
+
+        fields = json.loads(args.scale_overrides)
+        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        scale = dataclasses.replace(scale, **fields)
     if args.vae_only:
         manifest = build.build_vae_only(args.out, scale)
         print(json.dumps({"wan vae s": manifest["timings_s"][build.VAE_TIMING], build.VAE_FILE: manifest["files"][build.VAE_FILE]}))

@@ -74,9 +74,12 @@ def main() -> int:
         result = server.run_ok(demo.prompt)
         frames = result.images(demo.output_node)
         video = _video_file(result, demo.video_node)
-        print(f"[demo] demo workflow ran in {time.monotonic() - t1:.1f} s: a synthetic-world person, "
-              f"prompt {demo.text!r}: the world's {len(frames)} frames as PNGs ({frames[0].shape[1]}x{frames[0].shape[0]}) "
-              f"and the VAE-decoded video as an animated WEBP ({_frame_count(video)} frames) in {server.output_dir}")
+        strip = _video_file(result, demo.strip_node)
+        print(f"[demo] demo workflow ran in {time.monotonic() - t1:.1f} s: a synthetic-world person's photos (smiling, "
+              f"head turned), prompt {demo.text!r}, naive injection and IaD from the same seed, side by side:\n"
+              f"[demo]   {strip} (one PNG: per photo a naive row, then an IaD row; each the photo, then the 9 frames)\n"
+              f"[demo]   {video} (animated WEBP, {_frame_count(video)} frames: per photo a row photo | naive | IaD)\n"
+              f"[demo]   and IaD's {len(frames)} frames as PNGs ({frames[0].shape[1]}x{frames[0].shape[0]}) in {server.output_dir}")
         (base / "iad_demo_api.json").write_text(json.dumps(demo.prompt, indent=1))
         if args.once:
             return 0

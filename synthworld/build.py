@@ -45,7 +45,7 @@ save_adapter = library("checkpoint").save_adapter
 Decoupler, TrainingFreeDecoupler = _decoupling.Decoupler, _decoupling.TrainingFreeDecoupler
 ActionTextProjector, decoupler_training_loss = _losses.ActionTextProjector, _losses.decoupler_training_loss
 
-BUILD_VERSION = 7
+BUILD_VERSION = 8
 JUDGES_VERSION = 3      # bump when the codec/classifier/detector/recognizer stages change
 PACK_NAME = "synthworld"
 DETECTOR_FILE = "scrfd_synthworld.onnx"
@@ -55,6 +55,10 @@ VAE_FILE = "iad-synthworld-wan2.1-vae.safetensors"
 WORLD_FILE = "synthworld-judges.safetensors"        # codec + action classifier (the recognizer lives in its ONNX file)
 ADAPTER_FILES = {"naive": "iad-synthworld-naive.safetensors", "iad": "iad-synthworld-iad.safetensors",
                  "naive_tf": "iad-synthworld-naive-trainingfree.safetensors"}
+# The base's change trained jointly with each adapter (scale.adapter_base_trainable), a ComfyUI LoRA
+# file (models/loras, LoraLoaderModelOnly); the training-free system uses the naive adapter's.
+BASE_DELTA_FILES = {"naive": "iad-synthworld-naive-base-delta.safetensors", "iad": "iad-synthworld-iad-base-delta.safetensors"}
+BASE_DELTA_OF = {"naive": "naive", "iad": "iad", "naive_tf": "naive"}
 VAE_TIMING = "wan vae (own process, in parallel)"     # manifest timing key: not part of total_s's sequence
 EMBEDDER = f"insightface/{PACK_NAME}/{Path(RECOGNIZER_FILE).stem}"
 
@@ -74,8 +78,13 @@ class BuildScale:
     wan_lr: float = 2e-3
     wan_batch: int = 16
     decoupler_steps: int = 400
-    adapter_steps: int = 3000
+    adapter_steps: int = 6000
     adapter_batch: int = 12
+    adapter_lr: float = 2e-3
+    # base parameters trained jointly with each adapter (iad.train's base_trainable), at adapter_base_lr:
+    # all of them, as most published identity methods fine-tune the base with the identity branch
+    adapter_base_trainable: tuple[str, ...] = ("*",)
+    adapter_base_lr: float = 5e-4
     vae_steps: int = 800               # first phase: windows of 3 frames
     vae_batch: int = 8
     vae_lr: float = 4e-3
@@ -259,8 +268,10 @@ def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: Iden
     """Train one adapter with the project's trainer (``iad.train``) on the world's base model and
     prepared dataset ``work / references``; returns the trained adapter (as saved, fp16 values).
 
-    Base model frozen, the base model's flow-matching loss; for IaD also the Identity Decoupling
-    and Text Alignment losses on its (pre-trained) decoupler. Seeded, single-threaded, CPU."""
+    The base model's flow-matching loss; for IaD also the Identity Decoupling and Text Alignment
+    losses on its (pre-trained) decoupler. The base model is frozen, except the parameters
+    ``scale.adapter_base_trainable`` selects, which train jointly with the adapter; their change is
+    written to ``BASE_DELTA_FILES[kind]`` in ``folder``. Seeded, single-threaded, CPU."""
     iad_train = library("train")
     load_adapter = library("checkpoint").load_adapter
 
@@ -275,8 +286,10 @@ def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: Iden
         "seed": 8000 + scale.seed, "precision": "fp32", "device": "cpu", "cpu_threads": 1,
         "log_every": max(1, scale.adapter_steps // 6), "checkpoint_every": scale.adapter_steps, "keep_checkpoints": 1,
         "save_dtype": "float16", "resume": False,
-        "optimizer": {"lr": 2e-3, "weight_decay": 0.0, "warmup_steps": max(1, scale.adapter_steps // 10),
-                      "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0},
+        "optimizer": {"lr": scale.adapter_lr, "weight_decay": 0.0, "warmup_steps": max(1, scale.adapter_steps // 10),
+                      "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0,
+                      **({"base_lr": scale.adapter_base_lr} if scale.adapter_base_trainable else {})},
+        **({"base_trainable": list(scale.adapter_base_trainable)} if scale.adapter_base_trainable else {}),
         "losses": {"diffusion": 1.0, "identity_decoupling": 0.1 if decoupled else 0.0,
                    "text_alignment": 0.1 if decoupled else 0.0},
         "timesteps": {"shift": diffusion.SHIFT},
@@ -287,6 +300,10 @@ def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: Iden
             + " ".join(f"{k} {v:.4f}" for k, v in entry.items() if k in ("diffusion", "identity_decoupling", "text_alignment")))
     adapter = load_adapter(result.final_checkpoint).float().eval()
     adapter.config.name = init.config.name      # the trainer names its files; the label says which system it is
+    if scale.adapter_base_trainable:
+        import shutil
+
+        shutil.copyfile(out / f"synthworld-{kind}-base-delta.safetensors", folder / BASE_DELTA_FILES[kind])
     return adapter
 
 
@@ -464,6 +481,11 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     manifest = {
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
         **({"adapter_overrides": adapter_overrides} if adapter_overrides else {}),
+        # stages copied from an identical-scale build instead of retrained (each stage is seeded on its own)
+        **({"reused": {k: v for k, v in (("judges_and_vae_from", Path(reuse_judges_from).name if reuse_judges_from else None),
+                                         ("wan_from", [Path(resume_wan_from[0]).name, int(resume_wan_from[1])]
+                                          if resume_wan_from else None)) if v}}
+           if reuse_judges_from or resume_wan_from else {}),
         "torch": torch.__version__, "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
         "files": {str(p.relative_to(folder)): sha256(p) for p in files},
     }
@@ -597,12 +619,30 @@ def load_classifier(folder: str | Path, state: dict | None = None):
     return classifier.eval()
 
 
-def load_wan(folder: str | Path):
+def load_wan(folder: str | Path, system: str | None = None):
+    """The world's Wan model; for an adapter ``system`` with a jointly trained base, with that base's
+    delta added (what LoraLoaderModelOnly does in a workflow)."""
     path = Path(folder) / WAN_FILE
     from safetensors import safe_open
 
     with safe_open(str(path), "pt") as f:
         spec = diffusion.WanWorldSpec(**json.loads(f.metadata()["iad_synthworld_wan"]))
     wan = diffusion.build_wan(spec, seed=0)
-    wan.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    delta = base_delta_path(folder, system) if system else None
+    if delta is not None:
+        for key, value in load_file(str(delta)).items():
+            name = key[len("diffusion_model."):]
+            name = name[:-len(".diff_b")] + ".bias" if name.endswith(".diff_b") else name[:-len(".diff")] + ".weight"
+            if name not in state:       # a parameter without .weight (e.g. modulation) keeps its own name
+                name = name[:-len(".weight")]
+            state[name] = state[name] + value.float()
+    wan.load_state_dict(state)
     return wan.eval()
+
+
+def base_delta_path(folder: str | Path, system: str) -> Path | None:
+    """The jointly trained base delta of ``system``'s adapter in a built world (None: frozen base)."""
+    kind = BASE_DELTA_OF.get(system)
+    path = Path(folder) / BASE_DELTA_FILES[kind] if kind else None
+    return path if path is not None and path.is_file() else None

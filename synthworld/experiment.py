@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import build, diffusion, faces, text, world
+from . import build, diffusion, faces, stats, text, world
 from ._iad import library
 
 load_adapter = library("checkpoint").load_adapter
@@ -107,6 +107,9 @@ class World:
         self.codec, self.classifier, self.recognizer = build.load_judges(self.folder)
         self.wan = build.load_wan(self.folder)
         self.adapters = {k: load_adapter(self.folder / f).float().eval() for k, f in build.ADAPTER_FILES.items()}
+        # each adapter's base: the world's Wan, plus the delta trained jointly with it where there is one
+        self.bases = {k: build.load_wan(self.folder, k) if build.base_delta_path(self.folder, k) else self.wan
+                      for k in build.ADAPTER_FILES}
         self.analyzer = FaceAnalyzer.load(str(self.folder / build.PACK_NAME), det_size=det_size, provider="cpu")
 
     def embed(self, images: list[np.ndarray]) -> list[torch.Tensor | None]:
@@ -129,7 +132,7 @@ def generate(w: World, system: str, cases: list[Case], ref_embeddings: torch.Ten
         with torch.no_grad():
             z = torch.cat([adapter.identity_embedding(e[None]) for e in ref_embeddings])
             tokens = adapter.identity_tokens(z)
-        latents = diffusion.sample(w.wan, contexts, noise, cfg.steps, cfg.cfg, adapter, tokens, cfg.weight)
+        latents = diffusion.sample(w.bases[system], contexts, noise, cfg.steps, cfg.cfg, adapter, tokens, cfg.weight)
     return w.codec.decode(latents)
 
 
@@ -149,6 +152,23 @@ class SystemResult:
     motion_mean: float
     per_frame: dict = field(default_factory=dict)
     by_reference: dict = field(default_factory=dict)    # REFERENCE_GROUPS name -> cases, action accuracy, copy rate
+    ci95: dict = field(default_factory=dict)            # metric -> [low, high], bootstrap over people (confidence())
+    # per-case scores ([cases, frames] or [cases]) behind the means, for the bootstrap; not serialised
+    scores: dict = field(default_factory=dict, repr=False)
+
+    def summary(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k != "scores"}
+
+
+# metric key -> the per-case score it averages (SystemResult.scores)
+METRIC_SCORES = {"action_accuracy": "correct", "copy_rate": "copied", "identity_accuracy": "id_ok", "face_sim": "face_sim",
+                 "detection_rate": "detected", "identity_stability": "identity_stability", "motion_mean": "motion"}
+# issue 19's goals at the default weight: (quantity, target, direction)
+GOALS = {
+    "naive_identity_accuracy": (0.60, ">="), "naive_copy_rate": (0.15, ">="), "naive_action_loss_points": (15.0, ">="),
+    "base_action_accuracy": (0.85, ">="), "iad_copy_over_naive": (0.5, "<="), "iad_action_recovered_share": (0.8, ">="),
+    "iad_identity_delta_points": (-2.0, ">="),
+}
 
 
 def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embeddings: torch.Tensor,
@@ -190,6 +210,9 @@ def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embed
         stability.append(identity_stability([None if e is None else e.numpy() for e in embs]).to_centroid_mean)
         motion.append(motion_metrics(list(uint8[i]), fps=8.0).video_mean_magnitude)
     return SystemResult(
+        scores={"correct": correct, "copied": copied, "id_ok": id_ok, "face_sim": sims,
+                "detected": np.isfinite(id_ok).astype(float), "identity_stability": np.asarray(stability, np.float64),
+                "motion": np.asarray(motion, np.float64)},
         action_accuracy=_nanmean(correct), copy_rate=_nanmean(copied), identity_accuracy=_nanmean(id_ok),
         face_sim=_nanmean(sims), detection_rate=detected / (n * t), identity_stability=_nanmean(stability),
         motion_mean=_nanmean(motion),
@@ -230,15 +253,73 @@ def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print
             + ", ".join(f"{k} copy {v['copy_rate']:.3f} action {v['action_accuracy']:.3f}" for k, v in r.by_reference.items()))
     out = {"config": asdict(cfg), "cases": [{"prompt": c.prompt, "reference": c.reference_action,
                                              "identity": c.identity.describe()} for c in cases],
-           "results": {k: asdict(v) for k, v in results.items()}, "wall_s": round(time.monotonic() - t0, 1)}
-    if "naive" in results and "iad" in results:
-        nv, ia = results["naive"], results["iad"]
-        out["goals"] = {
-            "copy_rate_relative_reduction": (1 - ia.copy_rate / nv.copy_rate) if nv.copy_rate > 0 else math.nan,
-            "action_accuracy_gain_points": 100 * (ia.action_accuracy - nv.action_accuracy),
-            "identity_accuracy_delta_points": 100 * (ia.identity_accuracy - nv.identity_accuracy),
-        }
+           }
+    intervals = confidence(results, cases, cfg)
+    out["results"] = {k: v.summary() for k, v in results.items()}
+    out.update(intervals)
+    out["wall_s"] = round(time.monotonic() - t0, 1)
     out["_samples"] = samples
+    return out
+
+
+COMPARISONS = (("naive", "base"), ("iad", "naive"), ("naive_tf", "naive"), ("iad", "base"))
+
+
+def confidence(results: dict[str, SystemResult], cases: list[Case], cfg: ExperimentConfig) -> dict:
+    """95 % bootstrap intervals over people (``stats``) for every system's metrics (written into
+    ``results[s].ci95`` / ``by_reference[g].ci95``), the paired differences ``COMPARISONS`` with
+    their significance, and the goals with their intervals."""
+    person = np.array([c.person for c in cases])
+    people = int(person.max()) + 1
+    weights = stats.resample_weights(people, seed=80_000 + cfg.seed)
+    metrics = {s: {m: stats.Metric(*stats.per_person(r.scores[key], person, people), weights)
+                   for m, key in METRIC_SCORES.items()} for s, r in results.items()}
+    for s, r in results.items():
+        r.ci95 = {m: metric.ci() for m, metric in metrics[s].items()}
+        for name, group in REFERENCE_GROUPS.items():
+            rows = np.array([c.reference_action in group for c in cases])
+            r.by_reference[name]["ci95"] = {
+                m: stats.Metric(*stats.per_person(r.scores[METRIC_SCORES[m]], person, people, rows), weights).ci()
+                for m in ("action_accuracy", "copy_rate")}
+    comparisons = {f"{a} - {b}": {m: stats.difference(metrics[a][m], metrics[b][m]) for m in METRIC_SCORES}
+                   for a, b in COMPARISONS if a in metrics and b in metrics}
+    return {"ci": {"method": "percentile bootstrap over people", "resamples": stats.RESAMPLES, "level": stats.LEVEL,
+                   "people": people},
+            "comparisons": comparisons, "goals": goals(metrics)}
+
+
+def goals(metrics: dict) -> dict:
+    """Issue 19's goals (``GOALS``) from the systems present, each with its bootstrap interval and
+    whether the point estimate meets its target."""
+    out = {}
+
+    def put(name, value, draws):
+        target, direction = GOALS[name]
+        entry = stats.derived(value, draws)
+        entry.update(target=target, direction=direction,
+                     met=bool(value >= target if direction == ">=" else value <= target))
+        out[name] = entry
+
+    m = metrics
+    if "naive" in m:
+        put("naive_identity_accuracy", m["naive"]["identity_accuracy"].value, m["naive"]["identity_accuracy"].draws)
+        put("naive_copy_rate", m["naive"]["copy_rate"].value, m["naive"]["copy_rate"].draws)
+    if "base" in m:
+        put("base_action_accuracy", m["base"]["action_accuracy"].value, m["base"]["action_accuracy"].draws)
+    if "base" in m and "naive" in m:
+        b, n = m["base"]["action_accuracy"], m["naive"]["action_accuracy"]
+        put("naive_action_loss_points", 100 * (b.value - n.value), 100 * (b.draws - n.draws))
+    if "iad" in m and "naive" in m:
+        ic, nc = m["iad"]["copy_rate"], m["naive"]["copy_rate"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            put("iad_copy_over_naive", ic.value / nc.value if nc.value else math.nan, ic.draws / nc.draws)
+        ii, ni = m["iad"]["identity_accuracy"], m["naive"]["identity_accuracy"]
+        put("iad_identity_delta_points", 100 * (ii.value - ni.value), 100 * (ii.draws - ni.draws))
+        if "base" in m:
+            b, n, i = (m[s]["action_accuracy"] for s in ("base", "naive", "iad"))
+            with np.errstate(invalid="ignore", divide="ignore"):
+                put("iad_action_recovered_share", (i.value - n.value) / (b.value - n.value) if b.value != n.value else math.nan,
+                    (i.draws - n.draws) / (b.draws - n.draws))
     return out
 
 

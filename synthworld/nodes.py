@@ -25,6 +25,7 @@ from .build import load_judges
 
 log = logging.getLogger(__name__)
 _CODEC = {}
+LAYOUTS = ("frames", "strip")
 
 
 def _codec():
@@ -118,12 +119,17 @@ class IaDSynthWorldDecode(io.ComfyNode):
             inputs=[
                 io.Latent.Input("samples", tooltip="The KSampler output of the synthetic-world Wan model."),
                 io.Int.Input("scale", default=4, min=1, max=16, tooltip="Nearest-neighbour upscale of the 32x32 frames."),
+                io.Combo.Input("layout", options=list(LAYOUTS), default="frames", optional=True,
+                               tooltip="frames: one image per frame (a batch of 9 per video); strip: each video's 9 "
+                                       "frames side by side in one image, left to right (for comparing videos at a glance)."),
             ],
             outputs=[io.Image.Output(display_name="frames")],
         )
 
     @classmethod
-    def execute(cls, samples, scale: int = 4) -> io.NodeOutput:
+    def execute(cls, samples, scale: int = 4, layout: str = "frames") -> io.NodeOutput:
+        if layout not in LAYOUTS:
+            raise ValueError(f"IaD Synthetic-World Decode: unknown layout '{layout}'; use one of {LAYOUTS}.")
         import comfy.latent_formats
 
         latent = samples["samples"]
@@ -132,7 +138,10 @@ class IaDSynthWorldDecode(io.ComfyNode):
                              f"{tuple(latent.shape)}. Use EmptyHunyuanLatentVideo and the synthetic-world Wan model.")
         model_space = comfy.latent_formats.Wan21().process_in(latent.float().cpu())
         frames = _codec().decode(model_space)                      # [B, T, 3, H, W]
-        image = frames.reshape(-1, *frames.shape[2:]).permute(0, 2, 3, 1)
+        if layout == "strip":       # [B, T, 3, H, W] -> B images [H, T*W]
+            image = frames.permute(0, 3, 1, 4, 2).reshape(frames.shape[0], frames.shape[3], -1, 3)
+        else:
+            image = frames.reshape(-1, *frames.shape[2:]).permute(0, 2, 3, 1)
         if scale > 1:
             image = image.repeat_interleave(scale, 1).repeat_interleave(scale, 2)
         return io.NodeOutput(image.contiguous())

@@ -211,15 +211,26 @@ def test_make_demo_runs_the_demo_workflow_end_to_end(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr + (tmp_path / "demo" / "server.log").read_text()
     assert "demo workflow ran" in done.stdout
-    saved = sorted((tmp_path / "demo" / "output").glob("iad_demo_*.png"))
+    output = tmp_path / "demo" / "output"
+    saved = sorted(output.glob("iad_demo_0*.png"))           # IaD's 9 frames, one PNG each
     assert len(saved) == 9
     from PIL import Image
 
     frames = np.stack([np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) for path in saved])
     assert frames.shape == (9, 128, 128, 3) and frames.std() > 5.0
-    # and the same latent as a video through Load VAE + VAE Decode (the world's Wan 2.1 VAE)
-    with Image.open(next((tmp_path / "demo" / "output").glob("iad_demo_video_*.webp"))) as video:
-        assert video.n_frames == 33 and video.size == (128, 128)
+    # the claim side by side in one PNG: for each photo (smiling, head turned) a naive row and an IaD row
+    # (4 px apart), each the photo then the 9 frames
+    strip = np.asarray(Image.open(next(output.glob("iad_demo_naive_vs_iad_0*.png"))).convert("RGB"), dtype=np.float32)
+    rows = [strip[r * 132:r * 132 + 128] for r in range(4)]
+    assert strip.shape == (4 * 128 + 3 * 4, 10 * 128, 3)
+    assert np.array_equal(rows[0][:, :128], rows[1][:, :128]) and np.array_equal(rows[2][:, :128], rows[3][:, :128])
+    assert not np.array_equal(rows[0][:, :128], rows[2][:, :128])               # two different photos
+    assert np.array_equal(rows[1][:, 128 + 4 * 128:128 + 5 * 128], frames[4])   # row 2: IaD's frames, first photo
+    assert np.abs(rows[2][:, 128:] - rows[3][:, 128:]).mean() > 1.0             # naive and IaD differ
+    # and the same latents as one video through Load VAE + VAE Decode (the world's Wan 2.1 VAE): per photo a
+    # row [photo | naive | IaD]
+    with Image.open(next(output.glob("iad_demo_naive_vs_iad_video_*.webp"))) as video:
+        assert video.n_frames == 33 and video.size == (3 * 128 + 4, 2 * 128 + 4)
     # The demo is the identity path, not a bare sampler: the real face and IaD nodes ran.
     ran = json.loads((tmp_path / "demo" / "iad_demo_api.json").read_text())
     assert {"IaDFaceEmbed", "IaDIdentity", "IaDApply"} <= {node["class_type"] for node in ran.values()}

@@ -70,7 +70,7 @@ def test_shipped_files_match_the_manifest():
     for name, digest in manifest["files"].items():
         assert build.sha256(assets.WORLD_DIR / name) == digest, f"{name} differs from the manifest: rebuild the world"
     total = sum((assets.WORLD_DIR / n).stat().st_size for n in manifest["files"])
-    assert total < 13 * 2**20, f"the shipped world is {total / 2**20:.1f} MB"
+    assert total < 20 * 2**20, f"the shipped world is {total / 2**20:.1f} MB"
 
 
 def test_tiny_build_is_bit_for_bit_reproducible(tmp_path):
@@ -78,7 +78,7 @@ def test_tiny_build_is_bit_for_bit_reproducible(tmp_path):
                    classifier_steps=6, wan_steps=3, decoupler_steps=4, adapter_steps=2)
     first = build.build_world(tmp_path / "a", tiny, log=lambda *_: None)["files"]
     second = build.build_world(tmp_path / "b", tiny, log=lambda *_: None)["files"]
-    assert first == second and len(first) == 8
+    assert first == second and len(first) == 8 + len(build.BASE_DELTA_FILES)     # + the jointly trained base deltas
 
 
 def test_codec_and_action_classifier_on_heldout_people(shipped):
@@ -283,3 +283,9 @@ def test_shipped_models_were_trained_by_iad_train():
         assert config.extra["trainer"] == "iad.train" and config.extra["trained_steps"] == build.FULL.adapter_steps
         assert config.extra["base_model"] == build.WAN_FILE
         assert config.extra["dataset"] == ("same_clip" if kind == "naive" else "other_clips")
+        # trained jointly with the base: its change is a LoRA-format delta of every base parameter
+        with safe_open(str(assets.WORLD_DIR / build.BASE_DELTA_FILES[kind]), framework="pt") as f:
+            info = json.loads(f.metadata()["iad_train"])
+            keys = list(f.keys())
+        assert info["base_trainable"] == list(build.FULL.adapter_base_trainable) and info["trained_steps"] == build.FULL.adapter_steps
+        assert keys and all(k.startswith("diffusion_model.") and k.endswith((".diff", ".diff_b")) for k in keys)

@@ -1,9 +1,10 @@
 """The demo graph that `make demo` runs (and a test runs too, so the demo cannot rot).
 
 It is the synthetic portrait world's native ComfyUI graph (``synthworld/``, docs/synth-world.md):
-a held-out person's reference photo -> IaD Face Analysis Loader / Face Embed (the world's
+a held-out person's smiling reference photo -> IaD Face Analysis Loader / Face Embed (the world's
 insightface-format pack) -> IaD Identity -> IaD Apply on the world's tiny Wan T2V (ComfyUI's own
-Wan architecture) -> KSampler -> frames. Real Wan/umt5/antelopev2 weights cannot exist here; the
+Wan architecture) -> KSampler -> frames, for naive injection and IaD side by side, prompt "a
+person frowns at the beach". Real Wan/umt5/antelopev2 weights cannot exist here; the
 world's models are small, trained from seeds and shipped in ``synthworld/assets``.
 """
 
@@ -21,8 +22,9 @@ DEMO_PREFIX = "iad_demo"
 @dataclass
 class Demo:
     prompt: dict
-    output_node: str            # SaveImage: the world's frames
-    video_node: str             # SaveAnimatedWEBP: the VAE-decoded video
+    output_node: str            # SaveImage: IaD's frames of the world
+    video_node: str             # SaveAnimatedWEBP: the VAE-decoded videos [photo | naive | IaD]
+    strip_node: str             # SaveImage: one PNG, rows naive and IaD (the photo, then the 9 frames)
     models: dict[str, dict[str, Path]]
     text: str
 
@@ -34,5 +36,6 @@ def prepare(base_dir: Path) -> Demo:
     from synthworld import demo as synth_demo
 
     prompt, save_node = synth_demo.demo_prompt(filename_prefix=DEMO_PREFIX)
-    return Demo(prompt=prompt, output_node=save_node, video_node=synth_demo.VIDEO_NODE, models=synth_demo.demo_models(),
+    return Demo(prompt=prompt, output_node=save_node, video_node=synth_demo.VIDEO_NODE, strip_node=synth_demo.STRIP_NODE,
+                models=synth_demo.demo_models(),
                 text=synth_demo.DEMO_TEXT)
