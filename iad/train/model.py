@@ -153,8 +153,8 @@ def compact_adapter_fields(model_dim: int) -> dict:
     """A smaller adapter recipe (``adapter:`` fields of a training config): low-rank identity K/V and,
     for bases up to 2048 wide, a narrower resampler. Wan 2.1 1.3B: 59.5 M parameters (4.2 % of the
     base, against 16.1 % for the default); 14B: 382 M (2.7 %, against 6.5 %); measured by
-    ``benchmarks/bench_adapter_memory.py --sizes-only``. Not the default until the synthetic-world
-    experiment shows it keeps identity and copy rate (docs/training.md)."""
+    ``benchmarks/bench_adapter_memory.py --sizes-only``. Not the default: in the synthetic world's
+    experiment it loses identity (docs/training.md, "Adapter size")."""
     if model_dim <= 2048:
         return {"kv_rank": 128, "resampler_dim": 768, "resampler_heads": 12}
     return {"kv_rank": 512}
