@@ -53,7 +53,7 @@ def fmt_ci(v, ci, pct):
 
 def table(results: dict, identities: int, comparisons: dict | None = None) -> str:
     systems = [s for s in experiment.SYSTEMS if s in results]
-    head = "| metric | " + " | ".join(experiment.SYSTEM_NAMES[s] for s in systems) + " | IaD − naive |"
+    head = "| metric | " + " | ".join(experiment.SYSTEM_NAMES[s] for s in systems) + " | IaD - naive |"
     lines = [head, "|" + "---|" * (len(systems) + 2)]
     for key, label, pct in ROWS:
         label = label.replace("24-way", f"{identities}-way")
@@ -89,7 +89,7 @@ GOAL_TEXT = {
     "base_action_accuracy": ("base model follows the prompt", True),
     "iad_copy_over_naive": ("IaD's copy rate / naive's", False),
     "iad_action_recovered_share": ("share of naive's lost action accuracy IaD recovers", False),
-    "iad_identity_delta_points": ("IaD identity − naive identity (points)", False),
+    "iad_identity_delta_points": ("IaD identity - naive identity (points)", False),
 }
 
 
@@ -209,7 +209,7 @@ def main() -> int:
             row = "  ".join(f"{s} {100 * v['copy_rate']:.1f} / {100 * v['action_accuracy']:.1f} / "
                             f"{100 * v['identity_accuracy']:.1f} %" for s, v in r["results"].items())
             print(f"  weight {weight}: {row}")
-            print("    IaD − naive: " + ", ".join(f"{k} {diff_cell(r['comparisons']['iad - naive'][k], True)}"
+            print("    IaD - naive: " + ", ".join(f"{k} {diff_cell(r['comparisons']['iad - naive'][k], True)}"
                                                 for k in ("copy_rate", "action_accuracy", "identity_accuracy")))
             print("    by reference: " + "; ".join(
                 f"{group}: " + ", ".join(f"{s} copy {100 * v['by_reference'][group]['copy_rate']:.1f} / action "
