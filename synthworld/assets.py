@@ -32,9 +32,6 @@ def world_files(folder: Path = WORLD_DIR) -> dict[str, Path]:
         "judges": folder / build.WORLD_FILE,
         "manifest": manifest,
     }
-    for kind, name in build.BASE_DELTA_FILES.items():     # only in worlds whose adapters trained part of the base
-        if (folder / name).is_file():
-            files[f"lora_{kind}"] = folder / name
     missing = [str(p) for p in files.values() if not p.exists()]
     if missing:
         raise WorldNotBuiltError(f"synthetic world files missing: {missing}; rebuild with scripts/build_synth_world.py")

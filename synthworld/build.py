@@ -478,14 +478,15 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     for p in folder.glob("*.safetensors"):
         canonicalize_safetensors(p)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "manifest.json")
+    reused = {}     # stages copied from an identical-scale build instead of retrained (each stage is seeded on its own)
+    if reuse_judges_from is not None:
+        reused["judges_and_vae_from"] = Path(reuse_judges_from).name
+    if resume_wan_from is not None:
+        reused["wan_from"] = [Path(resume_wan_from[0]).name, int(resume_wan_from[1])]
     manifest = {
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
         **({"adapter_overrides": adapter_overrides} if adapter_overrides else {}),
-        # stages copied from an identical-scale build instead of retrained (each stage is seeded on its own)
-        **({"reused": {k: v for k, v in (("judges_and_vae_from", Path(reuse_judges_from).name if reuse_judges_from else None),
-                                         ("wan_from", [Path(resume_wan_from[0]).name, int(resume_wan_from[1])]
-                                          if resume_wan_from else None)) if v}}
-           if reuse_judges_from or resume_wan_from else {}),
+        **({"reused": reused} if reused else {}),
         "torch": torch.__version__, "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
         "files": {str(p.relative_to(folder)): sha256(p) for p in files},
     }
@@ -631,12 +632,10 @@ def load_wan(folder: str | Path, system: str | None = None):
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     delta = base_delta_path(folder, system) if system else None
     if delta is not None:
+        base_delta_key = library("train.model").base_delta_key     # the trainer's name -> delta key mapping
+        names = {base_delta_key(name): name for name in state}
         for key, value in load_file(str(delta)).items():
-            name = key[len("diffusion_model."):]
-            name = name[:-len(".diff_b")] + ".bias" if name.endswith(".diff_b") else name[:-len(".diff")] + ".weight"
-            if name not in state:       # a parameter without .weight (e.g. modulation) keeps its own name
-                name = name[:-len(".weight")]
-            state[name] = state[name] + value.float()
+            state[names[key]] = state[names[key]] + value.float()
     wan.load_state_dict(state)
     return wan.eval()
 

@@ -3,20 +3,22 @@
 ``demo_models()`` maps ComfyUI model folders to the shipped world files (the shape
 ``tests/harness/comfy_server.ComfyServer(models=...)`` takes: ``{folder: {name: path}}``; the face
 pack is a folder, linked as ``models/insightface/models/synthworld``). ``demo_prompt()`` is the API
-prompt (POST /prompt) of a native graph that shows the claim: the same smiling photo and the
-prompt "a person frowns at the beach", through naive injection and through IaD, side by side:
+prompt (POST /prompt) of a native graph that shows the claim: one person's photos (``DEMO_PHOTOS``:
+smiling, head turned) and the prompt "a person frowns at the beach", through naive injection and
+through IaD, side by side:
 
-    IaD Synthetic-World Person (a held-out person, smiling photo)
-        -> IaD Face Analysis Loader (synthworld pack) -> IaD Face Embed
+    for each photo: IaD Synthetic-World Person (a held-out person) -> IaD Face Embed (IaD Face
+        Analysis Loader: the synthworld pack)
     Load Diffusion Model (tiny world Wan) -> ModelSamplingSD3 (shift 3)
-    for naive injection and for IaD (the same seed):
-        [LoraLoaderModelOnly: the base delta trained with the adapter, where the world has one]
-        IaD Model Loader -> IaD Identity -> IaD Apply -> KSampler (euler/simple)
+    for naive injection and for IaD: [LoraLoaderModelOnly: the base delta trained with the adapter,
+        where the world has one] and IaD Model Loader; then per photo (the same seed):
+        IaD Identity -> IaD Apply -> KSampler (euler/simple)
         -> IaD Synthetic-World Decode (the exact codec the experiment judges; layout strip)
         -> VAE Decode (Load VAE: the world's Wan 2.1 VAE; 33 frames of 64x64) [-> Upscale Image By]
-    Stitch Images -> SaveImage: one PNG strip (rows naive, IaD: the photo, then the 9 frames)
-    Stitch Images -> SaveAnimatedWEBP: one video [photo | naive | IaD], 32 fps (the world's 8 fps, 4 video frames each)
-    IaD's 9 frames also -> SaveImage (one PNG per frame)
+    Stitch Images -> SaveImage: one PNG strip (per photo a naive row, then an IaD row: the photo, then the 9 frames)
+    Stitch Images -> SaveAnimatedWEBP: one video, per photo a row [photo | naive | IaD], 32 fps (the world's
+        8 fps, 4 video frames each)
+    IaD's 9 frames of the first photo also -> SaveImage (one PNG per frame)
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ def demo_models(folder: Path = assets.WORLD_DIR) -> dict[str, dict[str, Path]]:
                                                                   ("naive_tf", "iad_naive_tf"))},
         "insightface/models": {build.PACK_NAME: files["insightface_pack"]},
         # the base's change trained jointly with each adapter (where the world has one)
-        "loras": {build.BASE_DELTA_FILES[k]: files[f"lora_{k}"] for k in build.BASE_DELTA_FILES if f"lora_{k}" in files},
+        "loras": {path.name: path for path in (build.base_delta_path(folder, k) for k in build.BASE_DELTA_FILES) if path},
     }
 
 

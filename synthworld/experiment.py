@@ -108,8 +108,13 @@ class World:
         self.wan = build.load_wan(self.folder)
         self.adapters = {k: load_adapter(self.folder / f).float().eval() for k, f in build.ADAPTER_FILES.items()}
         # each adapter's base: the world's Wan, plus the delta trained jointly with it where there is one
-        self.bases = {k: build.load_wan(self.folder, k) if build.base_delta_path(self.folder, k) else self.wan
-                      for k in build.ADAPTER_FILES}
+        # (naive_tf uses naive's: one model per delta file)
+        by_delta = {}
+        for k in build.ADAPTER_FILES:
+            delta = build.base_delta_path(self.folder, k)
+            if delta is not None and delta not in by_delta:
+                by_delta[delta] = build.load_wan(self.folder, k)
+        self.bases = {k: by_delta.get(build.base_delta_path(self.folder, k), self.wan) for k in build.ADAPTER_FILES}
         self.analyzer = FaceAnalyzer.load(str(self.folder / build.PACK_NAME), det_size=det_size, provider="cpu")
 
     def embed(self, images: list[np.ndarray]) -> list[torch.Tensor | None]:
@@ -274,10 +279,10 @@ def confidence(results: dict[str, SystemResult], cases: list[Case], cfg: Experim
     weights = stats.resample_weights(people, seed=80_000 + cfg.seed)
     metrics = {s: {m: stats.Metric(*stats.per_person(r.scores[key], person, people), weights)
                    for m, key in METRIC_SCORES.items()} for s, r in results.items()}
+    group_rows = {name: np.array([c.reference_action in group for c in cases]) for name, group in REFERENCE_GROUPS.items()}
     for s, r in results.items():
         r.ci95 = {m: metric.ci() for m, metric in metrics[s].items()}
-        for name, group in REFERENCE_GROUPS.items():
-            rows = np.array([c.reference_action in group for c in cases])
+        for name, rows in group_rows.items():
             r.by_reference[name]["ci95"] = {
                 m: stats.Metric(*stats.per_person(r.scores[METRIC_SCORES[m]], person, people, rows), weights).ci()
                 for m in ("action_accuracy", "copy_rate")}

@@ -87,7 +87,9 @@ def test_joint_settings_are_validated(dataset, tmp_path):
         ({"base_trainable": CROSS_ATTN, "base_frozen": ["*"]}, r"minus \['\*'\] matches none"),
         ({"base_frozen": ["*.norm_k.*"]}, "base_frozen removes parameters from base_trainable, which is empty"),
         ({"optimizer": {"lr": 1e-3, "base_lr": 1e-4}}, "optimizer.base_lr is the learning rate of base_trainable"),
-        ({"base_trainable": CROSS_ATTN, "optimizer": {"lr": 1e-3, "base_lr": float("nan")}}, "base_lr must be > 0"),
+        ({"base_trainable": CROSS_ATTN, "optimizer": {"lr": 1e-3, "base_lr": float("nan")}}, "base_lr must be a finite number > 0"),
+        ({"base_trainable": CROSS_ATTN, "optimizer": {"lr": 1e-3, "base_lr": float("inf")}}, "base_lr must be a finite number > 0"),
+        ({"base_trainable": CROSS_ATTN, "optimizer": {"lr": 1e-3, "base_lr": -1e-4}}, "base_lr must be a finite number > 0"),
         ({"base_trainable": CROSS_ATTN, "precision": "bf16"}, "base_trainable needs precision 'fp32'"),
         ({"base_trainable": "blocks.*"}, "base_trainable must be a list of parameter-name patterns"),
     ]

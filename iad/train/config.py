@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -195,8 +196,8 @@ def _check(config: TrainConfig, check_paths: bool) -> None:
     if c.base_frozen and not c.base_trainable:
         need(False, "base_frozen removes parameters from base_trainable, which is empty; set base_trainable too")
     if c.optimizer.base_lr is not None:
-        need(isinstance(c.optimizer.base_lr, (int, float)) and c.optimizer.base_lr > 0,
-             f"optimizer.base_lr must be > 0 (or null: the adapter's lr), got {c.optimizer.base_lr!r}")
+        need(isinstance(c.optimizer.base_lr, (int, float)) and math.isfinite(c.optimizer.base_lr) and c.optimizer.base_lr > 0,
+             f"optimizer.base_lr must be a finite number > 0 (or null: the adapter's lr), got {c.optimizer.base_lr!r}")
         need(bool(c.base_trainable), "optimizer.base_lr is the learning rate of base_trainable's parameters, which "
                                      "is empty; set base_trainable or remove base_lr")
     if c.base_trainable:

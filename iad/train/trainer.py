@@ -162,9 +162,11 @@ class Trainer:
         """AdamW; with base_trainable two parameter groups, the base's at ``base_lr / lr`` of the
         adapter's learning rate throughout the schedule (``lr_scale``)."""
         c = self.config
-        trained = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
-        base = [p for n, p in trained if ".base_model." in f".{n}"]
-        groups = [{"params": [p for n, p in trained if ".base_model." not in f".{n}"], "lr_scale": 1.0}]
+        trained = [p for p in self.model.parameters() if p.requires_grad]
+        base_model = getattr(self.module, "base_model", None)      # IaDTrainable.attach_base (base_trainable)
+        base_ids = {id(p) for p in base_model.parameters()} if base_model is not None else set()
+        base = [p for p in trained if id(p) in base_ids]
+        groups = [{"params": [p for p in trained if id(p) not in base_ids], "lr_scale": 1.0}]
         if base:
             groups.append({"params": base, "lr_scale": (c.optimizer.base_lr or c.optimizer.lr) / c.optimizer.lr})
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=c.optimizer.lr,

@@ -1,10 +1,10 @@
 """The demo graph that `make demo` runs (and a test runs too, so the demo cannot rot).
 
 It is the synthetic portrait world's native ComfyUI graph (``synthworld/``, docs/synth-world.md):
-a held-out person's smiling reference photo -> IaD Face Analysis Loader / Face Embed (the world's
-insightface-format pack) -> IaD Identity -> IaD Apply on the world's tiny Wan T2V (ComfyUI's own
-Wan architecture) -> KSampler -> frames, for naive injection and IaD side by side, prompt "a
-person frowns at the beach". Real Wan/umt5/antelopev2 weights cannot exist here; the
+a held-out person's reference photos (smiling, head turned) -> IaD Face Analysis Loader / Face Embed
+(the world's insightface-format pack) -> IaD Identity -> IaD Apply on the world's tiny Wan T2V
+(ComfyUI's own Wan architecture) -> KSampler -> frames, for naive injection and IaD side by side,
+prompt "a person frowns at the beach". Real Wan/umt5/antelopev2 weights cannot exist here; the
 world's models are small, trained from seeds and shipped in ``synthworld/assets``.
 """
 
@@ -22,9 +22,9 @@ DEMO_PREFIX = "iad_demo"
 @dataclass
 class Demo:
     prompt: dict
-    output_node: str            # SaveImage: IaD's frames of the world
-    video_node: str             # SaveAnimatedWEBP: the VAE-decoded videos [photo | naive | IaD]
-    strip_node: str             # SaveImage: one PNG, rows naive and IaD (the photo, then the 9 frames)
+    output_node: str            # SaveImage: IaD's frames of the world (first photo)
+    video_node: str             # SaveAnimatedWEBP: the VAE-decoded videos, per photo a row [photo | naive | IaD]
+    strip_node: str             # SaveImage: one PNG, per photo a naive and an IaD row (the photo, then the 9 frames)
     models: dict[str, dict[str, Path]]
     text: str
 
