@@ -163,6 +163,27 @@ def sample_sheet(samples: dict, cases: list, path: Path, per_group: int = 2) -> 
     Image.fromarray(arr).resize((arr.shape[1] * 3, arr.shape[0] * 3), Image.NEAREST).save(path)
 
 
+def compare_worlds(variant: str, reference: str, identities: int, steps: int, seed: int, systems: tuple) -> int:
+    """The experiment in two builds of the world, paired: each system's variant - reference."""
+    t0 = time.monotonic()
+    cfg = experiment.ExperimentConfig(identities=identities, steps=steps, seed=seed)
+    runs = {name: experiment.run(folder, cfg, systems) for name, folder in (("variant", variant), ("reference", reference))}
+    diffs = experiment.between_worlds(runs["variant"]["_results"], runs["reference"]["_results"],
+                                      runs["variant"]["_cases"], cfg)
+    short = {"action_accuracy": "action", "copy_rate": "copy", "identity_accuracy": "identity"}
+    print(f"\nvariant {variant} against reference {reference} ({identities} people x {cfg.prompts_per_identity} "
+          "prompts, default weight; differences paired by person with 95 % bootstrap intervals, bold: significant)\n")
+    print("| system | " + " | ".join(f"{v} variant / reference" for v in short.values())
+          + " | " + " | ".join(f"{v} difference" for v in short.values()) + " |")
+    print("|" + "---|" * (1 + 2 * len(short)))
+    for s, d in diffs.items():
+        v, r = runs["variant"]["results"][s], runs["reference"]["results"][s]
+        print(f"| {experiment.SYSTEM_NAMES[s]} | " + " | ".join(f"{fmt(v[k], True)} / {fmt(r[k], True)}" for k in short)
+              + " | " + " | ".join(diff_cell(d[k], True) for k in short) + " |")
+    print(f"\nwall time {time.monotonic() - t0:.0f} s")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default=str(assets.WORLD_DIR))
@@ -173,20 +194,34 @@ def main() -> int:
     parser.add_argument("--weights", default="2,3",
                         help="extra IaD Apply weights to sweep for (b)-(d) (comma-separated; '' for none)")
     parser.add_argument("--no-write", action="store_true", help="print only; do not write docs/results/")
+    parser.add_argument("--against", default=None, metavar="DIR",
+                        help="also run the same experiment (people, prompts, noise) in the world built in DIR and print "
+                             "each system's paired difference, --world minus DIR (e.g. a variant adapter layout against "
+                             "the shipped one); implies --no-write")
+    parser.add_argument("--systems", default=",".join(experiment.SYSTEMS),
+                        help="systems to run (comma-separated: base, naive, iad, naive_tf)")
     args = parser.parse_args()
+    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    unknown = sorted(set(systems) - set(experiment.SYSTEMS))
+    if unknown:
+        parser.error(f"--systems: unknown {unknown}; choose from {', '.join(experiment.SYSTEMS)}")
+    if args.against:
+        return compare_worlds(args.world, args.against, args.identities, args.steps, args.seed, systems)
     t0 = time.monotonic()
     build_s = None
     if args.rebuild:
         build_s = build.build_world(args.world)["total_s"]
     cfg = experiment.ExperimentConfig(identities=args.identities, steps=args.steps, seed=args.seed)
-    out = experiment.run(args.world, cfg)
+    out = experiment.run(args.world, cfg, systems)
     samples = out.pop("_samples")
+    del out["_results"], out["_cases"]
     # the identity weight sweep: users raise the weight when the likeness is weak
     sweep = {}
     for weight in [float(w) for w in args.weights.split(",") if w.strip()]:
         run = experiment.run(args.world, experiment.ExperimentConfig(
             identities=args.identities, steps=args.steps, seed=args.seed, weight=weight), systems=("naive", "iad", "naive_tf"))
-        run.pop("_samples")
+        for key in ("_samples", "_results", "_cases"):
+            run.pop(key)
         sweep[str(weight)] = {"results": {s: {k: v for k, v in r.items() if k != "per_frame"} for s, r in run["results"].items()},
                               "comparisons": run["comparisons"], "goals": run["goals"]}
     out["weight_sweep"] = sweep

@@ -41,6 +41,9 @@ def main() -> int:
     parser.add_argument("--scale-overrides", default=None, metavar="JSON",
                         help='BuildScale fields for a variant build, e.g. \'{"adapter_steps": 6000}\' (recorded in the '
                              "manifest's scale; not the published world)")
+    parser.add_argument("--adapters", default="naive,iad", metavar="LIST",
+                        help="which adapters to train (comma-separated: naive, iad); 'iad' alone copies the naive "
+                             "systems from --reuse-judges (a variant build of the IaD adapter in half the time)")
     parser.add_argument("--vae-only", action="store_true",
                         help="retrain only the world's Wan VAE into --out (an existing build) and update its manifest; "
                              "the VAE stage depends only on the seeded render and the codec")
@@ -68,7 +71,8 @@ def main() -> int:
     resume = (args.resume_wan[0], int(args.resume_wan[1])) if args.resume_wan else None
     overrides = json.loads(args.adapter_overrides) if args.adapter_overrides else None
     manifest = build.build_world(args.out, scale, reuse_judges_from=args.reuse_judges, resume_wan_from=resume,
-                                 adapter_overrides=overrides)
+                                 adapter_overrides=overrides,
+                                 adapters=tuple(a.strip() for a in args.adapters.split(",") if a.strip()))
     print(json.dumps({"total_s": manifest["total_s"], "timings_s": manifest["timings_s"]}, indent=1))
     return 0
 

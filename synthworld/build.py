@@ -369,7 +369,16 @@ def _train_recognizer(folder, identities, codec, scale, lap, log):
 
 # -- the whole build ----------------------------------------------------------------------------------------
 def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_judges_from: str | Path | None = None,
-                resume_wan_from: tuple[str | Path, int] | None = None, adapter_overrides: dict | None = None) -> dict:
+                resume_wan_from: tuple[str | Path, int] | None = None, adapter_overrides: dict | None = None,
+                adapters: tuple[str, ...] = ("naive", "iad")) -> dict:
+    """``adapters``: which of the two adapters to train; a variant build that changes only the IaD
+    adapter (``("iad",)``) copies the naive adapter, its base delta and the training-free system from
+    ``reuse_judges_from`` (the manifest records it), which halves its time."""
+    adapters = tuple(adapters)
+    if not adapters or set(adapters) - {"naive", "iad"}:
+        raise ValueError(f"adapters must name 'naive' and/or 'iad', got {adapters}")
+    if "naive" not in adapters and reuse_judges_from is None:
+        raise ValueError("a build that does not train the naive adapter copies it: give reuse_judges_from")
 
     torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
     folder = Path(folder)
@@ -450,12 +459,13 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
                                     scale.decoupler_steps, seed=7000 + s, log=log)
         lap("decoupler")
 
-        naive = train_adapter_with_iad_train(folder, work, "naive", new_adapter("none", spec, seed=8000 + s,
-                                                                                label="naive injection",
-                                                                                overrides=adapter_overrides),
-                                             scale, references="same_clip", log=log)
-        save_adapter(naive, folder / ADAPTER_FILES["naive"], dtype=torch.float16)
-        lap("naive adapter")
+        if "naive" in adapters:
+            naive = train_adapter_with_iad_train(folder, work, "naive", new_adapter("none", spec, seed=8000 + s,
+                                                                                    label="naive injection",
+                                                                                    overrides=adapter_overrides),
+                                                 scale, references="same_clip", log=log)
+            save_adapter(naive, folder / ADAPTER_FILES["naive"], dtype=torch.float16)
+            lap("naive adapter")
 
         init = new_adapter("trained", spec, seed=8000 + s, label="IaD", overrides=adapter_overrides)
         init.decoupler.load_state_dict(decoupler.state_dict())
@@ -463,13 +473,23 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         save_adapter(iad, folder / ADAPTER_FILES["iad"], dtype=torch.float16)
         lap("IaD adapter")
 
-    basis = TrainingFreeDecoupler.estimate_basis(emb.reshape(-1, emb.shape[-1]), frame_person, max_rank=8,
-                                                 min_variance_fraction=0.02)
-    tf_config = adapter_config("training_free", spec, adapter_overrides, label="naive + training-free decoupler",
-                               decoupler_rank=int(basis.shape[0]))
-    state = {**naive.state_dict(), "decoupler.basis": basis}
-    save_adapter(IdentityAdapter.from_state_dict(tf_config, state), folder / ADAPTER_FILES["naive_tf"], dtype=torch.float16)
-    lap("training-free decoupler")
+    if "naive" in adapters:
+        basis = TrainingFreeDecoupler.estimate_basis(emb.reshape(-1, emb.shape[-1]), frame_person, max_rank=8,
+                                                     min_variance_fraction=0.02)
+        tf_config = adapter_config("training_free", spec, adapter_overrides, label="naive + training-free decoupler",
+                                   decoupler_rank=int(basis.shape[0]))
+        state = {**naive.state_dict(), "decoupler.basis": basis}
+        save_adapter(IdentityAdapter.from_state_dict(tf_config, state), folder / ADAPTER_FILES["naive_tf"],
+                     dtype=torch.float16)
+        lap("training-free decoupler")
+    else:
+        import shutil
+
+        names = [ADAPTER_FILES["naive"], ADAPTER_FILES["naive_tf"]]
+        names += [BASE_DELTA_FILES["naive"]] if (Path(reuse_judges_from) / BASE_DELTA_FILES["naive"]).is_file() else []
+        for name in names:
+            shutil.copyfile(Path(reuse_judges_from) / name, folder / name)
+        lap("naive adapters (reused)")
 
     if vae_stage is not None:
         timings[VAE_TIMING] = _finish_vae_stage(vae_stage)
@@ -483,6 +503,8 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         reused["judges_and_vae_from"] = Path(reuse_judges_from).name
     if resume_wan_from is not None:
         reused["wan_from"] = [Path(resume_wan_from[0]).name, int(resume_wan_from[1])]
+    if "naive" not in adapters:
+        reused["naive_adapters_from"] = Path(reuse_judges_from).name
     manifest = {
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
         **({"adapter_overrides": adapter_overrides} if adapter_overrides else {}),

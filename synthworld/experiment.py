@@ -264,7 +264,25 @@ def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print
     out.update(intervals)
     out["wall_s"] = round(time.monotonic() - t0, 1)
     out["_samples"] = samples
+    out["_results"], out["_cases"] = results, cases        # with the per-case scores, for between_worlds()
     return out
+
+
+def between_worlds(variant: dict[str, SystemResult], reference: dict[str, SystemResult], cases: list[Case],
+                   cfg: ExperimentConfig) -> dict:
+    """Each system's ``variant - reference`` for every metric, where both are runs of the same
+    experiment (``cfg``: same people, prompts, reference photos and noise) in two builds of the world,
+    e.g. two adapter layouts. Paired by person on the same bootstrap resamples as ``confidence``,
+    so a small difference between layouts is resolvable."""
+    person = np.array([c.person for c in cases])
+    people = int(person.max()) + 1
+    weights = stats.resample_weights(people, seed=80_000 + cfg.seed)
+
+    def metric(r: SystemResult, m: str) -> stats.Metric:
+        return stats.Metric(*stats.per_person(r.scores[METRIC_SCORES[m]], person, people), weights)
+
+    return {s: {m: stats.difference(metric(variant[s], m), metric(reference[s], m)) for m in METRIC_SCORES}
+            for s in SYSTEMS if s in variant and s in reference}
 
 
 COMPARISONS = (("naive", "base"), ("iad", "naive"), ("naive_tf", "naive"), ("iad", "base"))

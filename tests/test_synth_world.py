@@ -80,6 +80,16 @@ def test_tiny_build_is_bit_for_bit_reproducible(tmp_path):
     second = build.build_world(tmp_path / "b", tiny, log=lambda *_: None)["files"]
     assert first == second and len(first) == 8 + len(build.BASE_DELTA_FILES)     # + the jointly trained base deltas
 
+    # a variant build of the IaD adapter alone copies the naive systems from the reference build
+    variant = build.build_world(tmp_path / "c", tiny, log=lambda *_: None, reuse_judges_from=tmp_path / "a",
+                                adapters=("iad",), adapter_overrides={"token_dim": 24})
+    naive = [build.ADAPTER_FILES["naive"], build.ADAPTER_FILES["naive_tf"], build.BASE_DELTA_FILES["naive"]]
+    assert all(variant["files"][n] == first[n] for n in naive)
+    assert variant["files"][build.ADAPTER_FILES["iad"]] != first[build.ADAPTER_FILES["iad"]]
+    assert variant["reused"]["naive_adapters_from"] == "a" and variant["adapter_overrides"] == {"token_dim": 24}
+    with pytest.raises(ValueError, match="reuse_judges_from"):
+        build.build_world(tmp_path / "d", tiny, adapters=("iad",))
+
 
 def test_codec_and_action_classifier_on_heldout_people(shipped):
     people = experiment.heldout_identities(assets.WORLD_DIR, 24, seed=11)
