@@ -6,8 +6,10 @@ sampling step with and without them, side by side in one run.
 
 1. Sizes (exact): the base models are ComfyUI's own ``WanModel`` at the released shapes (Wan 2.1 T2V
    1.3B and 14B), built on the meta device; the adapters are the pack's default configuration for
-   each (``iad.train``'s ``adapter_config_for``: every block, token width min(width, 2048), the
-   trained decoupler), the compact recipe (``compact_adapter_fields``: low-rank identity K/V), Lynx full and lite (``AdapterConfig.lynx_full/lynx_lite``) and Lynx full's
+   each (``iad.train``'s ``adapter_config_for``: every block, identity tokens a sixth of the width,
+   a 1x resampler feed-forward, the trained decoupler), the layout that was the default before
+   (``wide_adapter_fields``: tokens min(width, 2048) wide, a 4x feed-forward), the shipped example
+   configs' adapters, Lynx full and lite (``AdapterConfig.lynx_full/lynx_lite``) and Lynx full's
    ref-adapter (``ref_layers``: 40 x 2 square projections). Bytes at the dtype each one actually uses:
    the base in bf16 (and fp8), IaD checkpoints as ``iad.train`` saves them (fp32; IaD Model Loader's
    ``auto`` keeps that) and in bf16, Lynx's adapters in bf16 (what the loaders default to).
@@ -74,6 +76,22 @@ def iad_default_config(size: str, blocks=None):
     return config
 
 
+def example_config(name: str, size: str):
+    """The adapter a shipped example training config (configs/) trains on the released Wan shapes."""
+    from iad.patching.arch import ArchInfo
+    from iad.train.model import adapter_config_for
+
+    w = WAN[size]
+    arch = ArchInfo("wan", f"Wan 2.1 T2V {size}", w["dim"], w["num_heads"], w["num_layers"])
+    fields = json.loads((REPO / "configs" / name).read_text())["adapter"]
+    return adapter_config_for(SimpleNamespace(adapter=fields), arch, None)
+
+
+def config_save_dtype(name: str) -> str:
+    dtype = json.loads((REPO / "configs" / name).read_text()).get("save_dtype", "float32")
+    return {"bfloat16": "bf16", "float32": "fp32"}[dtype]
+
+
 def adapter_params(config) -> int:
     import torch
 
@@ -89,15 +107,20 @@ def sizes() -> list[dict]:
 
     base = {size: count(wan_module(size)) for size in WAN}
     rows = []
-    from iad.train.model import compact_adapter_fields
+    from iad.train.model import wide_adapter_fields
 
     for size in WAN:
         n = adapter_params(iad_default_config(size))
         rows.append(dict(adapter=f"IaD default ({size})", base=size, params=n, stored="fp32", stored_bytes=4 * n))
-        compact = AdapterConfig.from_dict({**iad_default_config(size).to_dict(), **compact_adapter_fields(WAN[size]["dim"])})
-        n = adapter_params(compact)
-        rows.append(dict(adapter=f"IaD compact ({size}: {compact_adapter_fields(WAN[size]['dim'])})", base=size, params=n,
-                         stored="fp32", stored_bytes=4 * n))
+        wide = AdapterConfig.from_dict({**iad_default_config(size).to_dict(), **wide_adapter_fields(WAN[size]["dim"])})
+        n = adapter_params(wide)
+        rows.append(dict(adapter=f"IaD wide, the default before ({size}: {wide_adapter_fields(WAN[size]['dim'])})",
+                         base=size, params=n, stored="fp32", stored_bytes=4 * n))
+    for name, size in (("train_wan2.1_t2v_1.3B.json", "1.3B"), ("train_wan2.1_t2v_14B_fsdp.json", "14B")):
+        config = example_config(name, size)
+        n = adapter_params(config)
+        rows.append(dict(adapter=f"configs/{name}", base=size, params=n, stored=config_save_dtype(name),
+                         stored_bytes={"fp32": 4, "bf16": 2}[config_save_dtype(name)] * n))
     for name, config in (("Lynx full ID", AdapterConfig.lynx_full()), ("Lynx lite ID", AdapterConfig.lynx_lite())):
         n = adapter_params(config)
         rows.append(dict(adapter=name, base="14B", params=n, stored="bf16", stored_bytes=2 * n))

@@ -109,6 +109,15 @@ def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, overrides: dict 
     return AdapterConfig.tiny(**{**fields, **(overrides or {}), **extra})
 
 
+def _copy_adapter_files(source: str | Path, folder: Path, names: list[str]) -> None:
+    """Copy an adapter's files (those present: a frozen-base build has no base delta) from another build."""
+    import shutil
+
+    for name in names:
+        if (Path(source) / name).is_file():
+            shutil.copyfile(Path(source) / name, folder / name)
+
+
 def canonicalize_safetensors(path: Path) -> None:
     """Rewrite a safetensors header with sorted keys (same length, space-padded as the format
     allows). The safetensors writer emits metadata in hash-map order, which varies between runs;
@@ -371,14 +380,16 @@ def _train_recognizer(folder, identities, codec, scale, lap, log):
 def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_judges_from: str | Path | None = None,
                 resume_wan_from: tuple[str | Path, int] | None = None, adapter_overrides: dict | None = None,
                 adapters: tuple[str, ...] = ("naive", "iad")) -> dict:
-    """``adapters``: which of the two adapters to train; a variant build that changes only the IaD
-    adapter (``("iad",)``) copies the naive adapter, its base delta and the training-free system from
-    ``reuse_judges_from`` (the manifest records it), which halves its time."""
+    """``adapters``: which of the two adapters to train. A variant build of one of them (``("iad",)`` or
+    ``("naive",)``) copies the other's files (the naive adapter comes with the training-free system;
+    each with its base delta) from ``reuse_judges_from`` and the manifest records it: half the time.
+    The two adapters train independently (each seeded on its own), so variants built this way can be
+    combined."""
     adapters = tuple(adapters)
     if not adapters or set(adapters) - {"naive", "iad"}:
         raise ValueError(f"adapters must name 'naive' and/or 'iad', got {adapters}")
-    if "naive" not in adapters and reuse_judges_from is None:
-        raise ValueError("a build that does not train the naive adapter copies it: give reuse_judges_from")
+    if set(adapters) != {"naive", "iad"} and reuse_judges_from is None:
+        raise ValueError("a build that trains only one adapter copies the other's files: give reuse_judges_from")
 
     torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
     folder = Path(folder)
@@ -467,11 +478,15 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
             save_adapter(naive, folder / ADAPTER_FILES["naive"], dtype=torch.float16)
             lap("naive adapter")
 
-        init = new_adapter("trained", spec, seed=8000 + s, label="IaD", overrides=adapter_overrides)
-        init.decoupler.load_state_dict(decoupler.state_dict())
-        iad = train_adapter_with_iad_train(folder, work, "iad", init, scale, references="other_clips", log=log)
-        save_adapter(iad, folder / ADAPTER_FILES["iad"], dtype=torch.float16)
-        lap("IaD adapter")
+        if "iad" in adapters:
+            init = new_adapter("trained", spec, seed=8000 + s, label="IaD", overrides=adapter_overrides)
+            init.decoupler.load_state_dict(decoupler.state_dict())
+            iad = train_adapter_with_iad_train(folder, work, "iad", init, scale, references="other_clips", log=log)
+            save_adapter(iad, folder / ADAPTER_FILES["iad"], dtype=torch.float16)
+            lap("IaD adapter")
+        else:
+            _copy_adapter_files(reuse_judges_from, folder, [ADAPTER_FILES["iad"], BASE_DELTA_FILES["iad"]])
+            lap("IaD adapter (reused)")
 
     if "naive" in adapters:
         basis = TrainingFreeDecoupler.estimate_basis(emb.reshape(-1, emb.shape[-1]), frame_person, max_rank=8,
@@ -483,12 +498,8 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
                      dtype=torch.float16)
         lap("training-free decoupler")
     else:
-        import shutil
-
-        names = [ADAPTER_FILES["naive"], ADAPTER_FILES["naive_tf"]]
-        names += [BASE_DELTA_FILES["naive"]] if (Path(reuse_judges_from) / BASE_DELTA_FILES["naive"]).is_file() else []
-        for name in names:
-            shutil.copyfile(Path(reuse_judges_from) / name, folder / name)
+        _copy_adapter_files(reuse_judges_from, folder, [ADAPTER_FILES["naive"], ADAPTER_FILES["naive_tf"],
+                                                        BASE_DELTA_FILES["naive"]])
         lap("naive adapters (reused)")
 
     if vae_stage is not None:
@@ -503,8 +514,9 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         reused["judges_and_vae_from"] = Path(reuse_judges_from).name
     if resume_wan_from is not None:
         reused["wan_from"] = [Path(resume_wan_from[0]).name, int(resume_wan_from[1])]
-    if "naive" not in adapters:
-        reused["naive_adapters_from"] = Path(reuse_judges_from).name
+    for kind in ("naive", "iad"):
+        if kind not in adapters:
+            reused[f"{kind}_adapters_from"] = Path(reuse_judges_from).name
     manifest = {
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
         **({"adapter_overrides": adapter_overrides} if adapter_overrides else {}),

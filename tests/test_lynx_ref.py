@@ -421,6 +421,62 @@ def test_adapters_run_at_the_compute_dtype_of_an_fp8_loaded_model(pack, vae, ana
     assert dm.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn   # the base model is left as loaded
 
 
+def _write_scaled_fp8(tmp_path):
+    """The tiny Wan as ComfyUI's "fp8_scaled" diffusion-model files are written (the format of
+    Comfy-Org's repackaged ``wan2.1_t2v_14B_fp8_scaled.safetensors``): every Linear weight in
+    float8_e4m3fn with a per-tensor ``scale_weight``, and the ``scaled_fp8`` marker. ComfyUI 0.3.75
+    loads it with its scaled-fp8 layers; v0.28.2 converts it to its own quantized tensors (a tensor
+    subclass dequantized per call, the mechanism GGUF loaders use too). Also written: the same model
+    with those weights dequantized in fp32, which must give the same output."""
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(tiny.ensure(WAN)))
+    scaled, dequantized = {}, {}
+    for key, value in state.items():
+        if key.endswith(".weight") and value.dim() == 2:      # every Linear (0.3.75 makes all of them fp8)
+            scale = (value.abs().max() / 448.0).float()
+            weight = (value / scale).to(torch.float8_e4m3fn)
+            scaled[key], scaled[key[:-len("weight")] + "scale_weight"] = weight, scale.reshape(())
+            dequantized[key] = weight.float() * scale
+        else:
+            scaled[key] = dequantized[key] = value
+    scaled["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    paths = tmp_path / "wan_fp8_scaled.safetensors", tmp_path / "wan_dequantized.safetensors"
+    save_file(scaled, str(paths[0]))
+    save_file(dequantized, str(paths[1]))
+    return paths
+
+
+def test_both_adapters_on_an_fp8_scaled_base_equal_the_dequantized_base(pack, vae, analyzer, ref_file, tmp_path):
+    """A base loaded from an fp8_scaled file (Load Diffusion Model, default weight_dtype): the ref-
+    adapter's reference pass and both adapters' terms call the base's own (quantized) layers, never
+    read their weights, so the output equals the same model dequantized in fp32, both adapters
+    act, and the base's fp8 weights are left as loaded."""
+    import comfy.sd
+
+    scaled_path, dequantized_path = _write_scaled_fp8(tmp_path)
+    scaled = comfy.sd.load_diffusion_model(str(scaled_path))
+    dequantized = comfy.sd.load_diffusion_model(str(dequantized_path))
+    q = scaled.model.diffusion_model.blocks[0].self_attn.q
+    loaded, stored = q.weight, q.weight.detach().clone()    # fp8 (0.3.75) or ComfyUI's quantized tensor (v0.28.2)
+    outputs = {}
+    for name, model in (("scaled", scaled), ("dequantized", dequantized)):
+        ref_model, _ = _apply_ref(pack, model, ref_file, vae, analyzer)
+        outputs[name] = (_sample(pack, model), _sample(pack, _apply_id(pack, ref_model, tmp_path, "full")))
+    (base, both), (base_ref, both_ref) = outputs["scaled"], outputs["dequantized"]
+    assert torch.isfinite(both).all() and float((both - base).abs().max()) > 1e-3
+    # the same model and the same adapters' effect, to the precision of each version's scaled-fp8
+    # layers (measured: v0.28.2 2e-5, 0.3.75 4e-2 of outputs up to 24; 0.3.75 scales activations
+    # instead of weights for some layers)
+    print(f"\ncompute dtype {scaled.model.manual_cast_dtype}; base {float((base - base_ref).abs().max()):.2e}, "
+          f"adapters' effect {float(((both - base) - (both_ref - base_ref)).abs().max()):.2e} of "
+          f"{float((both_ref - base_ref).abs().max()):.2e}")
+    assert float((base - base_ref).abs().max()) <= 1e-2 * float(base_ref.abs().max())
+    effect, effect_ref = both - base, both_ref - base_ref
+    assert float((effect - effect_ref).abs().max()) <= 5e-2 * float(effect_ref.abs().max())
+    assert type(q.weight) is type(loaded) and torch.equal(q.weight.detach().float(), stored.float())
+
+
 @pytest.mark.parametrize("mode", ["NO_VRAM", "LOW_VRAM"])
 def test_ref_adapter_under_partial_loading_with_a_lora(pack, wan_model, vae, analyzer, ref_file, tmp_path, monkeypatch, mode):
     """What --novram / --lowvram make ComfyUI do on a GPU (weights on the offload device, cast per

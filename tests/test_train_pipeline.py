@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -280,6 +281,43 @@ def test_shipped_configs_parse():
         assert config.steps > 0, path
         modes.add(config.mode)
     assert modes == {"adapter", "base", "vae"}
+
+
+@pytest.mark.parametrize("size", ["1.3B", "14B"])
+def test_the_default_adapter_and_the_shipped_configs_cost_at_most_5_percent_of_the_base(size):
+    """Issue 20's budget, exactly, on ComfyUI's own WanModel at the released shapes (meta device):
+    the default layout (tokens a sixth of the width, 1x resampler feed-forward) and the example
+    config's adapter are at most 5 % of the base's parameters; the wide layout (the default before)
+    costs more than twice as much, and more than 5 % on 1.3B."""
+    from harness.comfy_env import import_comfy
+
+    import_comfy()
+    import comfy.ops
+    from comfy.ldm.wan.model import WanModel
+
+    from iad.adapter import AdapterConfig, IdentityAdapter
+    from iad.patching.arch import ArchInfo
+    from iad.train.model import adapter_config_for, wide_adapter_fields
+
+    shape = {"1.3B": dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
+             "14B": dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)}[size]
+    with torch.device("meta"):
+        base = WanModel(model_type="t2v", in_dim=16, out_dim=16, operations=comfy.ops.disable_weight_init, **shape)
+    base_params = sum(p.numel() for p in base.parameters())
+    arch = ArchInfo("wan", f"Wan 2.1 T2V {size}", shape["dim"], shape["num_heads"], shape["num_layers"])
+    example = json.loads((REPO_ROOT / "configs" / {"1.3B": "train_wan2.1_t2v_1.3B.json",
+                                                   "14B": "train_wan2.1_t2v_14B_fsdp.json"}[size]).read_text())["adapter"]
+
+    def share(config: AdapterConfig) -> float:
+        with torch.device("meta"):
+            return sum(p.numel() for p in IdentityAdapter(config).parameters()) / base_params
+
+    default = adapter_config_for(SimpleNamespace(adapter={}), arch, None)
+    assert default.token_dim == {"1.3B": 256, "14B": 832}[size] and default.resampler_ff_mult == 1.0
+    assert share(default) <= 0.05
+    assert share(adapter_config_for(SimpleNamespace(adapter=example), arch, None)) <= 0.05
+    wide = share(adapter_config_for(SimpleNamespace(adapter=wide_adapter_fields(shape["dim"])), arch, None))
+    assert wide > 2 * share(default) and (size == "14B" or wide > 0.05)     # 16.1 % on 1.3B, 6.5 % on 14B
 
 
 def test_learning_rate_schedule_warmup_then_cosine(dataset, tmp_path):

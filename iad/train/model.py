@@ -149,15 +149,32 @@ def load_base(config: TrainConfig, device: torch.device):
     return patcher, arch
 
 
-def compact_adapter_fields(model_dim: int) -> dict:
-    """A smaller adapter recipe (``adapter:`` fields of a training config): low-rank identity K/V and,
-    for bases up to 2048 wide, a narrower resampler. Wan 2.1 1.3B: 59.5 M parameters (4.2 % of the
-    base, against 16.1 % for the default); 14B: 382 M (2.7 %, against 6.5 %); measured by
-    ``benchmarks/bench_adapter_memory.py --sizes-only``. Not the default: in the synthetic world's
-    experiment it loses identity (docs/training.md, "Adapter size")."""
-    if model_dim <= 2048:
-        return {"kv_rank": 128, "resampler_dim": 768, "resampler_heads": 12}
-    return {"kv_rank": 512}
+# The default identity layout (docs/training.md, "Adapter size"): identity tokens a sixth of the
+# base's width (a multiple of 64), so every block's identity K/V projection is a sixth of a square
+# one, and a resampler with a 1x feed-forward (its width, depth and heads, which carry the identity,
+# unchanged). Wan 2.1 1.3B: 69.9 M parameters, 4.9 % of the base; 14B: 388 M, 2.7 % (the layout
+# before: 16.1 % and 6.5 %), by benchmarks/bench_adapter_memory.py --sizes-only. In the synthetic
+# world's experiment the same cuts keep IaD's identity and copy rate (+0.4 and +0.4 points, paired).
+TOKEN_WIDTH_DIVISOR = 6
+RESAMPLER_FF_MULT = 1.0
+
+
+def default_token_dim(model_dim: int) -> int:
+    """Identity-token width of the default layout: ``model_dim / 6`` rounded down to a multiple of 64
+    (at least 64, at most ``model_dim``)."""
+    return min(model_dim, max(64, model_dim // TOKEN_WIDTH_DIVISOR // 64 * 64))
+
+
+def default_adapter_fields(model_dim: int) -> dict:
+    """The layout fields ``adapter_config_for`` fills in when a config's ``adapter:`` leaves them out."""
+    return {"token_dim": default_token_dim(model_dim), "resampler_ff_mult": RESAMPLER_FF_MULT}
+
+
+def wide_adapter_fields(model_dim: int) -> dict:
+    """The layout that was the default before (``adapter:`` fields of a training config): tokens
+    min(width, 2048) wide and a 4x resampler feed-forward, 3.3x the default's parameters on 1.3B
+    for no measured gain (docs/training.md, "Adapter size"). For adapters trained with it."""
+    return {"token_dim": min(model_dim, 2048), "resampler_ff_mult": 4.0}
 
 
 def adapter_config_for(config: TrainConfig, arch, embedder: str | None) -> AdapterConfig:
@@ -165,7 +182,8 @@ def adapter_config_for(config: TrainConfig, arch, embedder: str | None) -> Adapt
     fields.setdefault("family", {"wan": "wan2.1"}.get(arch.family, arch.family))
     fields.setdefault("model_dim", arch.model_dim)
     fields.setdefault("blocks", list(range(arch.num_blocks)))
-    fields.setdefault("token_dim", min(arch.model_dim, 2048))
+    for name, value in default_adapter_fields(arch.model_dim).items():
+        fields.setdefault(name, value)
     fields.setdefault("decoupler_kind", "trained")
     if embedder:
         fields.setdefault("embedder", embedder)
