@@ -447,34 +447,55 @@ def _write_scaled_fp8(tmp_path):
     return paths
 
 
+def _both_adapters_act_as_on(pack, model, reference, vae, analyzer, ref_file, tmp_path, tolerance):
+    """Ref-adapter + Lynx full ID adapter on ``model`` (a quantized base) and on ``reference`` (the same
+    model dequantized in fp32): the base outputs agree, and so does the adapters' effect, to
+    ``tolerance`` of their largest values; the adapters act; the base's first projection is left as
+    loaded."""
+    q = model.model.diffusion_model.blocks[0].self_attn.q
+    loaded, stored = q.weight, q.weight.detach().clone()
+    outputs = {}
+    for name, m in (("quantized", model), ("reference", reference)):
+        ref_model, _ = _apply_ref(pack, m, ref_file, vae, analyzer)
+        outputs[name] = (_sample(pack, m), _sample(pack, _apply_id(pack, ref_model, tmp_path, "full")))
+    (base, both), (base_ref, both_ref) = outputs["quantized"], outputs["reference"]
+    effect, effect_ref = both - base, both_ref - base_ref
+    print(f"\nbase {float((base - base_ref).abs().max()):.2e} of {float(base_ref.abs().max()):.2e}; adapters' effect "
+          f"{float((effect - effect_ref).abs().max()):.2e} of {float(effect_ref.abs().max()):.2e}")
+    assert torch.isfinite(both).all() and float(effect.abs().max()) > 1e-3
+    assert float((base - base_ref).abs().max()) <= tolerance * float(base_ref.abs().max())
+    assert float((effect - effect_ref).abs().max()) <= tolerance * float(effect_ref.abs().max())
+    assert type(q.weight) is type(loaded) and torch.equal(q.weight.detach().float(), stored.float())
+
+
 def test_both_adapters_on_an_fp8_scaled_base_equal_the_dequantized_base(pack, vae, analyzer, ref_file, tmp_path):
     """A base loaded from an fp8_scaled file (Load Diffusion Model, default weight_dtype): the ref-
     adapter's reference pass and both adapters' terms call the base's own (quantized) layers, never
     read their weights, so the output equals the same model dequantized in fp32, both adapters
-    act, and the base's fp8 weights are left as loaded."""
+    act, and the base's fp8 weights are left as loaded. Measured: v0.28.2 2e-5 of outputs up to 24;
+    0.3.75 4e-2 (its scaled-fp8 layers scale the activations instead of the weights in some layers)."""
     import comfy.sd
 
     scaled_path, dequantized_path = _write_scaled_fp8(tmp_path)
-    scaled = comfy.sd.load_diffusion_model(str(scaled_path))
-    dequantized = comfy.sd.load_diffusion_model(str(dequantized_path))
-    q = scaled.model.diffusion_model.blocks[0].self_attn.q
-    loaded, stored = q.weight, q.weight.detach().clone()    # fp8 (0.3.75) or ComfyUI's quantized tensor (v0.28.2)
-    outputs = {}
-    for name, model in (("scaled", scaled), ("dequantized", dequantized)):
-        ref_model, _ = _apply_ref(pack, model, ref_file, vae, analyzer)
-        outputs[name] = (_sample(pack, model), _sample(pack, _apply_id(pack, ref_model, tmp_path, "full")))
-    (base, both), (base_ref, both_ref) = outputs["scaled"], outputs["dequantized"]
-    assert torch.isfinite(both).all() and float((both - base).abs().max()) > 1e-3
-    # the same model and the same adapters' effect, to the precision of each version's scaled-fp8
-    # layers (measured: v0.28.2 2e-5, 0.3.75 4e-2 of outputs up to 24; 0.3.75 scales activations
-    # instead of weights for some layers)
-    print(f"\ncompute dtype {scaled.model.manual_cast_dtype}; base {float((base - base_ref).abs().max()):.2e}, "
-          f"adapters' effect {float(((both - base) - (both_ref - base_ref)).abs().max()):.2e} of "
-          f"{float((both_ref - base_ref).abs().max()):.2e}")
-    assert float((base - base_ref).abs().max()) <= 1e-2 * float(base_ref.abs().max())
-    effect, effect_ref = both - base, both_ref - base_ref
-    assert float((effect - effect_ref).abs().max()) <= 5e-2 * float(effect_ref.abs().max())
-    assert type(q.weight) is type(loaded) and torch.equal(q.weight.detach().float(), stored.float())
+    _both_adapters_act_as_on(pack, comfy.sd.load_diffusion_model(str(scaled_path)),
+                             comfy.sd.load_diffusion_model(str(dequantized_path)), vae, analyzer, ref_file, tmp_path, 1e-2)
+
+
+def test_both_adapters_on_a_base_with_custom_dequantizing_operations(pack, vae, analyzer, ref_file, tmp_path):
+    """A base loaded the way GGUF loaders load theirs: load_diffusion_model_state_dict with
+    ``custom_operations`` whose Linear layers keep quantized weights (int8 rows here; GGUF's block
+    formats there) and dequantize per call (harness/quantized_ops.py). The adapters give the same
+    output as on the dequantized fp32 model, to float rounding."""
+    import comfy.sd
+    from safetensors.torch import load_file
+
+    from harness.quantized_ops import dequantizing_ops, quantize_state_dict
+
+    quantized, dequantized = quantize_state_dict(load_file(str(tiny.ensure(WAN))))
+    model = comfy.sd.load_diffusion_model_state_dict(quantized, model_options={"custom_operations": dequantizing_ops()})
+    assert model.model.diffusion_model.blocks[0].self_attn.q.weight.dtype == torch.int8
+    _both_adapters_act_as_on(pack, model, comfy.sd.load_diffusion_model_state_dict(dequantized), vae, analyzer, ref_file,
+                             tmp_path, 1e-4)
 
 
 @pytest.mark.parametrize("mode", ["NO_VRAM", "LOW_VRAM"])
