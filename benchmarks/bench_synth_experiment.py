@@ -4,6 +4,8 @@ training-free decoupler on (b)'s weights -- same held-out people, prompts and no
     python benchmarks/bench_synth_experiment.py                 # the published run (shipped world)
     python benchmarks/bench_synth_experiment.py --rebuild       # retrain the world first (~1 h: see docs/synth-world.md)
     python benchmarks/bench_synth_experiment.py --identities 8  # quicker
+    python benchmarks/bench_synth_experiment.py --world DIR --against synthworld/assets/world
+                                 # a variant build (e.g. another adapter layout) against the shipped one, paired
 
 Prints the table side by side, every number with its 95 % interval (bootstrap over people,
 synthworld/stats.py), the paired differences between systems and whether they are significant, the

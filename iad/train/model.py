@@ -154,7 +154,8 @@ def load_base(config: TrainConfig, device: torch.device):
 # one, and a resampler with a 1x feed-forward (its width, depth and heads, which carry the identity,
 # unchanged). Wan 2.1 1.3B: 69.9 M parameters, 4.9 % of the base; 14B: 388 M, 2.7 % (the layout
 # before: 16.1 % and 6.5 %), by benchmarks/bench_adapter_memory.py --sizes-only. In the synthetic
-# world's experiment the same cuts keep IaD's identity and copy rate (+0.4 and +0.4 points, paired).
+# world's experiment the same cuts keep IaD's identity and copy rate (+0.4 and +0.4 points, paired);
+# an adapter without a decoupler (naive injection) loses 9.3 points of identity there.
 TOKEN_WIDTH_DIVISOR = 6
 RESAMPLER_FF_MULT = 1.0
 
@@ -172,8 +173,9 @@ def default_adapter_fields(model_dim: int) -> dict:
 
 def wide_adapter_fields(model_dim: int) -> dict:
     """The layout that was the default before (``adapter:`` fields of a training config): tokens
-    min(width, 2048) wide and a 4x resampler feed-forward, 3.3x the default's parameters on 1.3B
-    for no measured gain (docs/training.md, "Adapter size"). For adapters trained with it."""
+    min(width, 2048) wide and a 4x resampler feed-forward, 3.3x the default's parameters on 1.3B.
+    No gain for IaD in the synthetic world; an adapter without a decoupler keeps more identity with
+    it (docs/training.md, "Adapter size")."""
     return {"token_dim": min(model_dim, 2048), "resampler_ff_mult": 4.0}
 
 
