@@ -320,6 +320,27 @@ def test_the_default_adapter_and_the_shipped_configs_cost_at_most_5_percent_of_t
     assert wide > 2 * share(default) and (size == "14B" or wide > 0.05)     # 16.1 % on 1.3B, 6.5 % on 14B
 
 
+def test_init_from_keeps_the_checkpoints_layout(dataset, tmp_path):
+    """``init_from`` continues an adapter in its own layout, whatever the defaults are (an adapter of
+    the wide layout trains on after the default changed); explicit ``adapter:`` fields that disagree
+    with it are refused before training, naming the field."""
+    from iad.checkpoint import load_adapter
+    from iad.train import ConfigError, run
+
+    first = run(train_data.train_config(dataset, tmp_path / "first", steps=2))
+    start = load_adapter(first.final_checkpoint)
+    config = train_data.train_config(dataset, tmp_path / "second", steps=2, init_from=str(first.final_checkpoint))
+    config["adapter"] = {}          # the defaults would be another layout (token_dim a sixth of the width)
+    second = load_adapter(run(config).final_checkpoint)
+    assert second.config.token_dim == start.config.token_dim == train_data.TINY_ADAPTER["token_dim"]
+    assert {k: v.shape for k, v in second.state_dict().items()} == {k: v.shape for k, v in start.state_dict().items()}
+    config = train_data.train_config(dataset, tmp_path / "third", steps=2, init_from=str(first.final_checkpoint),
+                                     adapter={"token_dim": 32})
+    with pytest.raises(ConfigError, match="adapter.token_dim is 32, init_from's is 64"):
+        run(config)
+    assert not (tmp_path / "third" / "log.jsonl").exists()
+
+
 def test_learning_rate_schedule_warmup_then_cosine(dataset, tmp_path):
     """Linear warmup, then constant (default) or cosine decay to min_lr_ratio at the last step; a
     function of the step alone, so resume and multi-process runs follow it exactly."""

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..adapter import IdentityAdapter
+from ..adapter import AdapterConfig, IdentityAdapter
 from ..checkpoint import load_adapter, save_adapter
 from . import distributed
 from .config import ConfigError, TrainConfig, load_config
@@ -49,10 +49,22 @@ def _config_hash(config: TrainConfig) -> str:
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _init_adapter(config: TrainConfig, adapter_config, device) -> IdentityAdapter:
+def _init_adapter(config: TrainConfig, adapter_config, device, embedder: str | None) -> IdentityAdapter:
+    """A fresh adapter in ``adapter_config``'s layout, or ``init_from``'s adapter in its own layout:
+    the fields ``adapter:`` sets explicitly must agree with it (the defaults do not apply to it)."""
     if config.init_from:
         adapter = load_adapter(config.init_from, expected_family=adapter_config.family,
                                expected_model_dim=adapter_config.model_dim).float()
+        own = adapter.config.to_dict()
+        conflicts = [f"adapter.{k} is {v!r}, init_from's is {own[k]!r}" for k, v in config.adapter.items()
+                     if k not in ("name", "extra") and k in own and own[k] != v]
+        if conflicts:
+            raise ConfigError(f"init_from: {config.init_from} has another layout than 'adapter' asks for ("
+                              + "; ".join(conflicts) + "). An init_from adapter keeps its own layout: remove those "
+                              "adapter fields, or train a new adapter without init_from.")
+        if embedder and adapter.config.embedder != embedder:
+            raise ConfigError(f"init_from: {config.init_from} was trained on embeddings from {adapter.config.embedder!r}, "
+                              f"but the dataset's come from {embedder!r}; re-prepare the data with that recognizer.")
         return adapter.train().to(device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
@@ -106,8 +118,10 @@ class Trainer:
             self.module = BaseTrainable(self.patcher.model.diffusion_model, c)
         else:
             self.adapter_config = adapter_config_for(c, self.arch, self.dataset.embedder)
+            adapter = _init_adapter(c, self.adapter_config, self.device, self.dataset.embedder)
+            if c.init_from:
+                self.adapter_config = AdapterConfig.from_dict(adapter.config.to_dict())
             self.adapter_config.name = c.name
-            adapter = _init_adapter(c, self.adapter_config, self.device)
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(c.seed + 1)
                 # The text-alignment projector reads the dataset's text features (umt5 4096 for Wan,
