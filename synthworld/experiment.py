@@ -274,15 +274,22 @@ def between_worlds(variant: dict[str, SystemResult], reference: dict[str, System
     experiment (``cfg``: same people, prompts, reference photos and noise) in two builds of the world,
     e.g. two adapter layouts. Paired by person on the same bootstrap resamples as ``confidence``,
     so a small difference between layouts is resolvable."""
+    person, people, weights = _resampling(cases, cfg)
+    return {s: {m: stats.difference(a, b) for (m, a), b in zip(_metrics(variant[s], person, people, weights).items(),
+                                                               _metrics(reference[s], person, people, weights).values())}
+            for s in SYSTEMS if s in variant and s in reference}
+
+
+def _resampling(cases: list[Case], cfg: ExperimentConfig) -> tuple[np.ndarray, int, np.ndarray]:
+    """Each case's person, the number of people, and the seeded bootstrap resamples over them."""
     person = np.array([c.person for c in cases])
     people = int(person.max()) + 1
-    weights = stats.resample_weights(people, seed=80_000 + cfg.seed)
+    return person, people, stats.resample_weights(people, seed=80_000 + cfg.seed)
 
-    def metric(r: SystemResult, m: str) -> stats.Metric:
-        return stats.Metric(*stats.per_person(r.scores[METRIC_SCORES[m]], person, people), weights)
 
-    return {s: {m: stats.difference(metric(variant[s], m), metric(reference[s], m)) for m in METRIC_SCORES}
-            for s in SYSTEMS if s in variant and s in reference}
+def _metrics(result: SystemResult, person: np.ndarray, people: int, weights: np.ndarray) -> dict[str, stats.Metric]:
+    """Every metric of one system with its bootstrap distribution."""
+    return {m: stats.Metric(*stats.per_person(result.scores[key], person, people), weights) for m, key in METRIC_SCORES.items()}
 
 
 COMPARISONS = (("naive", "base"), ("iad", "naive"), ("naive_tf", "naive"), ("iad", "base"))
@@ -292,11 +299,8 @@ def confidence(results: dict[str, SystemResult], cases: list[Case], cfg: Experim
     """95 % bootstrap intervals over people (``stats``) for every system's metrics (written into
     ``results[s].ci95`` / ``by_reference[g].ci95``), the paired differences ``COMPARISONS`` with
     their significance, and the goals with their intervals."""
-    person = np.array([c.person for c in cases])
-    people = int(person.max()) + 1
-    weights = stats.resample_weights(people, seed=80_000 + cfg.seed)
-    metrics = {s: {m: stats.Metric(*stats.per_person(r.scores[key], person, people), weights)
-                   for m, key in METRIC_SCORES.items()} for s, r in results.items()}
+    person, people, weights = _resampling(cases, cfg)
+    metrics = {s: _metrics(r, person, people, weights) for s, r in results.items()}
     group_rows = {name: np.array([c.reference_action in group for c in cases]) for name, group in REFERENCE_GROUPS.items()}
     for s, r in results.items():
         r.ci95 = {m: metric.ci() for m, metric in metrics[s].items()}
