@@ -123,12 +123,17 @@ def comfyui_version() -> str:
 
 
 def _copy_adapter_files(source: str | Path, folder: Path, names: list[str]) -> None:
-    """Copy an adapter's files (those present: a frozen-base build has no base delta) from another build."""
+    """Copy an adapter's files from another build; a base delta may be absent (a frozen-base build
+    has none), an adapter file may not."""
     import shutil
 
     for name in names:
-        if (Path(source) / name).is_file():
-            shutil.copyfile(Path(source) / name, folder / name)
+        if name in BASE_DELTA_FILES.values() and not (Path(source) / name).is_file():
+            continue
+        if not (Path(source) / name).is_file():
+            raise FileNotFoundError(f"{Path(source) / name} is missing: --reuse-judges must name a complete build "
+                                    "of the world to copy the adapter that is not retrained from")
+        shutil.copyfile(Path(source) / name, folder / name)
 
 
 def canonicalize_safetensors(path: Path) -> None:
