@@ -85,6 +85,11 @@ class BuildScale:
     # all of them, as most published identity methods fine-tune the base with the identity branch
     adapter_base_trainable: tuple[str, ...] = ("*",)
     adapter_base_lr: float = 5e-4
+    # where each adapter's training reference comes from (training_set.REFERENCE_POLICIES): naive
+    # injection from the target clip itself, IaD from the person's other clips; a variant build may
+    # swap them (the ablation that separates the decoupler from the references)
+    naive_references: str = "same_clip"
+    iad_references: str = "other_clips"
     vae_steps: int = 800               # first phase: windows of 3 frames
     vae_batch: int = 8
     vae_lr: float = 4e-3
@@ -408,6 +413,10 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         raise ValueError(f"adapters must name 'naive' and/or 'iad', got {adapters}")
     if set(adapters) != {"naive", "iad"} and reuse_judges_from is None:
         raise ValueError("a build that trains only one adapter copies the other's files: give reuse_judges_from")
+    for field in ("naive_references", "iad_references"):
+        if getattr(scale, field) not in training_set.REFERENCE_POLICIES:
+            raise ValueError(f"BuildScale.{field} must be one of {training_set.REFERENCE_POLICIES}, "
+                             f"got {getattr(scale, field)!r}")
 
     torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
     folder = Path(folder)
@@ -492,14 +501,14 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
             naive = train_adapter_with_iad_train(folder, work, "naive", new_adapter("none", spec, seed=8000 + s,
                                                                                     label="naive injection",
                                                                                     overrides=adapter_overrides),
-                                                 scale, references="same_clip", log=log)
+                                                 scale, references=scale.naive_references, log=log)
             save_adapter(naive, folder / ADAPTER_FILES["naive"], dtype=torch.float16)
             lap("naive adapter")
 
         if "iad" in adapters:
             init = new_adapter("trained", spec, seed=8000 + s, label="IaD", overrides=adapter_overrides)
             init.decoupler.load_state_dict(decoupler.state_dict())
-            iad = train_adapter_with_iad_train(folder, work, "iad", init, scale, references="other_clips", log=log)
+            iad = train_adapter_with_iad_train(folder, work, "iad", init, scale, references=scale.iad_references, log=log)
             save_adapter(iad, folder / ADAPTER_FILES["iad"], dtype=torch.float16)
             lap("IaD adapter")
         else:

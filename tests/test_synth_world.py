@@ -80,15 +80,23 @@ def test_tiny_build_is_bit_for_bit_reproducible(tmp_path):
     second = build.build_world(tmp_path / "b", tiny, log=lambda *_: None)["files"]
     assert first == second and len(first) == 8 + len(build.BASE_DELTA_FILES)     # + the jointly trained base deltas
 
-    # a variant build of the IaD adapter alone copies the naive systems from the reference build
-    variant = build.build_world(tmp_path / "c", tiny, log=lambda *_: None, reuse_judges_from=tmp_path / "a",
-                                adapters=("iad",), adapter_overrides={"token_dim": 24})
+    # a variant build of the IaD adapter alone copies the naive systems from the reference build;
+    # this one also trains IaD on the naive adapter's same-clip references (the reference ablation)
+    variant = build.build_world(tmp_path / "c", replace(tiny, iad_references="same_clip"), log=lambda *_: None,
+                                reuse_judges_from=tmp_path / "a", adapters=("iad",), adapter_overrides={"token_dim": 24})
     naive = [build.ADAPTER_FILES["naive"], build.ADAPTER_FILES["naive_tf"], build.BASE_DELTA_FILES["naive"]]
     assert all(variant["files"][n] == first[n] for n in naive)
     assert variant["files"][build.ADAPTER_FILES["iad"]] != first[build.ADAPTER_FILES["iad"]]
     assert variant["reused"]["naive_adapters_from"] == "a" and variant["adapter_overrides"] == {"token_dim": 24}
+    assert variant["scale"]["iad_references"] == "same_clip"
+    from iad.checkpoint import inspect_adapter
+
+    assert inspect_adapter(tmp_path / "c" / build.ADAPTER_FILES["iad"]).extra["dataset"] == "same_clip"
     with pytest.raises(ValueError, match="reuse_judges_from"):
         build.build_world(tmp_path / "d", tiny, adapters=("iad",))
+    with pytest.raises(ValueError, match="iad_references must be one of"):
+        build.build_world(tmp_path / "e", replace(tiny, iad_references="target_frame"))
+    assert not (tmp_path / "e").exists()        # refused before any work
 
 
 def test_codec_and_action_classifier_on_heldout_people(shipped):
