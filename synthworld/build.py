@@ -90,6 +90,9 @@ class BuildScale:
     # swap them (the ablation that separates the decoupler from the references)
     naive_references: str = "same_clip"
     iad_references: str = "other_clips"
+    # weight of each of IaD's decoupler losses (Identity Decoupling, Text Alignment) next to the
+    # denoising loss's 1: iad.train's default
+    iad_loss_weight: float = 0.1
     vae_steps: int = 800               # first phase: windows of 3 frames
     vae_batch: int = 8
     vae_lr: float = 4e-3
@@ -322,8 +325,8 @@ def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: Iden
                       "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0,
                       **({"base_lr": scale.adapter_base_lr} if scale.adapter_base_trainable else {})},
         **({"base_trainable": list(scale.adapter_base_trainable)} if scale.adapter_base_trainable else {}),
-        "losses": {"diffusion": 1.0, "identity_decoupling": 0.1 if decoupled else 0.0,
-                   "text_alignment": 0.1 if decoupled else 0.0},
+        "losses": {"diffusion": 1.0, "identity_decoupling": scale.iad_loss_weight if decoupled else 0.0,
+                   "text_alignment": scale.iad_loss_weight if decoupled else 0.0},
         "timesteps": {"shift": diffusion.SHIFT},
     }
     result = iad_train.run(config)
