@@ -19,7 +19,7 @@ import pytest
 import torch
 from harness.paths import REPO_ROOT
 
-from synthworld import assets, build, demo, experiment, faces, wan_vae, world
+from synthworld import assets, demo, experiment, faces, wan_vae, world
 
 
 PUBLISHED = REPO_ROOT / "docs" / "results" / "synth_experiment.json"
@@ -35,14 +35,62 @@ def published_run():
     return out, json.loads(PUBLISHED.read_text())
 
 
+# Metrics that average a continuous score (cosine similarity, pixel motion) rather than count frame
+# decisions. Their last digits follow the CPU's float kernels (MKL, oneDNN and ATen pick AVX2 or
+# AVX-512 code by CPU): on two CPU types they differed by at most 1e-5 (docs/synth-world.md,
+# "Reproducing"). Everything else, every goal included, is a count of frame decisions and must match exactly.
+CONTINUOUS_METRICS = ("face_sim", "identity_stability", "motion_mean")
+CONTINUOUS_TOLERANCE = 1e-4
+
+
+def _published_mismatches(published, rerun, path=()) -> list[str]:
+    """Leaves where the rerun differs from the published file: exactly, or beyond
+    CONTINUOUS_TOLERANCE under a continuous metric."""
+    if isinstance(published, dict) and isinstance(rerun, dict):
+        if published.keys() != rerun.keys():
+            return [f"{'/'.join(path)}: keys {sorted(published)} != {sorted(rerun)}"]
+        return [m for k in published for m in _published_mismatches(published[k], rerun[k], path + (k,))]
+    if isinstance(published, list) and isinstance(rerun, list):
+        if len(published) != len(rerun):
+            return [f"{'/'.join(path)}: {len(published)} items != {len(rerun)}"]
+        return [m for i, (p, r) in enumerate(zip(published, rerun)) for m in _published_mismatches(p, r, path + (str(i),))]
+    continuous = any(name in path for name in CONTINUOUS_METRICS)
+    if (continuous and isinstance(published, float) and isinstance(rerun, float)
+            and abs(published - rerun) <= CONTINUOUS_TOLERANCE):
+        return []
+    return [] if published == rerun else [f"{'/'.join(path)}: published {published!r}, rerun {rerun!r}"]
+
+
 def test_the_published_numbers_are_what_a_rerun_gives(published_run):
-    """docs/results/synth_experiment.json is exactly what the benchmark gives on the shipped world:
-    every metric, interval, paired difference and goal (same seeds, same numbers; both ComfyUI
-    versions give the same frames)."""
+    """docs/results/synth_experiment.json is what the benchmark gives on the shipped world: every
+    frame-decision metric (identity, copy, action, detection), interval, paired difference and goal
+    exactly (same seeds, same numbers; both ComfyUI versions give the same frames), and the
+    continuous similarity and motion scores to 1e-4 (they round differently on other CPUs)."""
     rerun, published = published_run
     assert published["config"] == rerun["config"] and published["cases"] == rerun["cases"]
     for key in ("results", "comparisons", "goals", "ci"):
-        assert published[key] == json.loads(json.dumps(rerun[key])), key
+        mismatches = _published_mismatches(published[key], json.loads(json.dumps(rerun[key])), (key,))
+        assert not mismatches, "\n".join(mismatches[:20])
+
+
+def test_the_published_comparison_is_exact_where_it_decides_and_tolerant_only_in_continuous_scores():
+    """The comparison above on hand-made records: a goal metric one frame off fails, a similarity
+    off in its sixth decimal passes, off in its third fails, and a changed significance flag fails."""
+    published = {"iad": {"copy_rate": 0.25, "face_sim": 0.180534, "ci95": {"face_sim": [0.1, 0.2]}},
+                 "iad - naive": {"face_sim": {"value": -0.08, "significant": True}}}
+    same = json.loads(json.dumps(published))
+    assert _published_mismatches(published, same) == []
+    nearly = json.loads(json.dumps(published))
+    nearly["iad"]["face_sim"] += 3e-6
+    nearly["iad"]["ci95"]["face_sim"][1] -= 5e-6
+    assert _published_mismatches(published, nearly) == []
+    for change in (lambda d: d["iad"].update(copy_rate=0.25 + 1 / 1728),
+                   lambda d: d["iad"].update(face_sim=0.181534),
+                   lambda d: d["iad - naive"]["face_sim"].update(significant=False),
+                   lambda d: d["iad"].pop("copy_rate")):
+        changed = json.loads(json.dumps(published))
+        change(changed)
+        assert len(_published_mismatches(published, changed)) == 1
 
 
 def test_naive_injection_copies_and_iad_copies_less(published_run):
