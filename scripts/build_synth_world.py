@@ -68,6 +68,12 @@ def main() -> int:
         if manifest.get("comfyui") and manifest["comfyui"] != running:
             print("warning: the Wan VAE stage depends on the ComfyUI version (its WanVAE code): run this in the "
                   "shipped world's ComfyUI (scripts/lanes.py run <lane> -- ...)")
+        cpu = build.cpu_kind()
+        print(f"verifying on CPU {cpu}; the shipped world was built on "
+              + (manifest["cpu"] if manifest.get("cpu") else "a CPU its manifest does not record (builds before 9)"))
+        if manifest.get("cpu") != cpu:
+            print("warning: every trained file depends on the CPU's float kernels (AVX2, AVX-512, AMX), so on "
+                  "another CPU type the files differ in their last bits; bit-for-bit holds on the build's CPU type")
         with tempfile.TemporaryDirectory() as tmp:
             rebuilt = build.build_world(tmp, scale)["files"]
         bad = sorted(k for k in set(shipped) | set(rebuilt) if shipped.get(k) != rebuilt.get(k))

@@ -130,6 +130,29 @@ def comfyui_version() -> str:
         return "unknown"
 
 
+def cpu_kind() -> str:
+    """The CPU type the build runs on, as far as it decides the float results: its model name and the
+    instruction sets torch's kernels pick by CPU (ATen's dispatch level; MKL and oneDNN choose AVX2,
+    AVX-512 or AMX code by themselves). Builds are bit for bit on one CPU type; on another, every
+    trained file differs in its last bits (docs/synth-world.md, "Reproducing")."""
+    import platform
+
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+            if flags and model:
+                break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
+    return f"{model}; torch {torch.backends.cpu.get_cpu_capability()}" + (f"; {' '.join(isa)}" if isa else "")
+
+
 def _copy_adapter_files(source: str | Path, folder: Path, names: list[str]) -> None:
     """Copy an adapter's files from another build; a base delta may be absent (a frozen-base build
     has none), an adapter file may not."""
@@ -551,7 +574,7 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
         **({"adapter_overrides": adapter_overrides} if adapter_overrides else {}),
         **({"reused": reused} if reused else {}),
-        "torch": torch.__version__, "comfyui": comfyui_version(), "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
+        "torch": torch.__version__, "comfyui": comfyui_version(), "cpu": cpu_kind(), "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),
         "files": {str(p.relative_to(folder)): sha256(p) for p in files},
     }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
