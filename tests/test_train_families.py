@@ -78,7 +78,29 @@ def test_ddp_two_gloo_processes_equal_one_process(single, data, tmp_path, name):
     # HunyuanVideo's residual identity attention uses un-normalised identity keys: a key bias shifts
     # every key's score by the same q.b, which softmax ignores, so its true gradient is zero and
     # AdamW turns float noise into lr-sized steps. Those biases are the one thing not compared.
-    compared = [k for k in reference if not (name.startswith("hunyuan") and k.endswith("to_k_ip.bias"))]
+    # The same holds for the part of the key weights that moves every identity key alike (the tokens
+    # share a common component): on an AVX-512/AMX CPU it drifted 2.7e-4 from float noise. So for
+    # HunyuanVideo the key projections are compared by what they do: the identity's effect on sampling.
+    softmax_blind = [k for k in reference if name.startswith("hunyuan") and ".to_k_ip." in k]
+    compared = [k for k in reference if k not in softmax_blind]
     diffs = sorted(((float((trained[k] - reference[k]).abs().max()), k) for k in compared), reverse=True)
     worst = diffs[0][0]
     assert worst < 1e-4, f"{name}: max parameter difference {diffs[:5]}"
+    if softmax_blind:
+        family = af.FAMILIES[name]
+        model = af.load_model(family)
+        base = af.sample(model, family, steps=2)
+        single_effect, ddp_effect = (_sampled_with(model, family, path) - base
+                                     for path in (single_out / "iad-tiny-trained.safetensors", out / "iad-tiny-trained.safetensors"))
+        gap = float((ddp_effect - single_effect).abs().max()) / float(single_effect.abs().max())
+        drift = max(float((trained[k] - reference[k]).abs().max()) for k in softmax_blind)
+        print(f"\n{name}: key weights drift {drift:.2e}; identity effect on sampling differs by {gap:.2e} of itself")
+        assert gap < 1e-3, f"{name}: the identity's effect on sampling differs by {gap:.2e} of itself"
+
+
+def _sampled_with(model, family, checkpoint):
+    """Two sampling steps of ``model`` with the adapter in ``checkpoint`` applied from the start."""
+    adapter = af.module("iad.checkpoint").load_adapter(str(checkpoint))
+    iad_model = af.module("iad.patching").IaDModel.wrap(adapter, checkpoint.name)
+    identity = af.module("nodes.iad_nodes").IaDIdentity.execute(iad_model, af.face_embeds()).result[0]
+    return af.sample(af.apply(model, iad_model, identity, start=0.0), family, steps=2)
