@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -443,6 +444,10 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         if getattr(scale, field) not in training_set.REFERENCE_POLICIES:
             raise ValueError(f"BuildScale.{field} must be one of {training_set.REFERENCE_POLICIES}, "
                              f"got {getattr(scale, field)!r}")
+    if not (isinstance(scale.iad_loss_weight, (int, float)) and math.isfinite(scale.iad_loss_weight)
+            and scale.iad_loss_weight >= 0):
+        raise ValueError(f"BuildScale.iad_loss_weight must be a finite number >= 0 (the weight of IaD's two decoupler "
+                         f"losses, 0.1 as shipped), got {scale.iad_loss_weight!r}")
 
     torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
     folder = Path(folder)

@@ -99,6 +99,10 @@ def test_tiny_build_is_bit_for_bit_reproducible(tmp_path):
     with pytest.raises(ValueError, match="iad_references must be one of"):
         build.build_world(tmp_path / "e", replace(tiny, iad_references="target_frame"))
     assert not (tmp_path / "e").exists()        # refused before any work
+    for bad in (float("nan"), float("inf"), -0.1):
+        with pytest.raises(ValueError, match="iad_loss_weight must be a finite number >= 0"):
+            build.build_world(tmp_path / "f", replace(tiny, iad_loss_weight=bad))
+        assert not (tmp_path / "f").exists()
 
 
 def test_codec_and_action_classifier_on_heldout_people(shipped):
