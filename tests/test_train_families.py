@@ -57,10 +57,8 @@ def test_adapter_trains_and_its_checkpoint_drives_iad_apply(single, name):
     trained = load_file(str(result.final_checkpoint))
     assert max(float(v.abs().max()) for k, v in trained.items() if ".to_v_ip." in k) > 1e-3, "to_v_ip (zero at start) did not move"
     family = af.FAMILIES[name]
-    adapter = af.module("iad.checkpoint").load_adapter(str(result.final_checkpoint))
-    iad_model = af.module("iad.patching").IaDModel.wrap(adapter, result.final_checkpoint.name)
+    iad_model, identity = _iad_inputs_from(result.final_checkpoint)
     assert iad_model.config.family == family.adapter_family
-    identity = af.module("nodes.iad_nodes").IaDIdentity.execute(iad_model, af.face_embeds()).result[0]
     model = af.load_model(family)
     base = af.sample(model, family, steps=2)
     assert not torch.equal(af.sample(af.apply(model, iad_model, identity, start=0.0), family, steps=2), base)
@@ -98,9 +96,13 @@ def test_ddp_two_gloo_processes_equal_one_process(single, data, tmp_path, name):
         assert gap < 1e-3, f"{name}: the identity's effect on sampling differs by {gap:.2e} of itself"
 
 
-def _sampled_with(model, family, checkpoint):
-    """Two sampling steps of ``model`` with the adapter in ``checkpoint`` applied from the start."""
+def _iad_inputs_from(checkpoint):
+    """(IAD_MODEL, IAD_IDENTITY) as the nodes produce them, for the adapter a training run wrote."""
     adapter = af.module("iad.checkpoint").load_adapter(str(checkpoint))
     iad_model = af.module("iad.patching").IaDModel.wrap(adapter, checkpoint.name)
-    identity = af.module("nodes.iad_nodes").IaDIdentity.execute(iad_model, af.face_embeds()).result[0]
-    return af.sample(af.apply(model, iad_model, identity, start=0.0), family, steps=2)
+    return iad_model, af.module("nodes.iad_nodes").IaDIdentity.execute(iad_model, af.face_embeds()).result[0]
+
+
+def _sampled_with(model, family, checkpoint):
+    """Two sampling steps of ``model`` with the adapter in ``checkpoint`` applied from the start."""
+    return af.sample(af.apply(model, *_iad_inputs_from(checkpoint), start=0.0), family, steps=2)
