@@ -146,7 +146,7 @@ def cpu_kind() -> str:
                 model = value.strip()
             elif key.strip() == "flags":
                 flags = set(value.split())
-            if flags and model:
+            if flags:       # "flags" follows "model name" in the first processor's block
                 break
     except OSError:
         pass
