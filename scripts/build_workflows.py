@@ -1,4 +1,4 @@
-"""Regenerate ``workflows/*.json`` from ``scripts/workflow_specs.py`` inside the real frontend.
+"""Regenerate ``workflows/*.json`` from ``scripts/workflow_specs/`` inside the real frontend.
 
 The shipped files are ComfyUI UI-format graphs. Writing that format by hand is fragile (widget
 order, the hidden ``control_after_generate`` value after a seed, slot indices, node sizes), so

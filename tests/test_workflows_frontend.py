@@ -273,7 +273,7 @@ def _content(graph: dict) -> dict:
 def test_shipped_workflows_match_their_specs_built_against_the_current_nodes(comfy_page):
     """A node that gains, loses or reorders an input shifts the positional widgets_values of every
     saved workflow - sometimes into values that are still valid but mean something else. Rebuilding
-    each workflow from scripts/workflow_specs.py (widgets set by name) in the frontend must give
+    each workflow from scripts/workflow_specs/ (widgets set by name) in the frontend must give
     exactly the shipped file; if not, run `python scripts/build_workflows.py`."""
     import importlib.util
 

@@ -1,0 +1,135 @@
+"""The shipped workflows' data model: model files, nodes, groups, workflows, official templates.
+
+``scripts/build_workflows.py`` turns each workflow into the UI-format JSON in ``workflows/`` inside
+the real frontend. Model file names are those of ComfyUI's official repackaged releases, so a
+workflow works as downloaded; each loader carries ``properties.models`` (name, folder, URL), which
+the frontend's "Missing Models" dialog offers as download buttons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+HF = "https://huggingface.co"
+NOTE_COLOR, NOTE_BG = "#432", "#653"
+IAD_COLOR, IAD_BG = "#223", "#335"
+
+
+@dataclass(frozen=True)
+class ModelFile:
+    name: str
+    directory: str  # the ComfyUI models/ sub-folder
+    url: str | None = None  # None: no public download (e.g. adapters you train yourself)
+
+    def meta(self) -> dict:
+        entry = {"name": self.name, "directory": self.directory}
+        if self.url:
+            entry["url"] = self.url
+        return entry
+
+
+@dataclass
+class Node:
+    key: str
+    type: str
+    pos: int | tuple[int, int]  # a column x (stacked below the column's previous node) or (x, y)
+    widgets: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)  # input name -> (node key, output name or index)
+    title: str | None = None
+    models: tuple[ModelFile, ...] = ()
+    size: tuple[int, int] | None = None
+    color: str | None = None
+    bgcolor: str | None = None
+
+    def to_js(self) -> dict:
+        return {
+            "key": self.key, "type": self.type, "pos": [self.pos, None] if isinstance(self.pos, int) else list(self.pos), "widgets": self.widgets,
+            "links": {k: [v[0], v[1]] for k, v in self.links.items()}, "title": self.title,
+            "models": [m.meta() for m in self.models], "size": list(self.size) if self.size else None,
+            "color": self.color, "bgcolor": self.bgcolor,
+        }
+
+
+def note(key: str, text: str, pos, size=(420, 300), title: str = "Read me") -> Node:
+    return Node(key, "Note", pos, widgets={"text": text.strip() + "\n"}, title=title, size=size,
+                color=NOTE_COLOR, bgcolor=NOTE_BG)
+
+
+@dataclass
+class Group:
+    title: str
+    members: list[str]
+    color: str | None = None
+
+
+@dataclass
+class Workflow:
+    name: str
+    nodes: list[Node]
+    groups: list[Group] = field(default_factory=list)
+
+    def node(self, key: str) -> Node:
+        return next(n for n in self.nodes if n.key == key)
+
+    def model_files(self) -> list[ModelFile]:
+        seen: dict[str, ModelFile] = {}
+        for n in self.nodes:
+            for m in n.models:
+                seen.setdefault(m.name, m)
+        return list(seen.values())
+
+    def to_js(self) -> dict:
+        return {"name": self.name, "nodes": [n.to_js() for n in self.nodes],
+                "groups": [{"title": g.title, "members": g.members, "color": g.color} for g in self.groups]}
+
+
+@dataclass
+class TemplateWorkflow(Workflow):
+    """A shipped workflow built from ComfyUI's own official template for a model (the
+    comfyui-workflow-templates package ComfyUI pins): the template as shipped, its subgraphs
+    unpacked, plus ``nodes`` (the IaD part, placed below it) and IaD Apply between the ``anchor``
+    loader's output and everything that output fed. ``@anchor`` in a link names that loader."""
+
+    template: str = ""           # file name in the templates package, e.g. video_ltx2_t2v.json
+    anchor: dict = field(default_factory=dict)   # {"type", "widget": [name, value], "output"}
+    apply: str = "apply"         # the key of the IaD Apply node in ``nodes``
+    requires: str = ""           # what the running ComfyUI must have (said in the README and tests)
+
+    def to_js(self) -> dict:
+        return {**super().to_js(), "apply": self.apply}
+
+
+@dataclass(frozen=True)
+class OfficialTemplate:
+    graph: dict
+    package: str
+    version: str
+    file: str
+    sha256: str
+
+    def provenance(self) -> dict:
+        return {"package": self.package, "version": self.version, "file": self.file, "sha256": self.sha256}
+
+
+def official_template(file: str) -> OfficialTemplate:
+    """An official template from the installed comfyui-workflow-templates packages (the one this
+    ComfyUI pins); raises FileNotFoundError when none of them has ``file``."""
+    import hashlib
+    import json
+    from importlib import metadata
+
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"] or ""
+        if not name.lower().replace("_", "-").startswith("comfyui-workflow-templates"):
+            continue
+        for entry in dist.files or []:
+            if entry.name == file and entry.parent.name == "templates":
+                path = entry.locate()
+                data = path.read_bytes()
+                return OfficialTemplate(json.loads(data), name, dist.version, file, hashlib.sha256(data).hexdigest())
+    raise FileNotFoundError(f"no installed comfyui-workflow-templates package has {file} (run in the lane of the "
+                            "ComfyUI whose templates the workflow is built from: scripts/lanes.py run v0.28.2 -- ...)")
+
+
+def download_list(files) -> str:
+    return "\n".join(f"- models/{m.directory}/{m.name}" + (f"\n    {m.url}" if m.url else "") for m in files)
