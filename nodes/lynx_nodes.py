@@ -339,15 +339,21 @@ class IaDLynxRefAdapter(io.ComfyNode):
 
     @staticmethod
     def _wan_t2v(model):
+        """The Wan diffusion model, where Lynx's reference pass is defined: the model alone on the face's
+        16-channel latent (Wan text-to-video layouts; Phantom's reference images stay untouched)."""
         try:
             arch = architecture_of(model)
         except UnsupportedModelError as exc:
             raise ValueError(f"IaD Lynx Ref Adapter: {exc}") from None
         dm = model.model.diffusion_model
-        if arch.family != "wan" or type(dm).__name__ != "WanModel" or getattr(dm, "img_emb", None) is not None \
-                or getattr(dm, "model_type", "t2v") != "t2v":
-            raise ValueError(f"IaD Lynx Ref Adapter: Lynx's ref adapter works on Wan text-to-video models (Wan 2.1 T2V "
-                             f"14B); this model is {arch.variant}.")
+        why = arch.wan_variant.ref_adapter if arch.family == "wan" else "it is not a Wan model"
+        if why is None and dm.patch_embedding.weight.shape[1] != model.model.latent_format.latent_channels:
+            why = ("its input is the video latent plus control or image channels, and Lynx's reference pass defines "
+                   "only the face's latent")
+        if why is not None:
+            raise ValueError(f"IaD Lynx Ref Adapter: Lynx's ref-adapter cannot run on {arch.variant}: {why}. Lynx's ID "
+                             "adapter (IaD Model Loader + IaD Apply) works on it; the ref-adapter on Wan text-to-video "
+                             "models (Wan 2.1 T2V 14B, Wan 2.2 A14B T2V, Phantom's T2V graph).")
         return dm
 
     @staticmethod

@@ -96,8 +96,8 @@ def test_unsupported_model_is_refused_by_name(fx):
     iad_model, identity = af.iad_inputs(af.FAMILIES["wan-t2v"])
     with pytest.raises(ValueError) as err:
         af.apply(sdxl, iad_model, identity)
-    assert ("IaD supports Wan 2.1/2.2 T2V, I2V and TI2V 5B, LTX-Video, LTX-2, HunyuanVideo, HunyuanVideo 1.5 T2V/I2V; "
-            "this is SDXL") in str(err.value)
+    assert ("IaD supports Wan 2.1/2.2 (T2V, I2V, TI2V 5B, VACE, Fun Camera/Control, S2V, HuMo, Animate, SCAIL, Dancer, "
+            "causal), LTX-Video, LTX-2, HunyuanVideo, HunyuanVideo 1.5 T2V/I2V; this is SDXL") in str(err.value)
 
 
 def test_width_and_family_mismatches_are_refused(models):
@@ -111,7 +111,7 @@ def test_width_and_family_mismatches_are_refused(models):
     message = str(err.value)
     assert "width 5120 (Wan 2.1/2.2 14B)" in message and "width 128" in message and "wan14b.safetensors" in message
     ltx_model, ltx_identity = af.iad_inputs(af.FAMILIES["ltxv"])
-    with pytest.raises(ValueError, match="made for LTX-Video, but the model is Wan T2V"):
+    with pytest.raises(ValueError, match="made for LTX-Video, but the model is Wan 2.1 T2V"):
         af.apply(model, ltx_model, ltx_identity)
     other_model, _ = af.iad_inputs(family, adapter_seed=5)
     _, identity_of_other = af.iad_inputs(family, adapter_seed=6)

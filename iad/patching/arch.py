@@ -2,7 +2,9 @@
 its modules), so the library needs no ComfyUI import and works on fp8/GGUF-loaded models too.
 
 Families and the patch site each one gets:
-- ``wan``: Wan 2.1/2.2 T2V, I2V and TI2V 5B, ``blocks.{i}.cross_attn`` (text cross-attention)
+- ``wan``: Wan 2.1/2.2 T2V, I2V and TI2V 5B, and every Wan variant ComfyUI loads (VACE, Fun Camera and
+  Control, S2V, HuMo, Animate, SCAIL, Dancer, the causal model; ``wan_variants.py``):
+  ``blocks.{i}.cross_attn`` (text cross-attention), on the video's token rows
 - ``ltxv``: LTX-Video, ``transformer_blocks.{i}.attn2`` (text cross-attention)
 - ``ltx2``: LTX-2 (ComfyUI's ``LTXAVModel``, audio and video in one transformer):
   ``transformer_blocks.{i}.attn2``, the *video* stream's text cross-attention; the audio stream's
@@ -17,8 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SUPPORTED_TEXT = ("IaD supports Wan 2.1/2.2 T2V, I2V and TI2V 5B, LTX-Video, LTX-2, HunyuanVideo, "
-                  "HunyuanVideo 1.5 T2V/I2V")
+from . import wan_variants
+from .wan_variants import WanVariant
+
+SUPPORTED_TEXT = ("IaD supports Wan 2.1/2.2 (T2V, I2V, TI2V 5B, VACE, Fun Camera/Control, S2V, HuMo, Animate, SCAIL, "
+                  "Dancer, causal), LTX-Video, LTX-2, HunyuanVideo, HunyuanVideo 1.5 T2V/I2V")
 
 # model_config class names (ComfyUI's supported_models) -> what users call them.
 _FRIENDLY = {
@@ -27,8 +32,7 @@ _FRIENDLY = {
     "HunyuanImage21": "HunyuanImage 2.1", "HunyuanImage21Refiner": "HunyuanImage 2.1 refiner",
     "HunyuanVideo15": "HunyuanVideo 1.5", "HunyuanVideo15_SR_Distilled": "HunyuanVideo 1.5 super-resolution",
     "CosmosT2V": "Cosmos", "Lumina2": "Lumina 2", "QwenImage": "Qwen-Image",
-    "WAN21_Vace": "Wan VACE", "WAN21_Camera": "Wan Fun Camera", "WAN22_S2V": "Wan 2.2 S2V", "WAN21_HuMo": "Wan HuMo",
-    "WAN22_Animate": "Wan 2.2 Animate", "Mochi": "Mochi", "GenmoMochi": "Mochi", "Chroma": "Chroma",
+    "Mochi": "Mochi", "GenmoMochi": "Mochi", "Chroma": "Chroma",
 }
 _SUPPORTED_HUNYUAN_CONFIGS = {"HunyuanVideo", "HunyuanVideoI2V", "HunyuanVideoSkyreelsI2V"}
 # HunyuanVideo 1.5 T2V and I2V share one config (I2V feeds the image latent through c_concat); the
@@ -59,6 +63,7 @@ class ArchInfo:
     num_heads: int
     num_blocks: int        # patchable block indices are 0..num_blocks-1
     double_blocks: int = 0  # HunyuanVideo (1.5): indices < double_blocks are double blocks
+    wan_variant: WanVariant | None = None   # Wan: which variant (what else enters its blocks)
 
     def site(self, index: int) -> str:
         """The attribute path (inside ``diffusion_model``) that block ``index`` patches."""
@@ -88,15 +93,14 @@ def detect_architecture(diffusion_model, config_name: str | None = None) -> Arch
     name the model and to tell apart variants that share a class. Raises UnsupportedModelError."""
     cls = type(diffusion_model).__name__
     label = f" ({config_name})" if config_name else ""
-    if cls == "WanModel":
-        model_type = getattr(diffusion_model, "model_type", None)
-        blocks = getattr(diffusion_model, "blocks", None)
-        if model_type in ("t2v", "i2v") and blocks is not None and len(blocks) > 0:
-            attn_cls = type(blocks[0].cross_attn).__name__
-            if attn_cls in ("WanT2VCrossAttention", "WanI2VCrossAttention"):
-                return ArchInfo("wan", f"Wan {model_type.upper()}{label}", int(diffusion_model.dim),
-                                int(diffusion_model.num_heads), len(blocks))
-    elif cls in ("LTXVModel", "LTXAVModel"):
+    if cls in wan_variants.KNOWN_CLASSES:
+        return _wan(diffusion_model, config_name, label)
+    if cls.startswith("Wan") or cls.endswith("WanModel"):
+        raise UnsupportedModelError(
+            f"this is {_model_name(config_name, diffusion_model)}, a Wan model this version of IaD has not read: before "
+            "the identity can be added, which tokens it puts next to the video and which other streams enter its "
+            "blocks must be known. Update ComfyUI-IaD, or report the model with your ComfyUI version.")
+    if cls in ("LTXVModel", "LTXAVModel"):
         family, name = ("ltx2", "LTX-2") if cls == "LTXAVModel" else ("ltxv", "LTX-Video")
         blocks = diffusion_model.transformer_blocks
         return ArchInfo(family, f"{name}{label}", int(diffusion_model.inner_dim), int(blocks[0].attn2.heads), len(blocks))
@@ -113,6 +117,20 @@ def detect_architecture(diffusion_model, config_name: str | None = None) -> Arch
         f"{SUPPORTED_TEXT}; this is {_model_name(config_name, diffusion_model)}. "
         "Connect IaD Apply to a model loaded with Load Diffusion Model from one of those families."
     )
+
+
+def _wan(diffusion_model, config_name: str | None, label: str) -> ArchInfo:
+    variant = wan_variants.variant_of(diffusion_model, config_name)
+    if variant.refused:
+        raise UnsupportedModelError(f"IaD does not patch {variant.name}{label}: {variant.refused}.")
+    blocks = getattr(diffusion_model, "blocks", None) or []
+    kinds = sorted({type(b.cross_attn).__name__ for b in blocks} - set(wan_variants.PATCHABLE_CROSS_ATTENTION))
+    if not blocks or kinds:
+        raise UnsupportedModelError(
+            f"{variant.name}{label} has blocks with {', '.join(kinds) or 'no'} text cross-attention, which IaD does not "
+            "know how to extend. Update ComfyUI-IaD, or report the model with your ComfyUI version.")
+    return ArchInfo("wan", f"{variant.name}{label}", int(diffusion_model.dim), int(diffusion_model.num_heads), len(blocks),
+                    wan_variant=variant)
 
 
 def normalise_family(family: str) -> str:

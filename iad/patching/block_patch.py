@@ -45,17 +45,18 @@ class BlockPatch:
         return out
 
 
-def patch_cross_attention(patched, arch, adapter_blocks, entry, patch_cls) -> None:
-    """Object patches on the ``forward`` of each listed block's text cross-attention (``arch.site``),
-    composing with an earlier IaD Apply's patch on the same block."""
+def patch_cross_attention(patched, arch, adapter_blocks, entry, patch_cls, site: str | None = None) -> None:
+    """Object patches on the ``forward`` of each listed block's text cross-attention (``arch.site``,
+    or the module ``site.format(block)``), composing with an earlier IaD Apply's patch on the same block."""
     diffusion_model = patched.model.diffusion_model
     for block in adapter_blocks:
-        key = f"diffusion_model.{arch.site(block)}.forward"
+        path = arch.site(block) if site is None else site.format(block)
+        key = f"diffusion_model.{path}.forward"
         current = patched.get_model_object(key)
         if isinstance(current, patch_cls):  # an earlier IaD Apply in the chain: compose
             patch = patch_cls(current.module, current.inner, block, current.entries + (entry,))
         else:
-            patch = patch_cls(_get(diffusion_model, arch.site(block)), current, block, (entry,))
+            patch = patch_cls(_get(diffusion_model, path), current, block, (entry,))
         patched.add_object_patch(key, patch)
 
 

@@ -23,14 +23,17 @@ Three ComfyUI mechanisms on a ModelPatcher clone, nothing else:
 
 Rows: ComfyUI's cond chunks (index 0 of ``cond_or_uncond``) get the face's features, uncond chunks
 the zero image's, exactly Lynx's ``ref_buffer`` / ``ref_buffer_uncond``; with IaD Lynx Guider the
-identity-negative pass is a cond chunk, as in Lynx. Every query token of the self-attention gets the
-term, as in Lynx, where the sequence is the video's tokens only.
+identity-negative pass is a cond chunk, as in Lynx. Every video token of the self-attention gets the
+term, as in Lynx, where the sequence is the video's tokens only; tokens a Wan variant puts next to
+the video (Phantom's subject images) are left as they are, as IaD Apply leaves them
+(``call_context.py`` says per call which rows are the video).
 """
 
 from __future__ import annotations
 
 import torch
 
+from . import call_context
 from .adapter_model import ADAPTER_PATCH_KEY, AdapterOwner
 from .attention import rows_for, uncond_rows
 from .block_patch import BlockPatch, _get
@@ -137,7 +140,7 @@ class ReferencePass:
         n = len(kinds)
         latent = torch.cat([entry.latents[kind] for kind in kinds]).to(x.device, x.dtype)
         capture = ReferenceCapture(entry.uid)
-        opts = {k: v for k, v in options.items() if k != "iad_gates"}
+        opts = {k: v for k, v in options.items() if k not in ("iad_gates", call_context.VIDEO_ROWS_KEY)}
         opts.update({REF_CAPTURE_KEY: capture, "cond_or_uncond": [0] * n,
                      "sigmas": torch.zeros(n, device=x.device, dtype=torch.float32)})
         t0 = torch.zeros(n, device=x.device, dtype=timestep.dtype)   # Lynx: timestep 0
@@ -187,18 +190,21 @@ class WanSelfAttentionReference(BlockPatch):
             return self.inner(x, freqs, *args, transformer_options=transformer_options, **kwargs)
         import comfy.ldm.modules.attention as comfy_attention
 
+        from .wan import video_row_range
+
         m = self.module
         q = m.norm_q(m.q(x))   # Lynx's reference query: the block's query without RoPE
         delta = torch.zeros_like(q)
+        start, stop = video_row_range(transformer_options, x.shape[1]) or (0, x.shape[1])
         for entry, (k, v), rows in active:
-            q_rows = q if rows is None else q[rows]
+            q_rows = (q if rows is None else q[rows])[:, start:stop]
             n = q_rows.shape[0]
             out = comfy_attention.optimized_attention(q_rows, k.to(q).expand(n, -1, -1), v.to(q).expand(n, -1, -1),
                                                       heads=m.num_heads, transformer_options=transformer_options)
             if rows is None:
-                delta += entry.ref_scale * out
+                delta[:, start:stop] += entry.ref_scale * out
             else:
-                delta[rows] += entry.ref_scale * out
+                delta[rows, start:stop] += entry.ref_scale * out
         opts = dict(transformer_options)
         opts["optimized_attention_override"] = AddToAttention(delta, transformer_options.get("optimized_attention_override"))
         return self.inner(x, freqs, *args, transformer_options=opts, **kwargs)
@@ -223,6 +229,7 @@ def apply_reference(model, entry: ReferenceEntry, num_blocks: int):
     import comfy.patcher_extension
 
     patched = model.clone()
+    call_context.install(patched, causal=False)   # which rows are the video, per call
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.OUTER_SAMPLE, f"iad_ref_run_{entry.uid}",
                                  ReferenceRun(entry))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, f"iad_ref_pass_{entry.uid}",

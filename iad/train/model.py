@@ -29,6 +29,15 @@ from .config import ConfigError, TrainConfig
 from .data import pad_text, sample_generator
 
 TRAIN_KEY = "iad_train"
+# The Wan models the trainer builds inputs for: text-to-video (Wan 2.1 1.3B/14B, Wan 2.2 A14B's experts
+# and TI2V 5B). I2V and the other Wan variants also read streams a prepared dataset does not hold.
+PLAIN_WAN_T2V_CONFIGS = ("WAN21_T2V", "WAN22_T2V")
+VARIANT_TRAINING_NOTE = (
+    "Training builds a model's inputs from the prepared dataset (video latents, captions, faces); this variant "
+    "also reads streams the dataset does not hold (start image and CLIP-vision features, audio features, reference "
+    "and motion latents, pose and face videos, VACE or camera conditioning), so iad.prepare would have to store them per clip first. Train on the "
+    "Wan T2V model of the same width instead (wan2.1_t2v_14B for the 14B variants): the adapter then applies to the "
+    "variant with IaD Apply, which adds the identity to the variant's video tokens only (docs/patching.md).")
 
 
 class IncompatibleBaseModelError(ConfigError):
@@ -127,7 +136,10 @@ def load_base(config: TrainConfig, device: torch.device):
         arch = detect_architecture(base.diffusion_model, config_name)
     except UnsupportedModelError as exc:
         raise IncompatibleBaseModelError(f"base_model {config.base_model}: {exc}") from None
-    is_wan_t2v = arch.family == "wan" and getattr(base.diffusion_model, "model_type", None) == "t2v"
+    is_wan_t2v = arch.family == "wan" and config_name in PLAIN_WAN_T2V_CONFIGS
+    if arch.family == "wan" and not is_wan_t2v:
+        raise IncompatibleBaseModelError(
+            f"base_model {config.base_model} is {arch.variant}. {VARIANT_TRAINING_NOTE}")
     if config.mode == "adapter" and arch.family == "hunyuan_video":
         raise IncompatibleBaseModelError(
             f"base_model {config.base_model} is {arch.variant}, which also needs the CLIP-L pooled text vector that "

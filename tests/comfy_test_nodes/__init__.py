@@ -79,13 +79,15 @@ class IaDTestFaceEmbeds(io.ComfyNode):
             inputs=[
                 io.Int.Input("seed", default=0, min=0, max=2**31, tooltip="Which synthetic person."),
                 io.Int.Input("count", default=3, min=1, max=16, tooltip="Number of reference faces."),
+                io.Combo.Input("embedder", options=["insightface/antelopev2/glintr100", "facexlib/irse50"],
+                               optional=True, tooltip="Which recognizer the embeddings claim to come from (Lynx: IR-SE50)."),
             ],
             outputs=[io.Custom("FACE_EMBEDS").Output()],
         )
 
     @classmethod
-    def execute(cls, seed: int, count: int) -> io.NodeOutput:
-        return io.NodeOutput(test_face_embeds(seed, count))
+    def execute(cls, seed: int, count: int, embedder: str | None = None) -> io.NodeOutput:
+        return io.NodeOutput(test_face_embeds(seed, count, embedder or "insightface/antelopev2/glintr100"))
 
 
 class IaDTestVideoConditioning(io.ComfyNode):
@@ -122,7 +124,9 @@ class IaDTestVideoConditioning(io.ComfyNode):
 
 class IaDTestNodes(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [IaDTestWanConditioning, IaDTestFaceEmbeds, IaDTestVideoConditioning]
+        from .variant_nodes import NODES as VARIANT_NODES
+
+        return [IaDTestWanConditioning, IaDTestFaceEmbeds, IaDTestVideoConditioning, *VARIANT_NODES]
 
 
 async def comfy_entrypoint() -> IaDTestNodes:
