@@ -68,7 +68,7 @@ def count(module) -> int:
 
 def iad_default_config(size: str, blocks=None):
     from iad.patching.arch import ArchInfo
-    from iad.train.model import adapter_config_for
+    from iad.train.base_model import adapter_config_for
 
     w = WAN[size]
     arch = ArchInfo("wan", f"Wan 2.1 T2V {size}", w["dim"], w["num_heads"], w["num_layers"])
@@ -79,7 +79,7 @@ def iad_default_config(size: str, blocks=None):
 def example_config(name: str, size: str):
     """The adapter a shipped example training config (configs/) trains on the released Wan shapes."""
     from iad.patching.arch import ArchInfo
-    from iad.train.model import adapter_config_for
+    from iad.train.base_model import adapter_config_for
 
     w = WAN[size]
     arch = ArchInfo("wan", f"Wan 2.1 T2V {size}", w["dim"], w["num_heads"], w["num_layers"])
@@ -107,7 +107,7 @@ def sizes() -> list[dict]:
 
     base = {size: count(wan_module(size)) for size in WAN}
     rows = []
-    from iad.train.model import wide_adapter_fields
+    from iad.train.base_model import wide_adapter_fields
 
     for size in WAN:
         n = adapter_params(iad_default_config(size))

@@ -724,7 +724,7 @@ def load_wan(folder: str | Path, system: str | None = None):
     state = {k: v.float() for k, v in load_file(str(path)).items()}
     delta = base_delta_path(folder, system) if system else None
     if delta is not None:
-        base_delta_key = library("train.model").base_delta_key     # the trainer's name -> delta key mapping
+        base_delta_key = library("train.base_model").base_delta_key     # the trainer's name -> delta key mapping
         names = {base_delta_key(name): name for name in state}
         for key, value in load_file(str(delta)).items():
             state[names[key]] = state[names[key]] + value.float()

@@ -177,7 +177,7 @@ def test_vae_mode_windows_resume_and_frozen_encoder(dataset, tmp_path):
     from iad.train import run
     from iad.train.config import load_config
     from iad.train.data import PreparedDataset, build_pixel_batch
-    from iad.train.model import VAETrainable
+    from iad.train.vae_training import VAETrainable
 
     # windows: a 1-latent-frame window is one video frame; a random start picks a later one
     config = load_config(vae_config(dataset, tmp_path / "w", vae={"window": 1, "random_start": True}), check_paths=False)
@@ -207,7 +207,7 @@ def test_vae_mode_refuses_data_without_frames_and_other_vaes(dataset, tmp_path):
     import shutil
 
     from iad.train import ConfigError, run
-    from iad.train.model import IncompatibleBaseModelError
+    from iad.train.base_model import IncompatibleBaseModelError
 
     with pytest.raises(ConfigError, match="caption_dropout does not apply to mode 'vae'"):
         run(vae_config(dataset, tmp_path / "a", caption_dropout=0.1))

@@ -236,7 +236,7 @@ def test_prompt_following_rewards_and_late_steps(dataset, tmp_path):
 
 def test_config_errors_are_clear(dataset, tmp_path):
     from iad.train import ConfigError, load_config, run
-    from iad.train.model import IncompatibleBaseModelError
+    from iad.train.base_model import IncompatibleBaseModelError
 
     good = train_data.train_config(dataset, tmp_path / "x")
     with pytest.raises(ConfigError, match=r"unknown key 'optimizer.lrr' \(did you mean 'lr'\?\)"):
@@ -249,6 +249,13 @@ def test_config_errors_are_clear(dataset, tmp_path):
         load_config({**good, "losses": {"icr": {"weight": 0.5}}})
     with pytest.raises(IncompatibleBaseModelError, match="Wan T2V|text-to-video"):
         run({**good, "base_model": str(tiny.ensure(tiny.WAN21_I2V))})
+    # Wan variants read streams a prepared dataset does not hold: refused, saying what would be needed
+    from harness import tiny_wan_variants as tv
+
+    for spec, name in ((tv.S2V, "Wan 2.2 S2V"), (tv.ANIMATE, "Wan 2.2 Animate")):
+        with pytest.raises(IncompatibleBaseModelError, match=rf"{name} \({spec.config}\).*audio features.*pose and face "
+                                                             r"videos.*Train on the Wan T2V model of the same width"):
+            run({**good, "base_model": str(tv.ensure_variant(spec))})
     # LTX-Video trains adapters, but not on data prepared with the Wan VAE; nor with checkpointing
     with pytest.raises(ConfigError, match="latents with 16 channels.*LTX-Video.*128-channel latents"):
         run({**good, "base_model": str(tiny.ensure_other(tiny.LTXV_TINY))})
@@ -297,7 +304,7 @@ def test_the_default_adapter_and_the_shipped_configs_cost_at_most_5_percent_of_t
 
     from iad.adapter import AdapterConfig, IdentityAdapter
     from iad.patching.arch import ArchInfo
-    from iad.train.model import adapter_config_for, wide_adapter_fields
+    from iad.train.base_model import adapter_config_for, wide_adapter_fields
 
     shape = {"1.3B": dict(dim=1536, ffn_dim=8960, num_heads=12, num_layers=30),
              "14B": dict(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)}[size]

@@ -312,6 +312,8 @@ def test_identity_on_the_video_rows_only_with_every_other_stream_bit_identical(s
     # tokens once per run: no resampler call while sampling; each block's K/V projected once
     assert int(after["adapter:resampler|count"]) == 0
     assert int(after["adapter:blocks.0.to_k_ip|count"]) == 1
+    # nothing of the identity stays behind (the causal model's caches are the sampler's, per run)
+    assert torch.equal(run_latent(server, graph(case, tag="after")), base)
 
 
 @pytest.mark.parametrize("case", HERE, ids=HERE_IDS)

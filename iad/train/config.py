@@ -2,7 +2,7 @@
 
 Every section and key is checked: unknown keys are refused with the closest known name, paths
 must exist, values must be in range. Whether the base model fits (a Wan T2V model whose width
-matches the adapter) is checked when the model is loaded (``iad.train.model.load_base``).
+matches the adapter) is checked when the model is loaded (``iad.train.base_model.load_base``).
 """
 
 from __future__ import annotations

@@ -19,8 +19,9 @@ from ..checkpoint import load_adapter, save_adapter
 from . import distributed
 from .config import ConfigError, TrainConfig, load_config
 from .data import PreparedDataset, build_batch, build_caption_batch, build_pixel_batch, global_batch_indices
-from .model import (BaseTrainable, IaDTrainable, VAETrainable, adapter_config_for, install_patches, load_base, load_vae,
-                    select_trainable)
+from .base_model import adapter_config_for, install_patches, load_base, select_trainable
+from .model import BaseTrainable, IaDTrainable
+from .vae_training import VAETrainable, load_vae
 
 log = logging.getLogger("iad.train")
 STATE_FORMAT = "comfyui-iad-train-state"
@@ -261,7 +262,7 @@ class Trainer:
         (``.diff`` / ``.diff_b``): *LoraLoaderModelOnly* at strength 1 gives the jointly trained base.
         Only the changed parameters are stored, so the file is small and the base file stays as is."""
         from ..prepare.shards import atomic_save_tensors
-        from .model import base_delta_key
+        from .base_model import base_delta_key
 
         tensors = {base_delta_key(n): (model_state[f"base_model.{n}"].float() - self.base_initial[n]).to(dtype).contiguous()
                    for n in self.base_trained}
