@@ -6,6 +6,8 @@ training-free decoupler on (b)'s weights -- same held-out people, prompts and no
     python benchmarks/bench_synth_experiment.py --identities 8  # quicker
     python benchmarks/bench_synth_experiment.py --world DIR --against synthworld/assets/world
                                  # a variant build (e.g. another adapter layout) against the shipped one, paired
+    python benchmarks/bench_synth_experiment.py --reference-rows
+                                 # reference frames appended (Wan variants): identity on the video's rows or all rows
 
 Prints the table side by side, every number with its 95 % interval (bootstrap over people,
 synthworld/stats.py), the paired differences between systems and whether they are significant, the
@@ -29,7 +31,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from synthworld import assets, build, experiment, world  # noqa: E402
+from synthworld import assets, build, experiment, reference_rows, world  # noqa: E402
 
 OUT = REPO / "docs" / "results"
 COLOURS = {"base": (120, 120, 120), "naive": (214, 39, 40), "iad": (31, 119, 180), "naive_tf": (255, 127, 14)}
@@ -186,6 +188,37 @@ def compare_worlds(variant: str, reference: str, identities: int, steps: int, se
     return 0
 
 
+def reference_rows_tables(out: dict) -> str:
+    """The reference-rows experiment: each system with its intervals, then the paired differences."""
+    systems = reference_rows.SYSTEMS
+    lines = ["| metric | " + " | ".join(reference_rows.SYSTEM_NAMES[s] for s in systems) + " |",
+             "|" + "---|" * (len(systems) + 1)]
+    for key, label, pct in ROWS:
+        label = label.replace("24-way", f"{out['config']['gallery_size']}-way")
+        lines.append(f"| {label} | " + " | ".join(fmt_ci(out["results"][s][key], out["results"][s]["ci95"].get(key), pct)
+                                                  for s in systems) + " |")
+    lines += ["", "| paired difference | identity accuracy | copy rate | action accuracy | FaceSim |", "|---|---|---|---|---|"]
+    for name, d in out["comparisons"].items():
+        lines.append(f"| {name} | " + " | ".join(diff_cell(d[k], pct) for k, pct in (
+            ("identity_accuracy", True), ("copy_rate", True), ("action_accuracy", True), ("face_sim", False))) + " |")
+    decision = out["decision"]
+    lines += ["", f"Decision: identity on the **{decision['identity_rows']}** (identity on every row adds identity: "
+                  f"{decision['all_rows_gain_identity']}; costs action or adds copying: {decision['all_rows_cost_action_or_copy']})."]
+    return "\n".join(lines)
+
+
+def reference_rows_run(world_dir: str, identities: int, steps: int, seed: int, write: bool) -> int:
+    cfg = experiment.ExperimentConfig(identities=identities, steps=steps, seed=seed)
+    out = reference_rows.run(world_dir, cfg)
+    text = reference_rows_tables(out)
+    print("\n" + text + f"\n\nwall time {out['wall_s']} s")
+    if write:
+        (OUT / "synth_reference_rows.json").write_text(json.dumps(out, indent=1) + "\n")
+        (OUT / "synth_reference_rows.md").write_text(text + "\n")
+        print(f"wrote {OUT}/synth_reference_rows.json, synth_reference_rows.md")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default=str(assets.WORLD_DIR))
@@ -202,7 +235,13 @@ def main() -> int:
                              "the shipped one); implies --no-write")
     parser.add_argument("--systems", default=",".join(experiment.SYSTEMS),
                         help="systems to run (comma-separated: base, naive, iad, naive_tf)")
+    parser.add_argument("--reference-rows", action="store_true",
+                        help="the reference-frame experiment instead (synthworld/reference_rows.py): which token rows the "
+                             "identity should reach when a Wan variant appends reference frames; writes "
+                             "docs/results/synth_reference_rows.json/.md")
     args = parser.parse_args()
+    if args.reference_rows:
+        return reference_rows_run(args.world, args.identities, args.steps, args.seed, not args.no_write)
     systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
     unknown = sorted(set(systems) - set(experiment.SYSTEMS))
     if unknown:

@@ -182,12 +182,17 @@ class IaDApply(io.ComfyNode):
             node_id="IaDApply",
             display_name="IaD Apply",
             category="IaD",
-            description="Adds the identity to a native video MODEL (Wan 2.1/2.2 T2V, I2V and TI2V 5B, LTX-Video, LTX-2 "
-                        "(video stream only), HunyuanVideo, HunyuanVideo 1.5) as extra attention on identity tokens. Patches a copy: chain it with LoRAs, ModelSamplingSD3 "
-                        "and other patches in any order. By default the identity acts only in the last quarter of "
-                        "the denoising (PersonalVideo): the prompt decides layout, motion and expression first.",
+            description="Adds the identity to a native video MODEL as extra attention on identity tokens: Wan 2.1/2.2 "
+                        "T2V, I2V, TI2V 5B and the Wan variants (VACE, Fun Camera/Control, S2V, HuMo, Animate, SCAIL, "
+                        "Dancer, Phantom, InfiniteTalk, the causal model; the video's tokens only, never the reference, "
+                        "pose, audio or motion streams), LTX-Video, LTX-2 (video stream only), HunyuanVideo, HunyuanVideo "
+                        "1.5. Patches a copy: chain it with LoRAs, ModelSamplingSD3 and other patches in any order. By "
+                        "default the identity acts only in the last quarter of the denoising (PersonalVideo): the "
+                        "prompt (or the driving video, pose or audio) decides layout, motion and expression first.",
             inputs=[
-                io.Model.Input("model", tooltip="The video model from Load Diffusion Model (GGUF/fp8 loaders work too)."),
+                io.Model.Input("model", tooltip="The video model from Load Diffusion Model (GGUF/fp8 loaders work too); "
+                                                "for a Wan variant, before or after its own conditioning node "
+                                                "(WanInfiniteTalkToVideo, ARVideoI2V) alike."),
                 io.Custom(IAD_MODEL).Input("iad_model", tooltip="The adapter from IaD Model Loader, made for this model family and size."),
                 io.Custom(IAD_IDENTITY).Input("identity", tooltip="Identity tokens from IaD Identity (computed with the same adapter)."),
                 io.Float.Input("weight", default=1.0, min=-2.0, max=3.0, step=0.05,

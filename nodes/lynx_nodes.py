@@ -253,7 +253,9 @@ class IaDLynxRefAdapter(io.ComfyNode):
             description="Lynx full's reference adapter: features of the reference face, from one pass of the model "
                         "over its VAE latent, added to every block's self-attention. They carry fine facial detail. "
                         "Combine it with IaD Apply (Lynx full or lite ID adapter) in either order. Wan 2.1 T2V 14B "
-                        "(and other 5120-wide Wan T2V models); one extra single-frame model pass per run and kind.",
+                        "(and other 5120-wide Wan T2V models, Phantom's graph included); Wan variants that read more "
+                        "than the video latent (I2V, Animate, S2V, HuMo, VACE, ...) are refused, saying why. One extra "
+                        "single-frame model pass per run and kind.",
             inputs=[
                 io.Model.Input("model", tooltip="The Wan T2V model (Load Diffusion Model; LoRAs and IaD Apply may come "
                                                 "before or after this node)."),

@@ -78,11 +78,14 @@ def shifted(t: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
 
 class IdentityInjection:
     """Context manager: while active, every adapter block's cross-attention adds
-    ``weight * mask[b] * attn(q, norm_k(K_id[b]), V_id[b])`` (``mask`` 0 rows get no identity)."""
+    ``weight * mask[b] * attn(q, norm_k(K_id[b]), V_id[b])`` (``mask`` 0 rows get no identity), on the
+    token rows ``tokens_rows`` of the sequence (None: every token)."""
 
-    def __init__(self, model, adapter, tokens: torch.Tensor, weight: float = 1.0, mask: torch.Tensor | None = None):
+    def __init__(self, model, adapter, tokens: torch.Tensor, weight: float = 1.0, mask: torch.Tensor | None = None,
+                 token_rows: slice | None = None):
         self.model, self.adapter, self.tokens, self.weight = model, adapter, tokens, float(weight)
         self.mask = mask
+        self.token_rows = token_rows
         self._saved: list = []
 
     def __enter__(self):
@@ -112,6 +115,10 @@ class IdentityInjection:
                 k_id = m.norm_k(k_id)
             extra = sdpa_attention(q, k_id.expand(q.shape[0], -1, -1), v_id.expand(q.shape[0], -1, -1), heads)
             w = self.weight if self.mask is None else self.weight * self.mask.view(-1, 1, 1).to(extra.dtype)
+            if self.token_rows is not None:   # only these rows of the sequence get the identity
+                keep = torch.zeros(1, q.shape[1], 1, dtype=extra.dtype)
+                keep[:, self.token_rows] = 1
+                w = w * keep
             return m.o(out + w * extra)
 
         return forward
@@ -119,10 +126,14 @@ class IdentityInjection:
 
 @torch.no_grad()
 def sample(model, contexts: torch.Tensor, noise: torch.Tensor, steps: int = 12, cfg: float = 3.0,
-           adapter=None, tokens: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
+           adapter=None, tokens: torch.Tensor | None = None, weight: float = 1.0,
+           time_dim_concat: torch.Tensor | None = None, token_rows: slice | None = None) -> torch.Tensor:
     """Euler sampling (ComfyUI's ``euler`` + ``simple`` schedule with Wan's shift). With an adapter,
     the identity is applied to the conditional branch only (IaD Apply's default
-    ``apply_to_uncond = False``); the unconditional branch gets the empty caption."""
+    ``apply_to_uncond = False``); the unconditional branch gets the empty caption.
+    ``time_dim_concat``: latent frames appended after the video in both branches, as Wan's
+    ``time_dim_concat`` conditioning (Phantom's reference images) appends them; ``token_rows``: which
+    rows of the token sequence get the identity (None: all)."""
     b = noise.shape[0]
     sigmas = shifted(torch.linspace(1, 0, steps + 1))
     empty = world_text.encode([""]).expand(b, -1, -1)
@@ -133,12 +144,13 @@ def sample(model, contexts: torch.Tensor, noise: torch.Tensor, steps: int = 12, 
         s = sigmas[i]
         t = torch.full((2 * b,), float(s) * 1000)
         xx = torch.cat([x, x])
+        extra = {} if time_dim_concat is None else {"time_dim_concat": torch.cat([time_dim_concat, time_dim_concat])}
         if adapter is not None:
             toks = torch.cat([tokens, tokens])
-            with IdentityInjection(model, adapter, toks, weight, mask):
-                v = model(xx, t, ctx)
+            with IdentityInjection(model, adapter, toks, weight, mask, token_rows):
+                v = model(xx, t, ctx, **extra)
         else:
-            v = model(xx, t, ctx)
+            v = model(xx, t, ctx, **extra)
         v_c, v_u = v[:b], v[b:]
         v = v_u + cfg * (v_c - v_u)
         x = x + (sigmas[i + 1] - s) * v

@@ -171,3 +171,25 @@ def test_demo_graph_runs_natively_and_shows_a_face_of_the_world(comfy_server):
     # the generated frames show a face of the world that the pack detects
     assert sum(e is not None for e in w.embed(frames)) >= world.FRAMES - 2
     assert sum(e is not None for e in w.embed(list(faces.to_uint8(vae_frames)))) >= world.FRAMES - 2   # and the VAE's video
+
+
+def test_identity_belongs_on_the_video_rows_not_on_appended_reference_frames():
+    """The decision behind IaD Apply's video rows (docs/patching.md, "Wan variants"), rerun: with the
+    reference photo's latent appended after the video (Phantom's conditioning; S2V, HuMo and SCAIL
+    append theirs alike), IaD on every row adds no identity over IaD on the video's rows and costs
+    prompt-following; so the identity stays off the reference rows. The published numbers
+    (docs/results/synth_reference_rows.json, `bench_synth_experiment.py --reference-rows`) are what
+    the rerun gives."""
+    from synthworld import reference_rows
+
+    rerun = json.loads(json.dumps(reference_rows.run(assets.WORLD_DIR, experiment.ExperimentConfig(), log=print)))
+    published = json.loads((REPO_ROOT / "docs" / "results" / "synth_reference_rows.json").read_text())
+    assert published["config"] == rerun["config"]
+    for key in ("results", "comparisons", "decision", "ci"):
+        mismatches = _published_mismatches(published[key], rerun[key], (key,))
+        assert not mismatches, "\n".join(mismatches[:20])
+    assert rerun["decision"]["identity_rows"] == "video rows only"
+    difference = rerun["comparisons"]["ref_iad_all - ref_iad_video"]
+    assert not (difference["identity_accuracy"]["significant"] and difference["identity_accuracy"]["value"] > 0)
+    # and the identity does its job next to appended reference frames: significantly more identity than without it
+    assert rerun["comparisons"]["ref_iad_video - ref"]["identity_accuracy"]["significant"]
