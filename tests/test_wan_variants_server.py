@@ -229,7 +229,7 @@ def graph(case: Case, iad: dict | None = None, order: str = "shift, iad", probe:
     frames = p.add("RepeatImageBatch", image=photo, amount=LENGTH)[0]
     model, pos, neg, latent = case.condition(p, model, pos, neg, vae, photo, frames)
     if probe:
-        model = p.add("IaDTestStreamProbe", model=model, modules=",".join(probe), name=f"{case.name}-{tag}", calls=2)[0]
+        model = p.add("IaDTestStreamProbe", model=model, modules=",".join(probe), name=f"{case.name}-{tag}", calls=3)[0]
     if case.causal:
         guider = p.add("CFGGuider", model=model, positive=pos, negative=neg, cfg=case.cfg)
         sampler = p.add("SamplerARVideo", num_frame_per_block=1)
@@ -309,6 +309,10 @@ def test_identity_on_the_video_rows_only_with_every_other_stream_bit_identical(s
         assert torch.equal(after[key], value), f"{key}: the {case.name} stream read different inputs with the identity"
         compared.append(path)
     assert set(compared) == set(TEXT_KV) | set(case.streams), sorted(before)
+    if case.causal:   # later calls recompute the text K/V while the identity acts: exactly the cached ones
+        for path in TEXT_KV:
+            assert int(before[f"{path}|count"]) == 2, "core computes the text K/V once, then attends to its cache"
+            assert torch.equal(after[f"{path}|2|out0"], before[f"{path}|1|out0"])
     # tokens once per run: no resampler call while sampling; each block's K/V projected once
     assert int(after["adapter:resampler|count"]) == 0
     assert int(after["adapter:blocks.0.to_k_ip|count"]) == 1
