@@ -1,4 +1,5 @@
-"""Regenerate ``workflows/*.json`` from ``scripts/workflow_specs/`` inside the real frontend.
+"""Regenerate ``workflows/*.json`` (and their thumbnails) from ``scripts/workflow_specs/`` inside the
+real frontend.
 
 The shipped files are ComfyUI UI-format graphs. Writing that format by hand is fragile (widget
 order, the hidden ``control_after_generate`` value after a seed, slot indices, node sizes), so
@@ -6,10 +7,12 @@ this script lets the frontend itself produce them: it starts ComfyUI with this p
 models), opens the UI in headless Chromium, creates each node with ``LiteGraph.createNode``, sets
 widgets and links *by name*, adds the Note nodes, groups and model download metadata
 (``properties.models``, which the frontend's "Missing Models" dialog turns into download buttons),
-and saves ``app.graph.serialize()``.
+and saves ``app.graph.serialize()``. Then it draws each workflow's thumbnail (``<name>.jpg``, the
+template browser's card) on a second server that has every file the workflows name, as a user sees
+the workflow once the files are there: it refuses to draw one in which the frontend flags a node.
 
-    .venv/bin/python scripts/build_workflows.py            # all workflows
-    .venv/bin/python scripts/build_workflows.py wan21_t2v_1.3B_iad_single_photo
+    .venv/bin/python scripts/lanes.py run v0.28.2 -- .venv/bin/python scripts/build_workflows.py          # all
+    .venv/bin/python scripts/lanes.py run v0.28.2 -- .venv/bin/python scripts/build_workflows.py wan2.2_14B_s2v_lynx_iad
 
 It fails loudly when a node type, widget, input or output named in a spec does not exist, so a
 renamed node input cannot silently produce a broken workflow.
@@ -30,7 +33,7 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 from harness.comfy_server import ComfyServer  # noqa: E402
 from harness.frontend import Browser  # noqa: E402
-from harness.paths import PACK_DIR_NAME, comfyui_dir  # noqa: E402
+from harness.paths import PACK_DIR_NAME, comfyui_dir, comfyui_version, frontend_version  # noqa: E402
 
 import workflow_specs  # noqa: E402
 
@@ -106,31 +109,77 @@ _BUILD_JS = "async (spec) => {" + _ADD_SPEC_JS + """
     return JSON.parse(JSON.stringify(app.graph.serialize()));
 }"""
 
-# A template workflow: the official template as ComfyUI ships it, its subgraphs unpacked (so the
-# IaD nodes sit next to the model they patch), the spec's nodes added below it, and IaD Apply put
-# between the anchor loader's MODEL output and everything that output fed.
-_BUILD_TEMPLATE_JS = "async ({template, spec, anchor}) => {" + _ADD_SPEC_JS + """
-    const app = window.app;
+# A template workflow: the official template as shipped, the template nodes of custom node packs left
+# out (their links taken over by the spec's replacements), the subgraphs that hold the model unpacked
+# (so the IaD nodes sit next to the model they patch), the spec's nodes added below it, and an IaD Apply
+# between every active anchor loader's output and everything that output fed (copies of the spec's
+# IaD Apply, sharing its adapter and identity, for the second and later loaders).
+_BUILD_TEMPLATE_JS = "async ({template, spec}) => {" + _ADD_SPEC_JS + """
+    const app = window.app, LG = window.LiteGraph, anchor = spec.anchor;
     const fail = (msg) => { throw new Error(spec.name + ': ' + msg); };
     await app.loadGraphData(template, true, false, null, {showMissingNodesDialog: false, showMissingModelsDialog: false});
     const graph = app.graph;
-    for (const n of [...graph.nodes]) if (n.isSubgraphNode?.()) graph.unpackSubgraph(n);
-    const found = graph.nodes.filter((n) => n.type === anchor.type && (!anchor.widget ||
-        (n.widgets || []).some((w) => w.name === anchor.widget[0] && w.value === anchor.widget[1])));
-    if (found.length !== 1) fail(`the template has ${found.length} ${anchor.type} nodes with ${anchor.widget}`);
-    const a = found[0];
-    const out = a.outputs.findIndex((o) => o.name === anchor.output);
-    if (out < 0) fail(`${anchor.type} has no output ${anchor.output}`);
     const link = (id) => graph.links instanceof Map ? graph.links.get(id) : graph.links[id];
-    const consumers = (a.outputs[out].links || []).map(link).filter((l) => l).map((l) => [graph.getNodeById(l.target_id), l.target_slot]);
-    if (!consumers.length) fail(`nothing takes ${anchor.type}.${anchor.output} in the template`);
+    const consumersOf = (node, slot) => (node.outputs[slot].links || []).map(link).filter((l) => l)
+        .map((l) => [graph.getNodeById(l.target_id), l.target_slot]);
+    const fed = {};
+    for (const id of spec.remove) {
+        const n = graph.getNodeById(id);
+        if (!n) fail(`the template has no node ${id} to leave out`);
+        fed[id] = (n.outputs || []).map((o, slot) => consumersOf(n, slot));
+        graph.remove(n);
+    }
+    const isAnchor = (n) => n.type === anchor.type && (n.mode ?? 0) === 0 && (!anchor.widget ||
+        (n.widgets || []).some((w) => w.name === anchor.widget[0] && anchor.widget[1].includes(w.value)));
+    for (const n of [...graph.nodes]) {
+        if (!(n.isSubgraphNode?.() && (n.mode ?? 0) === 0 && (n.subgraph?.nodes || []).some(isAnchor))) continue;
+        // Unpacking resets some widgets (a CustomCombo's choice): give the unpacked nodes the values they had.
+        const recorded = n.subgraph.nodes.map((x) => ({type: x.type, values: x.serialize().widgets_values}));
+        const before = new Set(graph.nodes.map((x) => x.id));
+        graph.unpackSubgraph(n);
+        graph.nodes.filter((x) => !before.has(x.id)).forEach((x, i) => {
+            const r = recorded[i];
+            if (r && r.type === x.type && r.values?.length && JSON.stringify(x.serialize().widgets_values) !== JSON.stringify(r.values))
+                x.configure({widgets_values: r.values});
+        });
+    }
+    const anchors = graph.nodes.filter(isAnchor);
+    if (!anchors.length) fail(`the template has no active ${anchor.type} with ${anchor.widget}`);
     let x0 = Infinity, y1 = -Infinity;
     for (const n of graph.nodes) { x0 = Math.min(x0, n.pos[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]); }
     app.canvas.deselectAll?.();   // unpacking leaves the unpacked nodes selected
-    const byKey = {'@anchor': a};
+    const byKey = {'@anchor': anchors[0]};
     addSpec(graph, spec, [x0, y1 + 200], byKey);
-    const apply = byKey[spec.apply];
-    for (const [node, slot] of consumers) if (!apply.connect(0, node, slot)) fail(`could not link IaD Apply -> ${node.type}`);
+    const first = byKey[spec.apply];
+    const slot = (node, name, side) => node[side].findIndex((x) => x.name === name);
+    anchors.forEach((a, i) => {
+        const out = slot(a, anchor.output, 'outputs');
+        if (out < 0) fail(`${anchor.type} has no output ${anchor.output}`);
+        let apply = first;
+        if (i > 0) {   // another loader of the model (a second subgraph, a second model): its own IaD Apply
+            apply = LG.createNode(first.type);
+            graph.add(apply);
+            apply.pos = [first.pos[0] + i * (first.size[0] + 60), first.pos[1]];
+            Object.assign(apply, {title: `${first.title} (${i + 1})`, color: first.color, bgcolor: first.bgcolor});
+            for (const w of first.widgets || []) apply.widgets.find((x) => x.name === w.name).value = w.value;
+            apply.setSize([...first.size]);
+            for (const name of ['iad_model', 'identity']) {
+                const l = link(first.inputs[slot(first, name, 'inputs')].link);
+                graph.getNodeById(l.origin_id).connect(l.origin_slot, apply, slot(apply, name, 'inputs'));
+            }
+            a.connect(out, apply, slot(apply, 'model', 'inputs'));
+        }
+        const consumers = consumersOf(a, out).filter(([n]) => n !== apply);
+        if (!consumers.length) fail(`nothing takes ${anchor.type}.${anchor.output} in the template`);
+        for (const [node, s] of consumers) if (!apply.connect(0, node, s)) fail(`could not link IaD Apply -> ${node.type}`);
+    });
+    for (const [id, [key, outName]] of Object.entries(spec.replace)) {
+        const src = byKey[key], out = src ? slot(src, outName, 'outputs') : -1;
+        if (out < 0) fail(`replacement ${key}.${outName} for template node ${id} does not exist`);
+        for (const consumers of fed[id] || []) {
+            for (const [node, s] of consumers) if (graph.getNodeById(node.id) && !src.connect(out, node, s)) fail(`could not link ${key} -> ${node.type}`);
+        }
+    }
     graph.setDirtyCanvas(true, true);
     return JSON.parse(JSON.stringify(graph.serialize()));
 }"""
@@ -140,8 +189,10 @@ def build_graph(page, spec: workflow_specs.Workflow) -> dict:
     """The UI-format graph of ``spec``, made by the frontend in ``page`` (a harness.frontend.ComfyPage)."""
     if isinstance(spec, workflow_specs.TemplateWorkflow):
         template = workflow_specs.official_template(spec.template)
-        graph = page.evaluate(_BUILD_TEMPLATE_JS, {"template": template.graph, "spec": spec.to_js(), "anchor": spec.anchor})
-        graph["extra"] = {**graph.get("extra", {}), "iad_template": template.provenance()}
+        graph = page.evaluate(_BUILD_TEMPLATE_JS, {"template": template.graph, "spec": spec.to_js()})
+        # Where it was built: the graph's widget values follow that ComfyUI's node schemas.
+        graph["extra"] = {**graph.get("extra", {}), "iad_template": {**template.provenance(),
+                                                                     "built_with": f"ComfyUI {comfyui_version()}"}}
     else:
         graph = page.evaluate(_BUILD_JS, spec.to_js())
     # A stable id: rebuilding an unchanged spec gives a byte-identical file.
@@ -151,48 +202,54 @@ def build_graph(page, spec: workflow_specs.Workflow) -> dict:
     return graph
 
 
-def save_thumbnail(page, target: Path, width: int = 640) -> Path:
-    """The template browser shows ``<name>.jpg`` next to ``<name>.json`` as the card's picture:
-    the built graph, fitted to the canvas."""
+# Around the fitted graph, room for the frontend's own overlays (side bar, tabs, run and zoom
+# controls), so that the picture shows the graph only, whatever the frontend draws where.
+THUMBNAIL_MARGINS = {"left": 110, "top": 120, "right": 70, "bottom": 90}
+THUMBNAIL_MARK = "iad-thumbnail"
+
+
+def save_thumbnail(page, workflow: Path, target: Path, width: int = 640) -> Path:
+    """The template browser shows ``<name>.jpg`` next to ``<name>.json`` as the card's picture: the
+    workflow as a user opens it once its files are there (a server with every file it names), fitted
+    to the canvas. Refuses to draw a workflow in which the frontend flags a node (a missing file or
+    node type outlines it in red); the JPEG's comment says what it was drawn on."""
     import io
 
     from PIL import Image
 
+    report = page.load_workflow(workflow)
+    flagged = [f"{n['id']} {n['type']}" for n in report.error_nodes]
+    if flagged or report.missing_node_types or report.missing_models:
+        raise RuntimeError(f"{workflow.name}: the frontend flags {flagged}, misses node types {report.missing_node_types} "
+                           f"and model files {[m['name'] for m in report.missing_models]}: its thumbnail would look broken")
+    page.close_dialogs()
+    page.dismiss_toasts()
     # Fit the nodes (not whatever else the canvas holds) into the canvas by setting its transform.
-    page.evaluate("""() => {
+    box = page.evaluate("""(m) => {
         const canvas = window.app.canvas, ds = canvas.ds, el = document.querySelector('#graph-canvas');
-        const rect = el.getBoundingClientRect(), title = window.LiteGraph.NODE_TITLE_HEIGHT || 30, margin = 40;
+        const rect = el.getBoundingClientRect(), title = window.LiteGraph.NODE_TITLE_HEIGHT || 30;
         let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
         for (const n of window.app.graph.nodes) {
             x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - title);
             x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
         }
-        ds.scale = Math.min((rect.width - 2 * margin) / (x1 - x0), (rect.height - 2 * margin) / (y1 - y0));
-        ds.offset[0] = margin / ds.scale - x0;
-        ds.offset[1] = margin / ds.scale - y0;
+        const w = rect.width - m.left - m.right, h = rect.height - m.top - m.bottom;
+        ds.scale = Math.min(w / (x1 - x0), h / (y1 - y0));
+        ds.offset[0] = m.left / ds.scale - x0;
+        ds.offset[1] = m.top / ds.scale - y0;
         canvas.setDirty(true, true);
-    }""")
+        const left = rect.left + m.left - 8, top = rect.top + m.top - 8;
+        return {x: left, y: top, width: (x1 - x0) * ds.scale + 16, height: (y1 - y0) * ds.scale + 16};
+    }""", THUMBNAIL_MARGINS)
     page.evaluate("() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r)))")
-    # Only the graph: its bounding box in page pixels (canvas transform: (pos + offset) * scale).
-    box = page.evaluate("""() => {
-        const ds = window.app.canvas.ds, rect = document.querySelector('#graph-canvas').getBoundingClientRect();
-        const title = window.LiteGraph.NODE_TITLE_HEIGHT || 30;
-        let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
-        for (const n of window.app.graph.nodes) {
-            x0 = Math.min(x0, n.pos[0]); y0 = Math.min(y0, n.pos[1] - title);
-            x1 = Math.max(x1, n.pos[0] + n.size[0]); y1 = Math.max(y1, n.pos[1] + n.size[1]);
-        }
-        const sx = (x) => rect.left + (x + ds.offset[0]) * ds.scale, sy = (y) => rect.top + (y + ds.offset[1]) * ds.scale;
-        const left = Math.max(rect.left, sx(x0) - 12), top = Math.max(rect.top, sy(y0) - 12);
-        return {x: left, y: top, width: Math.min(rect.right, sx(x1) + 12) - left, height: Math.min(rect.bottom, sy(y1) + 12) - top};
-    }""")
     if box["height"] <= 0 or box["width"] <= 0:
         raise RuntimeError(f"{target.name}: the fitted graph is not on the canvas: {box}")
     png = page.page.screenshot(clip=box)
+    mark = f"{THUMBNAIL_MARK}: frontend {frontend_version()}, every file the workflow names present, 0 nodes flagged"
     with Image.open(io.BytesIO(png)) as img:
         img = img.convert("RGB")
         img.thumbnail((width, width))
-        img.save(target, "JPEG", quality=82, optimize=True)
+        img.save(target, "JPEG", quality=82, optimize=True, comment=mark.encode())
     return target
 
 
@@ -201,21 +258,34 @@ def build(names: list[str] | None = None, out_dir: Path = WORKFLOWS_DIR) -> list
     if names and len(specs) != len(names):
         known = [s.name for s in workflow_specs.all_workflows()]
         raise SystemExit(f"unknown workflow name(s) {sorted(set(names) - {s.name for s in specs})}; known: {known}")
-    written = []
-    with tempfile.TemporaryDirectory(prefix="iad-build-workflows-") as base:
-        server = ComfyServer(comfy_dir=comfyui_dir(), base_dir=Path(base), custom_nodes={PACK_DIR_NAME: REPO})
-        with server, Browser() as browser:
+    from harness import tiny_models
+    from harness.workflow_fixtures import install_every_named_file
+
+    written, built = [], []
+    with tempfile.TemporaryDirectory(prefix="iad-build-workflows-") as base, Browser() as browser:
+        # The graphs: made by the frontend on a server with this pack and no model files.
+        with ComfyServer(comfy_dir=comfyui_dir(), base_dir=Path(base) / "build", custom_nodes={PACK_DIR_NAME: REPO}) as server:
             page = browser.new_page(server.url)
-            # Thumbnails show the graph only, not the minimap overlay.
-            page.evaluate("() => window.app.extensionManager.setting.set('Comfy.Minimap.Visible', false)")
             try:
                 for spec in specs:
                     graph = build_graph(page, spec)
                     target = out_dir / f"{spec.name}.json"
                     target.write_text(json.dumps(graph, indent=2) + "\n")
                     written.append(target)
-                    written.append(save_thumbnail(page, out_dir / f"{spec.name}.jpg"))
-                    print(f"wrote {target} ({len(graph['nodes'])} nodes, {len(graph['links'])} links) and its thumbnail")
+                    built.append((spec, target, graph))
+                    print(f"wrote {target} ({len(graph['nodes'])} nodes, {len(graph['links'])} links)")
+            finally:
+                page.close()
+        # The pictures: drawn where every file the workflows name exists, as a user sees them then.
+        with ComfyServer(comfy_dir=comfyui_dir(), base_dir=Path(base) / "files", custom_nodes={PACK_DIR_NAME: REPO}) as server:
+            install_every_named_file(server, [graph for _, _, graph in built], tiny_models.ensure(tiny_models.WAN21_T2V))
+            page = browser.new_page(server.url)   # after the files: the UI reads the lists when it opens
+            # Thumbnails show the graph only, not the minimap overlay.
+            page.evaluate("() => window.app.extensionManager.setting.set('Comfy.Minimap.Visible', false)")
+            try:
+                for spec, target, _ in built:
+                    written.append(save_thumbnail(page, target, out_dir / f"{spec.name}.jpg"))
+                    print(f"drew {spec.name}.jpg")
             finally:
                 page.close()
     return written

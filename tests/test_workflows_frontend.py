@@ -22,20 +22,38 @@ from harness.paths import PACK_DIR_NAME, frontend_version
 pytestmark = [pytest.mark.server, pytest.mark.browser]
 
 WORKFLOWS = shipped_workflows()
-VIRTUAL_NODES = ("Note", "MarkdownNote", "Reroute")
-# The core nodes the LTX-2 workflow (ComfyUI's LTX-2 template) needs that ComfyUI added with LTX-2
-# (0.7): on an older ComfyUI (0.3.75) exactly these are missing, and nothing else.
-LTX2_CORE_NODES = {"LTXAVTextEncoderLoader", "LTXVAudioVAEDecode", "LTXVAudioVAELoader", "LTXVConcatAVLatent",
-                   "LTXVEmptyLatentAudio", "LTXVLatentUpsampler", "LTXVSeparateAVLatent", "ManualSigmas"}
+VIRTUAL_NODES = ("Note", "MarkdownNote", "Reroute", "PrimitiveNode")
 
 
-def _missing_here(path) -> set[str]:
-    """The node types ``path`` needs that this ComfyUI cannot have (LTX-2's, before 0.7)."""
-    from harness import tiny_models as tiny
+def _missing_here(path, server) -> set[str]:
+    """The node types ``path`` needs that this ComfyUI cannot have: core nodes that came after it
+    (LTX-2's with ComfyUI 0.7; SCAIL's, Dancer's, InfiniteTalk's and the causal model's after 0.3.75),
+    never one of the pack's own. On ComfyUI v0.28 and newer: none (the shipped workflows' own
+    ComfyUI), which the tests then require of every frontend."""
+    from harness.paths import comfyui_at_least
+    from harness.workflow_fixtures import graph_parts
 
-    return LTX2_CORE_NODES if path.stem.startswith("ltx2") and tiny.LTX2_TINY not in tiny.other_family_specs() else set()
+    if comfyui_at_least("0.28"):
+        return set()
+    graph = load_json(path)
+    subgraphs = {part.get("id") for part in graph_parts(graph)[1:]}
+    known = set(_registered_types(server)) | set(VIRTUAL_NODES) | subgraphs
+    return {n["type"] for part in graph_parts(graph) for n in part["nodes"]
+            if n["type"] not in known and not n["type"].startswith("IaD")}
+
+
+_TYPES: dict = {}
+
+
+def _registered_types(server) -> list[str]:
+    if server.url not in _TYPES:
+        _TYPES[server.url] = list(server.object_info())
+    return _TYPES[server.url]
+
+
 # Inputs of core loaders that name a model file; their value must be documented for download.
 MODEL_FILE_WIDGETS = {"unet_name", "clip_name", "clip_name1", "clip_name2", "vae_name", "ckpt_name", "lora_name", "text_encoder",
+                      "audio_encoder_name", "name",
                       "model_name", "adapter_name", "iad_model", "model_pack", "pack", "weights", "ref_layers"}
 
 
@@ -91,7 +109,7 @@ def test_workflow_opens_in_the_frontend_without_missing_nodes_or_invalid_values(
     comfy_page.evaluate("() => window.app.extensionManager.command.execute('Comfy.Canvas.FitView')")
     comfy_page.screenshot(path.stem, SCREENSHOTS_DIR)
 
-    unavailable = _missing_here(path)
+    unavailable = _missing_here(path, comfy_server)
     if unavailable:   # this ComfyUI predates the model: the frontend names exactly its core nodes, no IaD node
         assert report.missing_node_types and set(report.missing_node_types) <= unavailable, report.missing_node_types
         return
@@ -124,8 +142,9 @@ def test_workflow_opens_in_the_frontend_without_missing_nodes_or_invalid_values(
     # The Run button's conversion keeps every executable node (notes are virtual) and the server
     # accepts its structure: only the absent model files may be reported.
     converted = comfy_page.graph_to_prompt()
-    # Notes and reroutes (official templates use both) live in the frontend only.
-    executable = [n for n in load_json(path)["nodes"] if n["type"] not in VIRTUAL_NODES and n.get("mode", 0) == 0]
+    # Notes, reroutes and primitives (official templates use them) live in the frontend only; the
+    # nodes of a subgraph run where it stands.
+    executable = [n for n in _active_flat_nodes(load_json(path)) if n["type"] not in VIRTUAL_NODES]
     from collections import Counter
 
     sent, kept = Counter(v["class_type"] for v in converted["output"].values()), Counter(n["type"] for n in executable)
@@ -160,26 +179,11 @@ def test_workflow_opens_in_the_frontend_without_missing_nodes_or_invalid_values(
 def server_with_every_file(tmp_path_factory, tiny_models, browser):
     """A server that has every file the shipped workflows name (stand-ins under the real names, as a
     user has them after following the Read-me notes), and a page on it."""
-    import numpy as np
-    from PIL import Image
-
     from conftest import make_server
-    from harness import insightface_pack
-    from harness.workflow_fixtures import tiny_irse50_path
+    from harness.workflow_fixtures import install_every_named_file
 
     server = make_server(tmp_path_factory.mktemp("every-file"), tiny_models).start()
-    stand_in = tiny_models[next(iter(tiny_models))]
-    pack = insightface_pack.ensure_pack(insightface_pack.ANTELOPEV2)
-    server.add_model("insightface", pack, f"models/{pack.name}")
-    for path in WORKFLOWS:
-        for node in load_json(path)["nodes"]:
-            for model in node.get("properties", {}).get("models", []) or []:
-                server.add_model(model["directory"], tiny_irse50_path() if model["directory"] == "facexlib" else stand_in,
-                                 model["name"])
-            if node["type"] == "IaDModelLoader":
-                server.add_model("iad", stand_in, node["widgets_values"][0])
-            if node["type"] == "LoadImage":
-                Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(server.input_dir / node["widgets_values"][0])
+    install_every_named_file(server, [load_json(path) for path in WORKFLOWS], tiny_models[next(iter(tiny_models))])
     page = browser.new_page(server.url)   # after the files: the UI reads the lists when it opens
     try:
         yield server, page
@@ -191,16 +195,46 @@ def server_with_every_file(tmp_path_factory, tiny_models, browser):
 def test_workflows_open_clean_once_the_model_files_are_there(server_with_every_file):
     """What a user sees after downloading what the notes list: on every frontend, no node flagged,
     no missing model, no missing node, no warning."""
-    _, page = server_with_every_file
+    server, page = server_with_every_file
     for path in WORKFLOWS:
         report = page.load_workflow(path)
-        if _missing_here(path):
-            assert set(report.missing_node_types) <= _missing_here(path) and report.missing_models == [], path.name
+        if _missing_here(path, server):
+            assert set(report.missing_node_types) <= _missing_here(path, server) and report.missing_models == [], path.name
             page.close_dialogs()
             continue
         assert report.missing_node_types == [] and report.missing_models == [], (path.name, report.missing_models)
         assert report.error_nodes == [], f"{path.name}: nodes flagged by the frontend: {report.error_nodes}"
         assert report.warnings == [] and report.page_errors == [], (path.name, report.warnings, report.page_errors)
+        page.close_dialogs()
+
+
+def test_thumbnails_are_drawn_with_every_file_there_and_no_node_flagged(server_with_every_file, tmp_path):
+    """The template browser's picture of each workflow (``<name>.jpg``): scripts/build_workflows.py draws
+    it on a server that has every file the workflow names, and refuses to draw one in which the
+    frontend flags a node (a missing file outlines its loader in red from frontend 1.45 on). Each
+    shipped picture says so in its JPEG comment, drawn by a frontend that flags missing files; and
+    drawing it again here, the same way, finds no flagged node."""
+    import importlib.util
+
+    from PIL import Image
+
+    from harness.paths import REPO_ROOT
+
+    spec = importlib.util.spec_from_file_location("build_workflows", REPO_ROOT / "scripts" / "build_workflows.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    server, page = server_with_every_file
+    for path in WORKFLOWS:
+        with Image.open(path.with_suffix(".jpg")) as shipped:
+            mark = shipped.info.get("comment", b"").decode()
+        assert mark.startswith(builder.THUMBNAIL_MARK) and "0 nodes flagged" in mark, (path.name, mark)
+        drawn_by = re.search(r"frontend (\d+\.\d+)", mark)
+        assert drawn_by and _version(drawn_by.group(1)) >= (1, 45), f"{path.name}: drawn by a frontend that flags nothing"
+        if _missing_here(path, server):
+            continue   # this ComfyUI lacks the model's own nodes: nothing to draw here
+        redrawn = builder.save_thumbnail(page, path, tmp_path / f"{path.stem}.jpg")   # raises on a flagged node
+        with Image.open(redrawn) as image:
+            assert image.info["comment"].decode().endswith("0 nodes flagged") and max(image.size) == 640
         page.close_dialogs()
 
 
@@ -288,11 +322,16 @@ def test_shipped_workflows_match_their_specs_built_against_the_current_nodes(com
     for wf in specs:
         shipped = load_json(next(p for p in WORKFLOWS if p.stem == wf.name))
         if isinstance(wf, builder.workflow_specs.TemplateWorkflow):
-            # Built from an official template: rebuilt where this ComfyUI pins that very template
+            # Built from an official template: rebuilt with the ComfyUI it was built with (its node
+            # schemas decide the widget values) and that very template at hand
             # (test_template_workflows_are_the_official_template_plus_iad checks the rest everywhere).
             # Unpacking a subgraph numbers nodes and links its own way in each frontend: compared by content.
+            from harness.paths import comfyui_version
+
+            provenance = shipped["extra"]["iad_template"]
             template = _installed_template(wf.template)
-            if template is None or template.sha256 != shipped["extra"]["iad_template"]["sha256"]:
+            if (template is None or template.sha256 != provenance["sha256"]
+                    or provenance.get("built_with") != f"ComfyUI {comfyui_version().lstrip('v')}"):
                 continue
             fresh = builder.build_graph(comfy_page, wf)
             assert _content(fresh) == _content(shipped), f"workflows/{wf.name}.json is stale: run `python scripts/build_workflows.py`"
@@ -359,13 +398,43 @@ def _links(graph: dict) -> list[tuple]:
     return out
 
 
+def _active_flat_nodes(graph: dict) -> list[dict]:
+    """The nodes the Run button sends: active ones, active subgraph instances expanded. Frontends
+    before 1.45 (1.32, ComfyUI 0.3.75's) expand a bypassed subgraph instance too and send its
+    inner nodes by their own modes (the S2V template's bypassed extension chunks)."""
+    definitions = {s["id"]: s for s in graph.get("definitions", {}).get("subgraphs", [])}
+    old_frontend = _version(frontend_version())[:2] < (1, 45)
+
+    def expand(nodes):
+        for node in nodes:
+            if node["type"] in definitions and (node.get("mode", 0) == 0 or old_frontend):
+                yield from expand(definitions[node["type"]]["nodes"])
+            elif node.get("mode", 0) == 0 and node["type"] not in definitions:
+                yield node
+    return list(expand(graph["nodes"]))
+
+
+def _flat_nodes(graph: dict) -> list[dict]:
+    """The nodes a graph runs, subgraph instances expanded into their definitions' nodes (recursively)."""
+    definitions = {s["id"]: s for s in graph.get("definitions", {}).get("subgraphs", [])}
+
+    def expand(nodes):
+        for node in nodes:
+            if node["type"] in definitions:
+                yield from expand(definitions[node["type"]]["nodes"])
+            else:
+                yield node
+    return list(expand(graph["nodes"]))
+
+
 @pytest.mark.parametrize("path", TEMPLATE_WORKFLOWS, ids=_ids(TEMPLATE_WORKFLOWS))
 def test_template_workflows_are_the_official_template_plus_iad(path):
-    """A workflow built from ComfyUI's official template: IaD Apply sits between the template's
-    model loader and everything that model fed, and nothing else of the template changed. Where
-    this ComfyUI pins that very template (v0.28.2), every template node (subgraphs included) is in
-    the workflow with its mode and widget values, and IaD Apply feeds exactly the nodes the loader
-    fed there."""
+    """A workflow built from ComfyUI's official template: an IaD Apply sits between each active loader
+    of the template's model and everything that loader's model fed (all sharing one adapter and one
+    identity), and nothing else of the template changed. Where the template is at hand (the package
+    this ComfyUI pins, or the repository's copy of one an older pin shipped) every template node
+    (subgraphs included) is in the workflow with its mode and widget values, except the nodes of
+    custom node packs the spec leaves out, and the IaD Apply nodes feed exactly what the loaders fed."""
     import sys
     from collections import Counter
 
@@ -380,37 +449,43 @@ def test_template_workflows_are_the_official_template_plus_iad(path):
     assert provenance["file"] == spec.template and provenance["package"].startswith("comfyui-workflow-templates")
     nodes = {n["id"]: n for n in shipped["nodes"]}
     links = {link[0]: link for link in _links(shipped)}
-    (apply,) = [n for n in shipped["nodes"] if n["type"] == "IaDApply"]
-    model_in = links[next(i["link"] for i in apply["inputs"] if i["name"] == "model")]
-    loader = nodes[model_in[1]]
-    assert loader["type"] == spec.anchor["type"] and spec.anchor["widget"][1] in loader["widgets_values"]
-    assert loader["outputs"][model_in[2]]["links"] == [model_in[0]], "the model loader feeds something besides IaD Apply"
-    fed = Counter(nodes[links[i][3]]["type"] for i in apply["outputs"][0]["links"])
-    assert fed, "IaD Apply feeds nothing"
+    applies = [n for n in shipped["nodes"] if n["type"] == "IaDApply"]
+    fed, sources = Counter(), set()
+    for apply in applies:
+        inputs = {i["name"]: links[i["link"]] for i in apply["inputs"] if i.get("link") is not None}
+        loader = nodes[inputs["model"][1]]
+        assert loader["type"] == spec.anchor["type"] and loader.get("mode", 0) == 0
+        assert set(spec.anchor_values()) & set(loader["widgets_values"]), loader["widgets_values"]
+        assert loader["outputs"][inputs["model"][2]]["links"] == [inputs["model"][0]], "the loader feeds more than IaD Apply"
+        sources.add((inputs["iad_model"][1], inputs["identity"][1]))
+        fed += Counter(nodes[links[i][3]]["type"] for i in apply["outputs"][0]["links"])
+    assert applies and fed, "no IaD Apply, or it feeds nothing"
+    assert len(sources) == 1, "the IaD Apply nodes must share one adapter and one identity"
 
     template = _installed_template(spec.template)
     if template is None or template.sha256 != provenance["sha256"]:
         return   # this ComfyUI pins other templates: the rewiring above is what can be checked here
-    graph = template.graph
-    parts = [graph] + list(graph.get("definitions", {}).get("subgraphs", []))
-    subgraph_ids = {s["id"] for s in parts[1:]}
-    unused = list(shipped["nodes"])
-    for part in parts:
-        for node in part["nodes"]:
-            if node["type"] in subgraph_ids:
-                continue   # the subgraph instance itself: unpacked into its nodes
-            values = node.get("widgets_values") or []
-            match = next((n for n in unused if n["type"] == node["type"] and n.get("mode", 0) == node.get("mode", 0)
-                          and (n.get("widgets_values") or [])[:len(values)] == values), None)
-            assert match is not None, f"{path.name}: template node {node['id']} ({node['type']}, {values}) is missing or changed"
-            unused.remove(match)
-    assert {n["type"] for n in unused} <= {"IaDApply", "IaDIdentity", "IaDModelLoader", "IaDFaceEmbed", "IaDFaceAnalysisLoader",
-                                           "LoadImage", "PreviewImage", "PreviewAny", "Note"}, [n["type"] for n in unused]
-    # What the loader's MODEL fed in the template is what IaD Apply feeds now.
-    for part in parts:
+    left_out = set(spec.remove)
+    unused = _flat_nodes(shipped)
+    for node in _flat_nodes(template.graph):
+        if node["id"] in left_out and node in template.graph["nodes"]:
+            continue
+        values = node.get("widgets_values") or []
+        if all(v is None for v in values):
+            values = []   # display-only widgets (PreviewAny's text): frontends serialize them as nothing
+        match = next((n for n in unused if n["type"] == node["type"] and n.get("mode", 0) == node.get("mode", 0)
+                      and (n.get("widgets_values") or [])[:len(values)] == values), None)
+        assert match is not None, f"{path.name}: template node {node['id']} ({node['type']}, {values}) is missing or changed"
+        unused.remove(match)
+    added = {"IaDApply", "IaDIdentity", "IaDModelLoader", "IaDFaceEmbed", "IaDFaceAnalysisLoader", "IaDIRSE50FaceEmbedder",
+             "LoadImage", "PreviewImage", "PreviewAny", "Note"} | {n.type for n in spec.nodes}
+    assert {n["type"] for n in unused} <= added, [n["type"] for n in unused]
+    # What the loaders' MODEL fed in the template is what the IaD Apply nodes feed now.
+    template_fed = Counter()
+    for part in [template.graph] + list(template.graph.get("definitions", {}).get("subgraphs", [])):
         part_nodes = {n["id"]: n for n in part["nodes"]}
-        for anchor in (n for n in part["nodes"] if n["type"] == spec.anchor["type"]
-                       and spec.anchor["widget"][1] in (n.get("widgets_values") or [])):
+        for anchor in (n for n in part["nodes"] if n["type"] == spec.anchor["type"] and n.get("mode", 0) == 0
+                       and set(spec.anchor_values()) & set(n.get("widgets_values") or [])):
             out = next(i for i, o in enumerate(anchor["outputs"]) if o["name"] == spec.anchor["output"])
-            template_fed = Counter(part_nodes[t]["type"] for _, o, slot, t, _ in _links(part) if o == anchor["id"] and slot == out)
-            assert fed == template_fed, (fed, template_fed)
+            template_fed += Counter(part_nodes[t]["type"] for _, o, slot, t, _ in _links(part) if o == anchor["id"] and slot == out)
+    assert fed == template_fed, (fed, template_fed)

@@ -11,6 +11,7 @@ real frontend. One module per kind of workflow:
 | ``lynx.py`` | Lynx on native Wan 2.1 14B |
 | ``families.py`` | hand-made HunyuanVideo and LTX-Video workflows |
 | ``templates.py`` | ComfyUI's official templates (LTX-2, HunyuanVideo 1.5) plus IaD |
+| ``wan_variants.py`` | ComfyUI's templates of the Wan variants (Animate, S2V, HuMo, InfiniteTalk, SCAIL-2, VACE, Dancer, causal) plus IaD |
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .families import hunyuan_video_single_photo, ltxv_single_photo
 from .lynx import LYNX_RELEASES, lynx_release, wan21_14b_lynx
 from .model import Group, ModelFile, Node, OfficialTemplate, TemplateWorkflow, Workflow, download_list, note, official_template
 from .templates import hunyuan_video15_t2v_template, ltx2_t2v_template
+from .wan_variants import wan_variant_workflows
 from .wan import wan21_1_3b_single_photo, wan21_14b_multi_reference, wan21_ab_comparison, wan22_a14b_multi_reference
 
 __all__ = ["Group", "ModelFile", "Node", "OfficialTemplate", "TemplateWorkflow", "Workflow", "all_workflows",
@@ -28,4 +30,4 @@ __all__ = ["Group", "ModelFile", "Node", "OfficialTemplate", "TemplateWorkflow",
 def all_workflows() -> list[Workflow]:
     return [wan21_1_3b_single_photo(), wan21_14b_multi_reference(), wan22_a14b_multi_reference(), wan21_14b_lynx(),
             *(lynx_release(key) for key in LYNX_RELEASES), wan21_ab_comparison(), hunyuan_video_single_photo(),
-            ltxv_single_photo(), ltx2_t2v_template(), hunyuan_video15_t2v_template()]
+            ltxv_single_photo(), ltx2_t2v_template(), hunyuan_video15_t2v_template(), *wan_variant_workflows()]

@@ -9,6 +9,7 @@ the frontend's "Missing Models" dialog offers as download buttons.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 HF = "https://huggingface.co"
 NOTE_COLOR, NOTE_BG = "#432", "#653"
@@ -86,17 +87,30 @@ class Workflow:
 @dataclass
 class TemplateWorkflow(Workflow):
     """A shipped workflow built from ComfyUI's own official template for a model (the
-    comfyui-workflow-templates package ComfyUI pins): the template as shipped, its subgraphs
-    unpacked, plus ``nodes`` (the IaD part, placed below it) and IaD Apply between the ``anchor``
-    loader's output and everything that output fed. ``@anchor`` in a link names that loader."""
+    comfyui-workflow-templates package ComfyUI pins): the template as shipped, the subgraphs that
+    hold its model unpacked, plus ``nodes`` (the IaD part, placed below it) and an IaD Apply between
+    each ``anchor`` loader's output and everything that output fed (the spec's ``apply`` node for the
+    first, copies of it for the others: a template may load the model in several subgraphs, or two
+    models). ``@anchor`` in a link names the first loader. ``remove`` lists template nodes left out
+    (nodes of custom node packs that core lacks); ``replace`` gives what takes over their links."""
 
     template: str = ""           # file name in the templates package, e.g. video_ltx2_t2v.json
-    anchor: dict = field(default_factory=dict)   # {"type", "widget": [name, value], "output"}
+    # {"type", "widget": [name, value or [values]], "output"}: the loaders (active ones) whose model gets IaD
+    anchor: dict = field(default_factory=dict)
     apply: str = "apply"         # the key of the IaD Apply node in ``nodes``
     requires: str = ""           # what the running ComfyUI must have (said in the README and tests)
+    remove: tuple[int, ...] = ()  # template node ids left out
+    replace: dict = field(default_factory=dict)   # removed node id -> (spec node key, its output name)
+
+    def anchor_values(self) -> list:
+        value = self.anchor.get("widget", [None, None])[1]
+        return list(value) if isinstance(value, (list, tuple)) else [value]
 
     def to_js(self) -> dict:
-        return {**super().to_js(), "apply": self.apply}
+        anchor = {**self.anchor, "widget": [self.anchor["widget"][0], self.anchor_values()]} if "widget" in self.anchor \
+            else self.anchor
+        return {**super().to_js(), "apply": self.apply, "anchor": anchor, "remove": list(self.remove),
+                "replace": {str(k): list(v) for k, v in self.replace.items()}}
 
 
 @dataclass(frozen=True)
@@ -111,9 +125,15 @@ class OfficialTemplate:
         return {"package": self.package, "version": self.version, "file": self.file, "sha256": self.sha256}
 
 
+# Official templates kept in the repository (unchanged, with where they come from), for templates the
+# package this ComfyUI pins no longer ships (scripts/templates/SOURCES.json says which and why).
+VENDORED = Path(__file__).resolve().parents[1] / "templates"
+
+
 def official_template(file: str) -> OfficialTemplate:
     """An official template from the installed comfyui-workflow-templates packages (the one this
-    ComfyUI pins); raises FileNotFoundError when none of them has ``file``."""
+    ComfyUI pins), else from ``scripts/templates`` (a template an older pin shipped); raises
+    FileNotFoundError when neither has ``file``."""
     import hashlib
     import json
     from importlib import metadata
@@ -127,6 +147,11 @@ def official_template(file: str) -> OfficialTemplate:
                 path = entry.locate()
                 data = path.read_bytes()
                 return OfficialTemplate(json.loads(data), name, dist.version, file, hashlib.sha256(data).hexdigest())
+    sources = json.loads((VENDORED / "SOURCES.json").read_text())
+    if file in sources:
+        data = (VENDORED / file).read_bytes()
+        return OfficialTemplate(json.loads(data), sources[file]["package"], sources[file]["version"], file,
+                                hashlib.sha256(data).hexdigest())
     raise FileNotFoundError(f"no installed comfyui-workflow-templates package has {file} (run in the lane of the "
                             "ComfyUI whose templates the workflow is built from: scripts/lanes.py run v0.28.2 -- ...)")
 

@@ -31,12 +31,84 @@ def load_json(path: Path) -> dict:
 
 def reference_image_names() -> list[str]:
     """The photo file names the shipped workflows' Load Image nodes start with."""
-    names = set()
-    for path in shipped_workflows():
-        for node in load_json(path)["nodes"]:
-            if node["type"] == "LoadImage":
-                names.add(node["widgets_values"][0])
-    return sorted(names)
+    return sorted({name for path in shipped_workflows()
+                   for name, kind in named_files(load_json(path))[1].items() if kind == "image"})
+
+
+# Core nodes that read a file from ComfyUI's input folder (widget 0), and what a stand-in of each is.
+INPUT_FILE_NODES = {"LoadImage": "image", "LoadVideo": "video", "LoadAudio": "audio"}
+
+
+def graph_parts(graph: dict) -> list[dict]:
+    """A UI-format graph and its subgraph definitions (templates nest their nodes in those)."""
+    return [graph] + list(graph.get("definitions", {}).get("subgraphs", []))
+
+
+def named_files(graph: dict) -> tuple[dict[str, str], dict[str, str]]:
+    """What a workflow names: ``({model file: models sub-folder}, {input file: kind})``, from its
+    loaders' download metadata (properties.models), the IaD loaders (adapters have no public URL),
+    and the nodes that read the input folder."""
+    models, inputs = {}, {}
+    for part in graph_parts(graph):
+        for node in part["nodes"]:
+            values = node.get("widgets_values") or []
+            for meta in node.get("properties", {}).get("models", []) or []:
+                models[meta["name"]] = meta["directory"]
+            if node["type"] in ("IaDModelLoader", "IaDLynxRefAdapter") and values:
+                models[values[0]] = "iad"
+            if node["type"] in INPUT_FILE_NODES and values and isinstance(values[0], str):
+                inputs[values[0]] = INPUT_FILE_NODES[node["type"]]
+    return models, inputs
+
+
+def write_media(target: Path, kind: str, seconds: float = 1.0) -> Path:
+    """A small real file a loader decodes: a grey picture (PNG), a 16 fps 64 x 64 video (MPEG-4), or a
+    16 kHz tone (WAV), whatever the name's extension says (the decoders read the content)."""
+    import wave
+
+    import numpy as np
+    from PIL import Image
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "image":
+        Image.fromarray(np.full((64, 64, 3), 96, np.uint8)).save(target, format="PNG")
+    elif kind == "video":
+        import av
+
+        with av.open(str(target), mode="w", format="mp4") as container:
+            stream = container.add_stream("mpeg4", rate=16)
+            stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+            for i in range(int(16 * seconds) + 1):
+                ramp = np.full((64, 64, 3), (40 + 8 * i) % 256, np.uint8)
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(ramp, format="rgb24")))
+            container.mux(stream.encode())
+    else:
+        rate = 16000
+        t = np.arange(int(rate * seconds)) / rate
+        samples = (0.3 * np.sin(2 * np.pi * 220 * t) * 32767).astype(np.int16)
+        with wave.open(str(target), "wb") as out:
+            out.setnchannels(1)
+            out.setsampwidth(2)
+            out.setframerate(rate)
+            out.writeframes(samples.tobytes())
+    return target
+
+
+def install_every_named_file(server, graphs: list[dict], stand_in: Path) -> None:
+    """Give ``server`` every file the workflows name, as a user has them after following their
+    Read-me notes: ``stand_in`` under each model file's name and folder (a tiny IR-SE50 for facexlib),
+    the face pack, and small real stand-ins for the photos, videos and sounds they load."""
+    from . import insightface_pack
+
+    pack = insightface_pack.ensure_pack(insightface_pack.ANTELOPEV2)
+    server.add_model("insightface", pack, f"models/{pack.name}")
+    for graph in graphs:
+        models, inputs = named_files(graph)
+        for name, folder in models.items():
+            server.add_model(folder, tiny_irse50_path() if folder == "facexlib" else stand_in, name)
+        for name, kind in inputs.items():
+            if not (server.input_dir / name).exists():
+                write_media(server.input_dir / name, kind)
 
 
 def tiny_adapter_path(family: str = "wan2.1", model_dim: int = 128, blocks=(0, 1), seed: int = 0) -> Path:
@@ -148,6 +220,10 @@ def workflow_assets(comfy_server, tiny_models):
                                             centre=(160 + 16 * ((i % 3) - 1), 160 - 16 * (i % 2)))
         Image.fromarray(np.ascontiguousarray(image)).save(comfy_server.input_dir / name)
         photos.append(name)
+    for path in shipped_workflows():   # the videos and sounds they load (the driving videos, the audio)
+        for name, kind in named_files(load_json(path))[1].items():
+            if kind != "image" and not (comfy_server.input_dir / name).exists():
+                write_media(comfy_server.input_dir / name, kind, seconds=2.0)
     return {"adapters": dict(TINY_ADAPTERS), "photos": photos}
 
 
