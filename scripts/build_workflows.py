@@ -133,15 +133,40 @@ _BUILD_TEMPLATE_JS = "async ({template, spec}) => {" + _ADD_SPEC_JS + """
         (n.widgets || []).some((w) => w.name === anchor.widget[0] && anchor.widget[1].includes(w.value)));
     for (const n of [...graph.nodes]) {
         if (!(n.isSubgraphNode?.() && (n.mode ?? 0) === 0 && (n.subgraph?.nodes || []).some(isAnchor))) continue;
+        const sg = n.subgraph, sgLink = (id) => sg.links instanceof Map ? sg.links.get(id) : sg.links[id];
         // Unpacking resets some widgets (a CustomCombo's choice): give the unpacked nodes the values they had.
-        const recorded = n.subgraph.nodes.map((x) => ({type: x.type, values: x.serialize().widgets_values}));
+        const recorded = sg.nodes.map((x) => ({type: x.type, values: x.serialize().widgets_values}));
+        // A subgraph input promoted from a widget (no link from outside) that also feeds a socket: unpacking
+        // keeps the widget's value but drops the socket's link (SCAIL-2's length -> ComfyMathExpression).
+        const promoted = sg.inputs.filter((inp) => (n.inputs.find((x) => x.name === inp.name)?.link ?? null) === null)
+            .map((inp) => ({name: inp.name, targets: (inp.linkIds || []).map(sgLink).filter(Boolean).map((l) => {
+                const t = sg.getNodeById(l.target_id);
+                return {index: sg.nodes.indexOf(t), slot: t.inputs[l.target_slot].name, widget: !!t.inputs[l.target_slot].widget};
+            })})).filter((g) => g.targets.some((t) => t.widget) && g.targets.some((t) => !t.widget));
         const before = new Set(graph.nodes.map((x) => x.id));
         graph.unpackSubgraph(n);
-        graph.nodes.filter((x) => !before.has(x.id)).forEach((x, i) => {
+        const fresh = graph.nodes.filter((x) => !before.has(x.id));
+        fresh.forEach((x, i) => {
             const r = recorded[i];
             if (r && r.type === x.type && r.values?.length && JSON.stringify(x.serialize().widgets_values) !== JSON.stringify(r.values))
                 x.configure({widgets_values: r.values});
         });
+        // ... so one primitive node holds the value and feeds every input the subgraph input fed, as before.
+        for (const g of promoted) {
+            const holder = g.targets.find((t) => t.widget);
+            const hnode = fresh[holder.index], value = hnode.widgets.find((w) => w.name === holder.slot).value;
+            const type = {boolean: 'PrimitiveBoolean', string: 'PrimitiveString'}[typeof value]
+                ?? (Number.isInteger(value) ? 'PrimitiveInt' : 'PrimitiveFloat');
+            const prim = LG.createNode(type);
+            graph.add(prim);
+            prim.pos = [hnode.pos[0] - 280, hnode.pos[1]];
+            prim.title = g.name;
+            prim.widgets.find((w) => w.name === 'value').value = value;
+            for (const t of g.targets) {
+                const node = fresh[t.index], slotIndex = node.inputs.findIndex((x) => x.name === t.slot);
+                if (slotIndex < 0 || !prim.connect(0, node, slotIndex)) fail(`could not reconnect subgraph input ${g.name} to ${node.type}.${t.slot}`);
+            }
+        }
     }
     const anchors = graph.nodes.filter(isAnchor);
     if (!anchors.length) fail(`the template has no active ${anchor.type} with ${anchor.widget}`);

@@ -477,8 +477,10 @@ def test_template_workflows_are_the_official_template_plus_iad(path):
                       and (n.get("widgets_values") or [])[:len(values)] == values), None)
         assert match is not None, f"{path.name}: template node {node['id']} ({node['type']}, {values}) is missing or changed"
         unused.remove(match)
+    # the IaD part, and the primitives that carry a subgraph's promoted value where unpacking dropped its link
     added = {"IaDApply", "IaDIdentity", "IaDModelLoader", "IaDFaceEmbed", "IaDFaceAnalysisLoader", "IaDIRSE50FaceEmbedder",
-             "LoadImage", "PreviewImage", "PreviewAny", "Note"} | {n.type for n in spec.nodes}
+             "LoadImage", "PreviewImage", "PreviewAny", "Note", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString",
+             "PrimitiveBoolean"} | {n.type for n in spec.nodes}
     assert {n["type"] for n in unused} <= added, [n["type"] for n in unused]
     # What the loaders' MODEL fed in the template is what the IaD Apply nodes feed now.
     template_fed = Counter()

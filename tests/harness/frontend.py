@@ -378,10 +378,13 @@ class ComfyPage:
 
     def set_widgets(self, node_type: str, values: dict, title_contains: str = "") -> int:
         """Set widgets by name on every node of ``node_type`` (whose title contains
-        ``title_contains``). Returns the number of nodes changed."""
+        ``title_contains``), in the graph and its subgraphs. Returns the number of nodes changed."""
         return self.evaluate("""([type, values, titlePart]) => {
             let count = 0;
-            for (const node of window.app.graph.nodes.filter((n) => n.type === type && (n.title || '').includes(titlePart))) {
+            // the graph's nodes and those of its subgraphs (a template's sampling may sit in one)
+            const graphs = [window.app.graph, ...(window.app.graph.subgraphs?.values?.() ?? [])];
+            const nodes = graphs.flatMap((g) => g.nodes);
+            for (const node of nodes.filter((n) => n.type === type && (n.title || '').includes(titlePart))) {
                 for (const [name, value] of Object.entries(values)) {
                     const w = (node.widgets || []).find((x) => x.name === name);
                     if (!w) throw new Error(`${type} #${node.id} has no widget ${name}`);
@@ -392,11 +395,13 @@ class ComfyPage:
             return count;
         }""", [node_type, values, title_contains])
 
-    def replace_node(self, node_type: str, new_type: str, widgets: dict, outputs: dict[int, int]) -> int:
+    def replace_node(self, node_type: str, new_type: str, widgets: dict, outputs: dict[int, int],
+                     inputs: dict[str, str] | None = None) -> int:
         """Replace every ``node_type`` node by a new ``new_type`` node with ``widgets``; the consumers
         of old output i are fed from new output ``outputs[i]``; consumers of unmapped outputs are
-        left unconnected (mute them). Returns the number of nodes replaced."""
-        return self.evaluate("""([type, newType, widgets, outputs]) => {
+        left unconnected (mute them); what fed old input ``k`` feeds new input ``inputs[k]``.
+        Returns the number of nodes replaced."""
+        return self.evaluate("""([type, newType, widgets, outputs, inputs]) => {
             const graph = window.app.graph;
             const old = graph.nodes.filter((n) => n.type === type);
             for (const node of old) {
@@ -410,10 +415,15 @@ class ComfyPage:
                         .filter(Boolean).map((l) => [graph.getNodeById(l.target_id), l.target_slot]);
                     for (const [target, slot] of targets) repl.connect(to, target, slot);
                 }
+                for (const [from, to] of Object.entries(inputs)) {
+                    const id = node.inputs.find((i) => i.name === from)?.link;
+                    const l = id == null ? null : (graph.links[id] ?? graph.links.get?.(id));
+                    if (l) graph.getNodeById(l.origin_id).connect(l.origin_slot, repl, repl.inputs.findIndex((i) => i.name === to));
+                }
                 graph.remove(node);
             }
             return old.length;
-        }""", [node_type, new_type, widgets, {str(k): v for k, v in outputs.items()}])
+        }""", [node_type, new_type, widgets, {str(k): v for k, v in outputs.items()}, inputs or {}])
 
     def mute(self, node_types: list[str]) -> int:
         """Set every node of these types to 'never' (mode 2): the Run button leaves them out."""

@@ -143,15 +143,17 @@ TINY_LYNX_LITE_FOLDER = "iad-tiny-lynx-lite"
 TINY_IRSE50_NAME = "iad-tiny-irse50.safetensors"
 
 
-def tiny_lynx_folder() -> Path:
+def tiny_lynx_folder(width: int = 128) -> Path:
+    """Lynx full's released layout at a tiny Wan's width (128; 160 for the InfiniteTalk base, whose
+    audio patch needs a width divisible by its 40 heads): two entries (blocks 0, 1), the ref-adapter."""
     from . import lynx_files
     from .paths import TINY_MODELS_DIR
 
-    folder = TINY_MODELS_DIR / "lynx" / "full-d128-e2"
+    folder = TINY_MODELS_DIR / "lynx" / f"full-d{width}-e2"
     if not (folder / "ip_layers.safetensors").exists():
-        lynx_files.write_lynx(folder, lynx_files.LynxSpec())
+        lynx_files.write_lynx(folder, lynx_files.LynxSpec(output=width, model_dim=width))
     if not (folder / "ref_layers.safetensors").exists():   # the ref-adapter, one entry per tiny Wan block
-        lynx_files.write_ref_layers(folder, blocks=2, dim=128)
+        lynx_files.write_ref_layers(folder, blocks=2, dim=width)
     return folder
 
 
