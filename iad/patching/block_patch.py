@@ -1,4 +1,4 @@
-"""What every block patch shares (``wan.py``, ``ltxv.py``, ``hunyuan.py``).
+"""What every block patch shares (``wan.py``, ``ltxv.py``, ``hunyuan.py``, ``wan_ref.py``).
 
 Patch objects are immutable after construction: ``__deepcopy__`` (ModelPatcher.clone deep-copies
 ``model_options``) returns them as they are instead of copying adapter weights and tokens.
@@ -45,12 +45,21 @@ class BlockPatch:
         return out
 
 
-def patch_cross_attention(patched, arch, adapter_blocks, entry, patch_cls, site: str | None = None) -> None:
-    """Object patches on the ``forward`` of each listed block's text cross-attention (``arch.site``,
-    or the module ``site.format(block)``), composing with an earlier IaD Apply's patch on the same block."""
+class SitePatch(BlockPatch):
+    """A patch that replaces one module's ``forward`` in one block (``patch_sites``): the module, the
+    ``forward`` it replaces (called when it has nothing to add), the block's index, and the entries
+    (one per IaD Apply, or Lynx Ref Adapter, in the chain) it serves."""
+
+    def __init__(self, module, inner, block_index: int, entries: tuple):
+        self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
+
+
+def patch_sites(patched, blocks, entry, patch_cls, site) -> None:
+    """Object patches on the ``forward`` of the module ``site(block)`` (a path inside the diffusion
+    model) of each of ``blocks``, composing with an earlier patch of the same kind on the same module."""
     diffusion_model = patched.model.diffusion_model
-    for block in adapter_blocks:
-        path = arch.site(block) if site is None else site.format(block)
+    for block in blocks:
+        path = site(block)
         key = f"diffusion_model.{path}.forward"
         current = patched.get_model_object(key)
         if isinstance(current, patch_cls):  # an earlier IaD Apply in the chain: compose

@@ -10,15 +10,12 @@ from __future__ import annotations
 
 import torch
 
-from .block_patch import BlockPatch, patch_cross_attention
+from .block_patch import SitePatch, patch_sites
 from .identity import active_passes
 
 
-class LTXVCrossAttentionIdentity(BlockPatch):
+class LTXVCrossAttentionIdentity(SitePatch):
     """Replaces ``transformer_blocks.{i}.attn2.forward`` (LTX-Video text cross-attention)."""
-
-    def __init__(self, module, inner, block_index: int, entries: tuple):
-        self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
 
     def __call__(self, x, context=None, mask=None, pe=None, transformer_options={}, **kwargs):
         active = active_passes(self.entries, transformer_options, x.shape[0])
@@ -50,4 +47,4 @@ class LTXVCrossAttentionIdentity(BlockPatch):
 
 def patch_blocks(patched, arch, adapter_blocks, entry) -> None:
     """Adds ``entry`` to the cross-attention of each of ``adapter_blocks``."""
-    patch_cross_attention(patched, arch, adapter_blocks, entry, LTXVCrossAttentionIdentity)
+    patch_sites(patched, adapter_blocks, entry, LTXVCrossAttentionIdentity, arch.site)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from . import call_context
-from .block_patch import BlockPatch, patch_cross_attention
+from .block_patch import SitePatch, patch_sites
 from .identity import active_passes
 
 
@@ -36,12 +36,9 @@ def video_row_range(options: dict, length: int) -> tuple[int, int] | None:
     return None if (start, stop) == (0, length) else (start, stop)
 
 
-class WanCrossAttentionIdentity(BlockPatch):
+class WanCrossAttentionIdentity(SitePatch):
     """Replaces ``blocks.{i}.cross_attn.forward``: the block's own text (and image) cross-attention
     plus ``weight * attention(q, K_id, V_id)`` on the video rows, before the output projection."""
-
-    def __init__(self, module, inner, block_index: int, entries: tuple):
-        self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
 
     def __call__(self, x, context, *args, transformer_options={}, **kwargs):
         options = call_context.call_options(transformer_options)
@@ -77,14 +74,11 @@ class WanCrossAttentionIdentity(BlockPatch):
         return m.o(out)
 
 
-class CausalBlockIdentity(BlockPatch):
+class CausalBlockIdentity(SitePatch):
     """Replaces ``blocks.{i}.forward`` of the causal model (``CausalWanAttentionBlock``): while an
     identity acts in this call, the block gets no cross-attention cache, so it calls its
     ``cross_attn`` (patched above) instead of attending to the cached text K/V inline; it neither
     reads nor writes the cache then, so the cache holds exactly the text K/V core computed."""
-
-    def __init__(self, module, inner, block_index: int, entries: tuple):
-        self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
 
     def __call__(self, x, e, freqs, context, context_img_len=257, kv_cache=None, crossattn_cache=None,
                  transformer_options={}):
@@ -100,6 +94,6 @@ def patch_blocks(patched, arch, adapter_blocks, entry) -> None:
     tell the patches the video rows (and, where core drops them, the call's options)."""
     causal = arch.wan_variant is not None and arch.wan_variant.causal
     call_context.install(patched, causal)
-    patch_cross_attention(patched, arch, adapter_blocks, entry, WanCrossAttentionIdentity)
+    patch_sites(patched, adapter_blocks, entry, WanCrossAttentionIdentity, arch.site)
     if causal:
-        patch_cross_attention(patched, arch, adapter_blocks, entry, CausalBlockIdentity, site="blocks.{}")
+        patch_sites(patched, adapter_blocks, entry, CausalBlockIdentity, "blocks.{}".format)

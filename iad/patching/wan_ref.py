@@ -36,9 +36,10 @@ import torch
 from . import call_context
 from .adapter_model import ADAPTER_PATCH_KEY, AdapterOwner
 from .attention import rows_for, uncond_rows
-from .block_patch import BlockPatch, _get
+from .block_patch import SitePatch, patch_sites
 from .identity import REF_CAPTURE_KEY, gate_active, next_uid
 from .step_range import StepGate, StepRangeResolver
+from .wan import video_row_range
 
 IMAGE, ZERO = "image", "zero"   # the reference kinds: the face crop (cond rows), the zero image (uncond rows)
 
@@ -166,12 +167,9 @@ class AddToAttention:
         return out + self.delta.to(out.dtype)
 
 
-class WanSelfAttentionReference(BlockPatch):
+class WanSelfAttentionReference(SitePatch):
     """Replaces ``blocks.{i}.self_attn.forward``: records the reference K/V during a reference pass,
     adds the reference attention during denoising, otherwise calls the block's own self-attention."""
-
-    def __init__(self, module, inner, block_index: int, entries: tuple):
-        self.module, self.inner, self.block_index, self.entries = module, inner, block_index, tuple(entries)
 
     def __call__(self, x, freqs, *args, transformer_options={}, **kwargs):
         capture = transformer_options.get(REF_CAPTURE_KEY)
@@ -189,8 +187,6 @@ class WanSelfAttentionReference(BlockPatch):
         if not active:
             return self.inner(x, freqs, *args, transformer_options=transformer_options, **kwargs)
         import comfy.ldm.modules.attention as comfy_attention
-
-        from .wan import video_row_range
 
         m = self.module
         q = m.norm_q(m.q(x))   # Lynx's reference query: the block's query without RoPE
@@ -210,20 +206,6 @@ class WanSelfAttentionReference(BlockPatch):
         return self.inner(x, freqs, *args, transformer_options=opts, **kwargs)
 
 
-def patch_self_attention(patched, num_blocks: int, entry: ReferenceEntry) -> None:
-    """Object patches on every block's ``self_attn.forward``, composing with an earlier reference entry."""
-    diffusion_model = patched.model.diffusion_model
-    for block in range(num_blocks):
-        site = f"blocks.{block}.self_attn"
-        key = f"diffusion_model.{site}.forward"
-        current = patched.get_model_object(key)
-        if isinstance(current, WanSelfAttentionReference):
-            patch = WanSelfAttentionReference(current.module, current.inner, block, current.entries + (entry,))
-        else:
-            patch = WanSelfAttentionReference(_get(diffusion_model, site), current, block, (entry,))
-        patched.add_object_patch(key, patch)
-
-
 def apply_reference(model, entry: ReferenceEntry, num_blocks: int):
     """A clone of the Wan ``model`` with Lynx's reference adapter (``entry``) in every block."""
     import comfy.patcher_extension
@@ -234,6 +216,6 @@ def apply_reference(model, entry: ReferenceEntry, num_blocks: int):
                                  ReferenceRun(entry))
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, f"iad_ref_pass_{entry.uid}",
                                  ReferencePass(entry))
-    patch_self_attention(patched, num_blocks, entry)
+    patch_sites(patched, range(num_blocks), entry, WanSelfAttentionReference, "blocks.{}.self_attn".format)
     patched.set_model_patch(AdapterOwner(entry.patcher), ADAPTER_PATCH_KEY)
     return patched
