@@ -215,9 +215,11 @@ def build_graph(page, spec: workflow_specs.Workflow) -> dict:
     if isinstance(spec, workflow_specs.TemplateWorkflow):
         template = workflow_specs.official_template(spec.template)
         graph = page.evaluate(_BUILD_TEMPLATE_JS, {"template": template.graph, "spec": spec.to_js()})
-        # Where it was built: the graph's widget values follow that ComfyUI's node schemas.
+        # Where it was built: the graph's widget values follow that ComfyUI's node schemas, and how the
+        # template's older subgraph promotions and dynamic inputs are unpacked follows the frontend's version.
         graph["extra"] = {**graph.get("extra", {}), "iad_template": {**template.provenance(),
-                                                                     "built_with": f"ComfyUI {comfyui_version()}"}}
+                                                                     "built_with": f"ComfyUI {comfyui_version()}",
+                                                                     "frontend": frontend_version()}}
     else:
         graph = page.evaluate(_BUILD_JS, spec.to_js())
     # A stable id: rebuilding an unchanged spec gives a byte-identical file.
