@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -108,8 +105,6 @@ def video_tokens(video_shape) -> int:
 
 
 def run_family(name: str) -> dict:
-    import comfy.model_management as mm
-
     build, adapter_family, video_shape, audio_shape, text_width = FAMILIES[name]
     model = build()
     arch = af.module("iad.patching").architecture_of(model)
@@ -124,26 +119,9 @@ def run_family(name: str) -> dict:
         adapter.blocks[str(b)].to_k_ip.register_forward_hook(lambda *a: calls.__setitem__("kv", calls["kv"] + 1))
     variants = af.overhead_variants(model, adapter)
     x, sigma, kwargs = model_inputs(model, video_shape, audio_shape, text_width)
-    torch.set_num_threads(1)   # this thread's CPU time: other processes on the cores do not count
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    outputs = {}
-    order = list(variants)
-    rng = random.Random(0)
-    for round_index in range(ROUNDS + 1):   # round 0 warms up
-        rng.shuffle(order)
-        for key in order:
-            m = variants[key]
-            mm.load_models_gpu([m])
-            options = dict(m.model_options["transformer_options"], sigmas=sigma, cond_or_uncond=[0, 1])
-            start = time.thread_time()
-            out = m.model.apply_model(x, sigma, transformer_options=options, **kwargs)
-            if round_index > 0:
-                times[key].append(time.thread_time() - start)
-            outputs[key] = out.float()
-    mm.unload_all_models()
+    medians, mins, outputs = af.time_steps(variants, x, sigma, kwargs, ROUNDS)
     base_params = sum(p.numel() for p in model.model.diffusion_model.parameters())
-    return {"name": name, "arch": arch, "medians": {k: statistics.median(v) for k, v in times.items()},
-            "mins": {k: min(v) for k, v in times.items()},
+    return {"name": name, "arch": arch, "medians": medians, "mins": mins,
             "inactive_identical": torch.equal(outputs["unpatched"], outputs["IaD, range never active"]),
             "active_differs": not torch.equal(outputs["unpatched"], outputs["IaD active every step"]),
             "resampler_calls": calls["resampler"], "kv_calls": calls["kv"], "blocks": len(config.blocks),

@@ -27,10 +27,7 @@ from __future__ import annotations
 
 import argparse
 import gc
-import random
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -114,8 +111,6 @@ def model_inputs(model, conds):
 
 
 def run_variant(name: str) -> dict:
-    import comfy.model_management as mm
-
     cls, in_dim, blocks, conds, config_name = VARIANTS[name]
     model = build(cls, in_dim, blocks)
     assert type(model.model.model_config).__name__ == config_name, type(model.model.model_config).__name__
@@ -131,26 +126,9 @@ def run_variant(name: str) -> dict:
     variants = af.overhead_variants(model, adapter)
     variants["unpatched again (A/A control)"] = model.clone()   # the noise floor: the same model, timed separately
     x, sigma, kwargs = model_inputs(model, conds)
-    torch.set_num_threads(1)   # this thread's CPU time: other processes on the cores do not count
-    times: dict[str, list[float]] = {k: [] for k in variants}
-    outputs = {}
-    order = list(variants)
-    rng = random.Random(0)
-    for round_index in range(ROUNDS + 1):   # round 0 warms up
-        rng.shuffle(order)
-        for key in order:
-            m = variants[key]
-            mm.load_models_gpu([m])
-            options = dict(m.model_options["transformer_options"], sigmas=sigma, cond_or_uncond=[0, 1])
-            start = time.thread_time()
-            out = m.model.apply_model(x, sigma, transformer_options=options, **kwargs)
-            if round_index > 0:
-                times[key].append(time.thread_time() - start)
-            outputs[key] = out.float()
-    mm.unload_all_models()
+    medians, mins, outputs = af.time_steps(variants, x, sigma, kwargs, ROUNDS)
     tokens = {k: tuple(v.shape) for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
-    result = {"name": name, "arch": arch, "medians": {k: statistics.median(v) for k, v in times.items()},
-              "mins": {k: min(v) for k, v in times.items()},
+    result = {"name": name, "arch": arch, "medians": medians, "mins": mins,
               "inactive_identical": torch.equal(outputs["unpatched"], outputs["IaD, range never active"]),
               "active_differs": not torch.equal(outputs["unpatched"], outputs["IaD active every step"]),
               "kv_calls": kv_calls[0], "conds": tokens,

@@ -8,6 +8,9 @@ training-free decoupler on (b)'s weights -- same held-out people, prompts and no
                                  # a variant build (e.g. another adapter layout) against the shipped one, paired
     python benchmarks/bench_synth_experiment.py --reference-rows
                                  # reference frames appended (Wan variants): identity on the video's rows or all rows
+    python benchmarks/bench_synth_experiment.py --compare-published [--reference-rows]
+                                 # rerun the published default-weight experiment on this CPU and print the
+                                 # largest difference of every number from docs/results/ (nothing written)
 
 Prints the table side by side, every number with its 95 % interval (bootstrap over people,
 synthworld/stats.py), the paired differences between systems and whether they are significant, the
@@ -32,6 +35,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from synthworld import assets, build, experiment, reference_rows, world  # noqa: E402
+from synthworld import published as published_cmp  # noqa: E402
 
 OUT = REPO / "docs" / "results"
 COLOURS = {"base": (120, 120, 120), "naive": (214, 39, 40), "iad": (31, 119, 180), "naive_tf": (255, 127, 14)}
@@ -219,6 +223,35 @@ def reference_rows_run(world_dir: str, identities: int, steps: int, seed: int, w
     return 0
 
 
+def compare_published(world_dir: str, rows: bool) -> int:
+    """Rerun the published default-weight run (or the reference-rows one) and print, per kind of number
+    and metric, the largest difference from the published JSON and whether it is within what another
+    CPU type explains (synthworld/published.py); exit 1 if anything is beyond it."""
+    import platform
+
+    name = "synth_reference_rows.json" if rows else "synth_experiment.json"
+    published = json.loads((OUT / name).read_text())
+    cfg = experiment.ExperimentConfig()
+    rerun = (reference_rows.run if rows else experiment.run)(world_dir, cfg)
+    rerun = json.loads(json.dumps({k: v for k, v in rerun.items() if not k.startswith("_")}))
+    keys = [k for k in ("results", "comparisons", "goals", "decision", "ci") if k in published]
+    print(f"\nrerun of docs/results/{name} on {platform.processor() or platform.machine()} "
+          f"(torch {torch.__version__}, dispatch {torch.backends.cpu.get_cpu_capability()}):")
+    worst, beyond = {}, []
+    for key in keys:
+        worst.update(published_cmp.largest(published[key], rerun[key], (key,)))
+        beyond += published_cmp.mismatches(published[key], rerun[key], (key,))
+    if not worst:
+        print("  every number exactly as published")
+    for label, d in sorted(worst.items()):
+        verdict = "within tolerance" if d.within else "BEYOND tolerance"
+        print(f"  {label:40s} largest difference {d.size:.3g} ({verdict} {d.tolerance:g}) at {d.path}: "
+              f"published {d.published!r}, rerun {d.rerun!r}")
+    for line in beyond:
+        print(f"  beyond: {line}")
+    return 1 if beyond else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default=str(assets.WORLD_DIR))
@@ -239,7 +272,12 @@ def main() -> int:
                         help="the reference-frame experiment instead (synthworld/reference_rows.py): which token rows the "
                              "identity should reach when a Wan variant appends reference frames; writes "
                              "docs/results/synth_reference_rows.json/.md")
+    parser.add_argument("--compare-published", action="store_true",
+                        help="rerun the published default-weight experiment (with --reference-rows: that one) and print "
+                             "the largest difference of every number from its JSON in docs/results/; writes nothing")
     args = parser.parse_args()
+    if args.compare_published:
+        return compare_published(args.world, args.reference_rows)
     if args.reference_rows:
         return reference_rows_run(args.world, args.identities, args.steps, args.seed, not args.no_write)
     systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())

@@ -139,6 +139,36 @@ def overhead_variants(model, adapter, name: str = "bench") -> dict:
             "IaD, range never active": apply(model, iad_model, identity, start=0.999, end=1.0)}
 
 
+def time_steps(variants: dict, x, sigma, kwargs: dict, rounds: int):
+    """One CFG model call per variant and round, the variants in a fresh seeded order each round
+    (round 0 warms up and is not timed). Timed on this thread's CPU clock with one torch thread, so
+    other processes on the cores do not count. Returns (medians, mins, last output per variant)."""
+    import random
+    import statistics
+    import time
+
+    import comfy.model_management as mm
+
+    torch.set_num_threads(1)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    outputs = {}
+    order = list(variants)
+    rng = random.Random(0)
+    for round_index in range(rounds + 1):
+        rng.shuffle(order)
+        for key in order:
+            m = variants[key]
+            mm.load_models_gpu([m])
+            options = dict(m.model_options["transformer_options"], sigmas=sigma, cond_or_uncond=[0, 1])
+            start = time.thread_time()
+            out = m.model.apply_model(x, sigma, transformer_options=options, **kwargs)
+            if round_index > 0:
+                times[key].append(time.thread_time() - start)
+            outputs[key] = out.float()
+    mm.unload_all_models()
+    return ({k: statistics.median(v) for k, v in times.items()}, {k: min(v) for k, v in times.items()}, outputs)
+
+
 def apply(model, iad_model, identity, weight=1.0, start=0.0, end=1.0, uncond_identity="none"):
     """IaD Apply. The tests pass the step range explicitly; start 0 here (every step) unless a test is about the range."""
     return module("nodes.iad_nodes").IaDApply.execute(model, iad_model, identity, weight, start, end, uncond_identity).result[0]
