@@ -2,7 +2,8 @@
 
 Pillow ships with ComfyUI (and every Python imaging stack); matplotlib would be a ~40 MB
 dependency of the node pack for three line charts, so we draw them directly.
-Panels: identity (FaceSim per frame, red ticks where no face was found), expression distance to
+Panels: identity (FaceSim per frame, red ticks where no face was found, the drift's trend line and
+each window's mean for a video made in windows), expression distance to
 the reference (copy threshold dashed: below it the frame copies the photo), motion (Farneback
 mean and top-5 % magnitude per frame pair, the dynamic-degree threshold dashed).
 """
@@ -137,11 +138,26 @@ def draw_panels(panels: Sequence[Panel], x_max: float, title: str = ""):
 def report_panels(report) -> list[Panel]:
     """The three panels of an ``iad.eval.evaluate.EvaluationReport``."""
     fs = report.facesim
+    series = [Series("FaceSim", fs.frame_indices, fs.per_frame, (30, 90, 200))]
+    drift = getattr(report, "drift", None)
+    drift_text = ""
+    if drift is not None and math.isfinite(drift.slope_per_second):
+        # the drift's trend line and, for a video made in windows, each window's mean as a step
+        ends = [0, max(report.num_frames - 1, 0)]
+        series.append(Series("trend", ends, [drift.trend(x) for x in ends], (120, 120, 120)))
+        lo, hi = drift.slope_ci95
+        drift_text = f"; drift {drift.slope_per_second:+.3f}/s [{_fmt(lo)}, {_fmt(hi)}], drop {_fmt(drift.drop)}"
+    if drift is not None and drift.windows:
+        xs, ys = [], []
+        for w in drift.windows:
+            xs += [w.start, w.end, w.end]
+            ys += [w.mean, w.mean, None]
+        series.append(Series("window mean", xs, ys, (230, 140, 0)))
+        if drift.worst_window is not None:
+            drift_text += f", worst window {drift.windows[drift.worst_window].start}-{drift.windows[drift.worst_window].end}"
     identity = Panel(
-        f"identity: FaceSim mean {_fmt(fs.mean)}, min {_fmt(fs.min)}, face in {fs.face_fraction:.0%} of frames "
-        f"({report.face_model})",
-        [Series("FaceSim", fs.frame_indices, fs.per_frame, (30, 90, 200))],
-        y_label="cos", y_range=(min(0.0, _finite_min(fs.per_frame, 0.0)), 1.0), missing_x=fs.frames_without_face,
+        f"identity: FaceSim mean {_fmt(fs.mean)}, min {_fmt(fs.min)}, face in {fs.face_fraction:.0%}{drift_text}",
+        series, y_label="cos", y_range=(min(0.0, _finite_min(fs.per_frame, 0.0)), 1.0), missing_x=fs.frames_without_face,
     )
     if report.expression is not None:
         e = report.expression

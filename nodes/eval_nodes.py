@@ -79,6 +79,20 @@ def make_clip_scorer(clip, clip_vision):
     return score
 
 
+def _window_check(values: dict) -> list[str]:
+    """Windows only where there are windows, and an overlap smaller than a window."""
+    frames, overlap = values.get("window_frames"), values.get("window_overlap")
+    if frames is None or overlap is None:
+        return []
+    if int(frames) == 0 and int(overlap) > 0:
+        return [f"IaD Evaluate Video: window_overlap is {int(overlap)} but window_frames is 0 (no windows). Set "
+                "window_frames to the video frames of one window, or window_overlap to 0."]
+    if int(frames) > 0 and int(overlap) >= int(frames):
+        return [f"IaD Evaluate Video: window_overlap {int(overlap)} must be below window_frames {int(frames)} "
+                "(neighbouring windows share fewer frames than a window has)."]
+    return []
+
+
 class IaDEvaluateVideo(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -90,8 +104,10 @@ class IaDEvaluateVideo(io.ComfyNode):
                 "Measures a generated video against the reference face: FaceSim (identity per frame, with the share "
                 "of frames where a face was found), identity stability, expression copy (does the face copy the "
                 "photo's expression and head pose, or follow the prompt?), motion (Farneback optical flow and a "
-                "VBench-style dynamic degree) and, when CLIP models are connected, CLIP-T. Outputs a JSON report "
-                "and a plot of the per-frame curves. Definitions: docs/metrics.md."),
+                "VBench-style dynamic degree), identity drift over time (first against last second, slope per "
+                "second with its interval, the worst window of a video made in windows) and, when CLIP models are "
+                "connected, CLIP-T. Outputs a JSON report and a plot of the per-frame curves. Definitions: "
+                "docs/metrics.md."),
             is_output_node=True,
             inputs=[
                 io.Image.Input("video", tooltip="The generated video frames (IMAGE batch, e.g. from VAE Decode)."),
@@ -113,6 +129,14 @@ class IaDEvaluateVideo(io.ComfyNode):
                 io.Float.Input("flow_scale", default=1.0, min=0.1, max=1.0, step=0.05,
                                tooltip="Resolution factor for the optical flow: 1 = full resolution; 0.5 is ~4x faster "
                                        "and reports magnitudes in full-resolution pixels."),
+                io.Int.Input("window_frames", default=0, min=0, max=100000, optional=True,
+                             tooltip="For a long video made in windows (context windows) or by extension: the frames of "
+                                     "one window, in video frames (Wan: 4 x latent frames - 3; a context_length of 21 "
+                                     "latent frames is 81 video frames). The drift then reports each window's identity "
+                                     "and the worst window. 0: not made in windows."),
+                io.Int.Input("window_overlap", default=0, min=0, max=100000, optional=True,
+                             tooltip="Frames two neighbouring windows share, in video frames (Wan: 4 x the latent "
+                                     "context_overlap). Must be below window_frames."),
                 io.Clip.Input("clip", optional=True,
                               tooltip="Optional CLIP text encoder (Load CLIP, e.g. clip_l) for CLIP-T; needs clip_vision too."),
                 io.ClipVision.Input("clip_vision", optional=True,
@@ -126,14 +150,16 @@ class IaDEvaluateVideo(io.ComfyNode):
         )
 
     @classmethod
-    def validate_inputs(cls, fps=None, flow_scale=None) -> bool | str:
-        return check_inputs(cls, {"fps": fps, "flow_scale": flow_scale})
+    def validate_inputs(cls, fps=None, flow_scale=None, window_frames=None, window_overlap=None) -> bool | str:
+        return check_inputs(cls, {"fps": fps, "flow_scale": flow_scale, "window_frames": window_frames,
+                                  "window_overlap": window_overlap}, [_window_check])
 
     @classmethod
     def execute(cls, video, face_analysis, reference_embeds=None, reference_image=None, prompt: str = "",
-                fps: float = 16.0, frame_sampling: str = "all frames", flow_scale: float = 1.0, clip=None,
-                clip_vision=None) -> io.NodeOutput:
-        require_valid(cls, {"fps": fps, "flow_scale": flow_scale})
+                fps: float = 16.0, frame_sampling: str = "all frames", flow_scale: float = 1.0, window_frames: int = 0,
+                window_overlap: int = 0, clip=None, clip_vision=None) -> io.NodeOutput:
+        require_valid(cls, {"fps": fps, "flow_scale": flow_scale, "window_frames": window_frames,
+                            "window_overlap": window_overlap}, [_window_check])
         if not hasattr(face_analysis, "detect"):
             raise ValueError("IaD Evaluate Video: face_analysis must come from IaD Face Analysis Loader")
         frames = images_to_uint8(video, "IaD Evaluate Video: video")
@@ -156,7 +182,7 @@ class IaDEvaluateVideo(io.ComfyNode):
             clip_note = f"CLIP-T skipped: {missing} is not connected (CLIP-T needs both a CLIP text encoder and a CLIP vision model)"
         report = evaluate_video(frames, face_analysis, reference, fps, prompt=prompt or None,
                                 sampling=SAMPLING_CHOICES[frame_sampling], clip_scorer=scorer, source="video",
-                                flow_scale=flow_scale)
+                                flow_scale=flow_scale, window_frames=int(window_frames), window_overlap=int(window_overlap))
         if clip_note:
             report.clip_skipped = clip_note
         text = report.to_json()

@@ -81,6 +81,13 @@ def test_bad_inputs_get_clear_errors(node):
     report, _, _ = run_node(node, video=video, face_analysis=analyzer, reference_image=video[:1], clip=object(),
                             prompt="x")
     assert report["clip_t"]["skipped"].startswith("CLIP-T skipped: clip_vision is not connected")
+    # windows: an overlap without windows, or as long as a window, is refused before anything runs
+    assert "window_frames is 0" in node.validate_inputs(fps=16.0, flow_scale=1.0, window_frames=0, window_overlap=8)
+    assert "must be below window_frames 8" in node.validate_inputs(fps=16.0, flow_scale=1.0, window_frames=8,
+                                                                   window_overlap=8)
+    assert node.validate_inputs(fps=16.0, flow_scale=1.0, window_frames=33, window_overlap=8) is True
+    with pytest.raises(ValueError, match="must be below window_frames"):
+        node.execute(video=video, face_analysis=analyzer, reference_image=video[:1], window_frames=2, window_overlap=2)
 
 
 def _tiny_clip_config(tmp_path, name: str, **config) -> str:
@@ -189,7 +196,8 @@ def test_evaluate_video_node_in_a_real_server_with_insightface(comfy_server):
     embeds = p.add("IaDFaceEmbed", face_analysis=analysis[0], images=ref_image[0], policy="largest", face_index=0,
                    min_score=0.5, same_person_threshold=0.3)
     same = p.add("IaDEvaluateVideo", video=same_video[0], face_analysis=analysis[0], reference_embeds=embeds[0],
-                 prompt="a person", fps=16.0, frame_sampling="all frames", flow_scale=1.0)
+                 prompt="a person", fps=16.0, frame_sampling="all frames", flow_scale=1.0, window_frames=4,
+                 window_overlap=1)
     different = p.add("IaDEvaluateVideo", video=other_video[0], face_analysis=analysis[0], reference_image=ref_image[0],
                       fps=16.0, frame_sampling="ConsisID (16 uniform frames)", flow_scale=0.5)
     p.add("SaveImage", images=same[1], filename_prefix="iad_eval_plot")
@@ -200,6 +208,8 @@ def test_evaluate_video_node_in_a_real_server_with_insightface(comfy_server):
     assert same_report["facesim"]["face_fraction"] == 1.0 and same_report["facesim"]["mean"] > 0.99
     assert same_report["motion"]["mean_magnitude"] < 0.01
     assert same_report["expression_copy"]["copy_paste_rate"] == 1.0        # identical frames copy the photo
+    drift = same_report["drift"]                                          # the same face throughout: no drift
+    assert abs(drift["drop"]) < 1e-3 and [(w["start"], w["end"]) for w in drift["windows"]] == [(0, 3), (2, 5)]
     different_report = json.loads(result.ui(different)["text"][0])
     assert different_report["facesim"]["mean"] < 0.5                       # another person
     assert different_report["sampling"] == "consisid16" and different_report["facesim"]["frames_evaluated"] == 6

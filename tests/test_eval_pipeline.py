@@ -241,3 +241,33 @@ def test_cli_missing_face_pack_is_a_usage_error_naming_the_folder(tmp_path, caps
     assert main([str(tmp_path), "--face-pack", str(tmp_path / "no_such_pack")]) == 2
     err = capsys.readouterr().err
     assert "not found" in err and "no_such_pack" in err
+
+
+def test_a_face_that_turns_into_someone_else_drifts_and_its_window_is_the_worst(tmp_path, analyzer, reference):
+    """48 frames at 8 fps (6 s) made in windows of 16 frames overlapping by 4: the person is the
+    reference for 3 s, then someone else. The drift's first second is the reference, its last
+    second someone else, the slope is negative with an interval below 0, the worst window is the
+    first one wholly after the switch (the last two tie), the plot draws it and the CLI's table
+    carries the columns."""
+    frames = render_video(48, H, W, lambda t: face(person=0 if t < 24 else 1))
+    report = evaluate_video(frames, analyzer, reference, fps=8, window_frames=16, window_overlap=4)
+    d = report.drift
+    assert d.first_second > 0.99 and d.last_second < 0.3 and d.drop > 0.7
+    assert d.slope_per_second < 0 and d.slope_ci95[1] < 0
+    assert [(w.start, w.end) for w in d.windows] == [(0, 15), (12, 27), (24, 39), (32, 47)]
+    assert d.worst_window == 2 and report.as_dict()["drift"]["worst_window"]["start"] == 24
+    assert np.asarray(plot_report(report)).shape[0] > 600
+    steady = evaluate_video(render_video(48, H, W, lambda t: face()), analyzer, reference, fps=8)
+    assert abs(steady.drift.drop) < 0.01 and steady.drift.windows == []
+    with pytest.raises(ValueError, match="window_overlap"):
+        evaluate_video(frames, analyzer, reference, fps=8, window_frames=16, window_overlap=16)
+
+    root = tmp_path / "long"
+    (root / "references").mkdir(parents=True)
+    Image.fromarray(render_face(H, W, face())).save(root / "references" / "switch.png")
+    write_video(root / "switch.mp4", frames, fps=8)
+    assert main([str(root), "--out", str(tmp_path / "out"), "--window-frames", "16", "--window-overlap", "4"],
+                analyzer=SyntheticFaceAnalyzer()) == 0
+    row = next(csv.DictReader(open(tmp_path / "out" / "report.csv")))
+    assert float(row["drift_drop"]) > 0.7 and float(row["drift_slope_ci_high"]) < 0 and row["worst_window"] in ("24-39", "32-47")   # the codec breaks the tie
+    assert main([str(root), "--window-overlap", "4"], analyzer=SyntheticFaceAnalyzer()) == 2

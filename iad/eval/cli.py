@@ -32,7 +32,8 @@ from .video_io import IMAGE_SUFFIXES, VIDEO_SUFFIXES, VideoReadError, is_video_s
 
 TABLE_COLUMNS = ("video", "status", "frames", "facesim_mean", "facesim_min", "face_fraction", "identity_stability",
                  "copy_paste_rate", "expression_distance", "expression_variability", "motion", "dynamic", "clip_t",
-                 "face_model", "message")
+                 "drift_first_second", "drift_last_second", "drift_drop", "drift_slope_per_s", "drift_slope_ci_low",
+                 "drift_slope_ci_high", "worst_window", "worst_window_facesim", "face_model", "message")
 
 
 @dataclass
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=float, default=None, help="override the frame rate (frame folders default to 16)")
     p.add_argument("--flow-scale", type=float, default=1.0,
                    help="compute optical flow at this fraction of the resolution (0.5: ~4x faster motion metrics)")
+    p.add_argument("--window-frames", type=int, default=0,
+                   help="the videos were made in windows (context windows, extension) of this many video frames: "
+                        "report each window's identity and the worst window (0: not made in windows)")
+    p.add_argument("--window-overlap", type=int, default=0, help="video frames two neighbouring windows share")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: <videos>/iad-eval)")
     p.add_argument("--no-plots", action="store_true", help="skip the per-video curve images")
     return p
@@ -191,7 +196,8 @@ def evaluate_one(path: Path, args, analyzer, prompts: dict[str, str], out: Path)
         if prompt is None and path.is_file() and path.with_suffix(".txt").is_file():
             prompt = path.with_suffix(".txt").read_text(encoding="utf-8").strip()
         report = evaluate_video(video.frames, analyzer, reference, video.fps, prompt=prompt, sampling=args.sampling,
-                                source=path.name, flow_scale=args.flow_scale)
+                                source=path.name, flow_scale=args.flow_scale, window_frames=args.window_frames,
+                                window_overlap=args.window_overlap)
         if not video.fps_known:
             report.notes.append(f"frame rate unknown, assumed {video.fps:g} fps (pass --fps)")
         report.notes.append("CLIP-T needs CLIP models loaded through ComfyUI: use the IaD Evaluate Video node")
@@ -223,6 +229,10 @@ def main(argv: list[str] | None = None, analyzer=None) -> int:
     args = parser.parse_args(argv)
     if not args.videos.exists():
         parser.error(f"{args.videos} does not exist")
+    if args.window_frames < 0 or not 0 <= args.window_overlap < max(args.window_frames, 1):
+        print(f"error: --window-overlap ({args.window_overlap}) must be at least 0 and below --window-frames "
+              f"({args.window_frames}); give --window-frames for a video made in windows", file=sys.stderr)
+        return 2
     try:
         prompts = load_prompts(args.prompts)
         if analyzer is None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..metrics.clip_score import ClipScoreResult
+from ..metrics.drift import DriftResult, identity_drift, windows_of
 from ..metrics.expression import ExpressionResult, expression_copy, expression_vector
 from ..metrics.facesim import FaceSimResult, face_similarity, uniform_frame_indices
 from ..metrics.identity_stability import IdentityStabilityResult, identity_stability
@@ -41,6 +42,7 @@ class EvaluationReport:
     expression_skipped: str | None
     clip: ClipScoreResult | None
     clip_skipped: str | None
+    drift: DriftResult | None = None
     frames_found_after_padding: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -54,6 +56,7 @@ class EvaluationReport:
             "expression_copy": self.expression.as_dict() if self.expression else {"skipped": self.expression_skipped},
             "motion": self.motion.as_dict(),
             "clip_t": self.clip.as_dict() if self.clip else {"skipped": self.clip_skipped},
+            "drift": self.drift.as_dict() if self.drift else None,
             "notes": self.notes,
         }
 
@@ -74,7 +77,20 @@ class EvaluationReport:
             "motion": self.motion.video_mean_magnitude,
             "dynamic": self.motion.dynamic,
             "clip_t": self.clip.mean if self.clip else math.nan,
+            **drift_columns(self.drift),
         }
+
+
+def drift_columns(drift: DriftResult | None) -> dict:
+    """The drift numbers of one table row (NaN where undefined)."""
+    nan = math.nan
+    worst = drift.windows[drift.worst_window] if drift and drift.worst_window is not None else None
+    return {
+        "drift_first_second": drift.first_second if drift else nan, "drift_last_second": drift.last_second if drift else nan,
+        "drift_drop": drift.drop if drift else nan, "drift_slope_per_s": drift.slope_per_second if drift else nan,
+        "drift_slope_ci_low": drift.slope_ci95[0] if drift else nan, "drift_slope_ci_high": drift.slope_ci95[1] if drift else nan,
+        "worst_window": f"{worst.start}-{worst.end}" if worst else "", "worst_window_facesim": worst.mean if worst else nan,
+    }
 
 
 def evaluate_video(
@@ -89,10 +105,14 @@ def evaluate_video(
     clip_negative: bool | None = None,
     flow_scale: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
+    window_frames: int = 0,
+    window_overlap: int = 0,
 ) -> EvaluationReport:
     """``frames``: (N, H, W, 3) uint8 RGB. ``sampling``: ``"all"`` frames, or ``"consisid16"``
     (16 uniform frames and cosines clipped at 0, as ConsisID reports FaceSim-Arc).
-    ``flow_scale``: resolution factor for the optical flow (``iad.metrics.motion``)."""
+    ``flow_scale``: resolution factor for the optical flow (``iad.metrics.motion``).
+    ``window_frames`` > 0: the video was made in windows of that many frames sharing
+    ``window_overlap`` frames; the drift reports each window's identity and the worst one."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
         raise ValueError(f"{source}: expected video frames of shape (N, H, W, 3), got {frames.shape}")
@@ -101,6 +121,8 @@ def evaluate_video(
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown frame sampling {sampling!r}; use one of {SAMPLINGS}")
     n = frames.shape[0]
+    if window_frames or window_overlap:   # refused before the face analysis runs, not after
+        windows_of(n, int(window_frames), int(window_overlap))
     indices = list(range(n)) if sampling == SAMPLING_ALL else uniform_frame_indices(n)
     if clip_negative is None:
         clip_negative = sampling == SAMPLING_CONSISID
@@ -127,6 +149,10 @@ def evaluate_video(
         expression = expression_copy(reference.expressions, frame_expressions, indices)
 
     motion = motion_metrics(frames, fps, flow_scale=flow_scale)
+    # drift is read from the unclipped cosines: clipping at 0 would hide a face turning into someone else's
+    raw = facesim if not clip_negative else face_similarity(reference.embeddings, embeddings, indices, face_model=model)
+    drift = identity_drift(raw.per_frame, raw.frame_indices, fps, num_frames=n, window_frames=window_frames,
+                           window_overlap=window_overlap)
 
     clip, clip_skipped = None, None
     if clip_scorer is None:
@@ -140,6 +166,6 @@ def evaluate_video(
         source=source, num_frames=n, height=int(frames.shape[1]), width=int(frames.shape[2]), fps=float(fps),
         sampling=sampling, face_model=model, prompt=prompt or None, facesim=facesim, stability=stability,
         motion=motion, expression=expression, expression_skipped=expression_skipped, clip=clip,
-        clip_skipped=clip_skipped, frames_found_after_padding=[f.face.image_index for f in found if f.padded_retry],
+        clip_skipped=clip_skipped, drift=drift, frames_found_after_padding=[f.face.image_index for f in found if f.padded_retry],
         notes=notes + facesim.notes,
     )

@@ -13,6 +13,7 @@ from .expression import (
     expression_copy,
     expression_vector,
 )
+from .drift import DriftResult, DriftWindow, identity_drift, windows_of
 from .facesim import FaceSimResult, face_similarity, uniform_frame_indices
 from .identity_stability import IdentityStabilityResult, identity_stability
 from .motion import MotionResult, dynamic_degree_threshold, farneback_magnitudes, motion_metrics
@@ -20,6 +21,7 @@ from .motion import MotionResult, dynamic_degree_threshold, farneback_magnitudes
 __all__ = [
     "ClipScoreResult", "clip_text_score",
     "EXPRESSION_FEATURES", "ExpressionResult", "expression_copy", "expression_vector",
+    "DriftResult", "DriftWindow", "identity_drift", "windows_of",
     "FaceSimResult", "face_similarity", "uniform_frame_indices",
     "IdentityStabilityResult", "identity_stability",
     "MotionResult", "dynamic_degree_threshold", "farneback_magnitudes", "motion_metrics",
