@@ -1,0 +1,188 @@
+"""IaD Apply in ComfyUI's own long-video mechanism, context windows, through a real server on tiny
+models: ``WanContextWindowsManual`` on Wan 2.1 (both ComfyUI versions) and ``LTXVContextWindows``
+on LTX-Video (v0.28.2, where it exists). Core runs the model once per window and fuses the windows'
+outputs; IaD's patches run inside each call. For each mechanism:
+
+- the windows really are used (the video differs from one pass), and IaD Apply before or after the
+  windows node gives the same video, bit for bit;
+- weight 0 with windows is bit-identical to windows alone, and the identity changes the video;
+- identity tokens are computed once per run and each block's identity K/V once, however many
+  windows and steps call the model (the probe counts the adapter's modules);
+- the step range is resolved against the sampled model in every window: with the identity on the
+  last half of the steps, every window call of the first half is bit-identical to the run without
+  identity and the first call of the second half is not;
+- a window as long as the video (core then samples in one pass) gives exactly IaD without windows.
+
+The causal Wan's KV cache (streaming) is covered in tests/test_wan_variants_server.py: a run
+without identity after one with it gives the first run's video, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from harness import apply_fixtures as af
+from harness import tiny_models as tiny
+from harness.paths import comfyui_at_least
+from harness.prompts import Prompt
+
+pytestmark = pytest.mark.server
+
+
+@dataclass(frozen=True)
+class Mechanism:
+    name: str
+    family: str                 # apply_fixtures family
+    windows_node: str
+    latent: tuple               # (node, inputs)
+    frames: int                 # video frames
+    window: int                 # context_length, video frames
+    overlap: int                # context_overlap, video frames
+    cross_attention: str        # the patched module in the first block
+    adapter: str
+
+
+WAN = Mechanism("wan-context-windows", "wan-t2v", "WanContextWindowsManual",
+                ("EmptyHunyuanLatentVideo", dict(width=64, height=64, length=33, batch_size=1)),
+                33, 17, 8, "blocks.0.cross_attn", "iad-long-wan.safetensors")                  # 9 latent frames, windows of 5
+LTXV = Mechanism("ltxv-context-windows", "ltxv", "LTXVContextWindows",
+                 ("EmptyLTXVLatentVideo", dict(width=128, height=128, length=41, batch_size=1)),
+                 41, 17, 8, "transformer_blocks.0.attn2", "iad-long-ltxv.safetensors")        # 6 latent frames, windows of 3
+MECHANISMS = [WAN, LTXV]
+STEPS = 4
+
+
+def _here(m: Mechanism) -> bool:
+    return m.windows_node != "LTXVContextWindows" or comfyui_at_least("0.28")
+
+
+@pytest.fixture(scope="module")
+def server(comfy_server, tmp_path_factory):
+    save_adapter = af.module("iad.checkpoint").save_adapter
+    folder = tmp_path_factory.mktemp("long-video-adapters")
+    for m in MECHANISMS:
+        comfy_server.add_model("iad", save_adapter(af.make_adapter(af.FAMILIES[m.family]), folder / m.adapter), m.adapter)
+    comfy_server.add_model("diffusion_models", tiny.ensure_other(tiny.LTXV_TINY), tiny.LTXV_TINY.filename)
+    return comfy_server
+
+
+def _windows(p, server, m: Mechanism, model, length: int | None = None, schedule: str | None = None):
+    """The core windows node with its defaults for every input this ComfyUI has, FreeNoise off (it
+    reshuffles the noise, a separate matter), our window and overlap."""
+    spec = server.object_info()[m.windows_node]["input"]
+    values = {}
+    for section in ("required", "optional"):
+        for name, item in spec.get(section, {}).items():
+            options = item[1] if len(item) > 1 and isinstance(item[1], dict) else {}
+            choices = item[0] if isinstance(item[0], list) else options.get("options")
+            if "default" in options:
+                values[name] = options["default"]
+            elif choices:   # older ComfyUI: a combo's default is its first option
+                values[name] = choices[0]
+    values.update(context_length=length or m.window, context_overlap=m.overlap, freenoise=False)
+    if schedule:
+        values["context_schedule"] = schedule
+    return p.add(m.windows_node, model=model, **{k: v for k, v in values.items() if k != "model"})[0]
+
+
+def graph(server, m: Mechanism, iad: dict | None = None, windows: str = "before", window_length: int | None = None,
+          probe: tuple[str, ...] = (), tag: str = "", schedule: str | None = None):
+    """UNETLoader -> ModelSamplingSD3 -> [windows node and IaD Apply, in ``windows`` order] -> [probe]
+    -> KSampler (4 steps, CFG 3) -> SaveLatent. ``windows``: "before" IaD, "after" it, or "none"."""
+    family = af.FAMILIES[m.family]
+    p = Prompt()
+    model = p.add("UNETLoader", unet_name=family.spec.filename, weight_dtype="default")[0]
+    model = p.add("ModelSamplingSD3", model=model, shift=5.0)[0]
+    if windows == "before":
+        model = _windows(p, server, m, model, window_length, schedule)
+    if iad is not None:
+        loader = p.add("IaDModelLoader", adapter_name=m.adapter)
+        faces = p.add("IaDTestFaceEmbeds", seed=0, count=3)
+        identity = p.add("IaDIdentity", iad_model=loader[0], face_embeds=faces[0], decoupling="auto", strength=1.0)
+        model = p.add("IaDApply", model=model, iad_model=loader[0], identity=identity[0], weight=iad.get("weight", 1.0),
+                      start_percent=iad.get("start", 0.0), end_percent=1.0)[0]
+    if windows == "after":
+        model = _windows(p, server, m, model, window_length, schedule)
+    if probe:
+        model = p.add("IaDTestStreamProbe", model=model, modules=",".join(probe), name=f"{m.name}-{tag}", calls=64)[0]
+    if m.family == "wan-t2v":
+        pos = p.add("IaDTestWanConditioning", text="a person walks and smiles", length=16, scale=1.0)
+        neg = p.add("IaDTestWanConditioning", text="", length=16, scale=1.0)
+    else:
+        pos = p.add("IaDTestVideoConditioning", family="ltxv", text="a person walks and smiles", length=16)
+        neg = p.add("IaDTestVideoConditioning", family="ltxv", text="", length=16)
+    node, inputs = m.latent
+    latent = p.add(node, **inputs)
+    sampled = p.add("KSampler", model=model, positive=pos[0], negative=neg[0], latent_image=latent[0], seed=0,
+                    steps=STEPS, cfg=3.0, sampler_name="euler", scheduler="simple", denoise=1.0)
+    save = p.add("SaveLatent", samples=sampled[0], filename_prefix=f"iad_long_{m.name}_{tag}")
+    return p, save
+
+
+def run_latent(server, prompt_and_save) -> torch.Tensor:
+    prompt, save = prompt_and_save
+    result = server.run_ok(prompt)
+    item = result.ui(save)["latents"][0]
+    return load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
+
+
+def probed(server, m: Mechanism, tag: str) -> dict[str, torch.Tensor]:
+    return load_file(str(server.output_dir / "iad_probe" / f"{m.name}-{tag}.safetensors"))
+
+
+@pytest.mark.parametrize("m", MECHANISMS, ids=[m.name for m in MECHANISMS])
+def test_iad_apply_composes_with_context_windows(server, m):
+    if not _here(m):
+        assert m.windows_node not in server.object_info(), "this ComfyUI has the node: run the test"
+        return
+    one_pass = run_latent(server, graph(server, m, windows="none", tag="one-pass"))
+    windows = run_latent(server, graph(server, m, probe=(m.cross_attention,), tag="windows"))
+    assert not torch.equal(windows, one_pass), "the windows were not used"
+    assert torch.equal(run_latent(server, graph(server, m, iad={"weight": 0.0}, tag="w0")), windows), (
+        "weight 0 with windows is not windows alone")
+    before = run_latent(server, graph(server, m, iad={}, windows="before", tag="before"))
+    after = run_latent(server, graph(server, m, iad={}, windows="after", tag="after",
+                                     probe=(m.cross_attention, "adapter:resampler", "adapter:blocks.0.to_k_ip")))
+    assert torch.equal(before, after), "IaD Apply before or after the windows node gave different videos"
+    assert (after - windows).abs().max() > 1e-4, "the identity did not change the windowed video"
+
+    # once per run: the model ran once per window and step (and more than once per step), the
+    # identity tokens never, each block's K/V once
+    counts = probed(server, m, "after")
+    calls = int(counts[f"{m.cross_attention}|count"])
+    assert calls >= 2 * STEPS, calls
+    assert int(counts["adapter:resampler|count"]) == 0
+    assert int(counts["adapter:blocks.0.to_k_ip|count"]) == 1
+
+
+@pytest.mark.parametrize("m", MECHANISMS, ids=[m.name for m in MECHANISMS])
+def test_the_step_range_is_resolved_in_every_window(server, m):
+    if not _here(m):
+        return
+    # the static schedule keeps the same windows at every step, so calls map to steps
+    run_latent(server, graph(server, m, probe=(m.cross_attention,), tag="static", schedule="standard_static"))
+    base = probed(server, m, "static")
+    run_latent(server, graph(server, m, iad={"start": 0.5}, probe=(m.cross_attention,), tag="late-half",
+                             schedule="standard_static"))
+    late = probed(server, m, "late-half")
+    calls = int(base[f"{m.cross_attention}|count"])
+    per_step = calls // STEPS
+    assert calls % STEPS == 0 and per_step >= 2, "expected the same several windows at every step"
+    for call in range(2 * per_step):   # the first half of the steps: identity off in every window
+        key = f"{m.cross_attention}|{call}|out0"
+        assert torch.equal(late[key], base[key]), f"window call {call} (step {call // per_step}) got the identity"
+    first_on = f"{m.cross_attention}|{2 * per_step}|out0"
+    assert (late[first_on] - base[first_on]).abs().max() > 1e-6, "the second half's first window got no identity"
+
+
+@pytest.mark.parametrize("m", MECHANISMS, ids=[m.name for m in MECHANISMS])
+def test_a_window_as_long_as_the_video_is_iad_in_one_pass(server, m):
+    """Core samples in one pass when the window covers the video; so must IaD."""
+    if not _here(m):
+        return
+    whole = run_latent(server, graph(server, m, iad={}, windows="after", window_length=m.frames, tag="whole"))
+    assert torch.equal(whole, run_latent(server, graph(server, m, iad={}, windows="none", tag="iad-one-pass")))
