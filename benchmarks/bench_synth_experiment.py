@@ -8,6 +8,8 @@ training-free decoupler on (b)'s weights -- same held-out people, prompts and no
                                  # a variant build (e.g. another adapter layout) against the shipped one, paired
     python benchmarks/bench_synth_experiment.py --reference-rows
                                  # reference frames appended (Wan variants): identity on the video's rows or all rows
+    python benchmarks/bench_synth_experiment.py --long-video
+                                 # drift: 4x-length videos in context windows, per window and first vs last
     python benchmarks/bench_synth_experiment.py --compare-published [--reference-rows]
                                  # rerun the published default-weight experiment on this CPU and print the
                                  # largest difference of every number from docs/results/ (nothing written)
@@ -34,7 +36,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from synthworld import assets, build, experiment, reference_rows, world  # noqa: E402
+from synthworld import assets, build, experiment, long_video, reference_rows, world  # noqa: E402
 from synthworld import published as published_cmp  # noqa: E402
 
 OUT = REPO / "docs" / "results"
@@ -252,6 +254,64 @@ def compare_published(world_dir: str, rows: bool) -> int:
     return 1 if beyond else 0
 
 
+def long_video_tables(out: dict) -> str:
+    """Per system: identity, copy and action overall and per window; last minus first window; drift."""
+    c = out["config"]
+    lines = [f"{c['frames']}-frame videos ({c['frames'] // c['trained_frames']}x the world's {c['trained_frames']}-frame "
+             f"clips) in context windows of {c['window']} frames overlapping by {c['overlap']} ({c['schedule']}, "
+             f"{c['fuse']} fusion), {out['ci']['people']} held-out people x {c['prompts_per_identity']} prompts; "
+             "95 % bootstrap intervals over people.", "",
+             "| system | window (frames) | identity | copy | action | FaceSim |", "|---|---|---|---|---|---|"]
+    for s, name in out["systems"].items():
+        r = out["results"][s]
+        lines.append(f"| {name} | all {c['frames']} | " + " | ".join(
+            fmt_ci(r[m]["value"], r[m]["ci95"], m != "face_sim") for m in long_video.WINDOW_METRICS) + " |")
+        for w in out["per_window"][s]:
+            lines.append(f"| | {w['frames'][0]}-{w['frames'][1]} | " + " | ".join(
+                fmt_ci(w[m]["value"], w[m]["ci95"], m != "face_sim") for m in long_video.WINDOW_METRICS) + " |")
+    lines += ["", "| system | last - first window: identity | copy | action | FaceSim | FaceSim slope per second | "
+                  "FaceSim drop, first - last second |", "|---|---|---|---|---|---|---|"]
+    for s, name in out["systems"].items():
+        d, drift = out["last_minus_first_window"][s], out["drift"][s]
+        lines.append(f"| {name} | " + " | ".join(diff_cell(d[m], m != "face_sim") for m in long_video.WINDOW_METRICS)
+                     + " | " + " | ".join(f"{drift[k]['value']:+.4f} [{drift[k]['ci95'][0]:+.4f}, {drift[k]['ci95'][1]:+.4f}]"
+                                          for k in ("slope_per_second", "drop")) + " |")
+    return "\n".join(lines)
+
+
+def long_video_plot(out: dict, path: Path) -> None:
+    """The drift curve: identity accuracy and FaceSim per frame, each system, window starts marked."""
+    from iad.plotting import Panel, Series, draw_panels
+
+    frames = out["config"]["frames"]
+    x = list(range(frames))
+    panels = []
+    for key, title, rng in (("identity_accuracy", "identity accuracy per frame (nearest held-out person)", (0, 1)),
+                            ("face_sim", "FaceSim per frame (cosine to the reference)", None),
+                            ("copy_rate", "copy rate per frame (the reference photo's expression or pose)", (0, 1))):
+        series = [Series(long_video.SYSTEM_NAMES[s], x, out["per_frame"][s][key], COLOURS[s]) for s in out["systems"]]
+        panels.append(Panel(title, series, y_range=rng, missing_x=[w[0] for w in out["windows"][1:]],
+                            missing_label="window start"))
+    draw_panels(panels, x_max=frames - 1, title=f"Synthetic world: {frames}-frame videos in context windows "
+                                                f"(ticks: window starts)").save(path)
+
+
+def long_video_run(world_dir: str, identities: int, steps: int, seed: int, write: bool) -> int:
+    cfg = experiment.ExperimentConfig(identities=identities, steps=steps, seed=seed)
+    out = long_video.run(world_dir, cfg)
+    # a 4-person run of the same code, which tests/test_synth_long_video.py reruns in the suite
+    out["smoke"] = long_video.run(world_dir, experiment.ExperimentConfig(identities=long_video.SMOKE_IDENTITIES,
+                                                                           steps=steps, seed=seed))
+    text = long_video_tables(out)
+    print("\n" + text + f"\n\nwall time {out['wall_s']} s")
+    if write:
+        (OUT / "synth_long_video.json").write_text(json.dumps(out, indent=1) + "\n")
+        (OUT / "synth_long_video.md").write_text(text + "\n")
+        long_video_plot(out, OUT / "synth_long_video.png")
+        print(f"wrote {OUT}/synth_long_video.json, synth_long_video.md, synth_long_video.png")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default=str(assets.WORLD_DIR))
@@ -275,7 +335,12 @@ def main() -> int:
     parser.add_argument("--compare-published", action="store_true",
                         help="rerun the published default-weight experiment (with --reference-rows: that one) and print "
                              "the largest difference of every number from its JSON in docs/results/; writes nothing")
+    parser.add_argument("--long-video", action="store_true",
+                        help="the drift experiment instead (synthworld/long_video.py): 4x-length videos in context windows; "
+                             "writes docs/results/synth_long_video.json/.md/.png")
     args = parser.parse_args()
+    if args.long_video:
+        return long_video_run(args.world, args.identities, args.steps, args.seed, not args.no_write)
     if args.compare_published:
         return compare_published(args.world, args.reference_rows)
     if args.reference_rows:

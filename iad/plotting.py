@@ -38,6 +38,7 @@ class Panel:
     y_range: tuple[float, float] | None = None
     hline: tuple[float, str] | None = None      # (value, label)
     missing_x: Sequence[float] = ()             # x positions marked "no face"
+    missing_label: str = "no face"              # the marks' legend (other uses: window starts)
 
 
 def _font(size: int):
@@ -116,7 +117,7 @@ def _draw_panel(draw, panel: Panel, top: int, x_max: float) -> None:
         legend_y += 16
     if panel.missing_x:
         draw.rectangle([right + 6, legend_y + 16, right + 18, legend_y + 24], fill=MISSING)
-        draw.text((right + 22, legend_y + 20), "no face", fill=TEXT, font=small, anchor="lm")
+        draw.text((right + 22, legend_y + 20), panel.missing_label, fill=TEXT, font=small, anchor="lm")
 
 
 def draw_panels(panels: Sequence[Panel], x_max: float, title: str = ""):

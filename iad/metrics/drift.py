@@ -156,7 +156,7 @@ def identity_drift(
         notes.append(f"the video is {duration:.2f} s long: first and last are its first and last {span:.2f} s")
     slope, intercept = (_slope(t, y) if len(t) >= 3 else (math.nan, math.nan))
     ci = (math.nan, math.nan)
-    if len(t) >= 3 and math.isfinite(slope):
+    if len(t) >= 3 and math.isfinite(slope) and resamples > 0:   # resamples 0: the slope alone
         ci = _block_bootstrap_ci(t, y, block=max(1, round(fps)), resamples=resamples, seed=seed)
     if len(t) < 3:
         notes.append(f"only {len(t)} frames with a face: no slope")
