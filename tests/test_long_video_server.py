@@ -13,6 +13,12 @@ outputs; IaD's patches run inside each call. For each mechanism:
   identity and the first call of the second half is not;
 - a window as long as the video (core then samples in one pass) gives exactly IaD without windows.
 
+Extension, ComfyUI's other way to a long video, chunk after chunk: Wan 2.2 S2V's
+``WanSoundImageToVideoExtend`` (both versions) and last-frame continuation with Wan I2V. Every
+chunk gets the same identity: the resampler never runs while sampling, the first chunk projects each
+block's identity K/V once and the second reuses those very tensors; weight 0 leaves every chunk
+bit-identical, and the identity changes them.
+
 The causal Wan's KV cache (streaming) is covered in tests/test_wan_variants_server.py: a run
 without identity after one with it gives the first run's video, bit for bit.
 """
@@ -21,12 +27,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from harness import apply_fixtures as af
 from harness import tiny_models as tiny
+from harness import tiny_wan_variants as tv
 from harness.paths import comfyui_at_least
 from harness.prompts import Prompt
 
@@ -54,6 +63,9 @@ LTXV = Mechanism("ltxv-context-windows", "ltxv", "LTXVContextWindows",
                  41, 17, 8, "transformer_blocks.0.attn2", "iad-long-ltxv.safetensors")        # 6 latent frames, windows of 3
 MECHANISMS = [WAN, LTXV]
 STEPS = 4
+PHOTO = "iad_long_video_start.png"
+I2V_ADAPTER = "iad-long-wan-i2v.safetensors"
+KV = ("adapter:resampler", "adapter:blocks.0.to_k_ip")
 
 
 def _here(m: Mechanism) -> bool:
@@ -67,6 +79,11 @@ def server(comfy_server, tmp_path_factory):
     for m in MECHANISMS:
         comfy_server.add_model("iad", save_adapter(af.make_adapter(af.FAMILIES[m.family]), folder / m.adapter), m.adapter)
     comfy_server.add_model("diffusion_models", tiny.ensure_other(tiny.LTXV_TINY), tiny.LTXV_TINY.filename)
+    comfy_server.add_model("diffusion_models", tv.ensure_variant(tv.S2V), tv.S2V.filename)
+    comfy_server.add_model("diffusion_models", tiny.ensure(tiny.WAN21_I2V), tiny.WAN21_I2V.filename)
+    comfy_server.add_model("iad", save_adapter(af.make_adapter(af.FAMILIES["wan-i2v"]), folder / I2V_ADAPTER), I2V_ADAPTER)
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        comfy_server.input_dir / PHOTO)
     return comfy_server
 
 
@@ -186,3 +203,84 @@ def test_a_window_as_long_as_the_video_is_iad_in_one_pass(server, m):
         return
     whole = run_latent(server, graph(server, m, iad={}, windows="after", window_length=m.frames, tag="whole"))
     assert torch.equal(whole, run_latent(server, graph(server, m, iad={}, windows="none", tag="iad-one-pass")))
+
+
+def _chunk_identity(p, model, adapter: str, weight: float):
+    loader = p.add("IaDModelLoader", adapter_name=adapter)
+    faces = p.add("IaDTestFaceEmbeds", seed=0, count=3)
+    identity = p.add("IaDIdentity", iad_model=loader[0], face_embeds=faces[0], decoupling="auto", strength=1.0)
+    return p.add("IaDApply", model=model, iad_model=loader[0], identity=identity[0], weight=weight, start_percent=0.0,
+                 end_percent=1.0)[0]
+
+
+def _sample(p, model, pos, neg, latent, probe_name: str | None):
+    if probe_name:
+        model = p.add("IaDTestStreamProbe", model=model, modules=",".join(KV), name=probe_name, calls=2)[0]
+    return p.add("KSampler", model=model, positive=pos, negative=neg, latent_image=latent, seed=0, steps=2, cfg=2.0,
+                 sampler_name="euler", scheduler="simple", denoise=1.0)[0]
+
+
+def extension_graph(kind: str, weight: float | None, tag: str):
+    """Two chunks with one model: ``s2v`` (WanSoundImageToVideo, then WanSoundImageToVideoExtend on the
+    first chunk's latent) or ``i2v`` (WanImageToVideo, then again from the first chunk's last decoded
+    frame). Returns the prompt and both chunks' SaveLatent nodes."""
+    p = Prompt()
+    unet = tv.S2V.filename if kind == "s2v" else tiny.WAN21_I2V.filename
+    model = p.add("UNETLoader", unet_name=unet, weight_dtype="default")[0]
+    model = p.add("ModelSamplingSD3", model=model, shift=5.0)[0]
+    if weight is not None:
+        model = _chunk_identity(p, model, WAN.adapter if kind == "s2v" else I2V_ADAPTER, weight)
+    probe = (lambda chunk: f"{kind}-{tag}-chunk{chunk}") if weight else (lambda chunk: None)   # weight 0: no adapter
+    pos = p.add("IaDTestWanConditioning", text="a person talks and smiles", length=16, scale=1.0)[0]
+    neg = p.add("IaDTestWanConditioning", text="", length=16, scale=1.0)[0]
+    vae = p.add("VAELoader", vae_name=tiny.WAN21_VAE.filename)[0]
+    photo = p.add("LoadImage", image=PHOTO)[0]
+    size = dict(width=64, height=64, length=5)
+    if kind == "s2v":
+        audio = p.add("IaDTestAudioEncoderOutput", encoder="wav2vec2-large", seconds=2.0, seed=2)[0]
+        first = p.add("WanSoundImageToVideo", positive=pos, negative=neg, vae=vae, batch_size=1,
+                      audio_encoder_output=audio, ref_image=photo, **size)
+        chunk1 = _sample(p, model, first[0], first[1], first[2], probe(1))
+        second = p.add("WanSoundImageToVideoExtend", positive=first[0], negative=first[1], vae=vae, length=5,
+                       video_latent=chunk1, audio_encoder_output=audio, ref_image=photo)
+        chunk2 = _sample(p, model, second[0], second[1], second[2], probe(2))
+    else:
+        clip = p.add("IaDTestClipVisionOutput", seed=1)[0]
+        first = p.add("WanImageToVideo", positive=pos, negative=neg, vae=vae, batch_size=1, start_image=photo,
+                      clip_vision_output=clip, **size)
+        chunk1 = _sample(p, model, first[0], first[1], first[2], probe(1))
+        frames = p.add("VAEDecode", samples=chunk1, vae=vae)[0]
+        last = p.add("ImageFromBatch", image=frames, batch_index=4, length=1)[0]
+        second = p.add("WanImageToVideo", positive=pos, negative=neg, vae=vae, batch_size=1, start_image=last,
+                       clip_vision_output=clip, **size)
+        chunk2 = _sample(p, model, second[0], second[1], second[2], probe(2))
+    saves = [p.add("SaveLatent", samples=c, filename_prefix=f"iad_long_{kind}_{tag}_{i}") for i, c in ((1, chunk1), (2, chunk2))]
+    return p, saves
+
+
+def run_chunks(server, prompt_and_saves) -> list[torch.Tensor]:
+    prompt, saves = prompt_and_saves
+    result = server.run_ok(prompt)
+    out = []
+    for save in saves:
+        item = result.ui(save)["latents"][0]
+        out.append(load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"])
+    return out
+
+
+@pytest.mark.parametrize("kind", ["s2v", "i2v"])
+def test_iad_apply_keeps_one_identity_across_extension_chunks(server, kind):
+    base = run_chunks(server, extension_graph(kind, None, "base"))
+    zero = run_chunks(server, extension_graph(kind, 0.0, "w0"))
+    assert all(torch.equal(a, b) for a, b in zip(zero, base)), "weight 0 changed a chunk"
+    with_id = run_chunks(server, extension_graph(kind, 1.0, "iad"))
+    for chunk, (a, b) in enumerate(zip(with_id, base), 1):
+        assert (a - b).abs().max() > 1e-4, f"the identity did not change chunk {chunk}"
+    # the first chunk projects each block's identity K/V once; the second reuses exactly those
+    one, two = probed_file(server, f"{kind}-iad-chunk1"), probed_file(server, f"{kind}-iad-chunk2")
+    assert int(one["adapter:resampler|count"]) == 0 and int(two["adapter:resampler|count"]) == 0
+    assert int(one["adapter:blocks.0.to_k_ip|count"]) == 1 and int(two["adapter:blocks.0.to_k_ip|count"]) == 0
+
+
+def probed_file(server, name: str) -> dict[str, torch.Tensor]:
+    return load_file(str(server.output_dir / "iad_probe" / f"{name}.safetensors"))
