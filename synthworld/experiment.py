@@ -168,7 +168,7 @@ class SystemResult:
 # metric key -> the per-case score it averages (SystemResult.scores)
 METRIC_SCORES = {"action_accuracy": "correct", "copy_rate": "copied", "identity_accuracy": "id_ok", "face_sim": "face_sim",
                  "detection_rate": "detected", "identity_stability": "identity_stability", "motion_mean": "motion"}
-# issue 19's goals at the default weight: (quantity, target, direction)
+# the project's evidence goals at the default weight (set in issue 19): (quantity, target, direction)
 GOALS = {
     "naive_identity_accuracy": (0.60, ">="), "naive_copy_rate": (0.15, ">="), "naive_action_loss_points": (15.0, ">="),
     "base_action_accuracy": (0.85, ">="), "iad_copy_over_naive": (0.5, "<="), "iad_action_recovered_share": (0.8, ">="),

@@ -247,6 +247,14 @@ def test_config_errors_are_clear(dataset, tmp_path):
         load_config({**good, "data": str(tmp_path)})
     with pytest.raises(ConfigError, match="losses.icr needs 'vae'"):
         load_config({**good, "losses": {"icr": {"weight": 0.5}}})
+    # NaN and infinity in any loss weight or learning rate, named (JSON's NaN/Infinity parse to them)
+    for override, name in (({"losses": {"identity_decoupling": float("nan")}}, r"losses\.identity_decoupling is nan"),
+                           ({"losses": {"scr": {"weight": float("inf")}}}, r"losses\.scr\.weight is inf"),
+                           ({"optimizer": {"lr": float("inf")}}, r"optimizer\.lr is inf"),
+                           ({"optimizer": {"base_lr": float("-inf")}}, r"optimizer\.base_lr is -inf"),
+                           ({"optimizer": {"betas": [0.9, float("nan")]}}, r"optimizer\.betas\[1\] is nan")):
+        with pytest.raises(ConfigError, match=name):
+            load_config({**good, **override})
     with pytest.raises(IncompatibleBaseModelError, match="Wan T2V|text-to-video"):
         run({**good, "base_model": str(tiny.ensure(tiny.WAN21_I2V))})
     # Wan variants read streams a prepared dataset does not hold: refused, saying what would be needed

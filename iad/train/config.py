@@ -158,8 +158,25 @@ def _build(cls, data: Any, where: str):
         raise ConfigError(f"{where or 'config'}: missing required key(s) {missing or ''} ({exc})") from None
 
 
+def _non_finite(obj, prefix: str = "") -> list[str]:
+    """Every number in the config (loss weights, learning rates, betas, ...) that is NaN or infinite,
+    by its dotted name: one would silently poison the whole run."""
+    out = []
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            out += _non_finite(value, f"{name}.")
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append(f"{name} is {value!r}; it must be a finite number")
+        elif isinstance(value, (list, tuple)):
+            out += [f"{name}[{i}] is {v!r}; it must be a finite number" for i, v in enumerate(value)
+                    if isinstance(v, float) and not math.isfinite(v)]
+    return out
+
+
 def _check(config: TrainConfig, check_paths: bool) -> None:
-    problems: list[str] = []
+    problems: list[str] = _non_finite(config)
 
     def need(cond: bool, message: str) -> None:
         if not cond:
