@@ -113,7 +113,9 @@ _BUILD_JS = "async (spec) => {" + _ADD_SPEC_JS + """
 # out (their links taken over by the spec's replacements), the subgraphs that hold the model unpacked
 # (so the IaD nodes sit next to the model they patch), the spec's nodes added below it, and an IaD Apply
 # between every active anchor loader's output and everything that output fed (copies of the spec's
-# IaD Apply, sharing its adapter and identity, for the second and later loaders).
+# IaD Apply, sharing its adapter and identity, for the second and later loaders), then the spec's chain
+# of core model patches (a context-windows node) between each IaD Apply and what the loader fed; the
+# template widgets the spec sets (a long video's length) get their values.
 _BUILD_TEMPLATE_JS = "async ({template, spec}) => {" + _ADD_SPEC_JS + """
     const app = window.app, LG = window.LiteGraph, anchor = spec.anchor;
     const fail = (msg) => { throw new Error(spec.name + ': ' + msg); };
@@ -168,6 +170,16 @@ _BUILD_TEMPLATE_JS = "async ({template, spec}) => {" + _ADD_SPEC_JS + """
             }
         }
     }
+    // Template widgets the spec gives other values (a long video's length): the one node of that type and title.
+    for (const s of spec.settings) {
+        const hits = graph.nodes.filter((n) => n.type === s.type && n.title === s.title);
+        if (hits.length !== 1) fail(`the template has ${hits.length} ${s.type} titled '${s.title}' to set, not one`);
+        for (const [name, value] of Object.entries(s.widgets)) {
+            const w = (hits[0].widgets || []).find((x) => x.name === name);
+            if (!w) fail(`template node ${s.type} '${s.title}' has no widget ${name}`);
+            w.value = value;
+        }
+    }
     const anchors = graph.nodes.filter(isAnchor);
     if (!anchors.length) fail(`the template has no active ${anchor.type} with ${anchor.widget}`);
     let x0 = Infinity, y1 = -Infinity;
@@ -177,17 +189,22 @@ _BUILD_TEMPLATE_JS = "async ({template, spec}) => {" + _ADD_SPEC_JS + """
     addSpec(graph, spec, [x0, y1 + 200], byKey);
     const first = byKey[spec.apply];
     const slot = (node, name, side) => node[side].findIndex((x) => x.name === name);
+    // The i-th copy of a spec node (for the i-th loader), its widgets' values, right of the first IaD Apply's.
+    const copyOf = (proto, i) => {
+        const node = LG.createNode(proto.type);
+        graph.add(node);
+        node.pos = [proto.pos[0] + i * (first.size[0] + 60), proto.pos[1]];
+        Object.assign(node, {title: `${proto.title} (${i + 1})`, color: proto.color, bgcolor: proto.bgcolor});
+        for (const w of proto.widgets || []) node.widgets.find((x) => x.name === w.name).value = w.value;
+        node.setSize([...proto.size]);
+        return node;
+    };
     anchors.forEach((a, i) => {
         const out = slot(a, anchor.output, 'outputs');
         if (out < 0) fail(`${anchor.type} has no output ${anchor.output}`);
         let apply = first;
         if (i > 0) {   // another loader of the model (a second subgraph, a second model): its own IaD Apply
-            apply = LG.createNode(first.type);
-            graph.add(apply);
-            apply.pos = [first.pos[0] + i * (first.size[0] + 60), first.pos[1]];
-            Object.assign(apply, {title: `${first.title} (${i + 1})`, color: first.color, bgcolor: first.bgcolor});
-            for (const w of first.widgets || []) apply.widgets.find((x) => x.name === w.name).value = w.value;
-            apply.setSize([...first.size]);
+            apply = copyOf(first, i);
             for (const name of ['iad_model', 'identity']) {
                 const l = link(first.inputs[slot(first, name, 'inputs')].link);
                 graph.getNodeById(l.origin_id).connect(l.origin_slot, apply, slot(apply, name, 'inputs'));
@@ -196,7 +213,16 @@ _BUILD_TEMPLATE_JS = "async ({template, spec}) => {" + _ADD_SPEC_JS + """
         }
         const consumers = consumersOf(a, out).filter(([n]) => n !== apply);
         if (!consumers.length) fail(`nothing takes ${anchor.type}.${anchor.output} in the template`);
-        for (const [node, s] of consumers) if (!apply.connect(0, node, s)) fail(`could not link IaD Apply -> ${node.type}`);
+        // The chain of core model patches after IaD Apply (a context-windows node), each loader's own.
+        let tail = apply;
+        for (const key of spec.chain) {
+            const node = i === 0 ? byKey[key] : copyOf(byKey[key], i);
+            if (!node) fail(`chain node ${key} is not in the spec`);
+            const input = slot(node, 'model', 'inputs');
+            if (input < 0 || !tail.connect(0, node, input)) fail(`could not link ${tail.type} -> ${key} (${node.type}).model`);
+            tail = node;
+        }
+        for (const [node, s] of consumers) if (!tail.connect(0, node, s)) fail(`could not link ${tail.type} -> ${node.type}`);
     });
     for (const [id, [key, outName]] of Object.entries(spec.replace)) {
         const src = byKey[key], out = src ? slot(src, outName, 'outputs') : -1;

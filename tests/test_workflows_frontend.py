@@ -492,14 +492,32 @@ def _flat_nodes(graph: dict) -> list[dict]:
     return list(expand(graph["nodes"]))
 
 
+def _widgets_not_holding(node: dict, widgets: dict, object_info: dict) -> list[str]:
+    """The widgets of ``widgets`` whose value ``node`` (UI format) does not have, by name (positions
+    from this ComfyUI's schema of the node). On a ComfyUI older than the workflows' own (0.3.75), a
+    widget its node does not have yet (WanContextWindowsManual's freenoise) is not checked: the
+    workflows' own ComfyUI (v0.28) checks it."""
+    from harness.paths import comfyui_at_least
+
+    names = _widget_names(object_info[node["type"]])
+    values = node.get("widgets_values") or []
+    return [f"{name}={value!r}" for name, value in widgets.items()
+            if (name not in names and comfyui_at_least("0.28"))
+            or (name in names and (names.index(name) >= len(values) or values[names.index(name)] != value))]
+
+
 @pytest.mark.parametrize("path", TEMPLATE_WORKFLOWS, ids=_ids(TEMPLATE_WORKFLOWS))
-def test_template_workflows_are_the_official_template_plus_iad(path):
+def test_template_workflows_are_the_official_template_plus_iad(comfy_server, path):
     """A workflow built from ComfyUI's official template: an IaD Apply sits between each active loader
     of the template's model and everything that loader's model fed (all sharing one adapter and one
-    identity), and nothing else of the template changed. Where the template is at hand (the package
-    this ComfyUI pins, or the repository's copy of one an older pin shipped) every template node
-    (subgraphs included) is in the workflow with its mode and widget values, except the nodes of
-    custom node packs the spec leaves out, and the IaD Apply nodes feed exactly what the loaders fed."""
+    identity), and nothing else of the template changed. Where the spec declares a chain of core model
+    patches after IaD Apply (the long videos' context-windows node), each IaD Apply feeds exactly its
+    own copy of that chain, with the declared widget values, and the chain's end feeds what the loader
+    fed. Where the template is at hand (the package this ComfyUI pins, or the repository's copy of one
+    an older pin shipped) every template node (subgraphs included) is in the workflow with its mode and
+    widget values - those the spec sets (a long video's length) with the values it sets - except the
+    nodes of custom node packs the spec leaves out, and the IaD Apply nodes (through the chain) feed
+    exactly what the loaders fed."""
     import sys
     from collections import Counter
 
@@ -512,10 +530,11 @@ def test_template_workflows_are_the_official_template_plus_iad(path):
     shipped = load_json(path)
     provenance = shipped["extra"]["iad_template"]
     assert provenance["file"] == spec.template and provenance["package"].startswith("comfyui-workflow-templates")
+    object_info = comfy_server.object_info()
     nodes = {n["id"]: n for n in shipped["nodes"]}
     links = {link[0]: link for link in _links(shipped)}
     applies = [n for n in shipped["nodes"] if n["type"] == "IaDApply"]
-    fed, sources = Counter(), set()
+    fed, sources, chained = Counter(), set(), []
     for apply in applies:
         inputs = {i["name"]: links[i["link"]] for i in apply["inputs"] if i.get("link") is not None}
         loader = nodes[inputs["model"][1]]
@@ -523,30 +542,54 @@ def test_template_workflows_are_the_official_template_plus_iad(path):
         assert set(spec.anchor_values()) & set(loader["widgets_values"]), loader["widgets_values"]
         assert loader["outputs"][inputs["model"][2]]["links"] == [inputs["model"][0]], "the loader feeds more than IaD Apply"
         sources.add((inputs["iad_model"][1], inputs["identity"][1]))
-        fed += Counter(nodes[links[i][3]]["type"] for i in apply["outputs"][0]["links"])
+        tail = apply
+        for proto in spec.chain_nodes():   # IaD Apply -> the chain, in order, each node feeding only the next
+            out = tail["outputs"][0].get("links") or []
+            assert len(out) == 1, f"{path.name}: {tail['type']} {tail['id']} must feed only {proto.type}"
+            node = nodes[links[out[0]][3]]
+            assert node["type"] == proto.type and node.get("mode", 0) == 0 and all(node is not c for c in chained), node
+            assert node["inputs"][links[out[0]][4]]["name"] == "model"
+            if node["type"] in object_info:   # else a core node this ComfyUI lacks (LTXVContextWindows on 0.3.75)
+                assert not _widgets_not_holding(node, proto.widgets, object_info), (
+                    f"{path.name}: {node['type']} {node['id']} lacks {_widgets_not_holding(node, proto.widgets, object_info)}")
+            chained.append(node)
+            tail = node
+        fed += Counter(nodes[links[i][3]]["type"] for i in tail["outputs"][0]["links"])
     assert applies and fed, "no IaD Apply, or it feeds nothing"
     assert len(sources) == 1, "the IaD Apply nodes must share one adapter and one identity"
+    assert len(chained) == len(applies) * len(spec.chain)
 
     template = _installed_template(spec.template)
     if template is None or template.sha256 != provenance["sha256"]:
         return   # this ComfyUI pins other templates: the rewiring above is what can be checked here
     left_out = set(spec.remove)
     unused = _flat_nodes(shipped)
+    settings_used = 0
     for node in _flat_nodes(template.graph):
         if node["id"] in left_out and node in template.graph["nodes"]:
             continue
         values = node.get("widgets_values") or []
         if all(v is None for v in values):
             values = []   # display-only widgets (PreviewAny's text): frontends serialize them as nothing
+        setting = spec.setting(node["type"], node.get("title"))
+        if setting:   # a template widget the spec gives another value: that value, the others unchanged
+            names, values = _widget_names(object_info[node["type"]]), list(values)
+            for name, value in setting.items():
+                assert values[names.index(name)] != value, f"{path.name}: the template already has {name} {value}"
+                values[names.index(name)] = value
+            settings_used += 1
         match = next((n for n in unused if n["type"] == node["type"] and n.get("mode", 0) == node.get("mode", 0)
                       and (n.get("widgets_values") or [])[:len(values)] == values), None)
         assert match is not None, f"{path.name}: template node {node['id']} ({node['type']}, {values}) is missing or changed"
         unused.remove(match)
-    # the IaD part, and the primitives that carry a subgraph's promoted value where unpacking dropped its link
+    assert settings_used == len(spec.settings), f"{path.name}: a template node the spec sets is not in the template once"
+    # the IaD part, and the primitives that carry a subgraph's promoted value where unpacking dropped its link;
+    # the chain's nodes only where checked above (after IaD Apply)
     added = {"IaDApply", "IaDIdentity", "IaDModelLoader", "IaDFaceEmbed", "IaDFaceAnalysisLoader", "IaDIRSE50FaceEmbedder",
              "LoadImage", "PreviewImage", "PreviewAny", "Note", "PrimitiveInt", "PrimitiveFloat", "PrimitiveString",
-             "PrimitiveBoolean"} | {n.type for n in spec.nodes}
-    assert {n["type"] for n in unused} <= added, [n["type"] for n in unused]
+             "PrimitiveBoolean"} | {n.type for n in spec.nodes if n.key not in spec.chain}
+    extra = [n for n in unused if all(n is not c for c in chained)]
+    assert {n["type"] for n in extra} <= added, [n["type"] for n in extra]
     # What the loaders' MODEL fed in the template is what the IaD Apply nodes feed now.
     template_fed = Counter()
     for part in [template.graph] + list(template.graph.get("definitions", {}).get("subgraphs", [])):

@@ -92,7 +92,12 @@ class TemplateWorkflow(Workflow):
     each ``anchor`` loader's output and everything that output fed (the spec's ``apply`` node for the
     first, copies of it for the others: a template may load the model in several subgraphs, or two
     models). ``@anchor`` in a link names the first loader. ``remove`` lists template nodes left out
-    (nodes of custom node packs that core lacks); ``replace`` gives what takes over their links."""
+    (nodes of custom node packs that core lacks); ``replace`` gives what takes over their links.
+    ``chain`` names spec nodes (core model patches, e.g. a context-windows node) that go between each
+    IaD Apply and what its loader fed, in that order (each takes ``model`` and gives output 0; copies
+    of them follow the copies of IaD Apply). ``settings`` gives template widgets other values (the
+    length of a long video): ``((node type, node title), {widget: value})``, the one template node of
+    that type and title, after the subgraphs that hold the model are unpacked."""
 
     template: str = ""           # file name in the templates package, e.g. video_ltx2_t2v.json
     # {"type", "widget": [name, value or [values]], "output"}: the loaders (active ones) whose model gets IaD
@@ -101,6 +106,8 @@ class TemplateWorkflow(Workflow):
     requires: str = ""           # what the running ComfyUI must have (said in the README and tests)
     remove: tuple[int, ...] = ()  # template node ids left out
     replace: dict = field(default_factory=dict)   # removed node id -> (spec node key, its output name)
+    chain: tuple[str, ...] = ()  # spec node keys between IaD Apply and what the loader fed (model in, output 0 out)
+    settings: tuple = ()         # ((template node type, title), {widget: value}): template widgets set to other values
 
     def anchor_values(self) -> list:
         value = self.anchor.get("widget", [None, None])[1]
@@ -110,7 +117,15 @@ class TemplateWorkflow(Workflow):
         anchor = {**self.anchor, "widget": [self.anchor["widget"][0], self.anchor_values()]} if "widget" in self.anchor \
             else self.anchor
         return {**super().to_js(), "apply": self.apply, "anchor": anchor, "remove": list(self.remove),
-                "replace": {str(k): list(v) for k, v in self.replace.items()}}
+                "replace": {str(k): list(v) for k, v in self.replace.items()}, "chain": list(self.chain),
+                "settings": [{"type": t, "title": title, "widgets": dict(w)} for (t, title), w in self.settings]}
+
+    def chain_nodes(self) -> list[Node]:
+        return [self.node(key) for key in self.chain]
+
+    def setting(self, node_type: str, title: str | None) -> dict:
+        """The widget values the spec gives the template node of this type and title ({} if none)."""
+        return next((dict(w) for (t, name), w in self.settings if t == node_type and name == title), {})
 
 
 @dataclass(frozen=True)
