@@ -207,7 +207,9 @@ def _is_ab(path) -> bool:
 
 # The LTX-2 workflow is ComfyUI's LTX-2 template, whose audio VAE, Gemma 3 text encoder and latent
 # upsampler have no tiny stand-ins here: it is opened and validated in test_workflows_frontend, and
-# its model path (IaD Apply on LTX-2, video and audio) runs in test_apply_server / test_apply_ltx2.
+# its model path (IaD Apply on LTX-2, video and audio) runs in test_apply_server / test_apply_ltx2. The
+# long LTX-2 workflow (the same template) runs from the frontend in test_workflows_long_video.py, with a
+# tiny audio VAE, the upsampler bypassed and the latents saved.
 def _wan_variant_names() -> set[str]:
     """The Wan-variant workflows: they run in test_workflows_wan_variants.py, each pointed at its own tiny model."""
     import sys
@@ -220,7 +222,20 @@ def _wan_variant_names() -> set[str]:
     return {v.name for v in VARIANTS}
 
 
-SINGLE = [p for p in WORKFLOWS if not _is_ab(p) and not p.stem.startswith("ltx2") and p.stem not in _wan_variant_names()]
+def _long_video_names() -> set[str]:
+    """The long-video workflows (templates + IaD + context windows): they run in test_workflows_long_video.py."""
+    import sys
+
+    from harness.paths import REPO_ROOT
+
+    sys.path.insert(0, str(REPO_ROOT / "scripts"))
+    from workflow_specs.long_video import long_video_workflows
+
+    return {w.name for w in long_video_workflows()}
+
+
+SINGLE = [p for p in WORKFLOWS if not _is_ab(p) and not p.stem.startswith("ltx2")
+          and p.stem not in _wan_variant_names() | _long_video_names()]
 
 
 @pytest.mark.parametrize("path", SINGLE, ids=[p.stem for p in SINGLE])
