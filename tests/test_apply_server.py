@@ -5,14 +5,14 @@ also under --lowvram / --novram. Results are compared bit for bit as saved laten
 from __future__ import annotations
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 import pytest
 
 from harness import apply_fixtures as af
 from harness import tiny_models as tiny
 from harness.comfy_server import ComfyServer
-from harness.prompts import Prompt
+from harness.prompts import Prompt, run_latent
 from conftest import make_server
 
 pytestmark = pytest.mark.server
@@ -108,13 +108,6 @@ def graph(family: str = "wan-t2v", iad=(), lora: bool = False, core_patch: bool 
         sampled = p.add("KSampler", seed=0, denoise=1.0, **common)
     save = p.add("SaveLatent", samples=sampled[0], filename_prefix=prefix)
     return p, save
-
-
-def run_latent(server, prompt_and_save) -> torch.Tensor:
-    prompt, save = prompt_and_save
-    result = server.run_ok(prompt)
-    item = result.ui(save)["latents"][0]
-    return load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
 
 
 def test_nodes_are_listed_with_the_adapters_in_models_iad(server):

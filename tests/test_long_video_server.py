@@ -37,7 +37,7 @@ from harness import apply_fixtures as af
 from harness import tiny_models as tiny
 from harness import tiny_wan_variants as tv
 from harness.paths import comfyui_at_least
-from harness.prompts import Prompt
+from harness.prompts import Prompt, run_latent, saved_latent
 
 pytestmark = pytest.mark.server
 
@@ -140,15 +140,8 @@ def graph(server, m: Mechanism, iad: dict | None = None, windows: str = "before"
     return p, save
 
 
-def run_latent(server, prompt_and_save) -> torch.Tensor:
-    prompt, save = prompt_and_save
-    result = server.run_ok(prompt)
-    item = result.ui(save)["latents"][0]
-    return load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
-
-
 def probed(server, m: Mechanism, tag: str) -> dict[str, torch.Tensor]:
-    return load_file(str(server.output_dir / "iad_probe" / f"{m.name}-{tag}.safetensors"))
+    return probed_file(server, f"{m.name}-{tag}")
 
 
 @pytest.mark.parametrize("m", MECHANISMS, ids=[m.name for m in MECHANISMS])
@@ -261,11 +254,7 @@ def extension_graph(kind: str, weight: float | None, tag: str):
 def run_chunks(server, prompt_and_saves) -> list[torch.Tensor]:
     prompt, saves = prompt_and_saves
     result = server.run_ok(prompt)
-    out = []
-    for save in saves:
-        item = result.ui(save)["latents"][0]
-        out.append(load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"])
-    return out
+    return [saved_latent(server, result, save) for save in saves]
 
 
 @pytest.mark.parametrize("kind", ["s2v", "i2v"])

@@ -32,7 +32,7 @@ from safetensors.torch import load_file
 from harness import apply_fixtures as af
 from harness import tiny_models as tiny
 from harness import tiny_wan_variants as tv
-from harness.prompts import Prompt
+from harness.prompts import Prompt, run_latent
 from harness.workflow_fixtures import TINY_LYNX_FOLDER, workflow_assets  # noqa: F401  (fixture)
 
 pytestmark = pytest.mark.server
@@ -265,13 +265,6 @@ def _identity(p, case: Case, model, iad: dict):
                       ref_text=p.add("IaDTestWanConditioning", text="image of a face", length=8, scale=1.0)[0],
                       ref_scale=1.0, start_percent=0.0, end_percent=1.0, dtype="bf16")[0]
     return model
-
-
-def run_latent(server, prompt_and_save) -> torch.Tensor:
-    prompt, save = prompt_and_save
-    result = server.run_ok(prompt)
-    item = result.ui(save)["latents"][0]
-    return load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
 
 
 def probed(server, case: Case, name: str) -> dict[str, torch.Tensor]:

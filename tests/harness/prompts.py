@@ -70,3 +70,17 @@ def post_raw(server, prompt: dict, client_id: str = "iad-validation") -> tuple[i
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+def saved_latent(server, result, save):
+    """The latent a SaveLatent node ``save`` wrote in a finished run ``result``."""
+    from safetensors.torch import load_file
+
+    item = result.ui(save)["latents"][0]
+    return load_file(str(server.output_dir / item.get("subfolder", "") / item["filename"]))["latent_tensor"]
+
+
+def run_latent(server, prompt_and_save):
+    """Run ``(prompt, save)`` (it must succeed) and return the latent its SaveLatent node wrote."""
+    prompt, save = prompt_and_save
+    return saved_latent(server, server.run_ok(prompt), save)
