@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import hunyuan, ltxv, wan
 from .adapter_model import ADAPTER_PATCH_KEY, AdapterOwner, IaDModel
 from .arch import ArchInfo, check_adapter_fits, detect_architecture
+from .engines import check_engine
 from .identity import UNCOND_NONE, IaDIdentity, IdentityEntry, uncond_mode
 from .step_range import StepRangeResolver, step_gate
 
@@ -21,7 +22,9 @@ FAMILY_PATCHES = {"wan": wan.patch_blocks, "ltxv": ltxv.patch_blocks, "ltx2": lt
 
 
 def architecture_of(model) -> ArchInfo:
-    """The family of a ModelPatcher's diffusion model (raises UnsupportedModelError)."""
+    """The family of a ModelPatcher's diffusion model (raises UnsupportedModelError, also for a model run
+    by an engine that would drop the identity: ``engines.check_engine``)."""
+    check_engine(model)
     base = model.model
     return detect_architecture(base.diffusion_model, type(getattr(base, "model_config", None)).__name__
                                if getattr(base, "model_config", None) is not None else None)

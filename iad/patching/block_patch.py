@@ -56,7 +56,10 @@ class SitePatch(BlockPatch):
 
 def patch_sites(patched, blocks, entry, patch_cls, site) -> None:
     """Object patches on the ``forward`` of the module ``site(block)`` (a path inside the diffusion
-    model) of each of ``blocks``, composing with an earlier patch of the same kind on the same module."""
+    model) of each of ``blocks``, composing with an earlier patch of the same kind on the same module.
+    The patches follow the model onto each device of core's multi-GPU clones (``engines.py``)."""
+    from .engines import follow_device_clones
+
     diffusion_model = patched.model.diffusion_model
     for block in blocks:
         path = site(block)
@@ -67,6 +70,7 @@ def patch_sites(patched, blocks, entry, patch_cls, site) -> None:
         else:
             patch = patch_cls(_get(diffusion_model, path), current, block, (entry,))
         patched.add_object_patch(key, patch)
+    follow_device_clones(patched)
 
 
 def _get(root, path: str):

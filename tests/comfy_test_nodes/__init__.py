@@ -124,10 +124,14 @@ class IaDTestVideoConditioning(io.ComfyNode):
 
 class IaDTestNodes(ComfyExtension):
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        from .device_nodes import NODES as DEVICE_NODES
         from .variant_nodes import NODES as VARIANT_NODES
 
-        return [IaDTestWanConditioning, IaDTestFaceEmbeds, IaDTestVideoConditioning, *VARIANT_NODES]
+        return [IaDTestWanConditioning, IaDTestFaceEmbeds, IaDTestVideoConditioning, *VARIANT_NODES, *DEVICE_NODES]
 
 
 async def comfy_entrypoint() -> IaDTestNodes:
+    from .device_nodes import install_fake_devices
+
+    install_fake_devices()   # only where the test server's environment asks for it (IAD_TEST_DEVICES)
     return IaDTestNodes()
