@@ -17,7 +17,8 @@ from .alignment import align_crop
 from .detection import (SELECTION_POLICIES, Candidate, add_landmarks, find_candidates, select_face, tried_text)
 from .images import as_rgb_uint8, images_to_bgr_uint8
 from .packs import DEFAULT_PACK, LANDMARK_ROLES, PackLocation, locate_pack, pack_fingerprint, route_pack
-from .providers import PROVIDERS, onnxruntime_warning, provider_fallback_note, resolve_providers, warn_once
+from .providers import (PROVIDERS, onnxruntime_warning, provider_fallback_note, resolve_providers, session_settings,
+                        warn_once)
 from .recognition import embed_aligned
 from .report import (SAME_PERSON_THRESHOLD, SMALL_FACE_PX, FaceAnalysisError, FaceImageError, NoFaceError, box_text,
                      same_person_warning, which_image)
@@ -59,9 +60,12 @@ class FaceAnalyzer:
     # ---- loading
     @classmethod
     def load(cls, pack: str | os.PathLike = DEFAULT_PACK, search_roots: Iterable[str | os.PathLike] | None = None,
-             provider: str = "auto", det_size: int = 640, *, cache: bool = True) -> "FaceAnalyzer":
+             provider: str = "auto", det_size: int = 640, *, cache: bool = True, device_id: int = 0,
+             threads: int = 0) -> "FaceAnalyzer":
         """Find and load a pack. ``provider`` is ``auto`` or a key of ``PROVIDERS`` (or a full
-        onnxruntime provider name). Loaded once per (folder, files, providers, det_size)."""
+        onnxruntime provider name); ``device_id``: which GPU a CUDA/ROCm provider uses; ``threads``:
+        onnxruntime's CPU intra-op threads (0: its default). Loaded once per (folder, files,
+        providers, det_size, device_id, threads)."""
         det_size = int(det_size)
         if det_size % 32 or not 64 <= det_size <= 2048:
             raise FaceAnalysisError(f"Detection size {det_size} is invalid: use a multiple of 32 between 64 and 2048 "
@@ -72,13 +76,14 @@ class FaceAnalyzer:
         if warning:
             warn_once(warning)
             notes.append(warning)
-        key = (str(location.folder.resolve()), tuple(providers), det_size, pack_fingerprint(location.folder))
+        key = (str(location.folder.resolve()), tuple(providers), det_size, pack_fingerprint(location.folder),
+               int(device_id), int(threads))
         if cache:
             with _CACHE_LOCK:
                 cached = _CACHE.get(key)
             if cached is not None:
                 return cached
-        models, files, load_notes = route_pack(location, providers)
+        models, files, load_notes = route_pack(location, providers, session_settings(providers, device_id, threads))
         for note in location.notes + notes:
             if note != warning:  # the onnxruntime warning is logged once per process, above
                 log.info("[IaD face analysis] %s", note)

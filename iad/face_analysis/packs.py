@@ -163,8 +163,10 @@ def pack_fingerprint(pack: str | os.PathLike, search_roots: Iterable[str | os.Pa
     return f"{location.folder}|" + "|".join(files)
 
 
-def route_pack(location: PackLocation, providers: list[str]) -> tuple[dict, dict[str, Path], list[str]]:
-    """Load every .onnx file in the pack folder through insightface's own router and check roles."""
+def route_pack(location: PackLocation, providers: list[str], session: dict | None = None
+               ) -> tuple[dict, dict[str, Path], list[str]]:
+    """Load every .onnx file in the pack folder through insightface's own router and check roles.
+    ``session``: extra onnxruntime session arguments (``providers.session_settings``)."""
     try:
         from insightface.model_zoo import model_zoo
     except ImportError as exc:
@@ -177,7 +179,7 @@ def route_pack(location: PackLocation, providers: list[str]) -> tuple[dict, dict
     notes: list[str] = []
     for path in _onnx_files(location.folder):
         try:
-            model = model_zoo.get_model(str(path), providers=providers)
+            model = model_zoo.get_model(str(path), providers=providers, **(session or {}))
         except Exception as exc:  # a truncated or foreign file: say which one
             raise FacePackError(f"Could not load {path}: {type(exc).__name__}: {exc}. The file is corrupt or incomplete "
                                 f"(an interrupted download?): replace it, or remove it from {location.folder}.") from exc

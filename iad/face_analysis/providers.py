@@ -57,6 +57,28 @@ def resolve_providers(choice: str = "auto", available: Sequence[str] | None = No
     return providers, notes
 
 
+# Providers whose sessions run on one numbered GPU ("device_id" in their provider options).
+GPU_DEVICE_PROVIDERS = ("CUDAExecutionProvider", "ROCMExecutionProvider")
+
+
+def session_settings(providers: Sequence[str], device_id: int = 0, threads: int = 0) -> dict:
+    """Extra onnxruntime session arguments: the GPU a CUDA/ROCm session runs on (``device_id``: a
+    torchrun process's LOCAL_RANK, so processes on one machine use different GPUs) and the CPU
+    intra-op threads (``threads`` > 0; several processes on one machine would otherwise each use
+    every core). Empty for the defaults, so the usual sessions are built exactly as before."""
+    settings: dict = {}
+    if device_id:
+        settings["provider_options"] = [{"device_id": int(device_id)} if p in GPU_DEVICE_PROVIDERS else {}
+                                        for p in providers]
+    if threads > 0:
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = int(threads)
+        settings["sess_options"] = options
+    return settings
+
+
 def provider_fallback_note(requested: Sequence[str], actual: dict[str, list[str]],
                            available: Sequence[str] | None = None) -> str | None:
     """Why the sessions do not run on the requested provider (None when they do)."""

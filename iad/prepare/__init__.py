@@ -12,6 +12,8 @@ loaders, and references drawn from a different moment than the target window.
 
 Resumable: finished shards are recorded in ``dataset.json`` and their clips are not redone;
 corrupt or unusable clips are skipped and listed with the reason (``skipped`` in dataset.json).
+Under ``torchrun`` the planned shards are split over the processes (``distributed.py``,
+``plan.py``); the result is the same files, byte for byte, as one process makes.
 
 The pipeline lives in ``pipeline.py``; its names load on first use (PEP 562), so that
 ``python -m iad.prepare --help`` answers before torch is imported.

@@ -1,4 +1,5 @@
-"""``python -m iad.prepare [CONFIG.json] [--input DIR --output DIR --vae FILE ...]`` (docs/training.md)."""
+"""``python -m iad.prepare [CONFIG.json] [--input DIR --output DIR --vae FILE ...]`` (docs/training.md).
+On many processes or machines: ``torchrun --nproc_per_node G -m iad.prepare ...`` (same arguments)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .pipeline import PrepareConfig, run   # torch and friends: only once the arguments are good
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    import os
+
+    world, rank = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+    prefix = f"[rank {rank}/{world}] " if world > 1 else ""   # torchrun: whose line is whose
+    logging.basicConfig(level=logging.INFO, format=prefix + "%(levelname)s %(name)s: %(message)s")
     data: dict = json.loads(Path(args.config).read_text(encoding="utf-8")) if args.config else {}
     if args.config:   # paths in a config file are relative to the file (like iad.train's)
         base = Path(args.config).resolve().parent
@@ -65,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iad.prepare: {exc}", file=sys.stderr)
         return 2
     state = run(config)
+    if rank:   # rank 0 reports for all
+        return 0
     clips = sum(1 for _ in state["done"])
     print(f"iad.prepare: {clips} clips in {len(state['shards'])} shards at {config.output}; "
           f"{len(state['skipped'])} skipped" + "".join(f"\n  skipped {s['source']}: {s['reason']}" for s in state["skipped"]))

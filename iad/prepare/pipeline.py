@@ -15,6 +15,9 @@ import torch
 
 from .shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
                      atomic_write_text, write_shard)
+from .distributed import new_run_id
+from .plan import (clip_entry, merge_finished, new_units, next_shard_index, read_plan, remove_plan, unit_result,
+                   write_plan)
 
 log = logging.getLogger("iad.prepare")
 
@@ -48,7 +51,7 @@ class PrepareConfig:
     comfyui_dir: str | None = None
     prompt_bank: str | None = None              # default: iad/data/prompt_bank.txt
     progress: bool = True
-    cpu_threads: int = 0                        # torch intra-op threads (0: torch's default)
+    cpu_threads: int = 0                        # torch, onnxruntime and OpenCV threads per process (0: defaults)
 
     def __post_init__(self) -> None:
         problems = []
@@ -180,17 +183,26 @@ class Preparer:
         self.out = Path(config.output)
 
     # -- models (loaded lazily: a resumed run with nothing left loads nothing) --------------------
-    def _load_models(self) -> None:
+    def _load_models(self, ranks, faces_and_vae: bool = True) -> None:
+        """The text encoder (prompt bank and captions); the face pack and the VAE only for clips.
+        A torchrun rank runs on its own GPU (LOCAL_RANK); CPU threads: ``cpu_threads``, else
+        torch's (torchrun sets OMP_NUM_THREADS=1) for onnxruntime too when there are several ranks."""
+        import cv2
+
         from ..face_analysis import FaceAnalyzer
         from .encoders import ComfyVAE, load_text_encoder
 
         c = self.config
         if c.cpu_threads > 0:
             torch.set_num_threads(c.cpu_threads)
-        self.analyzer = FaceAnalyzer.load(c.face_pack, c.face_search_roots or None, provider=c.face_provider,
-                                          det_size=c.det_size)
+            cv2.setNumThreads(c.cpu_threads)
+        gpu = ranks.use_device()   # before ComfyUI is imported: its loaders use torch's current device
         self.text_encoder = load_text_encoder(c.text_encoder, c.comfyui_dir)
-        self.vae = ComfyVAE(c.vae, c.comfyui_dir)
+        if faces_and_vae:
+            threads = c.cpu_threads or (torch.get_num_threads() if ranks.world > 1 else 0)
+            self.analyzer = FaceAnalyzer.load(c.face_pack, c.face_search_roots or None, provider=c.face_provider,
+                                              det_size=c.det_size, device_id=gpu or 0, threads=threads)
+            self.vae = ComfyVAE(c.vae, c.comfyui_dir)
 
     def _settings(self) -> dict:
         c = asdict(self.config)
@@ -200,7 +212,8 @@ class Preparer:
         path = self.out / DATASET_FILE
         if not path.is_file():
             return {"format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "settings": self._settings(),
-                    "shards": [], "done": {}, "skipped": [], "embedder": None, "latent_shape": None}
+                    "shards": [], "done": {}, "skipped": [], "embedder": None, "text_encoder_name": None,
+                    "latent_shape": None}
         state = json.loads(path.read_text(encoding="utf-8"))
         state.setdefault("settings", {}).setdefault("store_pixels", False)   # datasets from before the setting
         if state.get("settings") != self._settings():
@@ -288,67 +301,110 @@ class Preparer:
         }
         return tensors, record
 
-    # -- the whole folder -------------------------------------------------------------------------
+    # -- the whole folder, on one process or many (iad/prepare/distributed.py) -------------------
     def run(self) -> dict:
+        from .distributed import Ranks
+
+        ranks = Ranks.from_environment()
+        try:
+            return self._run(ranks)
+        finally:
+            ranks.close()
+
+    def _run(self, ranks) -> dict:
+        from tqdm import tqdm
+
+        from .distributed import check_clips_visible, share_plan, wait_for_shards
+
+        c = self.config
+        job = share_plan(ranks, self._plan, self.out, self._settings())
+        mine = job["todo"][ranks.rank::ranks.world]
+        clips = [[self._clip(e) for e in unit["clips"]] for unit in mine]
+        check_clips_visible(ranks, [clip.path for unit in clips for clip in unit])
+        log.info("%s: %d of %d shards to write (%d clips)", ranks.tag, len(mine), len(job["todo"]), sum(map(len, clips)))
+        bank = ranks.main and not (self.out / PROMPT_BANK_FILE).is_file()
+        if mine or bank:
+            self._load_models(ranks, faces_and_vae=bool(mine))
+        if bank:
+            self._write_prompt_bank()
+            self._state["text_encoder_name"] = getattr(self.text_encoder, "name", "?")
+        bar = tqdm(total=sum(map(len, clips)), desc=f"iad.prepare {ranks.tag}" if ranks.world > 1 else "iad.prepare",
+                   unit="clip", disable=not c.progress)
+        for unit, unit_clips in zip(mine, clips):
+            self._prepare_unit(unit, unit_clips, bar)
+            if ranks.main:   # progress into the index as far as the plan is finished
+                self._merge()
+        bar.close()
+        ranks.barrier()   # every unit is written
+        if ranks.main:
+            left = wait_for_shards(ranks, self._merge)
+            self._save_state(self._state)
+            if left:
+                raise RuntimeError(f"shards {[u['shard'] for u in left]} were planned but not written; run again to "
+                                   "finish them")
+            remove_plan(self.out)
+        ranks.barrier()   # the index is complete
+        return self._state if ranks.main else self._load_state()
+
+    def _plan(self) -> dict:
+        """Rank 0: the index so far, the units of an unfinished run plus units for new clips (both
+        written before any unit starts), and the units still to do."""
         c = self.config
         self.out.mkdir(parents=True, exist_ok=True)
         state = self._load_state()
-        clips, no_caption = discover_clips(c.input)
+        settings = self._settings()
+        found, no_caption = discover_clips(c.input)
         known_skips = {s["source"]: s for s in state["skipped"]}
-        for s in no_caption:
-            if s["source"] not in known_skips:
-                state["skipped"].append(s)
-        pending = [clip for clip in clips if state["done"].get(clip.key) != clip.fingerprint()
-                   and known_skips.get(clip.key, {}).get("fingerprint") != clip.fingerprint()]
-        log.info("%d clips found, %d already prepared, %d to do", len(clips), len(clips) - len(pending), len(pending))
-        if not pending and (self.out / PROMPT_BANK_FILE).is_file():
-            self._save_state(state)
-            return state
-        self._load_models()
-        state["embedder"] = self.analyzer.embedder
-        if not (self.out / PROMPT_BANK_FILE).is_file():
-            self._write_prompt_bank()
-        state["text_encoder_name"] = getattr(self.text_encoder, "name", "?")
-        from tqdm import tqdm
+        state["skipped"] += [s for s in no_caption if s["source"] not in known_skips]
+        units = merge_finished(self.out, state, read_plan(self.out, settings))
+        entries = {clip.key: clip_entry(clip, c.input) for clip in found}
+        units = [u if unit_result(self.out, u) else {**u, "clips": [entries[e["source"]] for e in u["clips"]
+                                                                   if e["source"] in entries]} for u in units]
+        planned = {e["source"] for u in units for e in u["clips"]}
+        pending = [clip for clip in found if clip.key not in planned
+                   and state["done"].get(clip.key) != entries[clip.key]["fingerprint"]
+                   and known_skips.get(clip.key, {}).get("fingerprint") != entries[clip.key]["fingerprint"]]
+        units += new_units(pending, c.clips_per_shard, next_shard_index(state["shards"], units), c.input)
+        todo = [u for u in units if unit_result(self.out, u) is None]
+        log.info("%d clips found, %d already prepared or planned, %d to do in %d shards", len(found),
+                 len(found) - sum(len(u["clips"]) for u in todo), sum(len(u["clips"]) for u in todo), len(todo))
+        run_id = new_run_id()
+        self._state, self._units = state, units
+        self._save_state(state)
+        write_plan(self.out, settings, run_id, units)
+        return {"run": run_id, "settings": settings, "todo": todo}
 
+    def _merge(self) -> list[dict]:
+        """Rank 0: finished units into the index (saved when it changed); returns the units left."""
+        before = len(self._state["shards"])
+        self._units = merge_finished(self.out, self._state, self._units)
+        if len(self._state["shards"]) != before:
+            self._save_state(self._state)
+        return self._units
+
+    def _clip(self, entry: dict) -> ClipSource:
+        fields_ = {k: entry[k] for k in ClipSource.__dataclass_fields__}
+        path = Path(entry["path"])
+        return ClipSource(**{**fields_, "path": path if path.is_absolute() else Path(self.config.input) / path})
+
+    def _prepare_unit(self, unit: dict, clips: list[ClipSource], bar) -> None:
+        """One unit into its shard: the clips prepared, and the skipped ones with the reason."""
         tensors: dict[str, torch.Tensor] = {}
-        records: list[dict] = []
-        shard_index = len(state["shards"])
-
-        def flush() -> None:
-            nonlocal tensors, records, shard_index
-            if not records:
-                return
-            prints = {r["source"]: r.pop("_fingerprint") for r in records}
-            name = write_shard(self.out, shard_index, tensors, records)
-            state["shards"].append(name)
-            state["done"].update(prints)
-            self._save_state(state)
-            shard_index += 1
-            tensors, records = {}, []
-
-        bar = tqdm(pending, desc="iad.prepare", unit="clip", disable=not c.progress)
-        for clip in bar:
+        records, skipped = [], []
+        for clip, entry in zip(clips, unit["clips"]):
             key = f"c{len(records)}"
             try:
                 clip_tensors, record = self.process(clip, key)
             except ClipSkipped as exc:
                 log.warning("skipped %s: %s", clip.key, exc)
-                state["skipped"] = [s for s in state["skipped"] if s["source"] != clip.key]
-                state["skipped"].append({"source": clip.key, "reason": str(exc), "fingerprint": clip.fingerprint()})
-                self._save_state(state)
-                continue
-            shape = list(clip_tensors[f"{key}.latents"].shape)
-            state["latent_shape"] = state["latent_shape"] or shape
-            record["_fingerprint"] = clip.fingerprint()
-            tensors.update(clip_tensors)
-            records.append(record)
-            bar.set_postfix(skipped=len(state["skipped"]))
-            if len(records) >= c.clips_per_shard:
-                flush()
-        flush()
-        self._save_state(state)
-        return state
+                skipped.append({"source": clip.key, "reason": str(exc), "fingerprint": entry["fingerprint"]})
+            else:
+                tensors.update(clip_tensors)
+                records.append(record)
+            bar.update(1)
+            bar.set_postfix(skipped=len(skipped))
+        write_shard(self.out, int(unit["shard"].rsplit("-", 1)[1]), tensors, records, skipped=skipped,
+                    embedder=self.analyzer.embedder, text_encoder_name=getattr(self.text_encoder, "name", "?"))
 
     def _write_prompt_bank(self) -> None:
         prompts = load_prompt_bank(self.config.prompt_bank)

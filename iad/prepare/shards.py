@@ -5,7 +5,9 @@ records. Nothing is pickled. Written by :mod:`iad.prepare`, read by :mod:`iad.tr
 <out>/dataset.json                 format "comfyui-iad-dataset", settings, shard list, skipped clips
 <out>/prompt_bank.safetensors      text embeddings of the prompt bank and of the empty prompt
 <out>/shard-00000.safetensors      tensors, one group per clip: "<k>.latents", "<k>.text", ...
-<out>/shard-00000.json             one record per clip: key, source, caption, action, person, ...
+<out>/shard-00000.json             one record per clip (``clips``: key, source, caption, action, person, ...)
+                                   and the clips of the shard's unit that were skipped (``skipped``)
+<out>/plan.json                    while a run is unfinished: the planned shards (iad/prepare/plan.py)
 ```
 
 Per clip ``k`` (``c0``, ``c1``...):
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -64,18 +67,36 @@ def atomic_save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: 
     os.close(fd)
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        _sort_metadata(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
 
 
-def write_shard(folder: Path, index: int, tensors: dict[str, torch.Tensor], records: list[dict]) -> str:
-    """Tensors first, then the records: a shard counts as written once its .json exists."""
+def _sort_metadata(path: str) -> None:
+    """safetensors writes its metadata in hash-map order, which changes from process to process;
+    sorted, the same tensors and metadata give the same bytes (one process or many, any run)."""
+    with open(path, "r+b") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        metadata = header.get("__metadata__") or {}
+        if len(metadata) < 2:
+            return
+        header["__metadata__"] = dict(sorted(metadata.items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        if len(text) <= size:   # same content, same length: only the order changes (padding as safetensors pads)
+            f.seek(8)
+            f.write(text + b" " * (size - len(text)))
+
+
+def write_shard(folder: Path, index: int, tensors: dict[str, torch.Tensor], records: list[dict], **fields) -> str:
+    """Tensors first, then the records: a shard counts as written once its .json exists. ``fields``
+    go into the .json next to ``clips`` (iad.prepare: ``skipped``, ``embedder``, ``text_encoder_name``)."""
     name = f"shard-{index:05d}"
     atomic_save_tensors(folder / f"{name}.safetensors", tensors, {"format": SHARD_FORMAT, "format_version": str(FORMAT_VERSION)})
     atomic_write_text(folder / f"{name}.json", json.dumps({"format": SHARD_FORMAT, "format_version": FORMAT_VERSION,
-                                                         "clips": records}, indent=1))
+                                                         "clips": records, **fields}, indent=1))
     return name
 
 
