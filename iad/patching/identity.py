@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .adapter_model import ADAPTER_PATCH_KEY
 from .attention import rows_for, uncond_rows
 from .step_range import STEP_GATES_KEY, StepGate
 
@@ -155,11 +156,19 @@ def gate_active(uid: int, fallback_gate: StepGate, transformer_options: dict) ->
 
 def active_passes(entries, transformer_options: dict, batch: int):
     """``[(entry, tokens, rows), ...]`` for the entries active in this model call. None inside Lynx's
-    reference pass (``wan_ref.py``), which runs the model without identity, as Lynx does."""
+    reference pass (``wan_ref.py``), which runs the model without identity, as Lynx does.
+
+    Only entries whose adapter the calling model owns (``AdapterOwner`` in this call's patches) act: a
+    loader that re-applies object patches without first restoring the model (DisTorch's
+    ``partially_load``) can leave an IaD patch on a model sampled afterwards without IaD, and that
+    model must then give exactly its own output."""
     if transformer_options.get(REF_CAPTURE_KEY) is not None:
         return []
+    owned = {id(owner.patcher) for owner in transformer_options.get("patches", {}).get(ADAPTER_PATCH_KEY, ())}
     out = []
     for entry in entries:
+        if id(entry.patcher) not in owned:
+            continue
         passes = entry.passes(transformer_options, batch)
         if passes is not False:
             out.extend((entry, tokens, rows) for tokens, rows in passes)
