@@ -14,7 +14,9 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m iad.prepare", description=__doc__)
     parser.add_argument("config", nargs="?", help="JSON file of PrepareConfig fields (flags override it)")
-    parser.add_argument("--input", help="folder of clips with captions")
+    parser.add_argument("--input", help="folder of clips with captions, or a public dataset's root (--input-format)")
+    parser.add_argument("--input-format", help="how --input is laid out: folder (default), consisid (ConsisID's "
+                        "training data), opens2v (OpenS2V-5M), each as published (docs/training.md)")
     parser.add_argument("--output", help="dataset folder to create or resume")
     parser.add_argument("--vae", help="Wan VAE file (ComfyUI/models/vae)")
     parser.add_argument("--text-encoder", help="umt5-xxl file (ComfyUI/models/text_encoders), loaded as CLIP type wan")
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {"input": args.input, "output": args.output, "vae": args.vae, "face_pack": args.face_pack,
              "face_search_roots": args.face_search_root, "det_size": args.det_size,
              "resolution": args.resolution, "num_frames": args.num_frames, "clips_per_shard": args.clips_per_shard,
-             "comfyui_dir": args.comfyui_dir}
+             "comfyui_dir": args.comfyui_dir, "input_format": args.input_format}
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.text_encoder or args.text_encoder_kind:
         spec = dict(data.get("text_encoder") or {})

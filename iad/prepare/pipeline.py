@@ -29,7 +29,7 @@ _IDENTITY_FIELDS = ("resolution", "num_frames", "vae", "text_encoder", "face_pac
 
 @dataclass
 class PrepareConfig:
-    input: str                                  # folder of clips + captions
+    input: str                                  # folder of clips + captions, or a public dataset's root
     output: str                                 # dataset folder (created; resumed if it exists)
     vae: str                                    # Wan VAE file (ComfyUI/models/vae/...)
     text_encoder: dict = field(default_factory=lambda: {"kind": "comfy", "path": "", "type": "wan"})
@@ -52,11 +52,18 @@ class PrepareConfig:
     prompt_bank: str | None = None              # default: iad/data/prompt_bank.txt
     progress: bool = True
     cpu_threads: int = 0                        # torch, onnxruntime and OpenCV threads per process (0: defaults)
+    input_format: str = "folder"                # folder | consisid | opens2v (iad/prepare/sources)
 
     def __post_init__(self) -> None:
+        from .sources import layout_problem
+
         problems = []
-        if not Path(self.input).is_dir():
-            problems.append(f"input folder {self.input!r} does not exist")
+        try:
+            problem = layout_problem(self.input, self.input_format)
+        except ValueError as exc:   # an unknown input_format
+            problem = str(exc)
+        if problem:
+            problems.append(problem)
         if self.text_encoder.get("kind", "comfy") == "comfy" and not Path(self.text_encoder.get("path", "")).is_file():
             problems.append(f"text_encoder.path {self.text_encoder.get('path')!r} is not a file (the umt5-xxl file from "
                             "ComfyUI/models/text_encoders; or use {\"kind\": \"hash\"} for a dry run)")
@@ -227,15 +234,16 @@ class Preparer:
 
     # -- one clip -------------------------------------------------------------------------------
     def process(self, clip: ClipSource, index: str) -> tuple[dict[str, torch.Tensor], dict]:
-        from ..eval.video_io import VideoReadError, read_video
+        from ..eval.video_io import VideoReadError
+        from .sources import load_clip_frames, pick_primary_track, record_fields
         from .tracks import TrackPoint, link_tracks, validate_tracks
 
         c = self.config
-        try:
-            video = read_video(clip.path)
+        try:   # only the clip's frame range of its video (public datasets), cropped; else the whole video
+            loaded = load_clip_frames(clip, c.frame_stride)
         except VideoReadError as exc:
             raise ClipSkipped(f"unreadable video: {exc}") from None
-        frames = video.frames[:: c.frame_stride]
+        frames = loaded.frames
         if len(frames) < c.num_frames:
             raise ClipSkipped(f"too short: {len(frames)} frames (after frame_stride {c.frame_stride}), the target window "
                               f"needs {c.num_frames}")
@@ -252,7 +260,7 @@ class Preparer:
         if not good:
             reasons = "; ".join(d["reason"] for d in dropped) or "no face detected in any frame"
             raise ClipSkipped(f"no usable face track ({reasons})")
-        track = good[0]
+        track = pick_primary_track(good, clip, loaded)   # the dataset's annotated person, else the first
         start, ref_frames = choose_window(len(frames), c.num_frames, track.frames, c.reference_gap)
         window = frames[start:start + c.num_frames]
         width, height = (int(r) for r in c.resolution)
@@ -294,10 +302,11 @@ class Preparer:
         tensors = {f"{index}.{k}": v for k, v in t.items()}
         record = {
             "key": index, "source": clip.key, "caption": clip.caption, "action": clip.action,
-            "person": clip.person, "source_frames": int(len(frames)), "fps": float(video.fps) / c.frame_stride,
+            "person": clip.person, "source_frames": int(len(frames)), "fps": loaded.fps,
             "window": [int(start), int(start + c.num_frames)], "primary_track": track.track_id,
             "track_frames": len(pts), "references": len(refs), "dropped_tracks": dropped,
             "text_tokens": int(text.shape[0]), "landmarks": bool(pts[0].landmarks is not None),
+            **record_fields(clip, loaded, (start, start + c.num_frames)),
         }
         return tensors, record
 
@@ -353,7 +362,9 @@ class Preparer:
         self.out.mkdir(parents=True, exist_ok=True)
         state = self._load_state()
         settings = self._settings()
-        found, no_caption = discover_clips(c.input)
+        from .sources import discover
+
+        found, no_caption = discover(c.input, c.input_format)
         known_skips = {s["source"]: s for s in state["skipped"]}
         state["skipped"] += [s for s in no_caption if s["source"] not in known_skips]
         units = merge_finished(self.out, state, read_plan(self.out, settings))
@@ -383,9 +394,9 @@ class Preparer:
         return self._units
 
     def _clip(self, entry: dict) -> ClipSource:
-        fields_ = {k: entry[k] for k in ClipSource.__dataclass_fields__}
-        path = Path(entry["path"])
-        return ClipSource(**{**fields_, "path": path if path.is_absolute() else Path(self.config.input) / path})
+        from .sources import clip_from_entry   # a dataset reader's clip comes back with its range, crop and boxes
+
+        return clip_from_entry(entry, self.config.input)
 
     def _prepare_unit(self, unit: dict, clips: list[ClipSource], bar) -> None:
         """One unit into its shard: the clips prepared, and the skipped ones with the reason."""
