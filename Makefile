@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 COMFYUI ?=
 LANE := $(PY) scripts/lanes.py run "$(COMFYUI)" --
 
-.PHONY: setup demo test test-fast models bench clean
+.PHONY: setup demo test test-fast models bench clean gpu-bundle gpu-check
 
 setup:  ## venv, torch, ComfyUI v0.28.2 + 0.3.75 (or COMFYUI_PATH), all Python deps, chromium for browser tests
 	bash scripts/setup.sh
@@ -25,6 +25,16 @@ test-fast: setup  ## everything except the browser and slow tests, on the defaul
 
 bench: setup  ## all benchmarks (prints side-by-side ratios)
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(LANE) $(PY) $$b || exit 1; done
+
+# The GPU check (docs/gpu.md). On the GPU machine there is no .venv: its own python3 runs it.
+GPU_PY ?= $(if $(wildcard .venv/bin/python),.venv/bin/python,python3)
+GPU_CHECK_ARGS ?=
+
+gpu-bundle:  ## .gpu/: ComfyUI v0.28.2 and the wheels the GPU machine lacks, within 64 MiB with the working tree
+	$(PY) scripts/gpu_bundle.py build
+
+gpu-check:  ## everything that needs a GPU (<= 8 min on one H100): docs/results/gpu.json + gpu.md; one line and exit 0 without a GPU
+	$(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
 clean:  ## remove generated models, test artefacts and the demo instance (keeps .venv and ComfyUI)
 	rm -rf .cache test-artifacts .demo
