@@ -5,9 +5,9 @@ the number of windows; identity costs the same per window as in one pass").
     .venv/bin/python scripts/lanes.py run v0.28.2 -- .venv/bin/python benchmarks/bench_context_windows.py
     .venv/bin/python scripts/lanes.py run v0.28.2 -- .venv/bin/python benchmarks/bench_context_windows.py --blocks 30
 
-Runtime on a 2-core AMD EPYC (AVX2), one core used: about 8 minutes with the default 6-block slice
-(time grows with blocks x rounds: ``--blocks 30`` (the whole 1.3B, 5.7 GB of fp32 weights) about 5x
-as long, ``--rounds`` sets the timed rounds, 12 by default).
+Runtime on a 2-core AMD EPYC (AVX2), one core used: about 8 minutes with the default 6-block slice;
+``--blocks 30`` (the whole 1.3B, 5.7 GB of fp32 weights, peak RSS 8.7 GiB) took 50 minutes with other
+work on the other core (time grows with blocks x rounds; ``--rounds`` sets the timed rounds, 12 by default).
 
 The model is ComfyUI's own ``WanModel`` at the Wan 2.1 T2V 1.3B layout (width 1536, 12 heads of 128,
 feed-forward 8960), loaded through ComfyUI's loader (which must detect WAN21_T2V) from random weights,
