@@ -32,12 +32,12 @@ sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
 from gpu import environment, report  # noqa: E402
 
-# name: (module:function, cap on the GPU, cap in the CPU smoke run), in the order they run
+# name: (module:function, seconds reserved on the GPU, in the CPU smoke run), in the order they run
 PHASES = {
     "server": ("gpu.server_phase:run", 215, 150),
-    "identity": ("gpu.train_phases:identity", 25, 60),
-    "train": ("gpu.train_phases:train", 100, 150),
-    "bench_train": ("gpu.train_phases:bench_train", 100, 150),
+    "identity": ("gpu.train_phases:identity", 25, 30),
+    "train": ("gpu.train_phases:train", 100, 60),
+    "bench_train": ("gpu.train_phases:bench_train", 100, 80),
 }
 BUDGET_S = 470           # the whole run, restore and server start included, inside 8 minutes
 SMOKE_BUDGET_S = 420
@@ -113,11 +113,12 @@ def run_all(args) -> int:
         result["bundle"] = {"wheels": [w["file"] for w in data["wheels"]], "left_out_wheels": data["left_out_wheels"]}
     only = set(args.only or PHASES)
     failed = False
-    for name, (_, gpu_cap, smoke_cap) in PHASES.items():
-        left = budget - (time.time() - started)
-        cap = min(smoke_cap if smoke else gpu_cap, left - 3)
-        if name not in only:
-            continue
+    selected = [name for name in PHASES if name in only]
+    for index, name in enumerate(selected):
+        # A phase's cap is a reservation: it may also use what the phases before it left unused, never
+        # what the phases after it are reserved.
+        reserved = sum(PHASES[later][2 if smoke else 1] for later in selected[index + 1:])
+        cap = budget - (time.time() - started) - reserved - 3
         if cap < 10:
             result["phases"][name] = {"status": f"not run: the {budget} s budget is spent", "seconds": 0, "cap_s": 0}
             failed = True
@@ -137,6 +138,11 @@ def run_all(args) -> int:
                 _stop(process)
                 status = f"timeout: stopped at its {cap:.0f} s cap (figures up to then kept)"
         data = report.read_phase(out)
+        if status.startswith("timeout") and data.get("server_pgid"):   # its server has a session of its own: end it too
+            try:
+                os.killpg(int(data["server_pgid"]), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         entry = {"status": status, "seconds": round(time.time() - phase_start, 1), "cap_s": round(cap), **data}
         if status == "failed" and not entry.get("error"):
             entry["error"] = (work / f"phase-{name}.log").read_text(errors="replace")[-4000:]

@@ -134,6 +134,8 @@ def generate(folder: Path, sizes: Sizes, device, fp8: bool) -> dict[str, Path | 
             _save(fp8_scaled(state), fp8_path, marker)
         del state
     files["wan14"], files["wan14_fp8"] = path, fp8_path if fp8 else None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()   # this process's cached blocks would be missing from the server's GPU
     path = folder / VAE_FILE
     if not path.exists():
         _save(tiny.build_wan_vae_state_dict(tiny.WanVAESpec(VAE_FILE, dim=sizes.vae_dim)), path)

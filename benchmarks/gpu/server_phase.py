@@ -217,6 +217,7 @@ def run(log, smoke: bool, work: Path) -> None:
     log.note("server_log", str(server.log_path))
     started = time.perf_counter()
     server.start(timeout=240)
+    log.note("server_pgid", server.process.pid)   # the runner ends it if this phase is killed at its cap
     try:
         log.set("server_start_s", round(time.perf_counter() - started, 1))
         shutil.copy(files["face_image"], server.input_dir / models.FACE_IMAGE)
@@ -254,7 +255,7 @@ def run(log, smoke: bool, work: Path) -> None:
             if f.get("status") != "ok":
                 headline[key] = f.get("status", "not run")
                 continue
-            bits = [f"step ratio {f['ratio_with_to_without']:.3f}"]
+            bits = [] if key == "multigpu" else [f"step ratio {f['ratio_with_to_without']:.3f}"]
             if "aa_ratio" in f:
                 bits.append(f"A/A {f['aa_ratio']:.3f}")
             if "peak_added_by_identity_bytes" in f:

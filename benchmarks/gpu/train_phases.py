@@ -204,7 +204,7 @@ def parse_bench_train(text: str) -> list[dict]:
 
 
 def bench_train(log, smoke: bool, work: Path) -> None:
-    args = ["--steps", "3", "--warmup", "1", "--rounds", "1"] if smoke else ["--gpu", "--steps", "40", "--warmup", "10", "--rounds", "2"]
+    args = ["--steps", "3", "--warmup", "1", "--rounds", "1"] if smoke else ["--gpu", "--steps", "30", "--warmup", "10", "--rounds", "2"]
     command = [sys.executable, str(REPO / "benchmarks" / "bench_train.py"), *args]
     log.set("command", " ".join(["python3", "benchmarks/bench_train.py", *args]))
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(log.left() - 5, 10))
