@@ -103,7 +103,15 @@ class IdentityEntry:
     def passes(self, transformer_options: dict, batch: int):
         """``False`` when inactive at this step, else ``[(tokens, rows), ...]``: which tokens
         ("identity" or "null") go to which batch rows (None = all). The sigma test runs once per
-        model call (cached in that call's transformer_options)."""
+        model call (cached in that call's transformer_options).
+
+        Only a model that owns this entry's adapter (its ``AdapterOwner`` in the call's patches) gets the
+        identity: a loader that re-applies object patches without first restoring the model (DisTorch's
+        ``partially_load``) can leave an IaD patch on a model sampled afterwards without IaD, and that
+        model must then give exactly its own output."""
+        owners = transformer_options.get("patches", {}).get(ADAPTER_PATCH_KEY, ())
+        if not any(owner.patcher is self.patcher for owner in owners):
+            return False
         if not gate_active(self.uid, self.fallback_gate, transformer_options):
             return False
         cond_or_uncond = transformer_options.get("cond_or_uncond")
@@ -156,19 +164,11 @@ def gate_active(uid: int, fallback_gate: StepGate, transformer_options: dict) ->
 
 def active_passes(entries, transformer_options: dict, batch: int):
     """``[(entry, tokens, rows), ...]`` for the entries active in this model call. None inside Lynx's
-    reference pass (``wan_ref.py``), which runs the model without identity, as Lynx does.
-
-    Only entries whose adapter the calling model owns (``AdapterOwner`` in this call's patches) act: a
-    loader that re-applies object patches without first restoring the model (DisTorch's
-    ``partially_load``) can leave an IaD patch on a model sampled afterwards without IaD, and that
-    model must then give exactly its own output."""
+    reference pass (``wan_ref.py``), which runs the model without identity, as Lynx does."""
     if transformer_options.get(REF_CAPTURE_KEY) is not None:
         return []
-    owned = {id(owner.patcher) for owner in transformer_options.get("patches", {}).get(ADAPTER_PATCH_KEY, ())}
     out = []
     for entry in entries:
-        if id(entry.patcher) not in owned:
-            continue
         passes = entry.passes(transformer_options, batch)
         if passes is not False:
             out.extend((entry, tokens, rows) for tokens, rows in passes)
