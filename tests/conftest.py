@@ -35,6 +35,10 @@ _LIVE_SERVERS: list[ComfyServer] = []
 # LTX-2 (LTXAV) exists only in ComfyUI v0.2x. Where the running ComfyUI lacks it, its test module is
 # not collected (rather than skipped); test_apply_inprocess checks which versions have it.
 collect_ignore = [] if tiny.LTX2_TINY in tiny.other_family_specs() else ["test_apply_ltx2.py"]
+# make gpu-check's bundle carries ComfyUI v0.28.2 (scripts/gpu_bundle.py): its CPU smoke run and bundle are
+# tested in that version's lane, not once more per lane (test_gpu_check.py runs in every lane).
+if comfyui_version() != "0.28.2":
+    collect_ignore.append("test_gpu_check_bundle.py")
 
 
 def pytest_report_header(config):
