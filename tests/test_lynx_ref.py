@@ -538,3 +538,47 @@ def test_ref_adapter_under_partial_loading_with_a_lora(pack, wan_model, vae, ana
     assert any(c[5] for c in calls), "the reference pass ran under partial loading"
     assert torch.allclose(out, full, atol=1e-4, rtol=1e-4)
     assert (out - _sample(pack, with_lora)).abs().max() > 1e-3
+
+
+def _graphs(workflow: dict):
+    """The top-level graph and every subgraph definition of a UI workflow, as (nodes by id, links by id)."""
+    for graph in [workflow, *workflow.get("definitions", {}).get("subgraphs", [])]:
+        links = {}
+        for link in graph.get("links", []):
+            if isinstance(link, list):   # [id, origin_id, origin_slot, target_id, target_slot, type]
+                links[link[0]] = link[1]
+            else:
+                links[link["id"]] = link["origin_id"]
+        yield {node["id"]: node for node in graph.get("nodes", [])}, links
+
+
+def _source(nodes: dict, links: dict, node: dict, input_name: str) -> dict | None:
+    """The node feeding ``input_name`` of ``node``, through Reroutes."""
+    while True:
+        link = next((i.get("link") for i in node.get("inputs", []) if i["name"] == input_name), None)
+        source = nodes.get(links.get(link))
+        if source is None or source["type"] != "Reroute":
+            return source
+        node, input_name = source, source["inputs"][0]["name"]
+
+
+def test_every_shipped_lynx_ref_adapter_gets_lynxs_reference_text():
+    """bytedance/lynx runs its reference pass with the text "image of a face": every IaD Lynx Ref Adapter in
+    every shipped workflow (top level or inside a subgraph) must get exactly that text, encoded by a
+    CLIPTextEncode from the same text encoder as the prompt."""
+    import json
+
+    seen = []
+    for path in sorted(WORKFLOWS_DIR.glob("*.json")):
+        for nodes, links in _graphs(json.loads(path.read_text())):
+            for node in nodes.values():
+                if node["type"] != "IaDLynxRefAdapter":
+                    continue
+                text = _source(nodes, links, node, "ref_text")
+                assert text is not None and text["type"] == "CLIPTextEncode", (path.name, text)
+                assert text["widgets_values"] == ["image of a face"], (path.name, text["widgets_values"])
+                prompts = [n for n in nodes.values() if n["type"] == "CLIPTextEncode" and n is not text]
+                encoder = _source(nodes, links, text, "clip")
+                assert encoder is not None and all(_source(nodes, links, p, "clip") is encoder for p in prompts), path.name
+                seen.append(path.name)
+    assert sorted(seen) == ["wan2.1_t2v_14B_lynx_full_id_ref.json", "wan2.1_t2v_14B_lynx_lite_full_ref.json"], seen
