@@ -22,7 +22,6 @@ from gpu import report  # noqa: E402
 from gpu.train_phases import parse_bench_train  # noqa: E402
 
 sys.path.pop(0)
-COMFYUI = REPO_ROOT / ".comfyui" / "ComfyUI-v0.28.2"
 
 
 def _clean_env() -> dict:

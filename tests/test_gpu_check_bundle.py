@@ -31,59 +31,7 @@ from harness.comfy_server import ComfyServer
 from harness.paths import REPO_ROOT, TEST_NODES_DIR
 from harness.prompts import Prompt, run_latent
 
-SCRIPTS = REPO_ROOT / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-import gpu_bundle  # noqa: E402
-
-sys.path.pop(0)
-sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
-from gpu import report  # noqa: E402
-from gpu.train_phases import parse_bench_train  # noqa: E402
-
-sys.path.pop(0)
-COMFYUI = REPO_ROOT / ".comfyui" / "ComfyUI-v0.28.2"
-
-
-def _clean_env() -> dict:
-    """The environment of a shell, not of this lane: the check finds its ComfyUI itself."""
-    return {k: v for k, v in os.environ.items() if k not in ("COMFYUI_PATH", "IAD_LANE", "IAD_CACHE_DIR", "PYTHONPATH")}
-
-
-def test_without_a_gpu_the_check_says_so_in_one_line_and_exits_0():
-    for command in ([sys.executable, "benchmarks/gpu_check.py"], ["make", "-s", "gpu-check"]):
-        start = time.monotonic()
-        done = subprocess.run(command, cwd=REPO_ROOT, env=_clean_env(), capture_output=True, text=True, timeout=60)
-        seconds = time.monotonic() - start
-        assert done.returncode == 0, done.stdout + done.stderr
-        assert done.stdout.count("\n") == 1 and done.stdout.startswith("gpu-check: "), done.stdout
-        assert "nothing to measure here" in done.stdout and not done.stderr.strip(), done.stderr
-        assert seconds < 15, seconds
-
-
-def test_bench_train_table_and_report_rendering():
-    table = """configuration                 samples/s           range  vs first  significant peak CUDA MB    loss start -> end
-bf16, checkpointing off            4.45    4.30-4.61        1.00x           no         8225    3.0523 -> 1.8969
-bf16, checkpointing on             2.48    2.31-2.65        0.56x          yes         6400       nan -> nan"""
-    rows = parse_bench_train(table)
-    assert [r["configuration"] for r in rows] == ["bf16, checkpointing off", "bf16, checkpointing on"]
-    assert rows[0]["samples_per_s"] == 4.45 and rows[0]["range"] == [4.30, 4.61] and rows[1]["significant"]
-    assert rows[0]["peak_memory_mb"] == 8225 and rows[0]["loss_end"] == 1.8969 and rows[1]["loss_end"] != rows[1]["loss_end"]
-    text = report.markdown({"mode": "gpu", "device": "NVIDIA H100", "phases": {
-        "server": {"status": "ok", "seconds": 10, "cap_s": 200, "figures": {"headline": {"x": "step ratio 1.01"}}},
-        "train": {"status": "failed", "error": "Traceback\nValueError: boom", "seconds": 1, "cap_s": 100}}})
-    assert "| server | ok | 10 (200) |" in text and "| train | failed: ValueError: boom |" in text
-    assert "| x | step ratio 1.01 |" in text
-
-
-def test_wheel_tags_are_judged_for_the_gpu_machine():
-    fits = gpu_bundle.wheel_fits
-    assert fits("av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl", "3.12") is None
-    assert fits("sqlalchemy-2.1.9-py3-none-any.whl", "3.12") is None
-    assert fits("blake3-1.0.11-cp312-cp312-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", "3.12") is None
-    assert "not for CPython 3.12" in fits("blake3-1.0.11-cp311-cp311-manylinux_2_17_x86_64.whl", "3.12")
-    assert "glibc 2.34" in fits("x-1-cp312-cp312-manylinux_2_34_x86_64.whl", "3.12")
-    assert "not a manylinux x86_64" in fits("x-1-cp312-cp312-manylinux_2_28_aarch64.whl", "3.12")
-    assert "not a manylinux x86_64" in fits("x-1-cp312-cp312-win_amd64.whl", "3.12")
+from test_gpu_check import _clean_env, gpu_bundle  # one copy of the shared setup
 
 
 @pytest.mark.slow
