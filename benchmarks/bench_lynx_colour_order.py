@@ -4,7 +4,10 @@
 bytedance/lynx ``get_landmarks_from_image`` hands ``np.array(PIL RGB image)`` to insightface's
 ``FaceAnalysis.get``, whose detector expects BGR. The 5 keypoints it finds then align both of
 Lynx's crops (the 112 px IR-SE50 crop and the 256 px ref-adapter crop). IaD's face analysis gives
-the detector BGR. This measures, on the same photos with the same detector and recognizer:
+the detector BGR by default; its loader's detector_colour_order 'RGB (as Lynx's pipeline)' (what the
+shipped Lynx workflows use) gives it RGB, as Lynx does. Both orders run through that same code
+(``FaceAnalyzer.with_detector_order``). This measures, on the same photos with the same detector and
+recognizer:
 
 - the keypoint displacement (mean and max over the 5 points, in pixels of the photo);
 - the IR-SE50 embedding: cosine between the embedding of the crop aligned with Lynx's (RGB)
@@ -33,13 +36,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _keypoints(analyzer, detector_input: np.ndarray, min_score: float):
-    """The largest face's 5 keypoints, as Lynx picks (largest box), from the detector on ``detector_input``
-    (with IaD's detection retries, the same for both colour orders)."""
-    candidates, _, _ = analyzer._candidates(detector_input, min_score, True)
-    if not candidates:
+def _keypoints(analyzer, rgb: np.ndarray, order: str, min_score: float):
+    """The largest face's 5 keypoints, as Lynx picks (largest box), with the detector handed the photo in
+    ``order`` (``FaceAnalyzer.with_detector_order``: what the loader's detector_colour_order selects;
+    IaD's detection retries, the same for both orders)."""
+    faces = analyzer.with_detector_order(order).detect(rgb, min_score=min_score, landmarks=False)
+    if not faces:
         return None
-    best = max(candidates, key=lambda c: (c.bbox[2] - c.bbox[0]) * (c.bbox[3] - c.bbox[1]))
+    best = max(faces, key=lambda f: (f.bbox[2] - f.bbox[0]) * (f.bbox[3] - f.bbox[1]))
     return np.asarray(best.kps, dtype=np.float32)
 
 
@@ -51,8 +55,7 @@ def measure(analyzer, images: dict[str, np.ndarray], min_score: float = 0.5) -> 
 
     rows = []
     for name, rgb in images.items():
-        bgr = np.ascontiguousarray(rgb[..., ::-1])
-        iad_kps, lynx_kps = _keypoints(analyzer, bgr, min_score), _keypoints(analyzer, rgb, min_score)
+        iad_kps, lynx_kps = _keypoints(analyzer, rgb, "BGR", min_score), _keypoints(analyzer, rgb, "RGB", min_score)
         row = {"photo": name, "faces": [iad_kps is not None, lynx_kps is not None]}
         if iad_kps is not None and lynx_kps is not None:
             shift = np.linalg.norm(iad_kps - lynx_kps, axis=1)

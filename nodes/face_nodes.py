@@ -18,6 +18,10 @@ from .model_paths import INSIGHTFACE_FOLDER
 from .validation import check_inputs, require_valid
 
 FaceAnalysisSocket = io.Custom("FACE_ANALYSIS")
+
+# The loader's choices for the detector's input colour order -> iad.face_analysis.DETECTOR_ORDERS.
+DETECTOR_ORDER_CHOICES = {"BGR (insightface's convention)": "BGR", "RGB (as Lynx's pipeline)": "RGB"}
+DEFAULT_DETECTOR_ORDER = "BGR (insightface's convention)"
 FaceEmbedsSocket = io.Custom("FACE_EMBEDS")
 
 
@@ -69,12 +73,23 @@ class IaDFaceAnalysisLoader(io.ComfyNode):
                     tooltip="Detector input size in pixels (square). 640 suits photos; faces that fill the frame are "
                             "retried automatically at smaller sizes and with padding.",
                 ),
+                io.Combo.Input(
+                    "detector_colour_order", options=list(DETECTOR_ORDER_CHOICES), default=DEFAULT_DETECTOR_ORDER,
+                    optional=True,
+                    tooltip="The channel order the face detector is handed. BGR is insightface's convention (the default, "
+                            "what IaD adapters were trained with). 'RGB (as Lynx's pipeline)' reproduces bytedance/lynx, "
+                            "which hands insightface an RGB photo: use it with buffalo_l for Lynx's adapters. Only where "
+                            "the face and its keypoints are found changes; crops and embeddings are made as always.",
+                ),
             ],
             outputs=[FaceAnalysisSocket.Output(display_name="FACE_ANALYSIS")],
         )
 
     @classmethod
-    def validate_inputs(cls, model_pack=None) -> bool | str:
+    def validate_inputs(cls, model_pack=None, detector_colour_order=None) -> bool | str:
+        problem = check_inputs(cls, {"detector_colour_order": detector_colour_order})
+        if problem is not True:
+            return problem
         # The pack must be on disk now (the message names the folder), not only when the prompt runs.
         if model_pack is not None:
             try:
@@ -84,15 +99,19 @@ class IaDFaceAnalysisLoader(io.ComfyNode):
         return True
 
     @classmethod
-    def fingerprint_inputs(cls, model_pack: str, provider: str = "auto", det_size: int = 640):
+    def fingerprint_inputs(cls, model_pack: str, provider: str = "auto", det_size: int = 640,
+                           detector_colour_order: str = DEFAULT_DETECTOR_ORDER):
         # Re-run when the pack's files change (the user fixed a missing or nested folder), not
         # only when the widgets change: ComfyUI would otherwise replay a cached error or analyzer.
         return fa.pack_fingerprint(model_pack, insightface_roots())
 
     @classmethod
-    def execute(cls, model_pack: str, provider: str = "auto", det_size: int = 640) -> io.NodeOutput:
+    def execute(cls, model_pack: str, provider: str = "auto", det_size: int = 640,
+                detector_colour_order: str = DEFAULT_DETECTOR_ORDER) -> io.NodeOutput:
+        require_valid(cls, {"detector_colour_order": detector_colour_order})
         try:
-            analyzer = fa.FaceAnalyzer.load(model_pack, insightface_roots(), provider=provider, det_size=det_size)
+            analyzer = fa.FaceAnalyzer.load(model_pack, insightface_roots(), provider=provider, det_size=det_size,
+                                            detector_order=DETECTOR_ORDER_CHOICES[detector_colour_order])
         except fa.FaceAnalysisError as exc:
             raise RuntimeError(f"IaD Face Analysis Loader: {exc}") from None
         text = "\n".join([analyzer.describe(), *analyzer.notes])

@@ -31,13 +31,15 @@ def save_input(server, image: np.ndarray) -> str:
 
 
 def face_prompt(images: list[str], model_pack: str = "antelopev2", policy: str = "largest", face_index: int = 0,
-                det_size: int = 640):
+                det_size: int = 640, detector_colour_order: str | None = None):
+    """Without ``detector_colour_order`` the loader gets the inputs a prompt saved before it existed."""
     p = Prompt()
     loaded = [p.add("LoadImage", image=name) for name in images]
     batch = loaded[0][0]
     for extra in loaded[1:]:
         batch = p.add("ImageBatch", image1=batch, image2=extra[0])[0]
-    loader = p.add("IaDFaceAnalysisLoader", model_pack=model_pack, provider="auto", det_size=det_size)
+    order = {} if detector_colour_order is None else {"detector_colour_order": detector_colour_order}
+    loader = p.add("IaDFaceAnalysisLoader", model_pack=model_pack, provider="auto", det_size=det_size, **order)
     embed = p.add("IaDFaceEmbed", face_analysis=loader[0], images=batch, policy=policy, face_index=face_index,
                   min_score=0.5, same_person_threshold=0.3)
     crops = p.add("SaveImage", images=embed[1], filename_prefix=f"crops-{uuid.uuid4().hex[:6]}")
@@ -201,6 +203,48 @@ def test_empty_or_incomplete_pack_folder_says_what_is_missing(comfy_server):
         message = run_error(comfy_server, prompt)
         assert f"Face model pack folder {folder} has no face detector" in message
         assert "glintr100.onnx -> recognition" in message
+    assert_still_serving(comfy_server)
+
+
+def test_detector_colour_order_is_an_optional_input_and_lynxs_rgb_order_runs(comfy_server):
+    """Issue 34: 'RGB (as Lynx's pipeline)' hands the detector the RGB photo, as bytedance/lynx does. On a
+    pack whose detector sees colour (red only), a photo with a large red face and a smaller grey one
+    gives the red face in insightface's BGR order and the grey one in RGB; switching back and forth
+    re-runs the loader (never a stale analyzer); leaving the input out (a prompt saved before it
+    existed) is the BGR default, bit for bit."""
+    optional = comfy_server.object_info()["IaDFaceAnalysisLoader"]["input"]["optional"]["detector_colour_order"]
+    assert optional[1]["options"] == ["BGR (insightface's convention)", "RGB (as Lynx's pipeline)"]
+    assert optional[1]["default"] == "BGR (insightface's convention)" and "Lynx" in optional[1]["tooltip"]
+    photo = np.full((640, 640, 3), 90, np.uint8)
+    ip.draw_face(photo, 192, 320, 128, colour=(200, 20, 12))
+    ip.draw_face(photo, 480, 320, 64, colour=(180, 180, 180))
+    name = save_input(comfy_server, photo)
+    files = sorted(ip.ensure_pack(ip.BUFFALO_L_RED_DETECTOR).glob("*.onnx"))
+    red_face, grey_face = "x 128..256, y 256..384", "x 448..512, y 288..352"
+    with pack_layout(comfy_server, "redpack", files):
+        runs = {}
+        for order in (None, "BGR (insightface's convention)", "RGB (as Lynx's pipeline)", None):
+            prompt, nodes = face_prompt([name], model_pack="redpack", detector_colour_order=order)
+            result = comfy_server.run_ok(prompt)
+            runs.setdefault(order, []).append((info_of(result, nodes), result.images(nodes["crops"])[0],
+                                               "\n".join(result.ui(nodes["loader"]).get("text", []))))
+        (legacy, legacy_crop, legacy_loader), (again, again_crop, _) = runs[None]
+        (bgr, bgr_crop, bgr_loader), = runs["BGR (insightface's convention)"]
+        (rgb, rgb_crop, rgb_loader), = runs["RGB (as Lynx's pipeline)"]
+        assert red_face in legacy and red_face in bgr and red_face in again
+        assert "2 faces found, picked the largest: " + red_face in bgr
+        assert f"face at {grey_face}" in rgb and red_face not in rgb   # the red face is invisible to it in RGB
+        assert legacy == bgr and np.array_equal(legacy_crop, bgr_crop) and np.array_equal(legacy_crop, again_crop)
+        assert legacy_loader == bgr_loader and "detector input" not in bgr_loader
+        assert "detection size 640, detector input RGB (as Lynx's pipeline)" in rgb_loader
+        assert np.abs(rgb_crop.astype(int) - bgr_crop.astype(int)).mean() > 10   # another face, aligned on its keypoints
+
+
+def test_an_unknown_detector_colour_order_is_refused_before_running(comfy_server):
+    prompt, _ = face_prompt([save_input(comfy_server, ip.face_image())], detector_colour_order="RGB")
+    message = validation_error(comfy_server, prompt, "IaDFaceAnalysisLoader")
+    assert message == ("IaD Face Analysis Loader: detector_colour_order = 'RGB' is not one of the choices "
+                       "(\"BGR (insightface's convention)\", \"RGB (as Lynx's pipeline)\"). Pick one of them."), message
     assert_still_serving(comfy_server)
 
 

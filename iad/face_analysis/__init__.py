@@ -5,6 +5,7 @@ Used by the ComfyUI nodes (``nodes/face_nodes.py``), the evaluator and data prep
 
     analyzer = FaceAnalyzer.load("antelopev2", search_roots=["ComfyUI/models/insightface"])
     faces = analyzer.detect(rgb_uint8)                       # every face, best score first
+    lynx = analyzer.with_detector_order("RGB")               # the detector reads RGB, as bytedance/lynx
     embeds = analyzer.embed_images([img1, img2], policy="largest")   # one face per image
     z = analyzer.embed_aligned(crops_112)                    # (N, 512), one batched call
 
@@ -15,7 +16,7 @@ One module per concern:
 | ``packs.py`` | finding pack folders (also nested one level too deep), routing each ONNX file, required roles |
 | ``providers.py`` | onnxruntime execution providers and install problems |
 | ``images.py`` | input images -> uint8 RGB/BGR, bad images refused by name |
-| ``detection.py`` | the detector with its retries, padded-detection rule, face selection, landmarks |
+| ``detection.py`` | the detector with its retries and input colour order, padded-detection rule, face selection, landmarks |
 | ``alignment.py`` | the ArcFace alignment crop, the face mask |
 | ``recognition.py`` | batched identity embeddings |
 | ``report.py`` | errors, image names, the same-person check |
@@ -29,7 +30,8 @@ imported lazily (this package must import without them).
 
 from .alignment import align_crop, face_mask
 from .analyzer import FaceAnalyzer, clear_cache
-from .detection import PADDED_MIN_INSIDE, RETRY_DET_SIZES, RETRY_PADDINGS, SELECTION_POLICIES, Candidate
+from .detection import (DETECTOR_ORDERS, PADDED_MIN_INSIDE, RETRY_DET_SIZES, RETRY_PADDINGS, SELECTION_POLICIES, Candidate,
+                        check_detector_order, detector_input)
 from .images import MIN_IMAGE_PX, as_rgb_uint8, images_to_bgr_uint8, images_to_rgb_uint8
 from .packs import (DEFAULT_PACK, KNOWN_PACK_FILES, LANDMARK_ROLES, REQUIRED_ROLES, ROLE_NAMES, PackLocation,
                     default_search_roots, list_packs, locate_pack, pack_fingerprint)
@@ -42,6 +44,7 @@ from .report import (SAME_PERSON_THRESHOLD, SMALL_FACE_PX, FaceAnalysisError, Fa
 
 __all__ = [
     "FaceAnalyzer", "clear_cache", "align_crop", "face_mask", "Candidate", "SELECTION_POLICIES", "PADDED_MIN_INSIDE",
+    "DETECTOR_ORDERS", "check_detector_order", "detector_input",
     "RETRY_DET_SIZES", "RETRY_PADDINGS", "MIN_IMAGE_PX", "as_rgb_uint8", "images_to_bgr_uint8", "images_to_rgb_uint8",
     "DEFAULT_PACK", "KNOWN_PACK_FILES", "LANDMARK_ROLES", "REQUIRED_ROLES", "ROLE_NAMES", "PackLocation",
     "default_search_roots", "list_packs", "locate_pack", "pack_fingerprint", "AUTO_PROVIDER_ORDER", "ONNXRUNTIME_FIX",

@@ -3,6 +3,7 @@ them), shared by the nodes, the evaluator and data preparation; loaded packs are
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import threading
@@ -14,7 +15,8 @@ import torch
 
 from ..face_types import DetectedFace, FaceEmbeds
 from .alignment import align_crop
-from .detection import (SELECTION_POLICIES, Candidate, add_landmarks, find_candidates, select_face, tried_text)
+from .detection import (SELECTION_POLICIES, Candidate, add_landmarks, check_detector_order, detector_input,
+                        find_candidates, select_face, tried_text)
 from .images import as_rgb_uint8, images_to_bgr_uint8
 from .packs import DEFAULT_PACK, LANDMARK_ROLES, PackLocation, locate_pack, pack_fingerprint, route_pack
 from .providers import (PROVIDERS, onnxruntime_warning, provider_fallback_note, resolve_providers, session_settings,
@@ -41,6 +43,7 @@ class FaceAnalyzer:
         self.providers = providers
         self.det_size = int(det_size)
         self.notes = list(notes)
+        self.detector_order = "BGR"   # what the detector is handed (detection.DETECTOR_ORDERS)
         self.detector = models["detection"]
         self.recognizer = models["recognition"]
         self.landmarks = {role: models[role] for role in LANDMARK_ROLES if role in models}
@@ -61,11 +64,13 @@ class FaceAnalyzer:
     @classmethod
     def load(cls, pack: str | os.PathLike = DEFAULT_PACK, search_roots: Iterable[str | os.PathLike] | None = None,
              provider: str = "auto", det_size: int = 640, *, cache: bool = True, device_id: int = 0,
-             threads: int = 0) -> "FaceAnalyzer":
+             threads: int = 0, detector_order: str = "BGR") -> "FaceAnalyzer":
         """Find and load a pack. ``provider`` is ``auto`` or a key of ``PROVIDERS`` (or a full
         onnxruntime provider name); ``device_id``: which GPU a CUDA/ROCm provider uses; ``threads``:
-        onnxruntime's CPU intra-op threads (0: its default). Loaded once per (folder, files,
-        providers, det_size, device_id, threads)."""
+        onnxruntime's CPU intra-op threads (0: its default); ``detector_order``: the channel order the
+        detector is handed (``with_detector_order``). Loaded once per (folder, files, providers,
+        det_size, device_id, threads); each detector order is a view sharing those sessions."""
+        check_detector_order(detector_order)
         det_size = int(det_size)
         if det_size % 32 or not 64 <= det_size <= 2048:
             raise FaceAnalysisError(f"Detection size {det_size} is invalid: use a multiple of 32 between 64 and 2048 "
@@ -80,20 +85,34 @@ class FaceAnalyzer:
                int(device_id), int(threads))
         if cache:
             with _CACHE_LOCK:
-                cached = _CACHE.get(key)
+                cached = _CACHE.get(key + (detector_order,))
+                base = _CACHE.get(key + ("BGR",))
             if cached is not None:
                 return cached
+            if base is not None:   # the sessions are loaded: only the view on them is new
+                return _remember(key + (detector_order,), base.with_detector_order(detector_order))
         models, files, load_notes = route_pack(location, providers, session_settings(providers, device_id, threads))
         for note in location.notes + notes:
             if note != warning:  # the onnxruntime warning is logged once per process, above
                 log.info("[IaD face analysis] %s", note)
         analyzer = cls(location, models, files, providers, det_size, location.notes + notes + load_notes)
-        if cache:
-            with _CACHE_LOCK:
-                _CACHE[key] = analyzer
-                while len(_CACHE) > _CACHE_SIZE:
-                    _CACHE.pop(next(iter(_CACHE)))
-        return analyzer
+        if not cache:
+            return analyzer.with_detector_order(detector_order)
+        _remember(key + ("BGR",), analyzer)
+        if detector_order == "BGR":
+            return analyzer
+        return _remember(key + (detector_order,), analyzer.with_detector_order(detector_order))
+
+    def with_detector_order(self, order: str) -> "FaceAnalyzer":
+        """This analyzer with the detector handed the photo in ``order`` (``"BGR"``: insightface's
+        convention; ``"RGB"``: as bytedance/lynx's pipeline, see ``detection.DETECTOR_ORDERS``). The
+        models are shared; crops, embeddings and landmarks still come from the photo itself."""
+        if check_detector_order(order) == self.detector_order:
+            return self
+        twin = copy.copy(self)
+        twin.detector_order = order
+        twin.notes = list(self.notes)
+        return twin
 
     @property
     def name(self) -> str:
@@ -109,11 +128,12 @@ class FaceAnalyzer:
 
     def describe(self) -> str:
         roles = ", ".join(f"{role}: {path.name}" for role, path in self.files.items())
-        return f"{self.name} ({roles}) on {self.device}, detection size {self.det_size}"
+        order = "" if self.detector_order == "BGR" else f", detector input {self.detector_order} (as Lynx's pipeline)"
+        return f"{self.name} ({roles}) on {self.device}, detection size {self.det_size}{order}"
 
     # ---- detection (detection.py)
     def _candidates(self, bgr: np.ndarray, min_score: float, retry: bool) -> tuple[list[Candidate], str | None, int]:
-        return find_candidates(self.detector, bgr, self.det_size, min_score, retry)
+        return find_candidates(self.detector, detector_input(bgr, self.detector_order), self.det_size, min_score, retry)
 
     def detect(self, image, *, min_score: float = 0.5, retry: bool = True, landmarks: bool = True,
                image_index: int = 0) -> list[DetectedFace]:
@@ -207,6 +227,14 @@ class FaceAnalyzer:
             if warning:
                 result.info.append(warning)
         return result
+
+
+def _remember(key: tuple, analyzer: FaceAnalyzer) -> FaceAnalyzer:
+    with _CACHE_LOCK:
+        _CACHE[key] = analyzer
+        while len(_CACHE) > _CACHE_SIZE:
+            _CACHE.pop(next(iter(_CACHE)))
+    return analyzer
 
 
 def clear_cache() -> None:

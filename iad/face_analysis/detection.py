@@ -22,6 +22,24 @@ RETRY_PADDINGS = (0.25, 0.5)
 # and those boxes reach far outside it; a real tight crop's face stays on the photo.
 PADDED_MIN_INSIDE = 0.75
 
+# The channel order the detector is handed. insightface's models take BGR (cv2's order): IaD's
+# default. bytedance/lynx hands insightface's FaceAnalysis np.array(a PIL RGB image), so its
+# detector reads the photo with red and blue swapped; "RGB" reproduces that. Only the detector's
+# input changes: the keypoints it finds align the same crops of the photo as ever.
+DETECTOR_ORDERS = ("BGR", "RGB")
+
+
+def check_detector_order(order: str) -> str:
+    if order not in DETECTOR_ORDERS:
+        raise FaceAnalysisError(f"Unknown detector colour order {order!r}: use 'BGR' (insightface's convention, the "
+                                "default) or 'RGB' (what bytedance/lynx's pipeline hands the detector).")
+    return order
+
+
+def detector_input(bgr: np.ndarray, order: str) -> np.ndarray:
+    """What the detector is given for a BGR photo: the photo itself, or (``"RGB"``) its channels reversed."""
+    return bgr if check_detector_order(order) == "BGR" else np.ascontiguousarray(bgr[..., ::-1])
+
 
 @dataclass
 class Candidate:

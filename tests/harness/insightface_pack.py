@@ -74,6 +74,10 @@ class PackSpec:
     roles: tuple[str, ...] = ("detection", "landmark_2d_106", "landmark_3d_68", "genderage", "recognition")
     detector_kps: bool = True
     seed: int = 0
+    # The detector's weights for the channels it receives (insightface hands it RGB, swapped from
+    # the BGR photo). None: their plain mean, so the stand-in sees only brightness and any channel
+    # order detects alike; (1, 0, 0) sees only red, like a real detector that colour matters to.
+    detector_channels: tuple[float, float, float] | None = None
 
     @property
     def files(self) -> dict[str, str]:
@@ -83,6 +87,8 @@ class PackSpec:
 
 ANTELOPEV2 = PackSpec("antelopev2")
 BUFFALO_L = PackSpec("buffalo_l", seed=1)
+# buffalo_l whose detector sees colour (red only): the detector's input colour order matters.
+BUFFALO_L_RED_DETECTOR = PackSpec("buffalo_l", seed=1, detector_channels=(1.0, 0.0, 0.0))
 
 
 # -- the pattern the detector fires on ---------------------------------------------------------------
@@ -154,11 +160,13 @@ def _model(graph, opset: int = 17):
     return model
 
 
-def build_detector(with_kps: bool = True):
+def build_detector(with_kps: bool = True, channels: tuple[float, float, float] | None = None):
     onnx, TensorProto, helper, numpy_helper = _onnx()
     template = _template()
+    lum_w = (np.full((1, 3, 1, 1), 1.0 / 3.0, np.float32) if channels is None
+             else np.asarray(channels, np.float32).reshape(1, 3, 1, 1))
     inits = [
-        numpy_helper.from_array(np.full((1, 3, 1, 1), 1.0 / 3.0, np.float32), "lum_w"),
+        numpy_helper.from_array(lum_w, "lum_w"),
         numpy_helper.from_array(template[None, None], "match_w"),
         numpy_helper.from_array(np.ones((1, 1) + template.shape, np.float32), "window_w"),
         numpy_helper.from_array(np.array(float(template.size), np.float32), "window_n"),
@@ -273,7 +281,7 @@ def build_genderage(seed: int):
 
 def _build(role: str, spec: PackSpec):
     if role == "detection":
-        return build_detector(spec.detector_kps)
+        return build_detector(spec.detector_kps, spec.detector_channels)
     if role == "recognition":
         return build_recognizer(spec.seed)
     if role == "landmark_2d_106":
@@ -286,7 +294,8 @@ def _build(role: str, spec: PackSpec):
 
 
 def _spec_key(spec: PackSpec) -> str:
-    payload = json.dumps({"v": GENERATOR_VERSION, **asdict(spec)}, sort_keys=True)
+    fields = {k: v for k, v in asdict(spec).items() if not (k == "detector_channels" and v is None)}   # keys as before
+    payload = json.dumps({"v": GENERATOR_VERSION, **fields}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
