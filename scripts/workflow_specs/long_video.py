@@ -12,7 +12,7 @@ same video bit for bit (tests/test_long_video_server.py).
 from __future__ import annotations
 
 from .model import Group, ModelFile, Node, TemplateWorkflow, download_list, note
-from .parts import (ANTELOPEV2_HELP, ADAPTER_HELP, C0, C1, C2, C3, C4, C6, IRSE50, LYNX_FULL, PHOTO_HELP, WAN22_REPO,
+from .parts import (ANTELOPEV2_HELP, ADAPTER_HELP, LYNX_FACE_HELP, C0, C1, C2, C3, C4, C6, IRSE50, LYNX_FULL, PHOTO_HELP, WAN22_REPO,
                     WAN22_T2V_HIGH, WAN22_T2V_LOW, apply_node, face_and_identity, photo_nodes)
 from .templates import GEMMA3_FP4, IAD_LTX2, LTX2_19B_FP8, LTX2_CAMERA_LORA, LTX2_DISTILLED_LORA, LTX2_UPSCALER
 from .wan_variants import LYNX_NOTE, UMT5_FP8, WAN_VAE
@@ -38,7 +38,7 @@ def _windows_node(node_type: str, window: int, overlap: int, title: str) -> Node
                 title=title, size=(360, 250), color="#233", bgcolor="#355")
 
 
-def _readme(title: str, body: str, files: list[ModelFile], adapter_note: str) -> str:
+def _readme(title: str, body: str, files: list[ModelFile], adapter_note: str, face_help: str = ANTELOPEV2_HELP) -> str:
     return f"""
 {title}
 
@@ -49,7 +49,7 @@ Model files (the 'Missing Models' dialog offers the same download links)
 
 {adapter_note}
 
-{ANTELOPEV2_HELP}
+{face_help}
 
 {PHOTO_HELP}
 """
@@ -94,7 +94,7 @@ Steps
 1. Download the files below (the Lightning LoRAs only matter with 'Enable Lightning LoRA' on).
 2. Load the person's photo in 'Reference photo'.
 3. Write what the person does in the prompt (the template's positive prompt); Run (Ctrl+Enter).
-""", files + [LYNX_FULL], LYNX_NOTE)
+""", files + [LYNX_FULL], LYNX_NOTE, LYNX_FACE_HELP)
     extra = ("- uncond_identity 'null identity (Lynx)': the negative pass gets Lynx's null tokens (cfg 3.5).\n"
              "- Both experts get IaD Apply; with start_percent 0.75 of the whole schedule only the low-noise\n"
              "  expert (steps 10-20 of 20) reaches it: steps 15-20. Below 0.5 the high-noise expert gets it too.\n")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .model import IAD_BG, IAD_COLOR, Group, ModelFile, Node, Workflow, download_list, note
-from .parts import (ANTELOPEV2_HELP, C0, C1, C2, C3, C4, C5, C6, C7, IRSE50, LYNX_FULL, PHOTO_HELP, UMT5_FP8,
+from .parts import (C0, C1, C2, C3, C4, C5, C6, C7, IRSE50, LYNX_FACE_HELP, LYNX_FULL, PHOTO_HELP, UMT5_FP8,
                     WAN21_T2V_14B, WAN21_VAE, apply_node, face_and_identity, latent_node, photo_nodes,
                     prompt_nodes, sampler_node, save_node, wan_loaders)
 
@@ -37,8 +37,8 @@ Model files (the 'Missing Models' dialog offers the same download links)
 {download_list([WAN21_T2V_14B, UMT5_FP8, WAN21_VAE, IRSE50])}
 - models/iad/lynx_full/resampler.safetensors + ip_layers.safetensors  (huggingface.co/ByteDance/lynx)
 
-{ANTELOPEV2_HELP}
-(antelopev2 only finds and aligns the faces here; IR-SE50 embeds them.)
+{LYNX_FACE_HELP}
+(buffalo_l only finds and aligns the faces here; IR-SE50 embeds them.)
 
 {PHOTO_HELP}
 """
@@ -141,8 +141,8 @@ Model files (the 'Missing Models' dialog offers the same download links)
 - models/iad/{folder}/ ({', '.join(lynx_files)})""" + (f"\n- models/iad/{LYNX_REF_LAYERS}" if r.ref else "") + f"""
     (huggingface.co/ByteDance/lynx)
 
-{ANTELOPEV2_HELP}
-(antelopev2 finds the face and its keypoints; IR-SE50 embeds it for the ID adapter"""
+{LYNX_FACE_HELP}
+(buffalo_l finds the face and its keypoints; IR-SE50 embeds it for the ID adapter"""
     readme += ("; the ref-adapter reads Lynx's 256 px face crop through the Wan VAE.)" if r.ref else ".)") + f"""
 
 {PHOTO_HELP}

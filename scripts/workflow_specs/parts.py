@@ -30,8 +30,13 @@ LYNX_FULL = ModelFile("lynx_full/resampler.safetensors", "iad")  # a folder from
 IAD_WAN21_1_3B = ModelFile("iad_wan2.1_t2v_1.3B.safetensors", "iad")
 IAD_WAN21_14B = ModelFile("iad_wan2.1_t2v_14B.safetensors", "iad")
 
-# Face nodes (nodes/face_nodes.py) and their widget values.
-FACE_LOADER_WIDGETS = {"model_pack": "antelopev2", "provider": "auto", "det_size": 640}
+# Face nodes (nodes/face_nodes.py) and their widget values. IaD adapters read antelopev2 embeddings of
+# faces found as insightface intends (BGR); Lynx's parts get the faces bytedance/lynx's pipeline finds:
+# insightface's default pack buffalo_l at 640, its detector handed the RGB photo.
+FACE_LOADER_WIDGETS = {"model_pack": "antelopev2", "provider": "auto", "det_size": 640,
+                       "detector_colour_order": "BGR (insightface's convention)"}
+LYNX_FACE_LOADER_WIDGETS = {"model_pack": "buffalo_l", "provider": "auto", "det_size": 640,
+                            "detector_colour_order": "RGB (as Lynx's pipeline)"}
 FACE_EMBED_WIDGETS = {"policy": "largest", "face_index": 0, "min_score": 0.5}
 
 ANTELOPEV2_HELP = """\
@@ -40,6 +45,14 @@ Face model (insightface antelopev2, the pack PuLID/InstantID use): unzip antelop
   models/insightface/models/antelopev2/
   (1k3d68.onnx, 2d106det.onnx, genderage.onnx, glintr100.onnx, scrfd_10g_bnkps.onnx)
 A doubled folder antelopev2/antelopev2/ is found too. Nothing is downloaded automatically."""
+
+LYNX_FACE_HELP = """\
+Face model (insightface buffalo_l, the pack bytedance/lynx finds faces with): unzip buffalo_l.zip
+(insightface's v0.7 release) so the .onnx files sit directly in
+  models/insightface/models/buffalo_l/
+  (1k3d68.onnx, 2d106det.onnx, det_10g.onnx, genderage.onnx, w600k_r50.onnx)
+The face loader hands its detector the photo in RGB, as Lynx's pipeline does. Nothing is
+downloaded automatically."""
 
 ADAPTER_HELP = """\
 IaD adapter: put the .safetensors into models/iad/ (then press R to refresh the lists).
@@ -99,13 +112,14 @@ def photo_nodes(x: int, photos: list[str], batch_x: int) -> tuple[list[Node], tu
 def face_and_identity(x: int, preview_x: int, images: tuple, adapter: ModelFile, decoupling: str, strength: float,
                        irse50: bool = False) -> list[Node]:
     """Faces -> ArcFace embeddings -> identity tokens (IaD Identity runs once per run). ``irse50``:
-    embeddings from facexlib's IR-SE50 (what Lynx adapters need) instead of the pack's recognizer."""
+    embeddings from facexlib's IR-SE50 (what Lynx adapters need) instead of the pack's recognizer, on
+    faces found as Lynx finds them (LYNX_FACE_LOADER_WIDGETS)."""
     embedder = [Node("irse50", "IaDIRSE50FaceEmbedder", x, {"weights": IRSE50.name}, models=(IRSE50,),
                      links={"face_analysis": ("face_loader", 0)}, color=IAD_COLOR, bgcolor=IAD_BG, size=(380, 80),
                      title="IaD IR-SE50 Face Embedder (Lynx's recognizer)")] if irse50 else []
     return [
-        Node("face_loader", "IaDFaceAnalysisLoader", x, dict(FACE_LOADER_WIDGETS), color=IAD_COLOR, bgcolor=IAD_BG,
-             size=(380, 110)),
+        Node("face_loader", "IaDFaceAnalysisLoader", x, dict(LYNX_FACE_LOADER_WIDGETS if irse50 else FACE_LOADER_WIDGETS),
+             color=IAD_COLOR, bgcolor=IAD_BG, size=(380, 110)),
         *embedder,
         Node("face_embed", "IaDFaceEmbed", x, dict(FACE_EMBED_WIDGETS), color=IAD_COLOR, bgcolor=IAD_BG,
              links={"face_analysis": ("irse50" if irse50 else "face_loader", 0), "images": images}, size=(380, 190)),

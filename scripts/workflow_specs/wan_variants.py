@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .model import HF, Group, ModelFile, Node, TemplateWorkflow, download_list, note
-from .parts import (ANTELOPEV2_HELP, C0, C1, C2, C3, C4, IAD_WAN21_1_3B, IRSE50, LYNX_FULL, PHOTO_HELP, apply_node,
-                    face_and_identity, photo_nodes)
+from .parts import (ANTELOPEV2_HELP, C0, C1, C2, C3, C4, IAD_WAN21_1_3B, IRSE50, LYNX_FACE_HELP, LYNX_FULL, PHOTO_HELP,
+                    apply_node, face_and_identity, photo_nodes)
 
 WAN21 = f"{HF}/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
 WAN22 = f"{HF}/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
@@ -82,8 +82,8 @@ Model files (the 'Missing Models' dialog offers the same download links)
 
 {adapter_note}
 
-{ANTELOPEV2_HELP}
-(antelopev2 finds and aligns the face{"; IR-SE50 embeds it for Lynx" if v.lynx else ""}.)
+{LYNX_FACE_HELP if v.lynx else ANTELOPEV2_HELP}
+({"buffalo_l finds and aligns the face; IR-SE50 embeds it for Lynx" if v.lynx else "antelopev2 finds and aligns the face"}.)
 
 {PHOTO_HELP}
 """
