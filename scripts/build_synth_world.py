@@ -5,6 +5,9 @@
                                                    # every file's SHA-256 with the shipped manifest
     python scripts/build_synth_world.py --smoke --out /tmp/w   # a 1-minute build of the pipeline
     python scripts/build_synth_world.py --vae-only # retrain only the Wan VAE (its own stage) in place
+    python scripts/build_synth_world.py --scale gpu --out DIR   # the GPU-scale world (a CUDA GPU; its
+                                                   # judges copied from the shipped world): `make gpu-world`
+                                                   # builds it within its time budget and runs the experiment
 
 Single-threaded (the VAE trains in a second single-threaded process) and seeded: the same software
 stack reproduces the shipped files bit for bit.
@@ -27,7 +30,12 @@ from synthworld import assets, build  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(assets.WORLD_DIR), help="output folder (default: the shipped assets)")
-    parser.add_argument("--smoke", action="store_true", help="tiny pipeline check, not the published world")
+    parser.add_argument("--smoke", action="store_true", help="tiny pipeline check, not the published world "
+                                                             "(the same as --scale smoke)")
+    parser.add_argument("--scale", choices=sorted(build.SCALES), default=None,
+                        help="full: the shipped CPU world (default); smoke: a pipeline check; gpu: the GPU-scale world "
+                             "(wider, longer-trained Wan model on a CUDA GPU, the shipped world's judges); gpu-smoke: "
+                             "gpu's layout on the CPU at a few steps. The manifest records it")
     parser.add_argument("--verify", action="store_true", help="rebuild in a temporary folder and compare hashes")
     parser.add_argument("--reuse-judges", default=None, metavar="DIR",
                         help="copy the classifier, detector and Wan VAE from an identical-scale build in DIR instead of "
@@ -48,13 +56,20 @@ def main() -> int:
                         help="retrain only the world's Wan VAE into --out (an existing build) and update its manifest; "
                              "the VAE stage depends only on the seeded render and the codec")
     args = parser.parse_args()
-    scale = build.SMOKE if args.smoke else build.FULL
+    if args.smoke and args.scale not in (None, "smoke"):
+        parser.error("--smoke is --scale smoke: give one of them")
+    scale_name = "smoke" if args.smoke else (args.scale or "full")
+    scale = build.SCALES[scale_name]
+    gpu_scale = scale_name in ("gpu", "gpu-smoke")
+    if gpu_scale and (args.verify or args.vae_only or args.adapters != "naive,iad"):
+        parser.error("--scale gpu / gpu-smoke builds the whole world once (no --verify, --vae-only or --adapters)")
     if args.scale_overrides:
         import dataclasses
 
         fields = json.loads(args.scale_overrides)
         fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
         scale = dataclasses.replace(scale, **fields)
+        scale_name += " with --scale-overrides"
     if args.vae_only:
         manifest = build.build_vae_only(args.out, scale)
         print(json.dumps({"wan vae s": manifest["timings_s"][build.VAE_TIMING], build.VAE_FILE: manifest["files"][build.VAE_FILE]}))
@@ -81,10 +96,17 @@ def main() -> int:
             print(f"DIFFERENT: {name} shipped {shipped.get(name)} rebuilt {rebuilt.get(name)}")
         print("bit-for-bit identical" if not bad else f"{len(bad)} files differ")
         return 1 if bad else 0
+    if gpu_scale and Path(args.out).resolve() == assets.WORLD_DIR.resolve():
+        parser.error(f"--scale {scale_name} never overwrites the shipped world: give --out DIR")
+    if scale.device == "cuda" and not build.torch.cuda.is_available():
+        parser.error(f"--scale {scale_name} trains on a CUDA GPU and none is visible here (its CPU version: "
+                     "--scale gpu-smoke; on the GPU machine: make gpu-world, docs/gpu.md)")
     resume = (args.resume_wan[0], int(args.resume_wan[1])) if args.resume_wan else None
     overrides = json.loads(args.adapter_overrides) if args.adapter_overrides else None
-    manifest = build.build_world(args.out, scale, reuse_judges_from=args.reuse_judges, resume_wan_from=resume,
-                                 adapter_overrides=overrides,
+    # the GPU-scale world keeps the shipped world's people, clips and judges (recognizer included)
+    judges = args.reuse_judges or (str(assets.WORLD_DIR) if gpu_scale else None)
+    manifest = build.build_world(args.out, scale, reuse_judges_from=judges, resume_wan_from=resume,
+                                 adapter_overrides=overrides, reuse_recognizer=gpu_scale, scale_name=scale_name,
                                  adapters=tuple(a.strip() for a in args.adapters.split(",") if a.strip()))
     print(json.dumps({"total_s": manifest["total_s"], "timings_s": manifest["timings_s"]}, indent=1))
     return 0

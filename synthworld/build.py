@@ -28,7 +28,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,6 +100,13 @@ class BuildScale:
     vae_tune_steps: int = 150          # second phase: windows of 5 frames (every causal cache full)
     vae_tune_lr: float = 1e-3
     seed: int = 0
+    # the world's Wan model (ComfyUI's WanModel: one attention head per 128 channels)
+    wan_dim: int = 128
+    wan_ffn_dim: int = 384
+    wan_layers: int = 3
+    # where iad.train trains the Wan model and the adapters ("cpu": single-threaded, bit for bit;
+    # "cuda": the GPU-scale world, whose numbers are labelled with the device)
+    device: str = "cpu"
 
 
 FULL = BuildScale()
@@ -107,6 +114,16 @@ FULL = BuildScale()
 SMOKE = BuildScale(train_identities=24, clips_per_identity=2, recognizer_steps=40, recognizer_photos=4, detector_steps=40,
                    classifier_steps=40, wan_steps=10, wan_cycles=1, wan_batch=4, decoupler_steps=20, adapter_steps=8, adapter_batch=4,
                    vae_steps=2, vae_batch=2, vae_tune_steps=1)
+# The GPU-scale world (issue 34): the same people, clips and judges as FULL (copied from the shipped
+# world, so both worlds are judged by the same recognizer and classifier), a wider and deeper Wan
+# model trained on 4x bigger batches, and adapters trained longer, jointly with it. The step counts
+# are upper bounds: `make gpu-world` fits them to its 8-minute budget after timing the first steps
+# on the machine it runs on (synthworld/step_budget.py) and the manifest records the steps run.
+GPU = BuildScale(wan_dim=384, wan_ffn_dim=1152, wan_layers=6, wan_steps=12000, wan_batch=64, wan_lr=1e-3,
+                 adapter_steps=12000, adapter_batch=48, adapter_lr=1e-3, adapter_base_lr=2.5e-4, device="cuda")
+# GPU's layout on the CPU at a few steps: the CPU smoke run of `make gpu-world` in the test suite.
+GPU_SMOKE = replace(GPU, wan_steps=4, wan_batch=4, adapter_steps=3, adapter_batch=4, decoupler_steps=20, device="cpu")
+SCALES = {"full": FULL, "smoke": SMOKE, "gpu": GPU, "gpu-smoke": GPU_SMOKE}
 
 
 def adapter_config(kind: str, wan_spec: diffusion.WanWorldSpec, overrides: dict | None = None, **extra) -> AdapterConfig:
@@ -152,6 +169,26 @@ def cpu_kind() -> str:
         pass
     isa = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags]
     return f"{model}; torch {torch.backends.cpu.get_cpu_capability()}" + (f"; {' '.join(isa)}" if isa else "")
+
+
+# The scale fields the judges (codec, classifier, detector, recognizer) and the VAE depend on: a build
+# copies them from another only where these are equal.
+JUDGE_FIELDS = ("train_identities", "clips_per_identity", "omit_action_prob", "describe_prob", "recognizer_steps",
+                "recognizer_photos", "detector_steps", "classifier_steps", "vae_steps", "vae_batch", "vae_lr",
+                "vae_tune_steps", "vae_tune_lr", "seed")
+
+
+def _check_same_judges(scale: BuildScale, source: str | Path | None) -> None:
+    if source is None:
+        raise ValueError("reuse_recognizer copies the recognizer from reuse_judges_from: give it")
+    path = Path(source) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reuse_judges_from must name a built world")
+    theirs = json.loads(path.read_text()).get("scale", {})
+    differ = [f for f in JUDGE_FIELDS if theirs.get(f) != getattr(scale, f)]
+    if differ:
+        raise ValueError(f"the judges of {source} were built with other {', '.join(differ)} than this scale's: "
+                         "they cannot be copied (retrain them: build without reuse)")
 
 
 def _copy_adapter_files(source: str | Path, folder: Path, names: list[str]) -> None:
@@ -281,6 +318,38 @@ def train_decoupler(emb: torch.Tensor, person: torch.Tensor, action: torch.Tenso
     return dec.eval()
 
 
+def _device_fields(scale: BuildScale) -> dict:
+    # one CPU thread: bit for bit, and the fastest for these tiny models on the 2-core build machine
+    return {"device": scale.device, "cpu_threads": 1 if scale.device == "cpu" else 0}
+
+
+def wan_train_config(current: Path, work: Path, scale: BuildScale, cycle: int = 0, steps: int | None = None,
+                     log_every: int | None = None, run_name: str | None = None) -> dict:
+    """``iad.train``'s configuration of one Wan training cycle (``steps`` etc.: a step-budget probe's)."""
+    steps = scale.wan_steps if steps is None else steps
+    return {
+        "mode": "base", "base_model": str(current), "data": str(work / "other_clips"),
+        "output_dir": str(work / (run_name or f"run-wan-{cycle}")), "name": "synthworld-wan",
+        "steps": steps, "batch_size": scale.wan_batch, "caption_dropout": 0.1,
+        "seed": 6000 + scale.seed + 17 * cycle, "precision": "fp32", **_device_fields(scale),
+        "log_every": log_every or max(1, steps // 8), "checkpoint_every": steps, "keep_checkpoints": 1,
+        "save_dtype": "float16", "resume": False,
+        "optimizer": {"lr": scale.wan_lr / (2 ** cycle), "weight_decay": 0.01, "warmup_steps": max(1, steps // 20),
+                      "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0},
+        "timesteps": {"shift": diffusion.SHIFT},
+    }
+
+
+def initial_wan(work: Path, spec: diffusion.WanWorldSpec, scale: BuildScale) -> Path:
+    """The seeded, freshly initialised Wan model every build starts from, as a file in ``work``."""
+    path = work / "wan-init.safetensors"
+    if not path.is_file():
+        wan = diffusion.build_wan(spec, seed=6000 + scale.seed)
+        save_file({k: v.contiguous() for k, v in wan.state_dict().items()}, str(path),
+                  metadata={"iad_synthworld_wan": json.dumps(diffusion.spec_dict(spec))})
+    return path
+
+
 def train_wan_with_iad_train(folder: Path, work: Path, spec: diffusion.WanWorldSpec, scale: BuildScale,
                              resume_from: tuple[str | Path, int] | None = None, log=print) -> Path:
     """Train the world's Wan T2V model with the project's trainer (``iad.train``, ``mode: base``):
@@ -294,32 +363,44 @@ def train_wan_with_iad_train(folder: Path, work: Path, spec: diffusion.WanWorldS
 
     iad_train = library("train")
 
-    current, first_cycle = work / "wan-init.safetensors", 0
-    metadata = {"iad_synthworld_wan": json.dumps(diffusion.spec_dict(spec))}
     if resume_from is not None:
         current, first_cycle = Path(resume_from[0]), int(resume_from[1])
     else:
-        wan = diffusion.build_wan(spec, seed=6000 + scale.seed)
-        save_file({k: v.contiguous() for k, v in wan.state_dict().items()}, str(current), metadata=metadata)
+        current, first_cycle = initial_wan(work, spec, scale), 0
     for cycle in range(first_cycle, scale.wan_cycles):
         steps = scale.wan_steps
-        config = {
-            "mode": "base", "base_model": str(current), "data": str(work / "other_clips"),
-            "output_dir": str(work / f"run-wan-{cycle}"), "name": "synthworld-wan",
-            "steps": steps, "batch_size": scale.wan_batch, "caption_dropout": 0.1,
-            "seed": 6000 + scale.seed + 17 * cycle, "precision": "fp32", "device": "cpu", "cpu_threads": 1,
-            "log_every": max(1, steps // 8), "checkpoint_every": steps, "keep_checkpoints": 1,
-            "save_dtype": "float16", "resume": False,
-            "optimizer": {"lr": scale.wan_lr / (2 ** cycle), "weight_decay": 0.01, "warmup_steps": max(1, steps // 20),
-                          "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0},
-            "timesteps": {"shift": diffusion.SHIFT},
-        }
-        result = iad_train.run(config)
+        result = iad_train.run(wan_train_config(current, work, scale, cycle))
         for entry in result.history:
             log(f"  wan (iad.train, mode base) cycle {cycle} step {entry['step']}/{steps} loss {entry['diffusion']:.4f}")
         current = result.final_checkpoint
     shutil.copyfile(current, folder / WAN_FILE)
     return folder / WAN_FILE
+
+
+def adapter_train_config(folder: Path, work: Path, kind: str, init: IdentityAdapter, scale: BuildScale, references: str,
+                         steps: int | None = None, log_every: int | None = None, run_name: str | None = None) -> dict:
+    """``iad.train``'s configuration of one adapter's training (``steps`` etc.: a step-budget probe's)."""
+    steps = scale.adapter_steps if steps is None else steps
+    init_path = work / f"init-{kind}.safetensors"
+    if not init_path.is_file():
+        save_adapter(init, init_path, dtype=torch.float32)
+    decoupled = kind == "iad"
+    return {
+        "base_model": str(folder / WAN_FILE), "data": str(work / references), "output_dir": str(work / (run_name or f"run-{kind}")),
+        "adapter": {k: v for k, v in init.config.to_dict().items() if k not in ("extra",)},
+        "init_from": str(init_path), "name": f"synthworld-{kind}",
+        "steps": steps, "batch_size": scale.adapter_batch, "num_references": 1, "identity_weight": 1.0,
+        "seed": 8000 + scale.seed, "precision": "fp32", **_device_fields(scale),
+        "log_every": log_every or max(1, steps // 6), "checkpoint_every": steps, "keep_checkpoints": 1,
+        "save_dtype": "float16", "resume": False,
+        "optimizer": {"lr": scale.adapter_lr, "weight_decay": 0.0, "warmup_steps": max(1, steps // 10),
+                      "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0,
+                      **({"base_lr": scale.adapter_base_lr} if scale.adapter_base_trainable else {})},
+        **({"base_trainable": list(scale.adapter_base_trainable)} if scale.adapter_base_trainable else {}),
+        "losses": {"diffusion": 1.0, "identity_decoupling": scale.iad_loss_weight if decoupled else 0.0,
+                   "text_alignment": scale.iad_loss_weight if decoupled else 0.0},
+        "timesteps": {"shift": diffusion.SHIFT},
+    }
 
 
 def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: IdentityAdapter, scale: BuildScale,
@@ -330,30 +411,12 @@ def train_adapter_with_iad_train(folder: Path, work: Path, kind: str, init: Iden
     The base model's flow-matching loss; for IaD also the Identity Decoupling and Text Alignment
     losses on its (pre-trained) decoupler. The base model is frozen, except the parameters
     ``scale.adapter_base_trainable`` selects, which train jointly with the adapter; their change is
-    written to ``BASE_DELTA_FILES[kind]`` in ``folder``. Seeded, single-threaded, CPU."""
+    written to ``BASE_DELTA_FILES[kind]`` in ``folder``. Seeded; on the CPU single-threaded."""
     iad_train = library("train")
     load_adapter = library("checkpoint").load_adapter
 
     out = work / f"run-{kind}"
-    init_path = save_adapter(init, work / f"init-{kind}.safetensors", dtype=torch.float32)
-    decoupled = kind == "iad"
-    config = {
-        "base_model": str(folder / WAN_FILE), "data": str(work / references), "output_dir": str(out),
-        "adapter": {k: v for k, v in init.config.to_dict().items() if k not in ("extra",)},
-        "init_from": str(init_path), "name": f"synthworld-{kind}",
-        "steps": scale.adapter_steps, "batch_size": scale.adapter_batch, "num_references": 1, "identity_weight": 1.0,
-        "seed": 8000 + scale.seed, "precision": "fp32", "device": "cpu", "cpu_threads": 1,
-        "log_every": max(1, scale.adapter_steps // 6), "checkpoint_every": scale.adapter_steps, "keep_checkpoints": 1,
-        "save_dtype": "float16", "resume": False,
-        "optimizer": {"lr": scale.adapter_lr, "weight_decay": 0.0, "warmup_steps": max(1, scale.adapter_steps // 10),
-                      "decay": "cosine", "min_lr_ratio": 0.0, "grad_clip": 1.0,
-                      **({"base_lr": scale.adapter_base_lr} if scale.adapter_base_trainable else {})},
-        **({"base_trainable": list(scale.adapter_base_trainable)} if scale.adapter_base_trainable else {}),
-        "losses": {"diffusion": 1.0, "identity_decoupling": scale.iad_loss_weight if decoupled else 0.0,
-                   "text_alignment": scale.iad_loss_weight if decoupled else 0.0},
-        "timesteps": {"shift": diffusion.SHIFT},
-    }
-    result = iad_train.run(config)
+    result = iad_train.run(adapter_train_config(folder, work, kind, init, scale, references))
     for entry in result.history:
         log(f"  {kind} adapter (iad.train) step {entry['step']}/{scale.adapter_steps} "
             + " ".join(f"{k} {v:.4f}" for k, v in entry.items() if k in ("diffusion", "identity_decoupling", "text_alignment")))
@@ -429,8 +492,14 @@ def _train_recognizer(folder, identities, codec, scale, lap, log):
 # -- the whole build ----------------------------------------------------------------------------------------
 def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_judges_from: str | Path | None = None,
                 resume_wan_from: tuple[str | Path, int] | None = None, adapter_overrides: dict | None = None,
-                adapters: tuple[str, ...] = ("naive", "iad")) -> dict:
-    """``adapters``: which of the two adapters to train. A variant build of one of them (``("iad",)`` or
+                adapters: tuple[str, ...] = ("naive", "iad"), reuse_recognizer: bool = False, step_budget=None,
+                scale_name: str | None = None) -> dict:
+    """``reuse_recognizer``: copy the recognizer, too, from ``reuse_judges_from`` (the GPU-scale world,
+    whose people, clips and recognizer settings are the shipped world's: one judge for both worlds).
+    ``step_budget``: a :class:`step_budget.StepBudget` that fits the Wan and adapter steps to its
+    deadline (the manifest's ``scale`` then holds the steps run). ``scale_name``: recorded in the manifest.
+
+    ``adapters``: which of the two adapters to train. A variant build of one of them (``("iad",)`` or
     ``("naive",)``) copies the other's files (the naive adapter comes with the training-free system;
     each with its base delta) from ``reuse_judges_from`` and the manifest records it: half the time.
     The two adapters train independently (each seeded on its own), so variants built this way can be
@@ -449,6 +518,13 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         raise ValueError(f"BuildScale.iad_loss_weight must be a finite number >= 0 (the weight of IaD's two decoupler "
                          f"losses, 0.1 as shipped), got {scale.iad_loss_weight!r}")
 
+    if scale.wan_dim % 128 or scale.wan_layers < 1 or scale.device not in ("cpu", "cuda"):
+        raise ValueError(f"BuildScale: wan_dim must be a multiple of 128 (one head per 128 channels), wan_layers >= 1 "
+                         f"and device 'cpu' or 'cuda'; got {scale.wan_dim}, {scale.wan_layers}, {scale.device!r}")
+    if scale.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("this scale trains on a CUDA GPU and none is visible (the CPU version: --scale gpu-smoke)")
+    if reuse_recognizer:
+        _check_same_judges(scale, reuse_judges_from)
     torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
     folder = Path(folder)
     pack = folder / PACK_NAME
@@ -483,7 +559,14 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         lap("action classifier + detector (reused)")
     else:
         classifier = _train_classifier_detector(folder, ds, both, labels, scale, lap, log)
-    recognizer = _train_recognizer(folder, identities, codec, scale, lap, log)
+    if reuse_recognizer:
+        import shutil
+
+        shutil.copyfile(Path(reuse_judges_from) / PACK_NAME / RECOGNIZER_FILE, pack / RECOGNIZER_FILE)
+        recognizer = load_recognizer(folder)
+        lap("recognizer (reused)")
+    else:
+        recognizer = _train_recognizer(folder, identities, codec, scale, lap, log)
     judges = {**codec.state_dict(), **{f"classifier.{k}": v.contiguous() for k, v in classifier.state_dict().items()}}
     save_file(judges, str(folder / WORLD_FILE), metadata={"judges_version": str(JUDGES_VERSION)})
 
@@ -499,7 +582,7 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
 
     latents = codec.encode(ds.video)
     contexts = text.encode([c.caption for c in ds.clips])
-    spec = diffusion.WanWorldSpec()
+    spec = diffusion.WanWorldSpec(dim=scale.wan_dim, ffn_dim=scale.wan_ffn_dim, num_layers=scale.wan_layers)
     # embeddings of every training frame (ground-truth alignment), as the adapters' references
     aligned = faces.aligned_crops(faces.to_uint8(ds.video.reshape(-1, 3, world.SIZE, world.SIZE)), ds.kps.reshape(-1, 5, 2))
     with torch.no_grad():
@@ -520,6 +603,13 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
                                             references=policy, embedder=EMBEDDER)
         lap("training sets")
 
+        if step_budget is not None and resume_wan_from is None:
+            iad_train, init_wan = library("train"), initial_wan(work, spec, scale)
+            probe = step_budget.probe("wan", scale.wan_batch, lambda n, every: iad_train.run(
+                wan_train_config(init_wan, work, scale, steps=n, log_every=every, run_name="probe-wan")))
+            # the Wan model and each adapter get a third of the training time left each
+            scale = replace(scale, wan_steps=step_budget.fit("wan", scale.wan_steps, probe, share=1 / 3, runs=scale.wan_cycles))
+            lap("step budget: wan probe")
         train_wan_with_iad_train(folder, work, spec, scale, resume_from=resume_wan_from, log=log)
         lap("wan base model")
 
@@ -527,6 +617,18 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         decoupler = train_decoupler(emb.reshape(-1, emb.shape[-1]), frame_person, clip_labels.reshape(-1),
                                     scale.decoupler_steps, seed=7000 + s, log=log)
         lap("decoupler")
+
+        if step_budget is not None:
+            kind = "naive" if "naive" in adapters else "iad"
+            init = new_adapter("none" if kind == "naive" else "trained", spec, seed=8000 + s, label="probe",
+                               overrides=adapter_overrides)
+            references = scale.naive_references if kind == "naive" else scale.iad_references
+            probe = step_budget.probe("adapter", scale.adapter_batch, lambda n, every: library("train").run(
+                adapter_train_config(folder, work, "probe", init, scale, references, steps=n, log_every=every)))
+            # both adapters train the same number of steps: the experiment compares them
+            scale = replace(scale, adapter_steps=step_budget.fit("adapters", scale.adapter_steps, probe, share=1.0,
+                                                                 runs=len(adapters)))
+            lap("step budget: adapter probe")
 
         if "naive" in adapters:
             naive = train_adapter_with_iad_train(folder, work, "naive", new_adapter("none", spec, seed=8000 + s,
@@ -575,8 +677,13 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
     for kind in ("naive", "iad"):
         if kind not in adapters:
             reused[f"{kind}_adapters_from"] = Path(reuse_judges_from).name
+    if reuse_recognizer:
+        reused["recognizer_from"] = Path(reuse_judges_from).name
     manifest = {
         "build_version": BUILD_VERSION, "scale": asdict(scale), "wan": diffusion.spec_dict(spec),
+        **({"scale_name": scale_name} if scale_name else {}),
+        **({"device": torch.cuda.get_device_name(0)} if scale.device == "cuda" else {}),
+        **({"step_budget": step_budget.record()} if step_budget is not None else {}),
         **({"adapter_overrides": adapter_overrides} if adapter_overrides else {}),
         **({"reused": reused} if reused else {}),
         "torch": torch.__version__, "comfyui": comfyui_version(), "cpu": cpu_kind(), "timings_s": timings, "total_s": round(time.monotonic() - t0, 1),

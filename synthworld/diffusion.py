@@ -116,7 +116,7 @@ class IdentityInjection:
             extra = sdpa_attention(q, k_id.expand(q.shape[0], -1, -1), v_id.expand(q.shape[0], -1, -1), heads)
             w = self.weight if self.mask is None else self.weight * self.mask.view(-1, 1, 1).to(extra.dtype)
             if self.token_rows is not None:   # only these rows of the sequence get the identity
-                keep = torch.zeros(1, q.shape[1], 1, dtype=extra.dtype)
+                keep = torch.zeros(1, q.shape[1], 1, dtype=extra.dtype, device=extra.device)
                 keep[:, self.token_rows] = 1
                 w = w * keep
             return m.o(out + w * extra)
@@ -133,16 +133,17 @@ def sample(model, contexts: torch.Tensor, noise: torch.Tensor, steps: int = 12, 
     ``apply_to_uncond = False``); the unconditional branch gets the empty caption.
     ``time_dim_concat``: latent frames appended after the video in both branches, as Wan's
     ``time_dim_concat`` conditioning (Phantom's reference images) appends them; ``token_rows``: which
-    rows of the token sequence get the identity (None: all)."""
-    b = noise.shape[0]
+    rows of the token sequence get the identity (None: all). Runs on ``noise``'s device (the model,
+    ``contexts`` and ``tokens`` must be there too)."""
+    b, device = noise.shape[0], noise.device
     sigmas = shifted(torch.linspace(1, 0, steps + 1))
-    empty = world_text.encode([""]).expand(b, -1, -1)
+    empty = world_text.encode([""]).to(device).expand(b, -1, -1)
     x = noise.clone()
     ctx = torch.cat([contexts, empty])
-    mask = torch.cat([torch.ones(b), torch.zeros(b)])
+    mask = torch.cat([torch.ones(b), torch.zeros(b)]).to(device)
     for i in range(steps):
         s = sigmas[i]
-        t = torch.full((2 * b,), float(s) * 1000)
+        t = torch.full((2 * b,), float(s) * 1000, device=device)
         xx = torch.cat([x, x])
         extra = {} if time_dim_concat is None else {"time_dim_concat": torch.cat([time_dim_concat, time_dim_concat])}
         if adapter is not None:

@@ -127,18 +127,21 @@ class World:
 
 
 def generate(w: World, system: str, cases: list[Case], ref_embeddings: torch.Tensor, noise: torch.Tensor,
-             cfg: ExperimentConfig) -> torch.Tensor:
-    """Frames ``[N, T, 3, 32, 32]`` of one system for all cases (same noise for every system)."""
-    contexts = text.encode([c.prompt for c in cases])
+             cfg: ExperimentConfig, device: str = "cpu") -> torch.Tensor:
+    """Frames ``[N, T, 3, 32, 32]`` of one system for all cases (same noise for every system), sampled
+    on ``device`` (the GPU-scale world samples on its GPU; the judges stay on the CPU)."""
+    contexts = text.encode([c.prompt for c in cases]).to(device)
+    noise = noise.to(device)
     if system == "base":
-        latents = diffusion.sample(w.wan, contexts, noise, cfg.steps, cfg.cfg)
+        latents = diffusion.sample(w.wan.to(device), contexts, noise, cfg.steps, cfg.cfg)
     else:
-        adapter = w.adapters[system]
+        adapter = w.adapters[system].to(device)
         with torch.no_grad():
-            z = torch.cat([adapter.identity_embedding(e[None]) for e in ref_embeddings])
+            z = torch.cat([adapter.identity_embedding(e[None].to(device)) for e in ref_embeddings])
             tokens = adapter.identity_tokens(z)
-        latents = diffusion.sample(w.bases[system], contexts, noise, cfg.steps, cfg.cfg, adapter, tokens, cfg.weight)
-    return w.codec.decode(latents)
+        latents = diffusion.sample(w.bases[system].to(device), contexts, noise, cfg.steps, cfg.cfg, adapter, tokens,
+                                   cfg.weight)
+    return w.codec.decode(latents.cpu())
 
 
 def _nanmean(x) -> float:
@@ -232,7 +235,7 @@ def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embed
     )
 
 
-def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print) -> dict:
+def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print, device: str = "cpu") -> dict:
     torch.set_num_threads(1)
     t0 = time.monotonic()
     w = World(world_dir, cfg.det_size)
@@ -249,7 +252,7 @@ def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print
     results, samples = {}, {}
     for system in systems:
         t1 = time.monotonic()
-        frames = generate(w, system, cases, refs, noise, cfg)
+        frames = generate(w, system, cases, refs, noise, cfg, device)
         results[system] = evaluate_frames(w, frames, cases, refs, gallery, cfg.gallery_size)
         samples[system] = frames
         r = results[system]
