@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 COMFYUI ?=
 LANE := $(PY) scripts/lanes.py run "$(COMFYUI)" --
 
-.PHONY: setup demo test test-fast models bench clean gpu-bundle gpu-check
+.PHONY: setup demo test test-fast models bench clean gpu-bundle gpu-check gpu-world
 
 setup:  ## venv, torch, ComfyUI v0.28.2 + 0.3.75 (or COMFYUI_PATH), all Python deps, chromium for browser tests
 	bash scripts/setup.sh
@@ -35,6 +35,9 @@ gpu-bundle:  ## .gpu/: ComfyUI v0.28.2 and the wheels the GPU machine lacks, wit
 
 gpu-check:  ## everything that needs a GPU (<= 8 min on one H100): docs/results/gpu.json + gpu.md; one line and exit 0 without a GPU
 	$(GPU_PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+gpu-world:  ## the GPU-scale synthetic world + its experiment (<= 8 min on one H100): docs/results/synth_experiment_gpu.json; one line and exit 0 without a GPU
+	$(GPU_PY) benchmarks/gpu_world.py $(GPU_WORLD_ARGS)
 
 clean:  ## remove generated models, test artefacts and the demo instance (keeps .venv and ComfyUI)
 	rm -rf .cache test-artifacts .demo

@@ -36,9 +36,10 @@ _LIVE_SERVERS: list[ComfyServer] = []
 # not collected (rather than skipped); test_apply_inprocess checks which versions have it.
 collect_ignore = [] if tiny.LTX2_TINY in tiny.other_family_specs() else ["test_apply_ltx2.py"]
 # make gpu-check's bundle carries ComfyUI v0.28.2 (scripts/gpu_bundle.py): its CPU smoke run and bundle are
-# tested in that version's lane, not once more per lane (test_gpu_check.py runs in every lane).
+# tested in that version's lane, not once more per lane (test_gpu_check.py runs in every lane); so is
+# make gpu-world's CPU smoke run, which uses the same ComfyUI.
 if comfyui_version() != "0.28.2":
-    collect_ignore.append("test_gpu_check_bundle.py")
+    collect_ignore += ["test_gpu_check_bundle.py", "test_gpu_world_smoke.py"]
 
 
 def pytest_report_header(config):
