@@ -18,11 +18,11 @@ from .model_paths import INSIGHTFACE_FOLDER
 from .validation import check_inputs, require_valid
 
 FaceAnalysisSocket = io.Custom("FACE_ANALYSIS")
+FaceEmbedsSocket = io.Custom("FACE_EMBEDS")
 
 # The loader's choices for the detector's input colour order -> iad.face_analysis.DETECTOR_ORDERS.
 DETECTOR_ORDER_CHOICES = {"BGR (insightface's convention)": "BGR", "RGB (as Lynx's pipeline)": "RGB"}
 DEFAULT_DETECTOR_ORDER = "BGR (insightface's convention)"
-FaceEmbedsSocket = io.Custom("FACE_EMBEDS")
 
 
 def insightface_roots() -> list[str]:
