@@ -10,7 +10,8 @@ the checks that need no ComfyUI are in test_gpu_check.py.
   and a ComfyUI v0.28.2 tree without tests.
 - The bundled ComfyUI tree, restored as the GPU machine restores it (unpack, RECORD check, pip
   --no-index --target), starts a server with this pack and runs IaD Apply, in a Python that sees only
-  the GPU image's packages (tests/harness/gpu_image.py). This Python is 3.11, the GPU's 3.12, so the
+  the GPU image's packages (tests/harness/gpu_image.py); make gpu-world's modules import there and load
+  the shipped world. This Python is 3.11, the GPU's 3.12, so the
   compiled wheels come from the bundle's CPython 3.11 twin: the same versions, built the same way.
 """
 
@@ -156,3 +157,12 @@ def test_the_restored_bundle_starts_a_server_with_the_pack_on_the_gpu_images_pac
                         cfg=4.0, sampler_name="euler", scheduler="simple", denoise=1.0)
         out = run_latent(server, (p, p.add("SaveLatent", samples=sampled[0], filename_prefix="iad_bundle")))
         assert out.shape == (1, 16, 2, 8, 8) and bool(out.isfinite().all())
+    # make gpu-world (benchmarks/gpu_world.py) runs in the same Python: its child's modules import there and
+    # the shipped world loads (its recognizer and detector through onnxruntime and insightface)
+    code = (f"import sys; sys.path[:0] = [{str(REPO_ROOT)!r}, {str(REPO_ROOT / 'benchmarks')!r}]; "
+            "from iad.comfy_runtime import import_comfy; import_comfy(cpu=True); "
+            "from bench_synth_experiment import goal_table, group_table, sample_sheet, table; import onnx; "
+            "from synthworld import assets, build, experiment, step_budget; experiment.World(assets.WORLD_DIR); print('loaded')")
+    done = subprocess.run([sys.executable, "-S", "-c", code], env={**env, "COMFYUI_PATH": paths["comfyui"]},
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip().endswith("loaded"), done.stderr[-3000:]
