@@ -399,9 +399,10 @@ def main(argv=None) -> dict:
     p.add_argument("--sweep", type=float, nargs="+", default=[0.01, 0.03, 0.1])
     p.add_argument("--small", action="store_true", help="a quick configuration (the test's)")
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
-    torch.manual_seed(0)
-    with tempfile.TemporaryDirectory() as tmp:
+    # no gradients and a seeded RNG for this run only: the test suite calls main() in its own process,
+    # and every later test must find autograd on and torch's RNG as it was
+    with torch.no_grad(), torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
+        torch.manual_seed(0)
         small = args.small
         world = build(args.vae, Path(tmp), frames=1 if small else 3, size=8 if small else 16)
         sigmas = args.sigmas[:2] if small else args.sigmas

@@ -26,8 +26,20 @@ def bench(pack):
 
 
 @pytest.fixture(scope="module")
-def results(bench):
-    return bench.main(["--small"])
+def run(bench):
+    """The quick run, and what it left behind in this process (the suite's later tests train models)."""
+    rng = torch.get_rng_state()
+    out = bench.main(["--small"])
+    return out, {"grad_enabled": torch.is_grad_enabled(), "rng_unchanged": torch.equal(torch.get_rng_state(), rng)}
+
+
+@pytest.fixture(scope="module")
+def results(run):
+    return run[0]
+
+
+def test_the_run_leaves_autograd_on_and_the_global_rng_untouched(run):
+    assert run[1] == {"grad_enabled": True, "rng_unchanged": True}
 
 
 def test_posterior_sample_is_the_mean_plus_std_times_seeded_noise(bench):
