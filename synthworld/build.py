@@ -171,21 +171,26 @@ def cpu_kind() -> str:
     return f"{model}; torch {torch.backends.cpu.get_cpu_capability()}" + (f"; {' '.join(isa)}" if isa else "")
 
 
-# The scale fields the judges (codec, classifier, detector, recognizer) and the VAE depend on: a build
-# copies them from another only where these are equal.
-JUDGE_FIELDS = ("train_identities", "clips_per_identity", "omit_action_prob", "describe_prob", "recognizer_steps",
-                "recognizer_photos", "detector_steps", "classifier_steps", "vae_steps", "vae_batch", "vae_lr",
-                "vae_tune_steps", "vae_tune_lr", "seed")
+# The scale fields the copied judges depend on: the classifier, detector and VAE (always copied from
+# reuse_judges_from) and the recognizer (copied with reuse_recognizer). A build copies them from
+# another only where these are equal.
+COPIED_JUDGE_FIELDS = ("train_identities", "clips_per_identity", "omit_action_prob", "describe_prob", "detector_steps",
+                       "classifier_steps", "vae_steps", "vae_batch", "vae_lr", "vae_tune_steps", "vae_tune_lr", "seed")
+RECOGNIZER_FIELDS = ("recognizer_steps", "recognizer_photos")
+JUDGE_FIELDS = COPIED_JUDGE_FIELDS + RECOGNIZER_FIELDS
 
 
-def _check_same_judges(scale: BuildScale, source: str | Path | None) -> None:
+def _check_same_judges(scale: BuildScale, source: str | Path | None, recognizer: bool) -> None:
     if source is None:
-        raise ValueError("reuse_recognizer copies the recognizer from reuse_judges_from: give it")
+        if recognizer:
+            raise ValueError("reuse_recognizer copies the recognizer from reuse_judges_from: give it")
+        return
     path = Path(source) / "manifest.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: reuse_judges_from must name a built world")
     theirs = json.loads(path.read_text()).get("scale", {})
-    differ = [f for f in JUDGE_FIELDS if theirs.get(f) != getattr(scale, f)]
+    fields = JUDGE_FIELDS if recognizer else COPIED_JUDGE_FIELDS
+    differ = [f for f in fields if theirs.get(f) != getattr(scale, f)]
     if differ:
         raise ValueError(f"the judges of {source} were built with other {', '.join(differ)} than this scale's: "
                          "they cannot be copied (retrain them: build without reuse)")
@@ -523,8 +528,7 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
                          f"and device 'cpu' or 'cuda'; got {scale.wan_dim}, {scale.wan_layers}, {scale.device!r}")
     if scale.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("this scale trains on a CUDA GPU and none is visible (the CPU version: --scale gpu-smoke)")
-    if reuse_recognizer:
-        _check_same_judges(scale, reuse_judges_from)
+    _check_same_judges(scale, reuse_judges_from, recognizer=reuse_recognizer)
     torch.set_num_threads(1)        # determinism (and 1 thread is fastest on this shared 2-core machine)
     folder = Path(folder)
     pack = folder / PACK_NAME

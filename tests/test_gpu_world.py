@@ -65,6 +65,9 @@ def test_judges_are_copied_only_from_a_world_built_with_the_same_judge_settings(
                           reuse_judges_from=assets.WORLD_DIR, reuse_recognizer=True)
     with pytest.raises(ValueError, match="reuse_judges_from"):
         build.build_world(tmp_path / "w", build.GPU_SMOKE, reuse_recognizer=True)
+    # any copy of the classifier, detector and VAE is checked, not only the GPU world's
+    with pytest.raises(ValueError, match="detector_steps"):
+        build.build_world(tmp_path / "w", replace(build.FULL, detector_steps=1), reuse_judges_from=assets.WORLD_DIR)
     with pytest.raises(ValueError, match="multiple of 128"):
         build.build_world(tmp_path / "w", replace(build.GPU_SMOKE, wan_dim=200))
     assert not (tmp_path / "w").exists()        # refused before anything was written
