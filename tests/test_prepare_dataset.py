@@ -81,6 +81,33 @@ def settings_gap(settings) -> int:
     return settings.get("reference_gap", 4)
 
 
+def test_padded_captions_are_stored_without_their_padding_and_batched_as_encoded(comfy, tmp_path):
+    """umt5 pads every caption to 512 zero rows (4 MiB a clip in fp16): shards keep the caption's rows,
+    records the padded length, and the trainer's batches are the encoder's padded output exactly."""
+    from iad.prepare import run
+    from iad.train.data import PreparedDataset, build_caption_batch
+
+    torch_threads = torch.get_num_threads()
+    clips = train_data.make_dataset(tmp_path / "clips", persons=1, clips_per_person=2)
+    settings = dict(train_data.prepare_settings(clips, tmp_path / "dataset"),
+                    text_encoder={"kind": "callable", "target": "harness.train_data:Umt5PaddedHashEncoder"})
+    run(settings)
+    torch.set_num_threads(torch_threads)
+    encoder = train_data.Umt5PaddedHashEncoder()
+    records = _records(tmp_path / "dataset")
+    dataset = PreparedDataset(tmp_path / "dataset", needs_references=False)
+    assert len(records) == len(dataset.clips) == 2 and dataset.text_len == 512
+    for index, (shard, r) in enumerate(records):
+        padded = encoder(r["caption"]).half()
+        words = int((padded != 0).any(dim=1).sum())
+        with safe_open(str(tmp_path / "dataset" / f"{shard}.safetensors"), "pt") as f:
+            stored = f.get_tensor(f"{r['key']}.text")
+        assert r["text_tokens"] == 512 and 1 < words < 20
+        assert stored.shape == (words, 4096) and torch.equal(stored, padded[:words])
+        batch = build_caption_batch(dataset, [index], [0])
+        assert torch.equal(batch["context"][0], padded.float())     # the same tensor as with the padding stored
+
+
 def test_corrupt_and_uncaptioned_clips_are_skipped_and_reported(prepared):
     _, _, _, state = prepared
     skipped = {s["source"]: s["reason"] for s in state["skipped"]}

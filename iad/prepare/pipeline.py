@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
-                     atomic_write_text, write_shard)
+                     atomic_write_text, trim_zero_padding, write_shard)
 from .distributed import new_run_id
 from .plan import (clip_entry, merge_finished, new_units, next_shard_index, read_plan, remove_plan, unit_result,
                    write_plan)
@@ -282,7 +282,7 @@ class Preparer:
         pts = track.points
         t = {
             "latents": latents.float(),
-            "text": text.to(torch.float16),
+            "text": trim_zero_padding(text.to(torch.float16)),     # text_tokens below keeps the padded length
             "action_text": action_text.float(),
             "track.frames": torch.tensor([p.frame for p in pts], dtype=torch.int64),
             "track.bboxes": torch.from_numpy(np.stack([p.bbox for p in pts]).astype(np.float32)),

@@ -15,7 +15,7 @@ Per clip ``k`` (``c0``, ``c1``...):
 | tensor | shape | dtype |
 |---|---|---|
 | ``k.latents`` | ``[C, T', h, w]`` ComfyUI raw VAE latent of the target window | float32 |
-| ``k.text`` | ``[L, 4096]`` caption embedding | float16 |
+| ``k.text`` | ``[L', 4096]`` caption embedding without its trailing zero rows (the record's ``text_tokens`` is the encoder's length ``L``) | float16 |
 | ``k.action_text`` | ``[4096]`` mean of the action phrase's embedding (caption when absent) | float32 |
 | ``k.track.frames`` | ``[n]`` source frame indices with a face in the primary track | int64 |
 | ``k.track.bboxes`` / ``.kps`` / ``.scores`` | ``[n, 4]`` / ``[n, 5, 2]`` / ``[n]`` | float32 |
@@ -24,6 +24,12 @@ Per clip ``k`` (``c0``, ``c1``...):
 | ``k.target.frames`` | ``[F]`` source frame indices of the window | int64 |
 | ``k.target.bboxes`` | ``[F, 4]`` face box in *training-resolution* pixels (NaN: no face) | float32 |
 | ``k.ref.frames`` / ``.embeddings`` / ``.crops`` | ``[R]`` / ``[R, 512]`` / ``[R, S, S, 3]`` aligned crops | int64 / float32 / uint8 |
+
+Text encoders pad: ComfyUI's umt5 gives 512 rows whatever the caption's length, zeros after its
+tokens, 4 MiB a clip in fp16, as much as a 33-frame 480p latent. The shard keeps the rows up to the last
+non-zero one (:func:`trim_zero_padding`); the trainer pads every caption back with zeros to the dataset's
+``text_tokens`` (``iad.train.data.pad_text``), so a batch is the same tensor as with the padding stored.
+Datasets written with the padding stored read the same.
 
 References come from frames at least ``reference_gap`` frames outside the target window (a
 different moment); ``R`` may be 0, in which case the trainer takes references from another clip
@@ -49,6 +55,12 @@ PROMPT_BANK_FILE = "prompt_bank.safetensors"
 
 class DatasetFormatError(ValueError):
     """A prepared dataset that cannot be used; the message names the file and the fix."""
+
+
+def trim_zero_padding(text: torch.Tensor) -> torch.Tensor:
+    """``text`` ([L, D]) without its trailing all-zero rows (at least one row is kept)."""
+    nonzero = (text != 0).any(dim=-1).nonzero()
+    return text[: max(1, int(nonzero[-1]) + 1 if len(nonzero) else 1)].contiguous()
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -127,6 +127,26 @@ def make_dataset(folder: Path, persons: int = 3, clips_per_person: int = 2, fram
 PREPARED_VERSION = 3
 
 
+class Umt5PaddedHashEncoder:
+    """The hash encoder's rows zero-padded to 512, as ComfyUI's umt5 gives every caption
+    (``comfy/text_encoders/wan.py``: ``min_length=512``, padding zeroed); for ``text_encoder``
+    ``{"kind": "callable", "target": "harness.train_data:Umt5PaddedHashEncoder"}``."""
+
+    name = "hash-padded-512"
+    length = 512
+
+    def __init__(self) -> None:
+        from iad.prepare.encoders import HashTextEncoder
+
+        self.rows = HashTextEncoder()
+
+    def __call__(self, text: str):
+        import torch
+
+        rows = self.rows(text)
+        return torch.cat([rows, rows.new_zeros(self.length - rows.shape[0], rows.shape[1])])
+
+
 def prepare_settings(clips: Path, output: Path) -> dict:
     """PrepareConfig fields for the generated clips: tiny Wan VAE, hash text encoder, generated pack."""
     from . import tiny_models
