@@ -83,7 +83,8 @@ def settings_gap(settings) -> int:
 
 def test_padded_captions_are_stored_without_their_padding_and_batched_as_encoded(comfy, tmp_path):
     """umt5 pads every caption to 512 zero rows (4 MiB a clip in fp16): shards keep the caption's rows,
-    records the padded length, and the trainer's batches are the encoder's padded output exactly."""
+    records the padded length, and the trainer's batches are the encoder's padded output exactly.
+    The action phrase's embedding is the mean of its own rows."""
     from iad.prepare import run
     from iad.train.data import PreparedDataset, build_caption_batch
 
@@ -106,6 +107,30 @@ def test_padded_captions_are_stored_without_their_padding_and_batched_as_encoded
         assert stored.shape == (words, 4096) and torch.equal(stored, padded[:words])
         batch = build_caption_batch(dataset, [index], [0])
         assert torch.equal(batch["context"][0], padded.float())     # the same tensor as with the padding stored
+        with safe_open(str(tmp_path / "dataset" / f"{shard}.safetensors"), "pt") as f:
+            action_text = f.get_tensor(f"{r['key']}.action_text")
+        # the Text Alignment Loss's input: the phrase's token mean, not diluted by 512 - n zero rows
+        assert torch.allclose(action_text, encoder.rows(r["action"]).mean(0), atol=1e-6)
+
+    # A dataset prepared before the setting (its action_text the mean over the padded rows): adding clips
+    # with the new default is refused by name; with "padded_mean" they are made as its other clips were.
+    info_path = tmp_path / "dataset" / "dataset.json"
+    info = json.loads(info_path.read_text())
+    del info["settings"]["action_text"]
+    info_path.write_text(json.dumps(info))
+    from iad.eval.video_io import write_video
+
+    write_video(clips / "clip02.mp4", train_data.draw_clip(0, 2, 13, seed=2), fps=8)
+    (clips / "clip02.json").write_text(json.dumps({"caption": "a person smiling", "action": "smiling", "person": "p0"}))
+    with pytest.raises(ValueError, match=r"different settings \(action_text\)"):
+        run(settings)
+    run(dict(settings, action_text="padded_mean"))
+    torch.set_num_threads(torch_threads)
+    (shard, r), = [(shard, r) for shard, r in _records(tmp_path / "dataset") if r["source"] == "clip02.mp4"]
+    with safe_open(str(tmp_path / "dataset" / f"{shard}.safetensors"), "pt") as f:
+        assert torch.allclose(f.get_tensor(f"{r['key']}.action_text"), encoder("smiling").mean(0), atol=1e-6)
+    with pytest.raises(ValueError, match="action_text must be one of"):
+        run(dict(settings, action_text="mean"))
 
 
 def test_corrupt_and_uncaptioned_clips_are_skipped_and_reported(prepared):

@@ -24,7 +24,8 @@ log = logging.getLogger("iad.prepare")
 PROMPT_BANK_PATH = Path(__file__).resolve().parents[1] / "data" / "prompt_bank.txt"
 # Settings that change what is written: resuming with different values would mix datasets.
 _IDENTITY_FIELDS = ("resolution", "num_frames", "vae", "text_encoder", "face_pack", "det_size", "reference_gap",
-                    "max_references", "frame_stride", "store_pixels")
+                    "max_references", "frame_stride", "store_pixels", "action_text")
+ACTION_TEXT_MEANS = ("token_mean", "padded_mean")
 
 
 @dataclass
@@ -53,6 +54,10 @@ class PrepareConfig:
     progress: bool = True
     cpu_threads: int = 0                        # torch, onnxruntime and OpenCV threads per process (0: defaults)
     input_format: str = "folder"                # folder | consisid | opens2v (iad/prepare/sources)
+    # k.action_text, the Text Alignment Loss's input: the mean of the phrase's rows before the encoder's
+    # zero padding ("token_mean"); "padded_mean" (the mean over all of umt5's 512 rows, scaled by the
+    # phrase's length) only to add clips to a dataset prepared before this setting, which made it so
+    action_text: str = "token_mean"
 
     def __post_init__(self) -> None:
         from .sources import layout_problem
@@ -75,6 +80,8 @@ class PrepareConfig:
             problems.append(f"num_frames must be 4k+1 (Wan's VAE compresses time by 4), got {self.num_frames}")
         if self.frame_stride < 1 or self.clips_per_shard < 1 or self.max_references < 1:
             problems.append("frame_stride, clips_per_shard and max_references must be >= 1")
+        if self.action_text not in ACTION_TEXT_MEANS:
+            problems.append(f"action_text must be one of {list(ACTION_TEXT_MEANS)}, got {self.action_text!r}")
         if problems:
             raise ValueError("invalid preparation settings: " + "; ".join(problems))
 
@@ -223,6 +230,7 @@ class Preparer:
                     "latent_shape": None}
         state = json.loads(path.read_text(encoding="utf-8"))
         state.setdefault("settings", {}).setdefault("store_pixels", False)   # datasets from before the setting
+        state["settings"].setdefault("action_text", "padded_mean")             # ditto
         if state.get("settings") != self._settings():
             changed = [k for k in _IDENTITY_FIELDS if state.get("settings", {}).get(k) != self._settings()[k]]
             raise ValueError(f"{self.out} was prepared with different settings ({', '.join(changed)}); resuming would "
@@ -278,7 +286,10 @@ class Preparer:
         refs = [by_frame[f] for f in ref_frames]
         crop_size = self.analyzer.crop_size
         text = self.text_encoder(clip.caption)
-        action_text = self.text_encoder(clip.action).float().mean(0) if clip.action else text.float().mean(0)
+        action_rows = self.text_encoder(clip.action) if clip.action else text
+        if c.action_text == "token_mean":   # not diluted by padding: every phrase's mean at one scale
+            action_rows = trim_zero_padding(action_rows)
+        action_text = action_rows.float().mean(0)
         pts = track.points
         t = {
             "latents": latents.float(),
