@@ -16,7 +16,7 @@ Per clip ``k`` (``c0``, ``c1``...):
 |---|---|---|
 | ``k.latents`` | ``[C, T', h, w]`` ComfyUI raw VAE latent of the target window | float32 |
 | ``k.text`` | ``[L', 4096]`` caption embedding without its trailing zero rows (the record's ``text_tokens`` is the encoder's length ``L``) | float16 |
-| ``k.action_text`` | ``[4096]`` mean of the action phrase's embedding (caption when absent) | float32 |
+| ``k.action_text`` | ``[4096]`` mean of the action phrase's rows (caption when absent), padding excluded (``action_text`` setting) | float32 |
 | ``k.track.frames`` | ``[n]`` source frame indices with a face in the primary track | int64 |
 | ``k.track.bboxes`` / ``.kps`` / ``.scores`` | ``[n, 4]`` / ``[n, 5, 2]`` / ``[n]`` | float32 |
 | ``k.track.embeddings`` | ``[n, 512]`` unit face embeddings | float32 |
