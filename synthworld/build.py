@@ -386,7 +386,7 @@ def adapter_train_config(folder: Path, work: Path, kind: str, init: IdentityAdap
                          steps: int | None = None, log_every: int | None = None, run_name: str | None = None) -> dict:
     """``iad.train``'s configuration of one adapter's training (``steps`` etc.: a step-budget probe's)."""
     steps = scale.adapter_steps if steps is None else steps
-    init_path = work / f"init-{kind}.safetensors"
+    init_path = work / f"init-{run_name or kind}.safetensors"     # a probe's own: never the real run's start
     if not init_path.is_file():
         save_adapter(init, init_path, dtype=torch.float32)
     decoupled = kind == "iad"
@@ -612,7 +612,7 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
             probe = step_budget.probe("wan", scale.wan_batch, lambda n, every: iad_train.run(
                 wan_train_config(init_wan, work, scale, steps=n, log_every=every, run_name="probe-wan")))
             # the Wan model and each adapter get a third of the training time left each
-            scale = replace(scale, wan_steps=step_budget.fit("wan", scale.wan_steps, probe, share=1 / 3, runs=scale.wan_cycles))
+            scale = replace(scale, wan_steps=step_budget.fit("wan", scale.wan_steps, [probe] * scale.wan_cycles, share=1 / 3))
             lap("step budget: wan probe")
         train_wan_with_iad_train(folder, work, spec, scale, resume_from=resume_wan_from, log=log)
         lap("wan base model")
@@ -623,15 +623,17 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
         lap("decoupler")
 
         if step_budget is not None:
-            kind = "naive" if "naive" in adapters else "iad"
-            init = new_adapter("none" if kind == "naive" else "trained", spec, seed=8000 + s, label="probe",
-                               overrides=adapter_overrides)
-            references = scale.naive_references if kind == "naive" else scale.iad_references
-            probe = step_budget.probe("adapter", scale.adapter_batch, lambda n, every: library("train").run(
-                adapter_train_config(folder, work, "probe", init, scale, references, steps=n, log_every=every)))
-            # both adapters train the same number of steps: the experiment compares them
-            scale = replace(scale, adapter_steps=step_budget.fit("adapters", scale.adapter_steps, probe, share=1.0,
-                                                                 runs=len(adapters)))
+            # each adapter probed in its own configuration; both then train the same number of steps
+            # (the experiment compares them), the number both runs together fit
+            probes = []
+            for kind in adapters:
+                init = new_adapter("none" if kind == "naive" else "trained", spec, seed=8000 + s, label="probe",
+                                   overrides=adapter_overrides)
+                references = scale.naive_references if kind == "naive" else scale.iad_references
+                probes.append(step_budget.probe(f"adapter-{kind}", scale.adapter_batch, lambda n, every: library("train").run(
+                    adapter_train_config(folder, work, kind, init, scale, references, steps=n, log_every=every,
+                                         run_name=f"probe-{kind}"))))
+            scale = replace(scale, adapter_steps=step_budget.fit("adapters", scale.adapter_steps, probes, share=1.0))
             lap("step budget: adapter probe")
 
         if "naive" in adapters:

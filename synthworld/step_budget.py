@@ -8,6 +8,8 @@ steps as fit its share of the time left. Steps, not seconds, bound the real run,
 schedule is whole; the manifest records the probes and the steps run (``build_world``'s ``scale``).
 
 The naive and the IaD adapter always get the *same* number of steps: the experiment compares them.
+Each is probed in its own configuration (IaD's decoupling losses make its steps slower than naive's),
+and the steps are the ones both runs together fit.
 """
 
 from __future__ import annotations
@@ -66,14 +68,19 @@ class StepBudget:
         self.probes.append(probe)
         return probe
 
-    def fit(self, stage: str, planned: int, probe: Probe, share: float, runs: int = 1) -> int:
-        """Steps for ``runs`` runs of ``stage`` (each paying ``probe.startup_s``) in ``share`` of the time
-        left; at most ``planned``, at least one."""
+    def fit(self, stage: str, planned: int, probes: list[Probe], share: float) -> int:
+        """Steps for one run per probe in ``probes`` (each run paying its own probe's start-up and
+        training at its own rate, all the *same* number of steps) in ``share`` of the time left; at
+        most ``planned``, at least one. Several cycles of one configuration: its probe repeated."""
         if not 0 < share <= 1:
             raise ValueError(f"share must be in (0, 1], got {share}")
-        seconds = self.left_s() * share * self.slack / runs - probe.startup_s
-        steps = max(1, min(planned, int(seconds * probe.samples_per_s / probe.batch)))
-        self.fitted[stage] = {"planned": planned, "steps": steps, "runs": runs, "seconds_each": round(seconds, 1),
+        if not probes:
+            raise ValueError("fit needs at least one probe")
+        seconds = self.left_s() * share * self.slack - sum(p.startup_s for p in probes)
+        seconds_per_step = sum(p.batch / p.samples_per_s for p in probes)
+        steps = max(1, min(planned, int(seconds / seconds_per_step)))
+        self.fitted[stage] = {"planned": planned, "steps": steps, "runs": len(probes),
+                              "probes": sorted({p.stage for p in probes}), "seconds": round(seconds, 1),
                               "limited_by": "time" if steps < planned else "scale"}
         return steps
 

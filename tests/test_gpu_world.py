@@ -21,7 +21,7 @@ from test_gpu_check import _clean_env
 
 sys.path.insert(0, str(REPO_ROOT))
 from synthworld import assets, build, diffusion  # noqa: E402
-from synthworld.step_budget import StepBudget, steady_samples_per_s  # noqa: E402
+from synthworld.step_budget import Probe, StepBudget, steady_samples_per_s  # noqa: E402
 
 sys.path.pop(0)
 
@@ -112,15 +112,21 @@ def test_the_budget_fits_steps_to_the_time_left_and_records_them(monkeypatch):
     probe = budget.probe("wan", 10, run)
     assert probe.samples_per_s == pytest.approx(100.0) and probe.startup_s == pytest.approx(5.0)
     # 292 s left, a third each: 97.3 s - 5 s start-up -> 923 steps of 10 samples; the plan allows 5000
-    steps = budget.fit("wan", 5000, probe, share=1 / 3)
+    steps = budget.fit("wan", 5000, [probe], share=1 / 3)
     assert steps == int((292 / 3 - 5) * 100 / 10) and budget.fitted["wan"]["limited_by"] == "time"
-    assert budget.fit("small", 40, probe, share=1 / 3) == 40 and budget.fitted["small"]["limited_by"] == "scale"
-    # two adapters share what is left, each paying its start-up, and get the same steps
-    both = budget.fit("adapters", 5000, probe, share=1.0, runs=2)
-    assert both == int((292 / 2 - 5) * 100 / 10)
+    assert budget.fit("small", 40, [probe], share=1 / 3) == 40 and budget.fitted["small"]["limited_by"] == "scale"
+    # two runs share what is left, each paying its own start-up and running at its own rate, with the same
+    # steps: a slower second configuration (IaD's extra losses: 50 samples/s, 8 s start-up) costs its share
+    slower = Probe("adapter-iad", 30, 10, wall_s=14.0, samples_per_s=50.0, startup_s=8.0)
+    both = budget.fit("adapters", 5000, [probe, slower], share=1.0)
+    assert both == int((292 - 5 - 8) / (10 / 100 + 10 / 50))
+    assert budget.fitted["adapters"]["runs"] == 2 and budget.fitted["adapters"]["probes"] == ["adapter-iad", "wan"]
+    assert budget.fit("twice", 5000, [probe, probe], share=1.0) == int((292 / 2 - 5) * 100 / 10)
     clock["now"] = budget.deadline + 10         # past the deadline: one step each, never zero or negative
-    assert budget.fit("late", 5000, probe, share=0.5) == 1
+    assert budget.fit("late", 5000, [probe], share=0.5) == 1
     with pytest.raises(ValueError, match="share"):
-        budget.fit("bad", 10, probe, share=0)
+        budget.fit("bad", 10, [probe], share=0)
+    with pytest.raises(ValueError, match="probe"):
+        budget.fit("none", 10, [], share=1.0)
     record = budget.record()
-    assert record["probes"][0]["stage"] == "wan" and set(record["fitted"]) == {"wan", "small", "adapters", "late"}
+    assert record["probes"][0]["stage"] == "wan" and set(record["fitted"]) == {"wan", "small", "adapters", "twice", "late"}

@@ -49,11 +49,11 @@ def test_cpu_smoke_builds_the_gpu_scale_world_and_runs_the_experiment(tmp_path):
     b = data["build"]
     assert b["wan"]["dim"] == build.GPU.wan_dim and b["wan"]["num_layers"] == build.GPU.wan_layers
     probes = {p["stage"]: p for p in b["step_budget"]["probes"]}
-    assert set(probes) == {"wan", "adapter"} and all(p["samples_per_s"] > 0 for p in probes.values())
+    assert set(probes) == {"wan", "adapter-naive", "adapter-iad"} and all(p["samples_per_s"] > 0 for p in probes.values())
     fitted = b["step_budget"]["fitted"]
     assert b["scale"]["wan_steps"] == fitted["wan"]["steps"] <= build.GPU_SMOKE.wan_steps
     assert b["scale"]["adapter_steps"] == fitted["adapters"]["steps"] <= build.GPU_SMOKE.adapter_steps
-    assert fitted["adapters"]["runs"] == 2
+    assert fitted["adapters"]["runs"] == 2 and fitted["adapters"]["probes"] == ["adapter-iad", "adapter-naive"]
     assert {"recognizer_from", "judges_and_vae_from"} <= set(b["reused"])
     shipped = assets.manifest()["files"]
     for name in (f"{build.PACK_NAME}/{build.RECOGNIZER_FILE}", f"{build.PACK_NAME}/{build.DETECTOR_FILE}", build.VAE_FILE):
