@@ -15,7 +15,7 @@ rows only. This experiment tests that choice against the alternative, the identi
 Same people, prompts, reference photos and noise as the main experiment; the world's judges score
 every frame (identity, copy of the photo's expression or pose, the prompt's action), with paired
 bootstrap intervals over people. ``bench_synth_experiment.py --reference-rows`` writes the published
-numbers (docs/results/synth_reference_rows.json); tests/test_synth_experiment.py reruns them.
+numbers (docs/results/synth_reference_rows.json); tests/test_synth_published.py reruns them.
 """
 
 from __future__ import annotations
