@@ -24,9 +24,9 @@ competes with *in this model*; what they do to a real video needs the real weigh
    few sigmas. Their difference is ``(g_i - g) * (neg_with_identity - uncond)``: zero at ``g_i = g``.
 3. Schedule and solver: Lynx's 50 UniPC sigmas (diffusers ``scheduling_unipc_multistep.py``,
    ``use_flow_sigmas``: ``1 - linspace(1, 1/1000, N + 1)``, shifted, flipped, last dropped, final 0;
-   the transformer gets ``int64(sigma * 1000)``) against ComfyUI's ``simple`` at shift 3 (the full
-   workflow's BasicScheduler) and KSampler's ``uni_pc`` (51 sigmas, penultimate dropped: the lite
-   workflows). ComfyUI's ``uni_pc`` is UniPC's bh1 variant; diffusers' default ``solver_type`` is bh2.
+   the transformer gets ``int64(sigma * 1000)``) against ComfyUI's ``simple`` at shift 3 (the Lynx
+   workflows' BasicScheduler) and KSampler's ``uni_pc`` (51 sigmas, penultimate dropped). ComfyUI's
+   ``uni_pc`` is UniPC's bh1 variant, ``uni_pc_bh2`` (the workflows') diffusers' default ``solver_type``.
 """
 
 from __future__ import annotations
@@ -318,9 +318,9 @@ def schedule_section(world: World, steps: int, diffusers_dir: str | None) -> dic
 
     ms3 = shifted(world.model, 3.0)
     lynx = lynx_sigmas(steps, 3.0)
-    full, lite = pack_sigmas(ms3, steps, False), pack_sigmas(ms3, steps, True)
-    out = {"steps": steps, "lynx_first": float(lynx[0]), "full_first": float(full[0]),
-           "full_max_dsigma": float((full - lynx).abs().max()), "lite_max_dsigma": float((lite - lynx).abs().max()),
+    basic, ksampler = pack_sigmas(ms3, steps, False), pack_sigmas(ms3, steps, True)
+    out = {"steps": steps, "lynx_first": float(lynx[0]), "basic_first": float(basic[0]),
+           "basic_max_dsigma": float((basic - lynx).abs().max()), "ksampler_max_dsigma": float((ksampler - lynx).abs().max()),
            "max_dt": float((lynx[:-1] * 1000 - torch.floor(lynx[:-1] * 1000)).max()),
            "truncation_velocity_change": timestep_truncation(world, ms3, lynx)}
     noise = comfy.sample.prepare_noise(torch.zeros(world.latent_shape), LYNX_SEED)
@@ -335,17 +335,20 @@ def schedule_section(world: World, steps: int, diffusers_dir: str | None) -> dic
         n = comfy.sample.prepare_noise(torch.zeros(world.latent_shape), seed)
         return process(guider.sample(n, torch.zeros_like(n), sampler, sigmas, disable_pbar=True, seed=seed)).float()
 
-    ends = {"pack (uni_pc, simple)": run(comfy.samplers.sampler_object("uni_pc"), full),
-            "uni_pc_bh2, simple": run(comfy.samplers.sampler_object("uni_pc_bh2"), full),
-            "uni_pc, Lynx's sigmas": run(comfy.samplers.sampler_object("uni_pc"), lynx),
-            "pack, another seed": run(comfy.samplers.sampler_object("uni_pc"), full, seed=LYNX_SEED + 7)}
+    uni_pc, bh2 = comfy.samplers.sampler_object("uni_pc"), comfy.samplers.sampler_object("uni_pc_bh2")
+    ends = {"uni_pc_bh2, simple (workflows)": run(bh2, basic),      # the Lynx-as-released workflows' sampling
+            "uni_pc, simple": run(uni_pc, basic),
+            "uni_pc, KSampler's sigmas": run(uni_pc, ksampler),      # KSampler uni_pc: the penultimate sigma dropped
+            "uni_pc, Lynx's sigmas": run(uni_pc, lynx),
+            "uni_pc_bh2, Lynx's sigmas": run(bh2, lynx),
+            "workflows, another seed": run(bh2, basic, seed=LYNX_SEED + 7)}
     if diffusers_dir:
         sys.path.insert(0, diffusers_dir)
         from diffusers import UniPCMultistepScheduler
 
         ends["Lynx (diffusers UniPC)"] = run(lynx_unipc_sampler(UniPCMultistepScheduler, 3.0, steps, True), lynx)
         ends["Lynx, float timesteps"] = run(lynx_unipc_sampler(UniPCMultistepScheduler, 3.0, steps, False), lynx)
-    ref = "Lynx (diffusers UniPC)" if diffusers_dir else "pack (uni_pc, simple)"
+    ref = "Lynx (diffusers UniPC)" if diffusers_dir else "uni_pc_bh2, simple (workflows)"
     out["reference"] = ref
     out["ends"] = {k: rel(v, ends[ref]) for k, v in ends.items()}
     return out
@@ -380,14 +383,15 @@ def report(vae: dict, guidance: list[dict], schedule: dict) -> None:
     for r in guidance:
         print(f"   {r['sigma']:5.2f} {r['two_vs_three']:29.3e} {r['lynx_effect']:30.3e} {r['three_at_equal_scales_vs_two']:28.1e}")
     s = schedule
-    print(f"\n3. Schedule ({s['steps']} steps, shift 3): Lynx first sigma {s['lynx_first']:.5f}, pack's {s['full_first']:.5f}; "
-          f"max |dsigma| {s['full_max_dsigma']:.2e} (BasicScheduler simple), {s['lite_max_dsigma']:.2e} (KSampler uni_pc)")
+    print(f"\n3. Schedule ({s['steps']} steps, shift 3): Lynx first sigma {s['lynx_first']:.5f}, pack's {s['basic_first']:.5f}; "
+          f"max |dsigma| {s['basic_max_dsigma']:.2e} (BasicScheduler simple, the workflows), {s['ksampler_max_dsigma']:.2e} "
+          "(KSampler uni_pc)")
     print(f"   Lynx's transformer timestep int(1000 sigma): up to {s['max_dt']:.3f} below 1000 sigma; velocity change "
           f"up to {s['truncation_velocity_change']:.2e} (relative)")
     print(f"   ComfyUI's noise for seed {LYNX_SEED} equals torch.randn with a generator seeded {LYNX_SEED}: {s['same_initial_noise']}")
     print(f"   final latent after {s['steps']} steps (ID + ref, three-pass), relative to {s['reference']}:")
     for k, v in s["ends"].items():
-        print(f"     {k:28s} {v:.3e}")
+        print(f"     {k:30s} {v:.3e}")
 
 
 def main(argv=None) -> dict:

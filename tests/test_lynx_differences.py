@@ -81,8 +81,8 @@ def test_guidance_three_pass_equals_two_pass_at_equal_scales(results):
 def test_schedule_section_structure(results, bench):
     s = results["schedule"]
     assert s["same_initial_noise"]   # ComfyUI's noise for a seed is torch.randn from a generator with that seed
-    assert s["lynx_first"] < s["full_first"] == 1.0
+    assert s["lynx_first"] < s["basic_first"] == 1.0
     assert 0 < s["max_dt"] < 1.0 and s["truncation_velocity_change"] > 0
-    assert s["full_max_dsigma"] > 0 and s["lite_max_dsigma"] > 0
+    assert s["basic_max_dsigma"] > 0 and s["ksampler_max_dsigma"] > 0
     assert s["ends"][s["reference"]] == 0.0
     assert all(v > 0 for k, v in s["ends"].items() if k != s["reference"])

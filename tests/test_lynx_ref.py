@@ -370,7 +370,7 @@ WORKFLOWS_DIR = Path(__file__).resolve().parents[1] / "workflows"
 ])
 def test_shipped_lynx_workflows_use_each_variants_own_defaults(name, variant, ref, frames, fps):
     """bytedance/lynx infer.py (full): 81 frames, 16 fps, guidance_scale 5 + guidance_scale_i 2;
-    infer_lite.py (lite): 121 frames, 24 fps, plain CFG 5; both 50 UniPC steps at 832x480, bf16,
+    infer_lite.py (lite): 121 frames, 24 fps, plain CFG 5; both 50 UniPC (bh2) steps at 832x480, bf16,
     ip_scale / ref_scale 1, identity at every step with the null identity in the negative pass."""
     import json
 
@@ -388,14 +388,14 @@ def test_shipped_lynx_workflows_use_each_variants_own_defaults(name, variant, re
         assert ["image of a face"] in by_type["CLIPTextEncode"]
     else:
         assert "IaDLynxRefAdapter" not in by_type
+    # Lynx's 50 UniPC steps (diffusers' default solver bh2) on its sigmas: BasicScheduler, never KSampler,
+    # whose uni_pc drops the penultimate sigma (docs/lynx.md, rows 3 and 5)
+    assert by_type["KSamplerSelect"] == [["uni_pc_bh2"]] and by_type["BasicScheduler"] == [["simple", 50, 1.0]]
+    assert len(by_type["SamplerCustomAdvanced"]) == 1 and "KSampler" not in by_type
     if variant == "lynx_full":   # three-pass guidance
-        assert by_type["IaDLynxGuider"] == [[5.0, 2.0]]
-        assert by_type["KSamplerSelect"] == [["uni_pc"]] and by_type["BasicScheduler"] == [["simple", 50, 1.0]]
-        assert "KSampler" not in by_type
+        assert by_type["IaDLynxGuider"] == [[5.0, 2.0]] and "CFGGuider" not in by_type
     else:                        # plain CFG 5
-        (seed, control, steps, cfg, sampler, scheduler, denoise), = by_type["KSampler"]
-        assert (steps, cfg, sampler, scheduler, denoise) == (50, 5.0, "uni_pc", "simple", 1.0)
-        assert "IaDLynxGuider" not in by_type
+        assert by_type["CFGGuider"] == [[5.0]] and "IaDLynxGuider" not in by_type
 
 
 def test_adapters_run_at_the_compute_dtype_of_an_fp8_loaded_model(pack, vae, analyzer, ref_file, tmp_path):

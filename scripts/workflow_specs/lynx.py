@@ -147,9 +147,9 @@ Model files (the 'Missing Models' dialog offers the same download links)
 
 {PHOTO_HELP}
 """
-    guidance = ("IaD Lynx Guider + SamplerCustomAdvanced: Lynx full's three passes per step, cfg 5\n"
-                "  (prompt) and cfg_identity 2 (identity)." if r.three_pass else
-                "KSampler cfg 5: Lynx lite's plain CFG; its negative pass gets Lynx's null identity.")
+    guidance = ("IaD Lynx Guider: Lynx full's three passes per step, cfg 5 (prompt) and\n"
+                "  cfg_identity 2 (identity)." if r.three_pass else
+                "CFGGuider cfg 5: Lynx lite's plain CFG; its negative pass gets Lynx's null identity.")
     ref_tip = ("- IaD Lynx Ref Adapter: ref_scale 1.0 (Lynx), every step; ref_text is Lynx's 'image of a face'.\n"
                "  One extra single-frame model pass per run (face and zero image).\n" if r.ref else
                "- Lynx full's ref-adapter adds fine facial detail: see the 'Lynx lite ID + full ref' workflow.\n")
@@ -159,6 +159,8 @@ What each Lynx part does here
   uncond_identity 'null identity (Lynx)' = Lynx's negative pass (resampler on an all-zero face).
   IaD Identity decoupling 'none' = exactly Lynx's embedding of one photo.
 {ref_tip}- {guidance}
+- uni_pc_bh2 + BasicScheduler simple, 50 steps: Lynx's UniPC (diffusers' default bh2 solver),
+  its sigmas within 4e-4. (KSampler's uni_pc drops the penultimate sigma: 5e-2 off.)
 - {r.frames} frames, saved at {r.fps:g} fps: the variant's own defaults.
 - Less copying of the photo (IaD): raise IaD Apply start_percent to 0.75 (identity only in the
   last quarter) and add photos with decoupling 'training-free' (the multi-reference Lynx workflow).
@@ -193,21 +195,23 @@ What each Lynx part does here
                  title="Preview: Lynx's 256 px reference crop", size=(300, 300)),
         ]
         model = ("ref", 0)
-    if r.three_pass:
-        nodes += [
-            Node("guider", "IaDLynxGuider", C4, {"cfg": 5.0, "cfg_identity": 2.0},
-                 links={"model": model, "positive": ("positive", 0), "negative": ("negative", 0)},
-                 color=IAD_COLOR, bgcolor=IAD_BG, size=(360, 130)),
-            Node("noise", "RandomNoise", C5, {"noise_seed": 42, "control_after_generate": "fixed"}, size=(320, 82)),
-            Node("sampler_select", "KSamplerSelect", C5, {"sampler_name": "uni_pc"}, size=(320, 60)),
-            Node("scheduler", "BasicScheduler", C5, {"scheduler": "simple", "steps": 50, "denoise": 1.0},
-                 links={"model": model}, size=(320, 106), title="BasicScheduler (50 steps, Lynx)"),
-            Node("sampler", "SamplerCustomAdvanced", C6,
-                 links={"noise": ("noise", 0), "guider": ("guider", 0), "sampler": ("sampler_select", 0),
-                        "sigmas": ("scheduler", 0), "latent_image": ("latent", 0)}, size=(340, 330)),
-        ]
-    else:
-        nodes.append(sampler_node("sampler", C6, model, seed=42, steps=50, cfg=5.0, title="KSampler (50 steps, cfg 5: Lynx lite)"))
+    guider = (Node("guider", "IaDLynxGuider", C4, {"cfg": 5.0, "cfg_identity": 2.0}, color=IAD_COLOR, bgcolor=IAD_BG,
+                   links={"model": model, "positive": ("positive", 0), "negative": ("negative", 0)}, size=(360, 130))
+              if r.three_pass else
+              Node("guider", "CFGGuider", C5, {"cfg": 5.0}, title="CFGGuider (cfg 5: Lynx lite)", size=(320, 100),
+                   links={"model": model, "positive": ("positive", 0), "negative": ("negative", 0)}))
+    # SamplerCustomAdvanced for both: KSampler's uni_pc would drop the penultimate of Lynx's 50 sigmas
+    nodes += [
+        guider,
+        Node("noise", "RandomNoise", C5, {"noise_seed": 42, "control_after_generate": "fixed"}, size=(320, 82)),
+        Node("sampler_select", "KSamplerSelect", C5, {"sampler_name": "uni_pc_bh2"}, size=(320, 60),
+             title="KSamplerSelect (UniPC bh2, Lynx)"),
+        Node("scheduler", "BasicScheduler", C5, {"scheduler": "simple", "steps": 50, "denoise": 1.0},
+             links={"model": model}, size=(320, 106), title="BasicScheduler (50 steps, Lynx)"),
+        Node("sampler", "SamplerCustomAdvanced", C6,
+             links={"noise": ("noise", 0), "guider": ("guider", 0), "sampler": ("sampler_select", 0),
+                    "sigmas": ("scheduler", 0), "latent_image": ("latent", 0)}, size=(340, 330)),
+    ]
     save = save_node("save", C7, ("decode", 0), f"iad/{r.name}", title=f"Identity video ({r.fps:g} fps)")
     save.widgets["fps"] = r.fps
     nodes += [
