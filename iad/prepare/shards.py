@@ -60,7 +60,8 @@ class DatasetFormatError(ValueError):
 def trim_zero_padding(text: torch.Tensor) -> torch.Tensor:
     """``text`` ([L, D]) without its trailing all-zero rows (at least one row is kept)."""
     nonzero = (text != 0).any(dim=-1).nonzero()
-    return text[: max(1, int(nonzero[-1]) + 1 if len(nonzero) else 1)].contiguous()
+    keep = int(nonzero[-1]) + 1 if len(nonzero) else 1
+    return text[:keep].contiguous()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
