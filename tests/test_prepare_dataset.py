@@ -133,6 +133,39 @@ def test_padded_captions_are_stored_without_their_padding_and_batched_as_encoded
         run(dict(settings, action_text="mean"))
 
 
+def test_a_clip_whose_file_changed_is_prepared_again_and_only_its_newest_record_trains(comfy, tmp_path, caplog):
+    """iad.prepare knows a clip by its name: a changed file is prepared again into a new shard. The
+    trainer reads the newest record of each clip, never both versions, and says which it left out."""
+    import logging
+    import os
+
+    from iad.eval.video_io import write_video
+    from iad.prepare import run
+    from iad.train.data import PreparedDataset
+
+    torch_threads = torch.get_num_threads()
+    clips = train_data.make_dataset(tmp_path / "clips", persons=1, clips_per_person=2)
+    settings = train_data.prepare_settings(clips, tmp_path / "dataset")
+    run(settings)
+    first = PreparedDataset(tmp_path / "dataset", needs_references=False)
+    assert [c.record["source"] for c in first.clips] == ["clip00.mp4", "clip01"] and first.superseded == []
+    old_latents = first.tensor(0, "latents")
+
+    write_video(clips / "clip00.mp4", train_data.draw_clip(0, 3, 13, seed=30), fps=8)   # another take, same name
+    stat = (clips / "clip00.mp4").stat()
+    os.utime(clips / "clip00.mp4", (stat.st_atime, stat.st_mtime + 10))
+    run(settings)
+    torch.set_num_threads(torch_threads)
+    info = json.loads((tmp_path / "dataset" / "dataset.json").read_text())
+    assert info["shards"] == ["shard-00000", "shard-00001"]
+    with caplog.at_level(logging.WARNING, logger="iad.train"):
+        again = PreparedDataset(tmp_path / "dataset", needs_references=False)
+    assert sorted(c.record["source"] for c in again.clips) == ["clip00.mp4", "clip01"]
+    assert again.superseded == ["clip00.mp4 (shard-00000)"] and "clip00.mp4 (shard-00000)" in caplog.text
+    index = next(i for i, c in enumerate(again.clips) if c.record["source"] == "clip00.mp4")
+    assert again.clips[index].shard == "shard-00001" and not torch.equal(again.tensor(index, "latents"), old_latents)
+
+
 def test_corrupt_and_uncaptioned_clips_are_skipped_and_reported(prepared):
     _, _, _, state = prepared
     skipped = {s["source"]: s["reason"] for s in state["skipped"]}

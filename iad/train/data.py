@@ -10,6 +10,7 @@ the samples and noise of the uninterrupted single-process run.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from ..prepare.shards import PROMPT_BANK_FILE, DatasetFormatError, read_dataset, read_shard_records
 
 _MIX = 0x9E3779B97F4A7C15
+log = logging.getLogger("iad.train")
 
 
 def sample_generator(seed: int, step: int, position: int, salt: int = 0) -> torch.Generator:
@@ -39,11 +41,24 @@ class PreparedDataset:
     def __init__(self, folder: str | Path, needs_references: bool = True) -> None:
         self.folder = Path(folder)
         self.info = read_dataset(self.folder)
-        self.clips: list[Clip] = []
+        # A clip whose file changed is prepared again into a later shard (iad.prepare knows a clip by its
+        # name): its newest record supersedes the older one (shards are listed in the order they were
+        # made), so no clip trains twice in two versions. Said, never silent.
+        latest: dict[str, tuple[str, dict]] = {}
+        self.superseded: list[str] = []
         for shard in self.info["shards"]:
             for record in read_shard_records(self.folder, shard):
-                person = record.get("person") or f"{record['source']}#track{record['primary_track']}"
-                self.clips.append(Clip(shard, record["key"], record, str(person)))
+                if record["source"] in latest:
+                    self.superseded.append(f"{record['source']} ({latest[record['source']][0]})")
+                latest[record["source"]] = (shard, record)
+        if self.superseded:
+            log.warning("%s: %d clip(s) were prepared again (their file changed between runs, or two inputs hold "
+                        "clips of the same name); the newest record of each is used, these older ones are not: %s",
+                        self.folder, len(self.superseded), ", ".join(self.superseded[:10]))
+        self.clips: list[Clip] = []
+        for shard, record in latest.values():
+            person = record.get("person") or f"{record['source']}#track{record['primary_track']}"
+            self.clips.append(Clip(shard, record["key"], record, str(person)))
         if not self.clips:
             raise DatasetFormatError(f"{self.folder} has no prepared clips (every clip was skipped? see 'skipped' in "
                                      "dataset.json).")
