@@ -14,6 +14,11 @@ rounds interleaved (a drift in the machine's load hits every configuration alike
 the median and the range, and a ratio counts only where the ranges do not overlap.
 
     .venv/bin/python benchmarks/bench_train.py [--steps 200] [--warmup 20] [--rounds 3] [--gpu]
+        [--latent C,T,H,W] [--batch N]
+
+``--latent`` / ``--batch`` replace the mode's latent shape (ComfyUI's raw Wan latent: 16 channels, T
+latent frames = (frames - 1) / 4 + 1, H x W = pixels / 8) and batch size: ``--gpu --latent 16,9,60,104``
+is the D33 training set's 832x480x33 (docs/training.md, 4.2).
 """
 
 from __future__ import annotations
@@ -57,6 +62,23 @@ def one(args: argparse.Namespace) -> None:
                                   "threads": torch.get_num_threads()}))
 
 
+def _latent_shape(text: str) -> list[int]:
+    try:
+        shape = [int(v) for v in text.split(",")]
+    except ValueError:
+        shape = []
+    if len(shape) != 4 or min(shape) < 1 or shape[0] != 16 or shape[2] % 2 or shape[3] % 2:
+        raise argparse.ArgumentTypeError(f"--latent must be C,T,H,W with C = 16 (Wan 2.1's latent channels) and even "
+                                         f"H and W (the patch is 2 x 2), e.g. 16,9,60,104; got {text!r}")
+    return shape
+
+
+def _batch_size(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--batch must be at least 1, got {text!r}")
+    return int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="optimizer steps per run")
@@ -64,6 +86,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="runs of each configuration (interleaved)")
     parser.add_argument("--gpu", action="store_true", help="Wan 1.3B-shaped model on CUDA")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest for the tiny model)")
+    parser.add_argument("--latent", type=_latent_shape, help="latent shape C,T,H,W (default: the mode's)")
+    parser.add_argument("--batch", type=_batch_size, help="batch size (default: the mode's)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -84,21 +108,22 @@ def _compare(args, parser, work: Path) -> None:
         spec = tiny.WanSpec("iad-bench-wan2.1-1.3B-shaped.safetensors", dim=1536, ffn_dim=8960, num_layers=30,
                             dtype="bfloat16", seed=5)
         base = tiny.ensure(spec)
-        data = synthetic_dataset(work / "data", [16, 5, 32, 32])
+        latent = args.latent or [16, 5, 32, 32]
         adapter = {"token_dim": 1536, "num_tokens": 16, "num_registers": 16}
-        batch, device = 1, "cuda"
+        batch, device = args.batch or 1, "cuda"
         variants = [("bf16, checkpointing off", {"precision": "bf16", "gradient_checkpointing": False}),
                     ("bf16, checkpointing on", {"precision": "bf16", "gradient_checkpointing": True})]
     else:
         base = tiny.ensure(tiny.WAN21_T2V)
-        data = synthetic_dataset(work / "data", [16, 2, 8, 8])
-        adapter, batch, device = dict(TINY_ADAPTER), 2, "cpu"
+        latent = args.latent or [16, 2, 8, 8]
+        adapter, batch, device = dict(TINY_ADAPTER), args.batch or 2, "cpu"
         variants = [("fp32, checkpointing off", {"precision": "fp32", "gradient_checkpointing": False}),
                     ("fp32, checkpointing on", {"precision": "fp32", "gradient_checkpointing": True}),
                     ("bf16, checkpointing off", {"precision": "bf16", "gradient_checkpointing": False}),
                     ("bf16, checkpointing on", {"precision": "bf16", "gradient_checkpointing": True})]
     if not 0 < args.warmup < args.steps:
         parser.error("--warmup must be between 0 and --steps")
+    data = synthetic_dataset(work / "data", latent)
     runs: dict[str, list[dict]] = {name: [] for name, _ in variants}
     for round_index in range(args.rounds):
         for name, extra in variants:
@@ -125,8 +150,9 @@ def _compare(args, parser, work: Path) -> None:
     if not rows:
         return
     ref = rows[0][1]
-    what = "Wan 1.3B-shaped, 256x256x17 frames, batch 1, CUDA" if args.gpu else \
-        f"tiny Wan (dim 128, 2 blocks), 64x64x5 frames, batch 2, CPU, {args.threads} thread(s)"
+    size = f"{latent[3] * 8}x{latent[2] * 8}x{(latent[1] - 1) * 4 + 1} frames (latent {'x'.join(map(str, latent))})"
+    what = f"Wan 1.3B-shaped, {size}, batch {batch}, CUDA" if args.gpu else \
+        f"tiny Wan (dim 128, 2 blocks), {size}, batch {batch}, CPU, {args.threads} thread(s)"
     print(f"\niad.train throughput, {what}, {args.steps} steps ({args.warmup} warm-up steps untimed), "
           f"median of {args.rounds} interleaved rounds")
     memory = "peak CUDA MB" if args.gpu else "peak RSS MB"   # GPU: max_memory_allocated; CPU: the process

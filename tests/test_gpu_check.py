@@ -55,6 +55,22 @@ bf16, checkpointing on             2.48    2.31-2.65        0.56x          yes  
     assert "| x | step ratio 1.01 |" in text
 
 
+def test_bench_train_takes_a_latent_shape_and_batch_and_refuses_a_bad_one():
+    """bench_train.py --latent / --batch (on the GPU, --latent 16,9,60,104 is D33's 832x480x33): the run trains
+    on that shape, its table says which, and gpu-check's parser reads its rows."""
+    bench = [sys.executable, "benchmarks/bench_train.py", "--steps", "3", "--warmup", "1", "--rounds", "1"]
+    done = subprocess.run([*bench, "--latent", "16,2,4,6", "--batch", "1"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "48x32x5 frames (latent 16x2x4x6), batch 1, CPU" in done.stdout, done.stdout[-2000:]
+    assert len(parse_bench_train(done.stdout)) == 4
+    for bad in ("16,2,4", "4,2,4,4", "16,2,3,4", "16,x,4,4"):
+        refused = subprocess.run([*bench, "--latent", bad], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "--latent must be C,T,H,W with C = 16" in refused.stderr, refused.stderr
+    refused = subprocess.run([*bench, "--batch", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "--batch must be at least 1" in refused.stderr, refused.stderr
+
+
 def test_wheel_tags_are_judged_for_the_gpu_machine():
     fits = gpu_bundle.wheel_fits
     assert fits("av-18.1.0-cp311-abi3-manylinux_2_28_x86_64.whl", "3.12") is None
