@@ -111,6 +111,14 @@ def test_padded_captions_are_stored_without_their_padding_and_batched_as_encoded
             action_text = f.get_tensor(f"{r['key']}.action_text")
         # the Text Alignment Loss's input: the phrase's token mean, not diluted by 512 - n zero rows
         assert torch.allclose(action_text, encoder.rows(r["action"]).mean(0), atol=1e-6)
+    # the prompt bank is stored the same way, and the trainer reads it back padded, as the encoder gave it
+    prompts, bank, null = dataset.prompt_bank()
+    with safe_open(str(tmp_path / "dataset" / "prompt_bank.safetensors"), "pt") as f:
+        stored = {name: f.get_tensor(name) for name in f.keys()}
+    assert len(stored) == len(prompts) + 1 and all(1 <= t.shape[0] < 20 for t in stored.values())
+    assert torch.equal(stored["null"], encoder("").half()[:1]) and torch.equal(null, encoder("").half())
+    for i, prompt in enumerate(prompts):
+        assert torch.equal(bank[i], encoder(prompt).half()) and bank[i].shape == (512, 4096), prompt
 
     # A dataset prepared before the setting (its action_text the mean over the padded rows): adding clips
     # with the new default is refused by name; with "padded_mean" they are made as its other clips were.

@@ -430,9 +430,12 @@ class Preparer:
 
     def _write_prompt_bank(self) -> None:
         prompts = load_prompt_bank(self.config.prompt_bank)
-        tensors = {f"bank.{i}": self.text_encoder(p).to(torch.float16) for i, p in enumerate(prompts)}
-        tensors["null"] = self.text_encoder("").to(torch.float16)
-        atomic_save_tensors(self.out / PROMPT_BANK_FILE, tensors, {"prompts": json.dumps(prompts)})
+        padded = {f"bank.{i}": self.text_encoder(p).to(torch.float16) for i, p in enumerate(prompts)}
+        padded["null"] = self.text_encoder("").to(torch.float16)
+        # stored as the captions are: without the encoder's zero rows, their count in the metadata
+        lengths = {k: int(t.shape[0]) for k, t in padded.items()}
+        atomic_save_tensors(self.out / PROMPT_BANK_FILE, {k: trim_zero_padding(t) for k, t in padded.items()},
+                            {"prompts": json.dumps(prompts), "text_tokens": json.dumps(lengths)})
 
 
 def run(config: PrepareConfig | dict) -> dict:

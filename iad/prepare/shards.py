@@ -3,7 +3,8 @@ records. Nothing is pickled. Written by :mod:`iad.prepare`, read by :mod:`iad.tr
 
 ```
 <out>/dataset.json                 format "comfyui-iad-dataset", settings, shard list, skipped clips
-<out>/prompt_bank.safetensors      text embeddings of the prompt bank and of the empty prompt
+<out>/prompt_bank.safetensors      text embeddings of the prompt bank and of the empty prompt (stored without
+                                   their zero rows, as captions are; metadata ``text_tokens``: the padded lengths)
 <out>/shard-00000.safetensors      tensors, one group per clip: "<k>.latents", "<k>.text", ...
 <out>/shard-00000.json             one record per clip (``clips``: key, source, caption, action, person, ...)
                                    and the clips of the shard's unit that were skipped (``skipped``)

@@ -116,8 +116,13 @@ class PreparedDataset:
         if not path.is_file():
             raise DatasetFormatError(f"{path} is missing: re-run iad.prepare on this folder to write it.")
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            prompts = json.loads(f.metadata()["prompts"])
-            return prompts, [f.get_tensor(f"bank.{i}") for i in range(len(prompts))], f.get_tensor("null")
+            metadata = f.metadata()
+            prompts = json.loads(metadata["prompts"])
+            # padded back to the encoder's length (stored without its zero rows; files written before, as stored)
+            lengths = json.loads(metadata.get("text_tokens", "{}"))
+            texts = {name: f.get_tensor(name) for name in [f"bank.{i}" for i in range(len(prompts))] + ["null"]}
+        texts = {name: pad_text([t], lengths.get(name))[0].to(t.dtype) for name, t in texts.items()}
+        return prompts, [texts[f"bank.{i}"] for i in range(len(prompts))], texts["null"]
 
     def __getstate__(self):   # safetensors handles are per process
         state = dict(self.__dict__)
