@@ -174,6 +174,62 @@ def test_a_clip_whose_file_changed_is_prepared_again_and_only_its_newest_record_
     assert again.clips[index].shard == "shard-00001" and not torch.equal(again.tensor(index, "latents"), old_latents)
 
 
+def test_a_clip_named_like_one_of_another_input_folder_is_refused_before_anything_runs(comfy, tmp_path):
+    """Two input folders prepared into one dataset: a clip whose name a clip of the other folder already
+    holds would replace it (the dataset knows a clip by its name), so the run is refused by name before
+    anything runs. A copy of the same file is the clip already there; a folder moved away holds nothing."""
+    import shutil
+
+    from iad.eval.video_io import write_video
+    from iad.prepare import run
+
+    torch_threads = torch.get_num_threads()
+    clips = train_data.make_dataset(tmp_path / "clips", persons=1, clips_per_person=2)
+    dataset = tmp_path / "dataset"
+    run(train_data.prepare_settings(clips, dataset))
+    info = json.loads((dataset / "dataset.json").read_text())
+    assert info["inputs"] == [str(clips.resolve())] and info["origin"] == {}     # one folder: nothing per clip
+
+    more = tmp_path / "more"
+    more.mkdir()
+    write_video(more / "clip00.mp4", train_data.draw_clip(0, 3, 13, seed=40), fps=8)   # another clip, same name
+    (more / "clip00.txt").write_text("a person waving in a garden")
+    shutil.copytree(clips / "clip01", more / "clip01", copy_function=shutil.copy2)    # the same clip, copied
+    shutil.copy2(clips / "clip01.json", more / "clip01.json")
+    files_before = sorted(f.name for f in dataset.iterdir())
+    with pytest.raises(ValueError, match=r"1 clip\(s\) named like clips of another input folder") as refused:
+        run(train_data.prepare_settings(more, dataset))
+    assert f"clip00.mp4 (held from {clips.resolve()})" in str(refused.value) and "clip01" not in str(refused.value)
+    assert sorted(f.name for f in dataset.iterdir()) == files_before
+    assert json.loads((dataset / "dataset.json").read_text()) == info
+
+    (more / "clip00.mp4").rename(more / "clip07.mp4")
+    (more / "clip00.txt").rename(more / "clip07.txt")
+    run(train_data.prepare_settings(more, dataset))
+    info = json.loads((dataset / "dataset.json").read_text())
+    assert sorted(info["done"]) == ["clip00.mp4", "clip01", "clip07.mp4"] and len(info["shards"]) == 2
+    assert info["inputs"] == [str(clips.resolve()), str(more.resolve())]
+    assert info["origin"] == {"clip01": 1, "clip07.mp4": 1}
+
+    # the first folder moved away: its clips are no longer held by a folder there, so a new take of one
+    # prepared from elsewhere is that clip's new version (as from its own folder)
+    moved = clips.rename(tmp_path / "clips-moved")
+    write_video(more / "clip00.mp4", train_data.draw_clip(0, 3, 13, seed=41), fps=8)
+    (more / "clip00.txt").write_text("a person waving in a garden")
+    run(train_data.prepare_settings(more, dataset))
+    torch.set_num_threads(torch_threads)
+    info = json.loads((dataset / "dataset.json").read_text())
+    assert len(info["shards"]) == 3 and info["origin"]["clip00.mp4"] == 1
+
+    # a dataset indexed before the record: its clips' folder is unknown (None), and not checked
+    del info["inputs"], info["origin"]
+    (dataset / "dataset.json").write_text(json.dumps(info))
+    run(train_data.prepare_settings(moved, dataset))
+    torch.set_num_threads(torch_threads)
+    info = json.loads((dataset / "dataset.json").read_text())
+    assert info["inputs"] == [None, str(moved.resolve())] and set(info["origin"]) == {"clip00.mp4", "clip01"}
+
+
 def test_corrupt_and_uncaptioned_clips_are_skipped_and_reported(prepared):
     _, _, _, state = prepared
     skipped = {s["source"]: s["reason"] for s in state["skipped"]}

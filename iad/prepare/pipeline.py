@@ -16,7 +16,7 @@ import torch
 from .shards import (DATASET_FILE, DATASET_FORMAT, FORMAT_VERSION, PROMPT_BANK_FILE, atomic_save_tensors,
                      atomic_write_text, trim_zero_padding, write_shard)
 from .distributed import new_run_id
-from .plan import (clip_entry, merge_finished, new_units, next_shard_index, read_plan, remove_plan, unit_result,
+from .plan import (claim_clips, clip_entry, merge_finished, new_units, next_shard_index, read_plan, remove_plan, unit_result,
                    write_plan)
 
 log = logging.getLogger("iad.prepare")
@@ -227,7 +227,7 @@ class Preparer:
         if not path.is_file():
             return {"format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "settings": self._settings(),
                     "shards": [], "done": {}, "skipped": [], "embedder": None, "text_encoder_name": None,
-                    "latent_shape": None}
+                    "latent_shape": None, "inputs": [], "origin": {}}
         state = json.loads(path.read_text(encoding="utf-8"))
         state.setdefault("settings", {}).setdefault("store_pixels", False)   # datasets from before the setting
         state["settings"].setdefault("action_text", "padded_mean")             # ditto
@@ -380,6 +380,7 @@ class Preparer:
         state["skipped"] += [s for s in no_caption if s["source"] not in known_skips]
         units = merge_finished(self.out, state, read_plan(self.out, settings))
         entries = {clip.key: clip_entry(clip, c.input) for clip in found}
+        claim_clips(state, entries, {e["source"]: e["fingerprint"] for u in units for e in u["clips"]}, c.input, self.out)
         units = [u if unit_result(self.out, u) else {**u, "clips": [entries[e["source"]] for e in u["clips"]
                                                                    if e["source"] in entries]} for u in units]
         planned = {e["source"] for u in units for e in u["clips"]}

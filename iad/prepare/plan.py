@@ -44,6 +44,45 @@ def clip_entry(clip, input_dir: str | os.PathLike) -> dict:
     return entry
 
 
+def claim_clips(state: dict, entries: dict[str, dict], planned: dict[str, str], input_dir: str | os.PathLike,
+                out: Path) -> None:
+    """Record in the index which input folder each clip comes from, and refuse before anything runs
+    a clip whose key a clip of *another* input folder already holds in this dataset (prepared, skipped
+    or planned): a dataset knows a clip by its key (a folder's file name; a dataset reader's relative
+    path and range), so it would silently replace that one. ``entries``: this run's clips by key;
+    ``planned``: key -> fingerprint of an unfinished run's clips.
+
+    ``inputs`` lists the folders; ``origin`` maps a key to its folder's index where it is not 0, so a
+    dataset from one folder stores nothing per clip. A dataset indexed before this record has
+    ``None`` as folder 0: its clips' folder is unknown and not checked. A clip with the fingerprint of
+    the one held is the same file (a copy); one whose folder no longer exists was moved with it."""
+    here = str(Path(input_dir).resolve())
+    if "inputs" not in state:
+        state["inputs"] = [None] if state["done"] or state["skipped"] or planned else []
+    inputs, origin = state["inputs"], state.setdefault("origin", {})
+    if here not in inputs:
+        inputs.append(here)
+    me = inputs.index(here)
+    held = {**{s["source"]: s.get("fingerprint") for s in state["skipped"]}, **state["done"], **planned}
+    clashes = []
+    for key, entry in entries.items():
+        if key not in held or held[key] == entry["fingerprint"]:
+            continue
+        other = inputs[origin.get(key, 0)]
+        if other is not None and other != here and Path(other).is_dir():
+            clashes.append(f"{key} (held from {other})")
+    if clashes:
+        raise ValueError(f"{here} holds {len(clashes)} clip(s) named like clips of another input folder already in {out}: "
+                         f"{', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}. The dataset knows a clip by its "
+                         "name, so these would replace those. Rename them, or prepare this folder into its own output "
+                         "folder (if they are new versions of those clips, prepare them from the folder named).")
+    for key in entries:
+        if me:
+            origin[key] = me
+        else:
+            origin.pop(key, None)
+
+
 def new_units(clips: list, size: int, first_index: int, input_dir: str | os.PathLike) -> list[dict]:
     entries = [clip_entry(c, input_dir) for c in clips]
     return [{"shard": shard_name(first_index + j), "clips": entries[i:i + size]}

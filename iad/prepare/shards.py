@@ -2,7 +2,8 @@
 records. Nothing is pickled. Written by :mod:`iad.prepare`, read by :mod:`iad.train`.
 
 ```
-<out>/dataset.json                 format "comfyui-iad-dataset", settings, shard list, skipped clips
+<out>/dataset.json                 format "comfyui-iad-dataset", settings, shard list, skipped clips, the
+                                   input folders and each clip's (``inputs``, ``origin``: iad/prepare/plan.py)
 <out>/prompt_bank.safetensors      text embeddings of the prompt bank and of the empty prompt (stored without
                                    their zero rows, as captions are; metadata ``text_tokens``: the padded lengths)
 <out>/shard-00000.safetensors      tensors, one group per clip: "<k>.latents", "<k>.text", ...

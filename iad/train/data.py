@@ -52,8 +52,9 @@ class PreparedDataset:
                     self.superseded.append(f"{record['source']} ({latest[record['source']][0]})")
                 latest[record["source"]] = (shard, record)
         if self.superseded:
-            log.warning("%s: %d clip(s) were prepared again (their file changed between runs, or two inputs hold "
-                        "clips of the same name); the newest record of each is used, these older ones are not: %s",
+            log.warning("%s: %d clip(s) were prepared again (their file changed between runs; or, in a dataset indexed "
+                        "before iad.prepare refused it, two input folders hold clips of the same name); the newest "
+                        "record of each is used, these older ones are not: %s",
                         self.folder, len(self.superseded), ", ".join(self.superseded[:10]))
         self.clips: list[Clip] = []
         for shard, record in latest.values():
