@@ -440,6 +440,17 @@ def new_adapter(kind: str, spec: diffusion.WanWorldSpec, seed: int, label: str, 
     return IdentityAdapter.random(adapter_config(kind, spec, overrides, label=label), seed=seed).float().zero_identity_values()
 
 
+def adapter_start(kind: str, spec: diffusion.WanWorldSpec, seed: int, label: str, overrides: dict | None, decoupler,
+                  scale: BuildScale) -> tuple[IdentityAdapter, str]:
+    """An experiment adapter's start and reference policy (its step-budget probe's too): naive injection
+    from scratch, IaD behind the pre-trained decoupler."""
+    if kind == "naive":
+        return new_adapter("none", spec, seed=seed, label=label, overrides=overrides), scale.naive_references
+    init = new_adapter("trained", spec, seed=seed, label=label, overrides=overrides)
+    init.decoupler.load_state_dict(decoupler.state_dict())
+    return init, scale.iad_references
+
+
 def recognizer_photos(identities: list, per_identity: int, seed: int) -> Dataset:
     """The recognizer's training photos: like the web photos face-recognition datasets are made of,
     posed and mostly plain -- 40 % neutral, the rest a *mild* version (intensity <= 0.35) of any
@@ -627,9 +638,7 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
             # (the experiment compares them), the number both runs together fit
             probes = []
             for kind in adapters:
-                init = new_adapter("none" if kind == "naive" else "trained", spec, seed=8000 + s, label="probe",
-                                   overrides=adapter_overrides)
-                references = scale.naive_references if kind == "naive" else scale.iad_references
+                init, references = adapter_start(kind, spec, 8000 + s, "probe", adapter_overrides, decoupler, scale)
                 probes.append(step_budget.probe(f"adapter-{kind}", scale.adapter_batch, lambda n, every: library("train").run(
                     adapter_train_config(folder, work, kind, init, scale, references, steps=n, log_every=every,
                                          run_name=f"probe-{kind}"))))
@@ -637,17 +646,14 @@ def build_world(folder: str | Path, scale: BuildScale = FULL, log=print, reuse_j
             lap("step budget: adapter probe")
 
         if "naive" in adapters:
-            naive = train_adapter_with_iad_train(folder, work, "naive", new_adapter("none", spec, seed=8000 + s,
-                                                                                    label="naive injection",
-                                                                                    overrides=adapter_overrides),
-                                                 scale, references=scale.naive_references, log=log)
+            init, references = adapter_start("naive", spec, 8000 + s, "naive injection", adapter_overrides, decoupler, scale)
+            naive = train_adapter_with_iad_train(folder, work, "naive", init, scale, references=references, log=log)
             save_adapter(naive, folder / ADAPTER_FILES["naive"], dtype=torch.float16)
             lap("naive adapter")
 
         if "iad" in adapters:
-            init = new_adapter("trained", spec, seed=8000 + s, label="IaD", overrides=adapter_overrides)
-            init.decoupler.load_state_dict(decoupler.state_dict())
-            iad = train_adapter_with_iad_train(folder, work, "iad", init, scale, references=scale.iad_references, log=log)
+            init, references = adapter_start("iad", spec, 8000 + s, "IaD", adapter_overrides, decoupler, scale)
+            iad = train_adapter_with_iad_train(folder, work, "iad", init, scale, references=references, log=log)
             save_adapter(iad, folder / ADAPTER_FILES["iad"], dtype=torch.float16)
             lap("IaD adapter")
         else:
