@@ -235,18 +235,37 @@ def evaluate_frames(w: World, frames: torch.Tensor, cases: list[Case], ref_embed
     )
 
 
-def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print, device: str = "cpu") -> dict:
-    torch.set_num_threads(1)
-    t0 = time.monotonic()
+@dataclass
+class Setup:
+    """What every experiment on a world starts from: its judges, the held-out people and their cases,
+    each case's reference photo and its embedding, and each person's neutral gallery embedding."""
+    world: World
+    identities: list
+    cases: list[Case]
+    photos: list[np.ndarray]
+    refs: torch.Tensor
+    gallery: torch.Tensor
+
+
+def setup(world_dir: str | Path, cfg: ExperimentConfig) -> Setup:
+    """The main experiment's people, cases and photos (the long-video and reference-rows experiments
+    use the same ones, so their systems compare with its systems)."""
     w = World(world_dir, cfg.det_size)
     identities = heldout_identities(world_dir, cfg.identities, cfg.seed)
     cases = make_cases(identities, cfg.seed, cfg.prompts_per_identity)
-    refs = w.embed([photo(c.identity, c.reference_action) for c in cases])
-    gallery = w.embed([photo(i, "neutral") for i in identities])
+    photos = [photo(c.identity, c.reference_action) for c in cases]
+    refs, gallery = w.embed(photos), w.embed([photo(i, "neutral") for i in identities])
     missing = [i for i, e in enumerate(refs + gallery) if e is None]
     if missing:
         raise RuntimeError(f"the world's detector found no face in reference/gallery photos {missing}: rebuild the world")
-    refs, gallery = torch.stack(refs), torch.stack(gallery)
+    return Setup(w, identities, cases, photos, torch.stack(refs), torch.stack(gallery))
+
+
+def run(world_dir: str | Path, cfg: ExperimentConfig, systems=SYSTEMS, log=print, device: str = "cpu") -> dict:
+    torch.set_num_threads(1)
+    t0 = time.monotonic()
+    e = setup(world_dir, cfg)
+    w, cases, refs, gallery = e.world, e.cases, e.refs, e.gallery
     noise = torch.randn(len(cases), 16, world.FRAMES, world.SIZE // 4, world.SIZE // 4,
                         generator=torch.Generator().manual_seed(70_000 + cfg.seed))
     results, samples = {}, {}

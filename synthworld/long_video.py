@@ -29,8 +29,7 @@ import torch
 
 from . import diffusion, stats, text, world
 from ._iad import library
-from .experiment import (ExperimentConfig, World, _resampling, evaluate_frames, heldout_identities, make_cases,
-                         photo)
+from .experiment import ExperimentConfig, World, _resampling, evaluate_frames, setup
 
 SYSTEMS = ("base", "naive", "iad")
 SYSTEM_NAMES = {"base": "base model", "naive": "naive injection", "iad": "IaD"}
@@ -122,11 +121,8 @@ def _drift_metrics(face_sim: np.ndarray, person: np.ndarray, people: int, weight
 def run(world_dir, cfg: ExperimentConfig, log=print) -> dict:
     torch.set_num_threads(1)
     t0 = time.monotonic()
-    w = World(world_dir, cfg.det_size)
-    identities = heldout_identities(world_dir, cfg.identities, cfg.seed)
-    cases = make_cases(identities, cfg.seed, cfg.prompts_per_identity)
-    refs = torch.stack(w.embed([photo(c.identity, c.reference_action) for c in cases]))
-    gallery = torch.stack(w.embed([photo(i, "neutral") for i in identities]))
+    e = setup(world_dir, cfg)
+    w, cases, refs, gallery = e.world, e.cases, e.refs, e.gallery
     frames = LENGTH_FACTOR * world.FRAMES
     index_lists = windows(frames)
     noise = torch.randn(len(cases), 16, frames, world.SIZE // 4, world.SIZE // 4,

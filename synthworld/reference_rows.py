@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from . import diffusion, stats, text, world
-from .experiment import (METRIC_SCORES, ExperimentConfig, World, _metrics, _resampling, evaluate_frames,
-                         heldout_identities, make_cases, photo)
+from .experiment import METRIC_SCORES, ExperimentConfig, World, _metrics, _resampling, evaluate_frames, setup
 
 SYSTEMS = ("ref", "ref_iad_video", "ref_iad_all")
 SYSTEM_NAMES = {"ref": "reference frame appended, no identity", "ref_iad_video": "+ IaD on the video's rows (IaD Apply)",
@@ -61,13 +60,9 @@ def generate(w: World, system: str, cases, ref_embeddings: torch.Tensor, ref_lat
 def run(world_dir, cfg: ExperimentConfig, log=print) -> dict:
     torch.set_num_threads(1)
     t0 = time.monotonic()
-    w = World(world_dir, cfg.det_size)
-    identities = heldout_identities(world_dir, cfg.identities, cfg.seed)
-    cases = make_cases(identities, cfg.seed, cfg.prompts_per_identity)
-    photos = [photo(c.identity, c.reference_action) for c in cases]
-    refs = torch.stack(w.embed(photos))
-    gallery = torch.stack(w.embed([photo(i, "neutral") for i in identities]))
-    ref_latents = reference_latents(w, photos)
+    e = setup(world_dir, cfg)
+    w, cases, refs, gallery = e.world, e.cases, e.refs, e.gallery
+    ref_latents = reference_latents(w, e.photos)
     noise = torch.randn(len(cases), 16, world.FRAMES, world.SIZE // 4, world.SIZE // 4,
                         generator=torch.Generator().manual_seed(70_000 + cfg.seed))   # the main experiment's noise
     results = {}
