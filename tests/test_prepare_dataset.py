@@ -177,18 +177,20 @@ def test_a_clip_whose_file_changed_is_prepared_again_and_only_its_newest_record_
 def test_a_clip_named_like_one_of_another_input_folder_is_refused_before_anything_runs(comfy, tmp_path):
     """Two input folders prepared into one dataset: a clip whose name a clip of the other folder already
     holds would replace it (the dataset knows a clip by its name), so the run is refused by name before
-    anything runs. A copy of the same file is the clip already there; a folder moved away holds nothing."""
+    anything runs; with a clip_prefix (--clip-prefix) the folder's clips go in beside those. A copy of
+    the same file is the clip already there; a folder moved away holds nothing."""
     import shutil
 
     from iad.eval.video_io import write_video
     from iad.prepare import run
+    from iad.prepare.__main__ import main
 
     torch_threads = torch.get_num_threads()
     clips = train_data.make_dataset(tmp_path / "clips", persons=1, clips_per_person=2)
     dataset = tmp_path / "dataset"
     run(train_data.prepare_settings(clips, dataset))
     info = json.loads((dataset / "dataset.json").read_text())
-    assert info["inputs"] == [str(clips.resolve())] and info["origin"] == {}     # one folder: nothing per clip
+    assert info["inputs"] == [str(clips.resolve())] and info["clip_prefixes"] == [""] and info["origin"] == {}
 
     more = tmp_path / "more"
     more.mkdir()
@@ -200,34 +202,47 @@ def test_a_clip_named_like_one_of_another_input_folder_is_refused_before_anythin
     with pytest.raises(ValueError, match=r"1 clip\(s\) named like clips of another input folder") as refused:
         run(train_data.prepare_settings(more, dataset))
     assert f"clip00.mp4 (held from {clips.resolve()})" in str(refused.value) and "clip01" not in str(refused.value)
+    assert "clip_prefix" in str(refused.value)
     assert sorted(f.name for f in dataset.iterdir()) == files_before
     assert json.loads((dataset / "dataset.json").read_text()) == info
 
-    (more / "clip00.mp4").rename(more / "clip07.mp4")
-    (more / "clip00.txt").rename(more / "clip07.txt")
-    run(train_data.prepare_settings(more, dataset))
+    # the same folder with a prefix, from the command line: its clips go in beside the first folder's
+    settings = train_data.prepare_settings(more, dataset)
+    argv = ["--input", str(more), "--output", str(dataset), "--vae", settings["vae"], "--text-encoder-kind", "hash",
+            "--face-pack", settings["face_pack"], "--det-size", "128", "--resolution", "64", "64", "--num-frames", "5",
+            "--clips-per-shard", "2", "--store-pixels", "--no-progress", "--clip-prefix", "more/"]
+    assert main(argv) == 0
+    torch.set_num_threads(torch_threads)
     info = json.loads((dataset / "dataset.json").read_text())
-    assert sorted(info["done"]) == ["clip00.mp4", "clip01", "clip07.mp4"] and len(info["shards"]) == 2
-    assert info["inputs"] == [str(clips.resolve()), str(more.resolve())]
-    assert info["origin"] == {"clip01": 1, "clip07.mp4": 1}
+    assert sorted(info["done"]) == ["clip00.mp4", "clip01", "more/clip00.mp4", "more/clip01"] and len(info["shards"]) == 2
+    assert info["inputs"] == [str(clips.resolve()), str(more.resolve())] and info["clip_prefixes"] == ["", "more/"]
+    assert info["origin"] == {"more/clip00.mp4": 1, "more/clip01": 1}
+    with pytest.raises(ValueError, match="with clip_prefix 'more/', not ''"):    # a folder keeps its prefix
+        run(settings)
+    with pytest.raises(ValueError, match="clip_prefix must be printable"):
+        run(dict(settings, clip_prefix="a\nb"))
 
     # the first folder moved away: its clips are no longer held by a folder there, so a new take of one
     # prepared from elsewhere is that clip's new version (as from its own folder)
     moved = clips.rename(tmp_path / "clips-moved")
-    write_video(more / "clip00.mp4", train_data.draw_clip(0, 3, 13, seed=41), fps=8)
-    (more / "clip00.txt").write_text("a person waving in a garden")
-    run(train_data.prepare_settings(more, dataset))
+    third = tmp_path / "third"
+    third.mkdir()
+    write_video(third / "clip00.mp4", train_data.draw_clip(0, 3, 13, seed=41), fps=8)
+    (third / "clip00.txt").write_text("a person waving in a garden")
+    run(train_data.prepare_settings(third, dataset))
     torch.set_num_threads(torch_threads)
     info = json.loads((dataset / "dataset.json").read_text())
-    assert len(info["shards"]) == 3 and info["origin"]["clip00.mp4"] == 1
+    assert len(info["shards"]) == 3 and info["origin"]["clip00.mp4"] == 2
 
     # a dataset indexed before the record: its clips' folder is unknown (None), and not checked
-    del info["inputs"], info["origin"]
+    for key in ("inputs", "clip_prefixes", "origin"):
+        del info[key]
     (dataset / "dataset.json").write_text(json.dumps(info))
     run(train_data.prepare_settings(moved, dataset))
     torch.set_num_threads(torch_threads)
     info = json.loads((dataset / "dataset.json").read_text())
-    assert info["inputs"] == [None, str(moved.resolve())] and set(info["origin"]) == {"clip00.mp4", "clip01"}
+    assert info["inputs"] == [None, str(moved.resolve())] and info["clip_prefixes"] == ["", ""]
+    assert set(info["origin"]) == {"clip00.mp4", "clip01"}
 
 
 def test_corrupt_and_uncaptioned_clips_are_skipped_and_reported(prepared):

@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--comfyui-dir", help="ComfyUI folder (default: COMFYUI_PATH or the ComfyUI this pack is in)")
     parser.add_argument("--store-pixels", action="store_true",
                         help="also keep each target window's frames (iad.train's mode 'vae' trains on them)")
+    parser.add_argument("--clip-prefix", help="put before this input's clip names in the dataset (e.g. celebv-hq/), "
+                        "so that a second input whose clips are named like the first one's adds them beside those")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     from .pipeline import PrepareConfig, run   # torch and friends: only once the arguments are good
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {"input": args.input, "output": args.output, "vae": args.vae, "face_pack": args.face_pack,
              "face_search_roots": args.face_search_root, "det_size": args.det_size,
              "resolution": args.resolution, "num_frames": args.num_frames, "clips_per_shard": args.clips_per_shard,
-             "comfyui_dir": args.comfyui_dir, "input_format": args.input_format}
+             "comfyui_dir": args.comfyui_dir, "input_format": args.input_format, "clip_prefix": args.clip_prefix}
     data.update({k: v for k, v in flags.items() if v is not None})
     if args.text_encoder or args.text_encoder_kind:
         spec = dict(data.get("text_encoder") or {})

@@ -58,6 +58,9 @@ class PrepareConfig:
     # zero padding ("token_mean"); "padded_mean" (the mean over all of umt5's 512 rows, scaled by the
     # phrase's length) only to add clips to a dataset prepared before this setting, which made it so
     action_text: str = "token_mean"
+    # put before each clip's name in the dataset (e.g. "celebv-hq/"): a second input folder whose clips
+    # are named like the first one's then adds them beside those instead of being refused
+    clip_prefix: str = ""
 
     def __post_init__(self) -> None:
         from .sources import layout_problem
@@ -80,6 +83,8 @@ class PrepareConfig:
             problems.append(f"num_frames must be 4k+1 (Wan's VAE compresses time by 4), got {self.num_frames}")
         if self.frame_stride < 1 or self.clips_per_shard < 1 or self.max_references < 1:
             problems.append("frame_stride, clips_per_shard and max_references must be >= 1")
+        if not isinstance(self.clip_prefix, str) or not self.clip_prefix.isprintable():
+            problems.append(f"clip_prefix must be printable text (e.g. \"celebv-hq/\"), got {self.clip_prefix!r}")
         if self.action_text not in ACTION_TEXT_MEANS:
             problems.append(f"action_text must be one of {list(ACTION_TEXT_MEANS)}, got {self.action_text!r}")
         if problems:
@@ -100,10 +105,11 @@ class ClipSource:
     caption: str
     action: str | None
     person: str | None
+    prefix: str = ""      # PrepareConfig.clip_prefix
 
     @property
     def key(self) -> str:
-        return self.path.name
+        return self.prefix + self.path.name
 
     def fingerprint(self) -> str:
         if self.path.is_dir():
@@ -227,7 +233,7 @@ class Preparer:
         if not path.is_file():
             return {"format": DATASET_FORMAT, "format_version": FORMAT_VERSION, "settings": self._settings(),
                     "shards": [], "done": {}, "skipped": [], "embedder": None, "text_encoder_name": None,
-                    "latent_shape": None, "inputs": [], "origin": {}}
+                    "latent_shape": None, "inputs": [], "clip_prefixes": [], "origin": {}}
         state = json.loads(path.read_text(encoding="utf-8"))
         state.setdefault("settings", {}).setdefault("store_pixels", False)   # datasets from before the setting
         state["settings"].setdefault("action_text", "padded_mean")             # ditto
@@ -376,11 +382,15 @@ class Preparer:
         from .sources import discover
 
         found, no_caption = discover(c.input, c.input_format)
+        for clip in found:
+            clip.prefix = c.clip_prefix
+        no_caption = [{**s, "source": c.clip_prefix + s["source"]} for s in no_caption]
         known_skips = {s["source"]: s for s in state["skipped"]}
         state["skipped"] += [s for s in no_caption if s["source"] not in known_skips]
         units = merge_finished(self.out, state, read_plan(self.out, settings))
         entries = {clip.key: clip_entry(clip, c.input) for clip in found}
-        claim_clips(state, entries, {e["source"]: e["fingerprint"] for u in units for e in u["clips"]}, c.input, self.out)
+        claim_clips(state, entries, {e["source"]: e["fingerprint"] for u in units for e in u["clips"]}, c.input, self.out,
+                    c.clip_prefix)
         units = [u if unit_result(self.out, u) else {**u, "clips": [entries[e["source"]] for e in u["clips"]
                                                                    if e["source"] in entries]} for u in units]
         planned = {e["source"] for u in units for e in u["clips"]}

@@ -45,24 +45,30 @@ def clip_entry(clip, input_dir: str | os.PathLike) -> dict:
 
 
 def claim_clips(state: dict, entries: dict[str, dict], planned: dict[str, str], input_dir: str | os.PathLike,
-                out: Path) -> None:
+                out: Path, prefix: str = "") -> None:
     """Record in the index which input folder each clip comes from, and refuse before anything runs
     a clip whose key a clip of *another* input folder already holds in this dataset (prepared, skipped
     or planned): a dataset knows a clip by its key (a folder's file name; a dataset reader's relative
     path and range), so it would silently replace that one. ``entries``: this run's clips by key;
     ``planned``: key -> fingerprint of an unfinished run's clips.
 
-    ``inputs`` lists the folders; ``origin`` maps a key to its folder's index where it is not 0, so a
-    dataset from one folder stores nothing per clip. A dataset indexed before this record has
-    ``None`` as folder 0: its clips' folder is unknown and not checked. A clip with the fingerprint of
-    the one held is the same file (a copy); one whose folder no longer exists was moved with it."""
+    ``inputs`` lists the folders and ``clip_prefixes`` their ``clip_prefix``; ``origin`` maps a key to
+    its folder's index where it is not 0, so a dataset from one folder stores nothing per clip. A
+    dataset indexed before this record has ``None`` as folder 0: its clips' folder is unknown and not
+    checked. A clip with the fingerprint of the one held is the same file (a copy); one whose folder no
+    longer exists was moved with it. A folder keeps its prefix: another would add its clips again."""
     here = str(Path(input_dir).resolve())
     if "inputs" not in state:
         state["inputs"] = [None] if state["done"] or state["skipped"] or planned else []
     inputs, origin = state["inputs"], state.setdefault("origin", {})
+    prefixes = state.setdefault("clip_prefixes", [""] * len(inputs))
     if here not in inputs:
         inputs.append(here)
+        prefixes.append(prefix)
     me = inputs.index(here)
+    if prefixes[me] != prefix:
+        raise ValueError(f"{here} was prepared into {out} with clip_prefix {prefixes[me]!r}, not {prefix!r}: its clips "
+                         "would be prepared again under other names. Use the same clip_prefix (--clip-prefix).")
     held = {**{s["source"]: s.get("fingerprint") for s in state["skipped"]}, **state["done"], **planned}
     clashes = []
     for key, entry in entries.items():
@@ -74,8 +80,9 @@ def claim_clips(state: dict, entries: dict[str, dict], planned: dict[str, str], 
     if clashes:
         raise ValueError(f"{here} holds {len(clashes)} clip(s) named like clips of another input folder already in {out}: "
                          f"{', '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}. The dataset knows a clip by its "
-                         "name, so these would replace those. Rename them, or prepare this folder into its own output "
-                         "folder (if they are new versions of those clips, prepare them from the folder named).")
+                         "name, so these would replace those. Give this folder's clips a prefix (clip_prefix, --clip-prefix, "
+                         "e.g. \"more/\"), rename them, or prepare this folder into its own output folder (if they are "
+                         "new versions of those clips, prepare them from the folder named).")
     for key in entries:
         if me:
             origin[key] = me

@@ -33,7 +33,7 @@ class DatasetClip(ClipSource):
 
     @property
     def key(self) -> str:
-        return self.name or self.path.name
+        return self.prefix + (self.name or self.path.name)
 
     def fingerprint(self) -> str:
         """The file's, plus the annotation: an edited range, crop, boxes or caption redoes the clip."""
@@ -46,7 +46,7 @@ def clip_from_entry(entry: dict, input_dir) -> ClipSource:
     absolute; what a preparation plan stores): a ``DatasetClip`` when it came from a dataset reader,
     with the types restored so that its fingerprint is the one it had."""
     path = Path(entry["path"])
-    base = {name: entry[name] for name in ClipSource.__dataclass_fields__}
+    base = {name: entry[name] for name in ClipSource.__dataclass_fields__ if name in entry}   # plans before prefix
     base["path"] = path if path.is_absolute() else Path(input_dir) / path
     if not entry.get("dataset"):
         return ClipSource(**base)
