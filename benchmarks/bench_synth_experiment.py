@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from synthworld import assets, build, experiment, long_video, reference_rows, world  # noqa: E402
+from synthworld import assets, build, experiment, long_video, real_clips, reference_rows, world  # noqa: E402
 from synthworld import published as published_cmp  # noqa: E402
 
 OUT = REPO / "docs" / "results"
@@ -312,6 +312,15 @@ def long_video_run(world_dir: str, identities: int, steps: int, seed: int, write
     return 0
 
 
+def real_clips_run(world_dir: str, identities: int, seed: int, write: bool) -> int:
+    out = real_clips.run(world_dir, experiment.ExperimentConfig(identities=identities, seed=seed))
+    print(f"wall time {out['wall_s']} s")
+    if write:
+        (OUT / "synth_real_clips.json").write_text(json.dumps(out, indent=1) + "\n")
+        print(f"wrote {OUT}/synth_real_clips.json")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--world", default=str(assets.WORLD_DIR))
@@ -338,7 +347,12 @@ def main() -> int:
     parser.add_argument("--long-video", action="store_true",
                         help="the drift experiment instead (synthworld/long_video.py): 4x-length videos in context windows; "
                              "writes docs/results/synth_long_video.json/.md/.png")
+    parser.add_argument("--real-clips", action="store_true",
+                        help="the judges on real clips of the experiment's cases (the ceiling of its scores) and the "
+                             "recognizer's spread by action (synthworld/real_clips.py); writes docs/results/synth_real_clips.json")
     args = parser.parse_args()
+    if args.real_clips:
+        return real_clips_run(args.world, args.identities, args.seed, not args.no_write)
     if args.long_video:
         return long_video_run(args.world, args.identities, args.steps, args.seed, not args.no_write)
     if args.compare_published:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-CONTINUOUS_METRICS = ("face_sim", "identity_stability", "motion_mean", "drift")   # drift: of the FaceSim curve
+# drift: of the FaceSim curve; cosine_to_person_mean: the recognizer's spread (real_clips.py)
+CONTINUOUS_METRICS = ("face_sim", "identity_stability", "motion_mean", "drift", "cosine_to_person_mean")
 CONTINUOUS_TOLERANCE = 1e-4
 # Rates are fractions of ~1,700 frames per system: 0.01 is ~17 frames (one flip moved a rate 6e-4).
 DECISION_TOLERANCE = 0.01
