@@ -3,7 +3,8 @@ records. Nothing is pickled. Written by :mod:`iad.prepare`, read by :mod:`iad.tr
 
 ```
 <out>/dataset.json                 format "comfyui-iad-dataset", settings, shard list, skipped clips, the
-                                   input folders and each clip's (``inputs``, ``origin``: iad/prepare/plan.py)
+                                   input folders, their clip prefixes and each clip's folder (``inputs``,
+                                   ``clip_prefixes``, ``origin``: iad/prepare/plan.py ``claim_clips``)
 <out>/prompt_bank.safetensors      text embeddings of the prompt bank and of the empty prompt (stored without
                                    their zero rows, as captions are; metadata ``text_tokens``: the padded lengths)
 <out>/shard-00000.safetensors      tensors, one group per clip: "<k>.latents", "<k>.text", ...
