@@ -1,4 +1,4 @@
-"""The arithmetic of docs/training.md §4.3-4.7: training FLOPs per sample of a Wan adapter run, the
+"""The arithmetic of docs/training.md, sections 4.3-4.7: training FLOPs per sample of a Wan adapter run, the
 attention share, the rate the one GPU measurement achieved, and the two time models (planning and
 upper bound) with the GPU-hours of each stage of the plan. Nothing is measured here: the measured
 inputs are the arguments (the H200 run of ``bench_train.py --gpu``: 4.45 / 2.48 samples/s).

@@ -1,4 +1,4 @@
-"""benchmarks/train_flops.py: the arithmetic behind docs/training.md §4.3-4.7 (training FLOPs, the
+"""benchmarks/train_flops.py: the arithmetic behind docs/training.md, sections 4.3-4.7 (training FLOPs, the
 measured point's rate, the planning and upper-bound time models, GPU-hours per stage). The doc
 quotes what it prints; this test keeps the two the same."""
 
