@@ -42,9 +42,8 @@ def run(world_dir, cfg: experiment.ExperimentConfig, clips_per_person: int = 6, 
             f"{r.action_accuracy:.3f}, copy {r.copy_rate:.3f}, faces found {r.detection_rate:.3f}")
 
     ds = build.make_dataset(e.identities, clips_per_person, seed=90_000 + cfg.seed, omit_action_prob=0.0)
-    _, _, recognizer = build.load_judges(world_dir)
     with torch.no_grad():
-        emb = F.normalize(recognizer(build.frame_crops(ds)), dim=-1).reshape(len(ds.clips), world.FRAMES, -1)
+        emb = F.normalize(e.world.recognizer(build.frame_crops(ds)), dim=-1).reshape(len(ds.clips), world.FRAMES, -1)
     clip_mean = F.normalize(emb.mean(1), dim=-1)
     person = torch.as_tensor(ds.person)
     person_mean = F.normalize(torch.stack([clip_mean[person == p].mean(0) for p in range(len(e.identities))]), dim=-1)
