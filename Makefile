@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 COMFYUI ?=
 LANE := $(PY) scripts/lanes.py run "$(COMFYUI)" --
 
-.PHONY: setup demo test test-fast models bench clean gpu-bundle gpu-check gpu-world
+.PHONY: setup demo test test-fast models bench clean gpu-bundle gpu-check gpu-world gpu-twin
 
 setup:  ## venv, torch, ComfyUI v0.28.2 + 0.3.75 (or COMFYUI_PATH), all Python deps, chromium for browser tests
 	bash scripts/setup.sh
@@ -38,6 +38,10 @@ gpu-check:  ## everything that needs a GPU (<= 8 min on one H100): docs/results/
 
 gpu-world:  ## the GPU-scale synthetic world + its experiment (<= 8 min on one H100): docs/results/synth_experiment_gpu.json; one line and exit 0 without a GPU
 	$(GPU_PY) benchmarks/gpu_world.py $(GPU_WORLD_ARGS)
+
+gpu-twin: gpu-bundle  ## before a GPU lending: gpu-check's and gpu-world's CPU smoke runs on the GPU machine's Python 3.12, torch 2.11 and the restored bundle (.cache/gpu-twin, ~5 GB; docs/gpu.md)
+	$(PY) scripts/gpu_twin.py build
+	$(PY) scripts/gpu_twin.py run
 
 clean:  ## remove generated models, test artefacts and the demo instance (keeps .venv and ComfyUI)
 	rm -rf .cache test-artifacts .demo

@@ -4,6 +4,7 @@ synth_samples_gpu.png (and all three to $OUT when it is set), labelled with the 
 
     python3 benchmarks/gpu_world.py                # on a machine with a CUDA GPU (else one line, exit 0)
     python3 benchmarks/gpu_world.py --cpu-smoke --results DIR   # the same code on the CPU at a few steps
+    python3 benchmarks/gpu_world.py --cpu-smoke --bundle --results DIR   # ... on the restored bundle (make gpu-twin)
 
 The world (``build_synth_world.py --scale gpu``, synthworld/build.py ``GPU``) keeps the shipped world's
 people, clips and judges (copied: one recognizer and one action classifier judge both worlds) and
@@ -68,7 +69,7 @@ def child(args) -> int:
     samples, cases = out.pop("_samples"), out["_cases"]
     del out["_results"], out["_cases"]
     record = {"device": label, "scale_name": scale_name, "command": "make gpu-world" if not args.cpu_smoke else
-              "python3 benchmarks/gpu_world.py --cpu-smoke", "torch": torch.__version__,
+              "python3 benchmarks/gpu_world.py --cpu-smoke" + (" --bundle" if args.bundle else ""), "torch": torch.__version__,
               "tf32": device == "cuda",
               "build": {k: manifest[k] for k in ("scale", "wan", "step_budget", "timings_s", "total_s", "reused", "device", "files")
                         if k in manifest},
@@ -88,6 +89,8 @@ def child(args) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="the GPU-scale code on the CPU at a few steps")
+    parser.add_argument("--bundle", action="store_true", help="with --cpu-smoke: ComfyUI and the wheels from the restored "
+                        "bundle .gpu/, as on the GPU machine, not the v0.28.2 lane (make gpu-twin)")
     parser.add_argument("--results", default=None, help=f"where the results go (default: {RESULTS}; "
                                                         "a --cpu-smoke run must name another folder)")
     parser.add_argument("--identities", type=int, default=None, help="held-out people (default 96; smoke 8)")
@@ -96,6 +99,8 @@ def main() -> int:
     parser.add_argument("--train-deadline", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.bundle and not args.cpu_smoke:
+        parser.error("--bundle goes with --cpu-smoke (on the GPU machine the bundle is always used)")
     if args.child:
         return child(args)
     started = time.time()
@@ -110,13 +115,13 @@ def main() -> int:
     identities = args.identities or (8 if args.cpu_smoke else 96)
     with tempfile.TemporaryDirectory(prefix="iad-gpu-world-") as tmp:
         work = Path(tmp)
-        env, comfyui = environment.prepare(work, use_bundle=not args.cpu_smoke)
+        env, comfyui = environment.prepare(work, use_bundle=not args.cpu_smoke or args.bundle)
         print(f"gpu-world: ComfyUI {comfyui['version']} ({comfyui['source']})", flush=True)
         budget = 3 * BUDGET_S if args.cpu_smoke else BUDGET_S
         deadline = started + budget - EXPERIMENT_RESERVE_S - MARGIN_S
         command = [sys.executable, str(Path(__file__).resolve()), "--child", "--world", str(work / "world"),
                    "--results", str(results), "--identities", str(identities), "--train-deadline", str(deadline),
-                   "--started", str(started)] + (["--cpu-smoke"] if args.cpu_smoke else [])
+                   "--started", str(started)] + (["--cpu-smoke"] if args.cpu_smoke else []) + (["--bundle"] if args.bundle else [])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
         try:
             limit = 3 * HARD_LIMIT_S if args.cpu_smoke else HARD_LIMIT_S

@@ -88,6 +88,39 @@ statsmodels sympy tabulate tensorboard tensorboard-data-server tensorstore threa
 tokenizers toolz torch torchaudio torchdiffeq torch-geometric torchmetrics torchvision tqdm transformers treescope
 triton typer typing-extensions typing-inspect urllib3 uvloop wadler-lindig werkzeug wheel wrapt xarray xxhash yarl
 zipp""".split())
+# The versions the device documentation gives for some of them (its "pip list" row, 2026-11); make gpu-twin
+# (scripts/gpu_twin.py) installs exactly these.
+IMAGE_VERSIONS = dict(line.split() for line in """
+accelerate 1.15.0
+botorch 0.18.1
+cupy-cuda13x 14.2.0
+gpytorch 1.15.2
+huggingface-hub 1.33.0
+jax 0.11.2
+jax-cuda13-pjrt 0.11.2
+jax-cuda13-plugin 0.11.2
+jaxlib 0.11.2
+jaxtyping 0.3.11
+numpy 2.5.2
+numpyro 0.21.0
+onnx 1.23.1
+onnx-ir 1.0.0
+onnxruntime 1.30.0
+onnxscript 0.7.2
+pytorch-lightning 2.6.6
+safetensors 0.8.0
+sentence-transformers 6.0.1
+sentencepiece 0.2.2
+tiktoken 0.14.0
+tokenizers 0.23.2
+torch 2.11.0
+torch-geometric 2.8.0.post1
+torchaudio 2.11.0
+torchdiffeq 0.2.5
+torchmetrics 1.9.0
+torchvision 0.26.0
+transformers 5.17.0
+triton 3.6.0""".strip().splitlines())
 # A requirement another package meets under its own name (the same import module).
 SAME_MODULE = {"opencv-python": "opencv-python-headless"}
 

@@ -1,6 +1,6 @@
 """make gpu-check (issue 34; docs/gpu.md), tested without a GPU: without a GPU the command says so in
-one line and exits 0 within seconds; the report and the wheel-tag rules. The CPU smoke run and the bundle:
-test_gpu_check_bundle.py (collected in the v0.28.2 lane only).
+one line and exits 0 within seconds; the report and the wheel-tag rules; what make gpu-twin installs. The
+CPU smoke run and the bundle: test_gpu_check_bundle.py (collected in the v0.28.2 lane only).
 """
 
 from __future__ import annotations
@@ -10,11 +10,14 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from harness.paths import REPO_ROOT
 
 SCRIPTS = REPO_ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import gpu_bundle  # noqa: E402
+import gpu_twin  # noqa: E402
 
 sys.path.pop(0)
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -80,3 +83,36 @@ def test_wheel_tags_are_judged_for_the_gpu_machine():
     assert "glibc 2.34" in fits("x-1-cp312-cp312-manylinux_2_34_x86_64.whl", "3.12")
     assert "not a manylinux x86_64" in fits("x-1-cp312-cp312-manylinux_2_28_aarch64.whl", "3.12")
     assert "not a manylinux x86_64" in fits("x-1-cp312-cp312-win_amd64.whl", "3.12")
+
+
+def test_the_twin_installs_the_image_packages_that_comfyui_the_pack_and_the_bundle_require(tmp_path):
+    """make gpu-twin: the requirements that the GPU image meets (markers as on the GPU machine, extras and
+    bundled packages left out, opencv-python met by the image's headless build), at the image's versions."""
+    comfyui, site = tmp_path / "ComfyUI", tmp_path / "site"
+    comfyui.mkdir()
+    (comfyui / "requirements.txt").write_text("comfyui-frontend-package==1.45.21\ntorch\nav>=16.0.0\n"
+                                              "numpy>=1.25.0\n#non essential dependencies:\nkornia>=0.7.1\n")
+    for dist, requires in (("av-18.1.0", []), ("insightface-2.1", ["numpy", "opencv-python", "scikit-image",
+                                                                   "PySide6-Essentials>=6.5; extra == \"gui\""]),
+                           ("pydantic-2.14.4", ["pydantic-core==2.50.5", "typing-extensions>=4.14.1",
+                                                "tomli; python_version < \"3.11\""])):
+        (site / f"{dist}.dist-info").mkdir(parents=True)
+        (site / f"{dist}.dist-info" / "METADATA").write_text(
+            f"Name: {dist.split('-')[0]}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    needs = gpu_twin.image_needs(comfyui, site)
+    assert needs["install"] == ["einops", "numpy", "opencv-python-headless", "safetensors", "scikit-image", "torch",
+                                "typing-extensions"]
+    # pydantic-core: in neither the image nor this made-up bundle, so listed, never installed in the twin
+    assert needs["neither_image_nor_bundle"] == ["comfyui-frontend-package", "kornia", "onnxruntime-gpu",
+                                                 "pydantic-core"]
+    assert set(gpu_bundle.IMAGE_VERSIONS) <= gpu_bundle.GPU_IMAGE_PACKAGES
+    assert gpu_bundle.IMAGE_VERSIONS["torch"] == "2.11.0"
+
+
+def test_the_twin_wants_the_gpu_machines_python_and_the_bundle_flag_goes_with_the_smoke_run():
+    with pytest.raises(SystemExit, match="not a CPython 3.12"):
+        gpu_twin.find_python(sys.executable if sys.version_info[:2] != (3, 12) else "/bin/true")
+    for script in ("gpu_check.py", "gpu_world.py"):
+        done = subprocess.run([sys.executable, f"benchmarks/{script}", "--bundle"], cwd=REPO_ROOT, env=_clean_env(),
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "--bundle goes with --cpu-smoke" in done.stderr, (script, done.stderr[-500:])
