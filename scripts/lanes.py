@@ -109,7 +109,8 @@ def _pytest(env: dict, args: list[str], log: Path) -> tuple[int, str, float]:
     log.parent.mkdir(parents=True, exist_ok=True)
     closing = ""
     with open(log, "w", encoding="utf-8") as copy:
-        process = subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=ROOT, env=env,
+        # The slowest tests of each lane, printed at its end: CI's 90 minutes are watched from these.
+        process = subprocess.Popen([sys.executable, "-m", "pytest", "--durations=15", *args], cwd=ROOT, env=env,
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         for line in process.stdout:
             sys.stdout.write(line)
