@@ -41,7 +41,7 @@ gpu-world:  ## the GPU-scale synthetic world + its experiment (<= 8 min on one H
 
 gpu-twin: gpu-bundle  ## before a GPU lending: gpu-check's and gpu-world's CPU smoke runs on the GPU machine's Python 3.12, torch 2.11 and the restored bundle (.cache/gpu-twin, ~5 GB; docs/gpu.md)
 	$(PY) scripts/gpu_twin.py build
-	$(PY) scripts/gpu_twin.py run
+	$(PY) scripts/gpu_twin.py run $(GPU_TWIN_ARGS)
 
 clean:  ## remove generated models, test artefacts and the demo instance (keeps .venv and ComfyUI)
 	rm -rf .cache test-artifacts .demo

@@ -14,7 +14,9 @@ this environment's Python 3.11 and torch 2.15, and the v0.28.2 lane. The twin (`
 
 ``python scripts/gpu_twin.py run`` then runs ``gpu_check.py --cpu-smoke --bundle`` and ``gpu_world.py
 --cpu-smoke --bundle`` in the twin, in an environment without PYTHONPATH, COMFYUI_PATH or a lane, and
-writes their results under ``test-artifacts/gpu-twin/``. What still differs from the GPU machine: the
+writes their results under ``test-artifacts/gpu-twin/``. ``run --only tests`` runs the suite's tests but
+the browser and slow ones in the twin, on the v0.28.2 lane's tree and frontend packages: the pack on the
+GPU machine's Python and torch. What still differs from the GPU machine: the
 CPU (no CUDA kernel, NCCL or dynamic VRAM runs), Python's patch release, and the versions of image
 packages the documentation does not give (pip's newest).
 """
@@ -38,8 +40,13 @@ import gpu_bundle  # noqa: E402
 TWIN = ROOT / ".cache" / "gpu-twin"
 RESULTS = ROOT / "test-artifacts" / "gpu-twin"
 PYTHON_VERSION = "3.12"
-# The check's own harness (tests/harness) draws faces with OpenCV, which insightface requires anyway.
-HARNESS_NEEDS = ("opencv-python-headless",)
+# Image packages the harness needs beyond the requirements: OpenCV (tests/harness draws faces with it;
+# insightface requires it anyway) and pytest (``run --only tests``).
+HARNESS_NEEDS = ("opencv-python-headless", "pytest")
+# ComfyUI's "non essential dependencies": some core node modules import them (a server without them logs
+# import errors, which the suite's start-up tests refuse). The GPU image lacks them and the check uses no
+# such node, so they go to a folder of their own that only ``run --only tests`` puts on the path.
+TESTS_ONLY = ("kornia", "kornia-rs", "spandrel", "pyopengl", "comfy-angle")
 MARKER_ENV = {"python_version": PYTHON_VERSION, "python_full_version": PYTHON_VERSION + ".3", "sys_platform": "linux",
               "platform_machine": "x86_64", "platform_system": "Linux", "os_name": "posix",
               "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
@@ -125,6 +132,9 @@ def build(python_explicit: str | None, bundle: Path) -> dict:
     extra = sorted(n for n in _installed(python) if n not in gpu_bundle.GPU_IMAGE_PACKAGES)
     if extra:   # pip brought them for an image package; on the GPU machine only the bundle can bring them
         subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", *extra], check=True)
+    shutil.rmtree(TWIN / "tests-site", ignore_errors=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target",
+                    str(TWIN / "tests-site"), *TESTS_ONLY], check=True)
     installed = _installed(python)
     pinned = {n: v for n, v in gpu_bundle.IMAGE_VERSIONS.items() if n in installed}
     wrong = {n: (v, installed[n]) for n, v in pinned.items() if installed[n] != v}
@@ -145,20 +155,39 @@ def _clean_env() -> dict:
     return env
 
 
+def _tests_env() -> dict:
+    """The suite's environment in the twin: the full v0.28.2 lane tree (the bundle's is trimmed of tests and
+    tokenizer vocabularies), its frontend and template packages (pure data) after the bundle's site, and
+    ComfyUI's optional packages (TESTS_ONLY)."""
+    import lanes
+
+    lane = lanes.lanes().get("v0.28.2")
+    if lane is None:
+        raise SystemExit("the tests run needs the v0.28.2 lane: make setup")
+    env = _clean_env()
+    site = json.loads((TWIN / "twin.json").read_text())["bundle"]["site"]
+    env.update(COMFYUI_PATH=lane["comfyui"], PYTHONPATH=os.pathsep.join((site, lane["site"], str(TWIN / "tests-site"))),
+               IAD_LANE="gpu-twin",
+               IAD_CACHE_DIR=str(TWIN / "test-cache"))
+    return env
+
+
 def run(only: list[str]) -> int:
     python = TWIN / "venv" / "bin" / "python"
     if not (TWIN / "twin.json").is_file():
         raise SystemExit("no twin yet: python scripts/gpu_twin.py build (make gpu-twin does both)")
     commands = {"check": [str(python), "benchmarks/gpu_check.py", "--cpu-smoke", "--bundle", "--results", str(RESULTS / "check"),
                           "--work", str(RESULTS / "check-work")],
-                "world": [str(python), "benchmarks/gpu_world.py", "--cpu-smoke", "--bundle", "--results", str(RESULTS / "world")]}
-    failed, names = [], only or list(commands)
+                "world": [str(python), "benchmarks/gpu_world.py", "--cpu-smoke", "--bundle", "--results", str(RESULTS / "world")],
+                "tests": [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-m", "not browser and not slow",
+                          "--durations=10"]}
+    failed, names = [], only or ["check", "world"]
     for name in names:
         shutil.rmtree(RESULTS / name, ignore_errors=True)
         shutil.rmtree(RESULTS / f"{name}-work", ignore_errors=True)
         print(f"[gpu-twin] {name}: {' '.join(commands[name][1:])}", flush=True)
         start = time.monotonic()
-        rc = subprocess.run(commands[name], cwd=ROOT, env=_clean_env()).returncode
+        rc = subprocess.run(commands[name], cwd=ROOT, env=_tests_env() if name == "tests" else _clean_env()).returncode
         print(f"[gpu-twin] {name}: exit {rc} in {time.monotonic() - start:.0f} s", flush=True)
         if rc:
             failed.append(name)
@@ -174,8 +203,10 @@ def main(argv: list[str]) -> int:
     b = sub.add_parser("build", help="make .cache/gpu-twin (venv + restored bundle); redone packages are reused")
     b.add_argument("--python", help=f"a CPython {PYTHON_VERSION} (default: found on PATH, pyenv or uv)")
     b.add_argument("--bundle", default=str(ROOT / ".gpu"))
-    r = sub.add_parser("run", help="the two CPU smoke runs in the twin")
-    r.add_argument("--only", action="append", choices=["check", "world"])
+    r = sub.add_parser("run", help="the two CPU smoke runs in the twin (--only tests: the suite's fast tests there)")
+    r.add_argument("--only", action="append", choices=["check", "world", "tests"],
+                   help="check, world (the default: both) or tests (the suite without browser and slow tests, on "
+                        "the v0.28.2 lane's tree; about 15 minutes)")
     args = parser.parse_args(argv)
     if args.command == "build":
         record = build(args.python, Path(args.bundle))

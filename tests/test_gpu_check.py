@@ -100,8 +100,8 @@ def test_the_twin_installs_the_image_packages_that_comfyui_the_pack_and_the_bund
         (site / f"{dist}.dist-info" / "METADATA").write_text(
             f"Name: {dist.split('-')[0]}\n" + "".join(f"Requires-Dist: {r}\n" for r in requires))
     needs = gpu_twin.image_needs(comfyui, site)
-    assert needs["install"] == ["einops", "numpy", "opencv-python-headless", "safetensors", "scikit-image", "torch",
-                                "typing-extensions"]
+    assert needs["install"] == ["einops", "numpy", "opencv-python-headless", "pytest", "safetensors", "scikit-image",
+                                "torch", "typing-extensions"]
     # pydantic-core: in neither the image nor this made-up bundle, so listed, never installed in the twin
     assert needs["neither_image_nor_bundle"] == ["comfyui-frontend-package", "kornia", "onnxruntime-gpu",
                                                  "pydantic-core"]

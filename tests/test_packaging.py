@@ -29,7 +29,9 @@ PACKAGE_MAX_BYTES = 1_000_000   # 12.5 MB before the .comfyignore (tests, docs, 
 
 def _comfy_cli(*args: str, cwd: Path, home: Path) -> subprocess.CompletedProcess:
     assert COMFY_CLI.exists(), f"{COMFY_CLI} is missing: run `make setup` (it installs the registry's comfy-cli)"
-    env = {**os.environ, "DO_NOT_TRACK": "1", "HOME": str(home)}
+    # comfy-cli runs in its own venv: the lane's PYTHONPATH (compiled packages for another Python, in
+    # make gpu-twin's test run) must not reach it.
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "DO_NOT_TRACK": "1", "HOME": str(home)}
     return subprocess.run([str(COMFY_CLI), "--skip-prompt", *args], cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=300)
 

@@ -60,7 +60,8 @@ def _launch(nproc: int, config: Path, log: Path | None = None, **env) -> subproc
     """torchrun (standalone: a free port of its own) with nproc CPU processes; nproc 0: plain python."""
     script = ["-m", "iad.prepare"] if log is None and not env else [str(FAULTS)]
     launcher = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc else []
-    environ = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT),
+    environ = {**os.environ, "OMP_NUM_THREADS": "1",   # the lane's own PYTHONPATH kept (its packages)
+               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p),
                **({"IAD_TEST_CLIP_LOG": str(log)} if log else {}), **{k: str(v) for k, v in env.items()}}
     return subprocess.run([sys.executable, *launcher, *script, str(config), "--no-progress"], cwd=REPO_ROOT,
                           env=environ, capture_output=True, text=True, timeout=300)
