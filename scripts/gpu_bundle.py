@@ -229,14 +229,19 @@ def requires_dist(wheel: Path) -> list[str]:
     return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
 
 
+def marker_env(python_version: str) -> dict:
+    """Environment markers as the GPU machine evaluates them (Linux x86_64 CPython ``python_version``, no extra)."""
+    return {"python_version": python_version, "python_full_version": python_version + ".3", "sys_platform": "linux",
+            "platform_machine": "x86_64", "platform_system": "Linux", "os_name": "posix", "implementation_name": "cpython",
+            "platform_python_implementation": "CPython", "extra": ""}
+
+
 def unmet_requirements(wheels: list[Path], python_version: str) -> list[str]:
     """Requirements of the bundled wheels (no extras; markers for Linux x86_64 CPython ``python_version``)
     that neither another bundled wheel nor the GPU image meets."""
     from packaging.requirements import Requirement
 
-    env = {"python_version": python_version, "python_full_version": python_version + ".3", "sys_platform": "linux",
-           "platform_machine": "x86_64", "platform_system": "Linux", "os_name": "posix", "implementation_name": "cpython",
-           "platform_python_implementation": "CPython", "extra": ""}
+    env = marker_env(python_version)
     bundled = {canonical(w.name.split("-")[0]) for w in wheels}
     unmet = []
     for wheel in wheels:

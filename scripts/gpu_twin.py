@@ -47,9 +47,7 @@ HARNESS_NEEDS = ("opencv-python-headless", "pytest")
 # import errors, which the suite's start-up tests refuse). The GPU image lacks them and the check uses no
 # such node, so they go to a folder of their own that only ``run --only tests`` puts on the path.
 TESTS_ONLY = ("kornia", "kornia-rs", "spandrel", "pyopengl", "comfy-angle")
-MARKER_ENV = {"python_version": PYTHON_VERSION, "python_full_version": PYTHON_VERSION + ".3", "sys_platform": "linux",
-              "platform_machine": "x86_64", "platform_system": "Linux", "os_name": "posix",
-              "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+MARKER_ENV = gpu_bundle.marker_env(PYTHON_VERSION)
 
 
 def find_python(explicit: str | None = None) -> Path:
