@@ -189,9 +189,9 @@ def run(only: list[str]) -> int:
         print(f"[gpu-twin] {name}: exit {rc} in {time.monotonic() - start:.0f} s", flush=True)
         if rc:
             failed.append(name)
+    twin = json.loads((TWIN / "twin.json").read_text())
     print(f"[gpu-twin] {'failed: ' + ', '.join(failed) if failed else 'passed: ' + ', '.join(names)} on the twin "
-          f"({json.loads((TWIN / 'twin.json').read_text())['python']}, torch "
-          f"{json.loads((TWIN / 'twin.json').read_text())['installed'].get('torch')}); results in {RESULTS}")
+          f"({twin['python']}, torch {twin['installed'].get('torch')}); results in {RESULTS}")
     return 1 if failed else 0
 
 
