@@ -67,7 +67,8 @@ def find_python(explicit: str | None = None) -> Path:
         if done is not None and done.returncode == 0 and done.stdout.strip() == PYTHON_VERSION:
             return Path(candidate)
         if explicit:
-            raise SystemExit(f"--python {explicit}: not a CPython {PYTHON_VERSION} (the GPU machine's Python)")
+            raise SystemExit(f"--python {explicit}: " + (f"not a CPython {PYTHON_VERSION} (the GPU machine's Python)"
+                                                         if done is not None else "no such program"))
     raise SystemExit(f"no CPython {PYTHON_VERSION} here (the GPU machine's Python): install one (pyenv install "
                      f"{PYTHON_VERSION}, uv python install {PYTHON_VERSION}) or pass --python")
 

@@ -112,6 +112,8 @@ def test_the_twin_installs_the_image_packages_that_comfyui_the_pack_and_the_bund
 def test_the_twin_wants_the_gpu_machines_python_and_the_bundle_flag_goes_with_the_smoke_run():
     with pytest.raises(SystemExit, match="not a CPython 3.12"):
         gpu_twin.find_python(sys.executable if sys.version_info[:2] != (3, 12) else "/bin/true")
+    with pytest.raises(SystemExit, match="no such program"):
+        gpu_twin.find_python("/nonexistent/python3.12")
     for script in ("gpu_check.py", "gpu_world.py"):
         done = subprocess.run([sys.executable, f"benchmarks/{script}", "--bundle"], cwd=REPO_ROOT, env=_clean_env(),
                               capture_output=True, text=True, timeout=60)
