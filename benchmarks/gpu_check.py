@@ -100,7 +100,7 @@ def run_all(args) -> int:
     result = {"mode": "cpu-smoke" if smoke else "gpu", "created": datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds"), "budget_s": budget, "phases": {}, **machine()}
     try:
-        env, result["comfyui"] = environment.prepare(work, use_bundle=not smoke or args.bundle)
+        env, result["comfyui"] = environment.prepare(work, use_bundle=args.use_bundle)
     except BaseException as exc:  # noqa: BLE001 - recorded, then the run ends
         result["comfyui"] = {"source": "none", "version": None}
         result["phases"]["environment"] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}", "seconds": 0, "cap_s": 0}
@@ -109,7 +109,7 @@ def run_all(args) -> int:
         return 1
     result["environment_s"] = round(time.time() - started, 1)
     manifest = environment.BUNDLE / "manifest.json"
-    if (not smoke or args.bundle) and manifest.is_file():
+    if args.use_bundle and manifest.is_file():
         data = json.loads(manifest.read_text())
         result["bundle"] = {"wheels": [w["file"] for w in data["wheels"]], "left_out_wheels": data["left_out_wheels"]}
     only = set(args.only or PHASES)
@@ -167,8 +167,7 @@ def run_all(args) -> int:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-smoke", action="store_true", help="every phase on the CPU at tiny sizes (tests)")
-    parser.add_argument("--bundle", action="store_true", help="with --cpu-smoke: ComfyUI and the wheels from the restored "
-                        "bundle .gpu/, as on the GPU machine, not the v0.28.2 lane (make gpu-twin)")
+    environment.add_bundle_option(parser)
     parser.add_argument("--results", help="where gpu.json / gpu.md go (default docs/results; smoke: test-artifacts/gpu-smoke)")
     parser.add_argument("--work", help="scratch folder (generated models, server, logs; default a new temp folder)")
     parser.add_argument("--budget", type=float, help=f"seconds for the whole run (default {BUDGET_S}; smoke {SMOKE_BUDGET_S})")
@@ -177,8 +176,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--phase-out", help=argparse.SUPPRESS)
     parser.add_argument("--deadline", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.bundle and not args.cpu_smoke:
-        parser.error("--bundle goes with --cpu-smoke (on the GPU machine the bundle is always used)")
+    args.use_bundle = environment.uses_bundle(parser, args)
     if args.phase:
         return run_phase(args)
     if not args.cpu_smoke:

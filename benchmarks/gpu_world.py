@@ -87,10 +87,11 @@ def child(args) -> int:
 
 
 def main() -> int:
+    from gpu import environment
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="the GPU-scale code on the CPU at a few steps")
-    parser.add_argument("--bundle", action="store_true", help="with --cpu-smoke: ComfyUI and the wheels from the restored "
-                        "bundle .gpu/, as on the GPU machine, not the v0.28.2 lane (make gpu-twin)")
+    environment.add_bundle_option(parser)
     parser.add_argument("--results", default=None, help=f"where the results go (default: {RESULTS}; "
                                                         "a --cpu-smoke run must name another folder)")
     parser.add_argument("--identities", type=int, default=None, help="held-out people (default 96; smoke 8)")
@@ -99,13 +100,10 @@ def main() -> int:
     parser.add_argument("--train-deadline", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--started", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.bundle and not args.cpu_smoke:
-        parser.error("--bundle goes with --cpu-smoke (on the GPU machine the bundle is always used)")
+    use_bundle = environment.uses_bundle(parser, args)
     if args.child:
         return child(args)
     started = time.time()
-    from gpu import environment
-
     if not args.cpu_smoke and not environment.gpu_visible():
         print("gpu-world: no CUDA GPU on this machine; nothing to build (docs/gpu.md says how to run it on one)")
         return 0
@@ -115,7 +113,7 @@ def main() -> int:
     identities = args.identities or (8 if args.cpu_smoke else 96)
     with tempfile.TemporaryDirectory(prefix="iad-gpu-world-") as tmp:
         work = Path(tmp)
-        env, comfyui = environment.prepare(work, use_bundle=not args.cpu_smoke or args.bundle)
+        env, comfyui = environment.prepare(work, use_bundle=use_bundle)
         print(f"gpu-world: ComfyUI {comfyui['version']} ({comfyui['source']})", flush=True)
         budget = 3 * BUDGET_S if args.cpu_smoke else BUDGET_S
         deadline = started + budget - EXPERIMENT_RESERVE_S - MARGIN_S

@@ -37,6 +37,19 @@ def comfyui_version(tree: Path) -> str:
     return found.group(1) if found else "unknown"
 
 
+def add_bundle_option(parser) -> None:
+    """``--bundle`` of gpu_check.py and gpu_world.py: their CPU smoke run on the restored bundle."""
+    parser.add_argument("--bundle", action="store_true", help="with --cpu-smoke: ComfyUI and the wheels from the restored "
+                        "bundle .gpu/, as on the GPU machine, not the v0.28.2 lane (make gpu-twin)")
+
+
+def uses_bundle(parser, args) -> bool:
+    """Whether the run restores ``.gpu/``: always on the GPU; a CPU smoke run only with ``--bundle``."""
+    if args.bundle and not args.cpu_smoke:
+        parser.error("--bundle goes with --cpu-smoke (on the GPU machine the bundle is always used)")
+    return not args.cpu_smoke or args.bundle
+
+
 def prepare(work: Path, use_bundle: bool) -> tuple[dict, dict]:
     """(environment for the phases, what was used). ``use_bundle``: restore ``.gpu/`` (the GPU machine)."""
     env = dict(os.environ)
