@@ -68,7 +68,12 @@ def _decode(path: Path, start: int, end: int | None, stride: int, seek: bool) ->
         if not container.streams.video:
             raise VideoReadError(f"{path}: the file has no video stream")
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
+        if end is None and not seek:
+            # Frame threading only where the loop runs to the end: leaving a frame-threaded decoder
+            # early can hang forever in avcodec_free_context once torchvision (which ComfyUI imports)
+            # is loaded with its own FFmpeg (PyAV#1849, pytorch/vision#9010; seen with torchvision
+            # 0.21). Ranges keep PyAV's slice threading.
+            stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else None
         base = stream.time_base
