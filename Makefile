@@ -6,7 +6,7 @@ PYTEST_ARGS ?=
 COMFYUI ?=
 LANE := $(PY) scripts/lanes.py run "$(COMFYUI)" --
 
-.PHONY: setup demo test test-fast models bench clean gpu-bundle gpu-check gpu-world gpu-twin
+.PHONY: setup demo test test-fast models bench clean gpu-bundle gpu-check gpu-world gpu-twin torch-floor
 
 setup:  ## venv, torch, ComfyUI v0.28.2 + 0.3.75 (or COMFYUI_PATH), all Python deps, chromium for browser tests
 	bash scripts/setup.sh
@@ -42,6 +42,13 @@ gpu-world:  ## the GPU-scale synthetic world + its experiment (<= 8 min on one H
 gpu-twin: gpu-bundle  ## before a GPU lending: gpu-check's and gpu-world's CPU smoke runs on the GPU machine's Python 3.12, torch 2.11 and the restored bundle (.cache/gpu-twin, ~5 GB; docs/gpu.md)
 	$(PY) scripts/gpu_twin.py build
 	$(PY) scripts/gpu_twin.py run $(GPU_TWIN_ARGS)
+
+# The oldest torch the pack supports (iad/torch_support.py); TORCH_FLOOR_ARGS="--torch 2.5.1" probes another.
+TORCH_FLOOR_ARGS ?=
+
+torch-floor: setup  ## the suite but browser and slow tests on the oldest supported torch (2.6) with ComfyUI 0.3.75 (.cache/torch-floor, ~5 GB, ~10 min; docs/architecture.md)
+	$(PY) scripts/torch_floor.py build $(TORCH_FLOOR_ARGS)
+	$(PY) scripts/torch_floor.py run $(TORCH_FLOOR_ARGS) $(PYTEST_ARGS)
 
 clean:  ## remove generated models, test artefacts and the demo instance (keeps .venv and ComfyUI)
 	rm -rf .cache test-artifacts .demo

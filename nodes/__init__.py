@@ -68,4 +68,15 @@ class IaDExtension(ComfyExtension):
 
 async def comfy_entrypoint() -> IaDExtension:
     register_model_folders()
+    _warn_about_an_old_torch()
     return IaDExtension()
+
+
+def _warn_about_an_old_torch() -> None:
+    import torch
+
+    from ..iad.torch_support import below_floor_warning
+
+    warning = below_floor_warning(torch.__version__)
+    if warning:
+        log.warning("[ComfyUI-IaD] %s", warning)

@@ -42,6 +42,17 @@ def device_name(device: str, local_rank: int, cuda_available: bool) -> str:
     return device
 
 
+def require_fsdp2() -> None:
+    """FSDP here is FSDP2's ``fully_shard``: a torch below its tested floor is refused by name before any
+    process group starts (DDP works there). ``IAD_FSDP_BELOW_FLOOR=1`` lets it run anyway, for
+    scripts/torch_floor.py's probes that measure where the floor is."""
+    from ..torch_support import fsdp_refusal
+
+    refusal = fsdp_refusal(torch.__version__)
+    if refusal and os.environ.get("IAD_FSDP_BELOW_FLOOR") != "1":
+        raise ValueError(refusal)
+
+
 def setup(strategy: str, backend: str, device: str) -> DistState:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -51,6 +62,8 @@ def setup(strategy: str, backend: str, device: str) -> DistState:
         torch.cuda.set_device(dev)
     if strategy == "auto":
         strategy = "ddp" if world > 1 else "none"
+    if strategy == "fsdp":
+        require_fsdp2()
     if strategy in ("ddp", "fsdp") and "RANK" not in os.environ:
         if strategy == "ddp":
             strategy = "none"     # one process: DDP would only add overhead
