@@ -44,6 +44,10 @@ def test_the_floor_is_one_number_and_each_torch_release_names_its_torchvision_an
     assert torch_floor.release(torch_floor.FLOOR) == (torch_floor.FLOOR, *torch_floor.RELEASES[torch_floor.FLOOR])
     with pytest.raises(SystemExit, match="2.3.1.*RELEASES"):
         torch_floor.release("2.3.1")
+    if torch_floor.LANE not in torch_floor.lanes.lanes():   # your own ComfyUI as the only lane (COMFYUI_PATH)
+        with pytest.raises(SystemExit, match="needs the ComfyUI 0.3.75 lane: make setup"):
+            torch_floor.run_env(torch_floor.FLOOR)
+        return
     env = torch_floor.run_env(torch_floor.FLOOR)
     assert env["IAD_LANE"] == f"0.3.75-torch{torch_floor.FLOOR}" and "torch-floor" in env["IAD_CACHE_DIR"]
 
