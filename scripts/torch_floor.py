@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 import lanes  # noqa: E402
+from gpu_bundle import canonical  # noqa: E402
 from iad.torch_support import OLDEST_TORCH, OLDEST_TORCH_FOR_FSDP, release_of  # noqa: E402
 
 FLOOR_DIR = ROOT / ".cache" / "torch-floor"
@@ -48,16 +49,12 @@ RELEASES = {
 # The release of the oldest torch the pack supports (iad/torch_support.py), and of FSDP's.
 FLOOR = next(v for v in RELEASES if release_of(v) == OLDEST_TORCH)
 FSDP_FLOOR = next(v for v in RELEASES if release_of(v) == OLDEST_TORCH_FOR_FSDP)
-# What the floor venv takes from torch's own resolution instead of this environment: the torch
-# family and the CUDA libraries each torch build pins.
 # The multi-process training tests (marked slow, so not in the fast selection): DDP, and FSDP, which has
 # a floor of its own.
 DISTRIBUTED_TESTS = "tests/test_train_distributed.py"
+# What the floor venv takes from torch's own resolution instead of this environment: the torch
+# family and the CUDA libraries each torch build pins.
 TORCH_OWNED = re.compile(r"^(torch|torchvision|torchaudio|triton|nvidia-.*|cuda-.*)$")
-
-
-def canonical(name: str) -> str:
-    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def other_packages(freeze: list[str], torch_needs: dict[str, list[str]]) -> tuple[list[str], list[str]]:
