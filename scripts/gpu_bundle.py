@@ -133,6 +133,13 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def installed_versions(python: str | Path) -> dict[str, str]:
+    """{canonical name: version} of what the environment of ``python`` has installed (pip list)."""
+    out = subprocess.run([str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
+                         capture_output=True, text=True, check=True).stdout
+    return {canonical(d["name"]): d["version"] for d in json.loads(out)}
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

@@ -106,12 +106,6 @@ def image_needs(comfyui: Path, site: Path) -> dict:
     return {"install": sorted(install), "neither_image_nor_bundle": sorted(not_in_image)}
 
 
-def _installed(python: Path) -> dict[str, str]:
-    out = subprocess.run([str(python), "-m", "pip", "list", "--format=json", "--disable-pip-version-check"],
-                         capture_output=True, text=True, check=True).stdout
-    return {gpu_bundle.canonical(d["name"]): d["version"] for d in json.loads(out)}
-
-
 def build(python_explicit: str | None, bundle: Path) -> dict:
     if not (bundle / "manifest.json").is_file():
         raise SystemExit(f"no bundle in {bundle}: run `make gpu-bundle` first")
@@ -128,13 +122,13 @@ def build(python_explicit: str | None, bundle: Path) -> dict:
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in sorted(gpu_bundle.IMAGE_VERSIONS.items())))
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-c", str(constraints),
                     *needs["install"]], check=True)
-    extra = sorted(n for n in _installed(python) if n not in gpu_bundle.GPU_IMAGE_PACKAGES)
+    extra = sorted(n for n in gpu_bundle.installed_versions(python) if n not in gpu_bundle.GPU_IMAGE_PACKAGES)
     if extra:   # pip brought them for an image package; on the GPU machine only the bundle can bring them
         subprocess.run([str(python), "-m", "pip", "uninstall", "-q", "-y", *extra], check=True)
     shutil.rmtree(TWIN / "tests-site", ignore_errors=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps", "--target",
                     str(TWIN / "tests-site"), *TESTS_ONLY], check=True)
-    installed = _installed(python)
+    installed = gpu_bundle.installed_versions(python)
     pinned = {n: v for n, v in gpu_bundle.IMAGE_VERSIONS.items() if n in installed}
     wrong = {n: (v, installed[n]) for n, v in pinned.items() if installed[n] != v}
     if wrong:

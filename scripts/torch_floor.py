@@ -32,8 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 import lanes  # noqa: E402
-from gpu_bundle import canonical  # noqa: E402
-from iad.torch_support import OLDEST_TORCH, OLDEST_TORCH_FOR_FSDP, release_of  # noqa: E402
+from gpu_bundle import canonical, installed_versions  # noqa: E402
+from iad.torch_support import OLDEST_TORCH, OLDEST_TORCH_FOR_FSDP, fsdp_refusal, release_of  # noqa: E402
 
 FLOOR_DIR = ROOT / ".cache" / "torch-floor"
 LANE = "0.3.75"
@@ -125,11 +125,6 @@ def torch_needs(python: Path) -> dict[str, list[str]]:
     return json.loads(out)
 
 
-def _installed(python: Path) -> dict[str, str]:
-    out = _pip(python, "list", "--format=json", capture=True).stdout
-    return {canonical(d["name"]): d["version"] for d in json.loads(out)}
-
-
 def build(version: str) -> dict:
     torch_v, vision_v, audio_v = release(version)
     home = FLOOR_DIR / torch_v
@@ -142,7 +137,7 @@ def build(version: str) -> dict:
     if keep:
         _pip(python, "install", "-q", "--no-deps", *keep)
     check = _pip(python, "check", capture=True)
-    installed = _installed(python)
+    installed = installed_versions(python)
     record = {"python": subprocess.run([str(python), "-c", "import platform; print(platform.python_version())"],
                                        capture_output=True, text=True, check=True).stdout.strip(),
               "torch": installed.get("torch"), "torchvision": installed.get("torchvision"),
@@ -180,7 +175,7 @@ def run(version: str, only: str | None, pytest_args: list[str]) -> int:
     failed = []
     for name in names:
         env = run_env(torch_v)
-        if name == "fsdp" and release_of(torch_v) < OLDEST_TORCH_FOR_FSDP:
+        if name == "fsdp" and fsdp_refusal(torch_v):
             if only != "fsdp":
                 # The trainer refuses FSDP here; the fast suite's tests/test_torch_floor.py checks that refusal.
                 print(f"[torch-floor] fsdp: not run: the trainer refuses FSDP below torch {FSDP_FLOOR} (--only fsdp "
