@@ -5,10 +5,15 @@ CPU smoke run and the bundle: test_gpu_check_bundle.py (collected in the v0.28.2
 
 from __future__ import annotations
 
+import base64
+import csv
+import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -83,6 +88,46 @@ def test_wheel_tags_are_judged_for_the_gpu_machine():
     assert "glibc 2.34" in fits("x-1-cp312-cp312-manylinux_2_34_x86_64.whl", "3.12")
     assert "not a manylinux x86_64" in fits("x-1-cp312-cp312-manylinux_2_28_aarch64.whl", "3.12")
     assert "not a manylinux x86_64" in fits("x-1-cp312-cp312-win_amd64.whl", "3.12")
+
+
+def _record_row(folder, name: str) -> list[str]:
+    data = (folder / name).read_bytes()
+    return [name, "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode(), str(len(data))]
+
+
+def test_the_bundle_strips_debug_sections_and_the_stripped_library_still_loads(tmp_path):
+    """av's Cython modules carry 25 MB of DWARF: the bundle strips it (5 MiB of the 64) and rewrites the
+    wheel's RECORD, which the GPU machine checks every file against. markupsafe's speed-up module here is
+    built the same way (with debug information): stripped, it still imports and escapes."""
+    import markupsafe._speedups as speedups
+
+    source = Path(speedups.__file__)
+    assert gpu_bundle.has_debug_sections(source), "the stand-in must carry debug sections"
+    folder = tmp_path / "wheel"
+    (folder / "markupsafe").mkdir(parents=True)
+    (folder / "x-1.dist-info").mkdir()
+    library = f"markupsafe/{source.name}"
+    shutil.copy(source, folder / library)
+    (folder / "markupsafe/__init__.py").write_text("")
+    names = [library, "markupsafe/__init__.py", "x-1.dist-info/RECORD"]
+    with open(folder / names[-1], "w", newline="") as f:
+        csv.writer(f, lineterminator="\n").writerows([_record_row(folder, n) for n in names[:2]] + [[names[-1], "", ""]])
+    before = (folder / library).read_bytes()
+
+    stripped = gpu_bundle.strip_debug(folder, names)
+    assert stripped["files"] == 1 and stripped["bytes_removed"] == len(before) - (folder / library).stat().st_size > 0
+    assert not gpu_bundle.has_debug_sections(folder / library)
+    assert not gpu_bundle.has_debug_sections(folder / "markupsafe/__init__.py")
+    gpu_bundle._check_record(folder)   # RECORD matches the stripped file, as restore checks it
+    assert gpu_bundle.strip_debug(folder, names) == {"files": 0, "bytes_removed": 0}   # nothing left to strip
+    code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('markupsafe._speedups', sys.argv[1]); "
+            "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(m._escape_inner('<a & b>'))")
+    done = subprocess.run([sys.executable, "-c", code, str(folder / library)], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.strip() == "&lt;a &amp; b&gt;", done.stderr
+
+    (folder / library).write_bytes(before[:-1] + bytes([before[-1] ^ 1]))   # a damaged file is still caught
+    with pytest.raises(SystemExit, match="does not match its RECORD"):
+        gpu_bundle._check_record(folder)
 
 
 def test_the_twin_installs_the_image_packages_that_comfyui_the_pack_and_the_bundle_require(tmp_path):

@@ -94,6 +94,8 @@ def test_the_bundle_fits_in_64_mib_with_the_working_tree_and_is_for_the_gpu_mach
     assert {gpu_bundle.canonical(f.split("-")[0]) for f in files} >= {"av", "comfy-aimdo", "comfy-kitchen", "sqlalchemy",
                                                                         "torchsde", "insightface", "pydantic"}
     assert all(gpu_bundle.wheel_fits(f, "3.12") is None for f in files), files
+    av = next(w for w in manifest["wheels"] if w["file"].startswith("av-"))   # its DWARF: 5 MiB of the 64
+    assert manifest["strip"] and av["debug_stripped"]["files"] > 0 and av["debug_stripped"]["bytes_removed"] > 20 * 10**6
     cache = REPO_ROOT / ".cache" / "gpu-wheels" / "cp312"
     assert gpu_bundle.unmet_requirements([cache / f for f in files], "3.12") == []
     for archive in manifest["archives"]:
@@ -126,6 +128,7 @@ def test_the_restored_bundle_starts_a_server_with_the_pack_on_the_gpu_images_pac
     real, copy = (json.loads((b / "manifest.json").read_text()) for b in (bundle, twin))
     assert [w["requirement"] for w in copy["wheels"]] == [w["requirement"] for w in real["wheels"]]
     paths = gpu_bundle.restore(twin, tmp_path / "restored")
+    assert not gpu_bundle.has_debug_sections(Path(paths["site"]) / "av" / "_core.abi3.so")   # stripped; the server imports it
     image = gpu_image.build_image_folder(tmp_path / "image", Path(paths["comfyui"]))
     assert "torch" in image["linked"] and not {"av", "sqlalchemy", "comfy-kitchen", "insightface"} & set(image["linked"])
     env = {**_clean_env(), "PYTHONPATH": os.pathsep.join([paths["site"], str(tmp_path / "image")])}
