@@ -231,11 +231,15 @@ def download(requirement: str, pure: bool, python_version: str, cache: Path) -> 
     return sorted(found())[0]
 
 
+def metadata_requires(metadata: str) -> list[str]:
+    """The ``Requires-Dist`` requirements of a distribution's METADATA text."""
+    return [line.split(":", 1)[1].strip() for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+
+
 def requires_dist(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as z:
         meta = next(n for n in z.namelist() if n.endswith(".dist-info/METADATA"))
-        text = z.read(meta).decode()
-    return [line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("Requires-Dist:")]
+        return metadata_requires(z.read(meta).decode())
 
 
 def marker_env(python_version: str) -> dict:

@@ -94,8 +94,7 @@ def image_needs(comfyui: Path, site: Path) -> dict:
     wanted = _names((comfyui / "requirements.txt").read_text().splitlines())
     wanted += _names((ROOT / "requirements.txt").read_text().splitlines())
     for meta in sorted(site.glob("*.dist-info/METADATA")):
-        wanted += _names(line.split(":", 1)[1] for line in meta.read_text(errors="replace").splitlines()
-                         if line.startswith("Requires-Dist:") and "extra ==" not in line)
+        wanted += _names(gpu_bundle.metadata_requires(meta.read_text(errors="replace")))   # extras: MARKER_ENV has none
     wanted += list(HARNESS_NEEDS)
     install, not_in_image = set(), set()
     for name in wanted:
