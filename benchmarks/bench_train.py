@@ -11,7 +11,8 @@ generated in the real key layout) at a small resolution (256x256, 17 frames -> l
 Throughput is the steady state: the samples of the steps after ``--warmup`` over their time (the
 first steps carry allocator and kernel warm-up). Each configuration runs ``--rounds`` times, the
 rounds interleaved (a drift in the machine's load hits every configuration alike); the table gives
-the median and the range, and a ratio counts only where the ranges do not overlap.
+the median and the range, and a ratio counts only where the ranges do not overlap. Each run also
+prints a ``RUN {json}`` line as it ends (what make gpu-check keeps of a run stopped at its cap).
 
     .venv/bin/python benchmarks/bench_train.py [--steps 200] [--warmup 20] [--rounds 3] [--gpu]
         [--latent C,T,H,W] [--batch N]
@@ -140,6 +141,8 @@ def _compare(args, parser, work: Path) -> None:
                 print(f"{name}: failed\n{done.stderr[-3000:]}")
                 continue
             runs[name].append(json.loads(line[0][7:]))
+            # each run as it ends: a caller that stops this at a deadline keeps the runs made (gpu-check)
+            print("RUN " + json.dumps({"configuration": name, "round": round_index, **runs[name][-1]}), flush=True)
     rows = []
     for name, results in runs.items():
         if results:

@@ -27,7 +27,8 @@ import gpu_twin  # noqa: E402
 sys.path.pop(0)
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 from gpu import report  # noqa: E402
-from gpu.train_phases import parse_bench_train  # noqa: E402
+from gpu.server_phase import compare  # noqa: E402
+from gpu.train_phases import _run_group, parse_bench_runs, parse_bench_train  # noqa: E402
 
 sys.path.pop(0)
 
@@ -72,11 +73,77 @@ def test_bench_train_takes_a_latent_shape_and_batch_and_refuses_a_bad_one():
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "48x32x5 frames (latent 16x2x4x6), batch 1, CPU" in done.stdout, done.stdout[-2000:]
     assert len(parse_bench_train(done.stdout)) == 4
+    runs = parse_bench_runs(done.stdout)   # one line per run as it ends: what a cut run keeps
+    assert [(r["configuration"], r["round"]) for r in runs] == [(r["configuration"], 0) for r in parse_bench_train(done.stdout)]
+    assert all(r["samples_per_s"] > 0 and r["loss_first"] == r["loss_first"] for r in runs)
     for bad in ("16,2,4", "4,2,4,4", "16,2,3,4", "16,x,4,4"):
         refused = subprocess.run([*bench, "--latent", bad], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
         assert refused.returncode == 2 and "--latent must be C,T,H,W with C = 16" in refused.stderr, refused.stderr
     refused = subprocess.run([*bench, "--batch", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--batch must be at least 1" in refused.stderr, refused.stderr
+
+
+def test_a_stopped_subprocess_takes_its_children_along_and_keeps_its_output(tmp_path):
+    """bench_train.py and torchrun start children that hold the GPU: at the phase's deadline the whole
+    process group goes, and the lines printed before it are kept (the runs that ended)."""
+    pid_file = tmp_path / "child.pid"
+    script = (f"import subprocess, sys, time; child = subprocess.Popen(['sleep', '60']); open({str(pid_file)!r}, 'w')"
+              f".write(str(child.pid)); print('RUN {{\"configuration\": \"a\", \"round\": 0}}', flush=True); time.sleep(60)")
+    start = time.monotonic()
+    done = _run_group([sys.executable, "-c", script], None, timeout=3)
+    assert done.timed_out and time.monotonic() - start < 20
+    assert parse_bench_runs(done.stdout) == [{"configuration": "a", "round": 0}]
+    child = int(pid_file.read_text())
+    for _ in range(50):   # the grandchild was killed with the group (reaped by init)
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the child outlived its group")
+    done = _run_group([sys.executable, "-c", "print('fine')"], None, timeout=30)
+    assert not done.timed_out and done.returncode == 0 and done.stdout.strip() == "fine"
+
+
+def _probe(steps, calls=3, peak=None, used=None, resident=(), dynamic=True):
+    return {"steps_s": steps, "model_calls_per_step": [1] * calls, "peak_bytes_per_device": peak,
+            "allocated_at_first_step": 0 if peak else None, "device_used_peak_bytes_per_device": used,
+            "resident_at_first_step": [{"model": m, "device": "cuda:0", "loaded_bytes": b} for m, b in resident],
+            "dynamic_vram": dynamic}
+
+
+def test_an_experiments_figures_from_its_runs_as_they_come():
+    """gpu-check's server phase: the figures of one experiment, rewritten after each run (a cut experiment
+    keeps what it measured), with both memories (torch's allocator, without the weights dynamic VRAM
+    holds; the device's used memory, with them) and the A/A control of bit identity."""
+    import torch
+
+    latent = torch.zeros(1, 16, 2, 8, 8)
+    wan = ("WAN21", 2_800_000_000)
+
+    def run(steps, peak, used, resident, value=0.0):
+        return {"latent": latent + value, "seconds": 1.0, "probe": _probe(steps, peak=[peak], used=[used], resident=resident)}
+
+    runs = {"without": [run([9.0, 1.0, 1.0], 100, 3000, [wan])]}
+    partial = compare(runs, "without", "with", "again", "zero")
+    assert "ratio_with_to_without" not in partial and partial["dynamic_vram"] is True
+    assert partial["resident_when_steps_began"]["without"][0]["model"] == "WAN21"
+    runs["with"] = [run([9.0, 1.2, 1.2], 160, 3400, [wan, ("IdentityAdapter", 300)], value=0.5)]
+    runs["again"] = [run([9.0, 1.1, 1.1], 100, 3000, [wan])]
+    out = compare(runs, "without", "with", "again", "zero")
+    assert abs(out["ratio_with_to_without"] - 1.2) < 1e-9 and abs(out["aa_ratio"] - 1.1) < 1e-9   # first step left out
+    assert out["aa_bit_identical"] is True and out["identity_changes_latent"] is True and "weight0_bit_identical" not in out
+    assert out["peak_added_by_identity_bytes"] == 60 and out["device_used_added_by_identity_bytes"] == 400
+    runs["zero"] = [run([9.0, 1.0, 1.0], 100, 3000, [wan], value=1e-7)]
+    assert compare(runs, "without", "with", "again", "zero")["weight0_bit_identical"] is False
+    runs["again"] = [run([9.0, 1.0, 1.0], 100, 3000, [wan], value=1e-7)]
+    assert compare(runs, "without", "with", "again", "zero")["aa_bit_identical"] is False
+    cpu = {name: [{**r[0], "probe": _probe(r[0]["probe"]["steps_s"], dynamic=False)}] for name, r in runs.items()}
+    out = compare(cpu, "without", "with", "again", "zero")     # the CPU smoke run: no CUDA memory figures
+    assert "peak_added_by_identity_bytes" not in out and "device_used_peak_bytes" not in out and out["dynamic_vram"] is False
 
 
 def test_wheel_tags_are_judged_for_the_gpu_machine():

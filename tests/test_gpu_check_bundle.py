@@ -61,6 +61,15 @@ def test_cpu_smoke_runs_every_phase(tmp_path):
         assert server[key]["weight0_bit_identical"] is True, key
         assert server[key]["identity_changes_latent"] is True, key
         assert server[key]["ratio_with_to_without"] > 0
+    for key, base, patched, again in (("iad_apply_wan1.3B_bf16", "without IaD", "with IaD", "without IaD again"),
+                                      ("lynx_wan14B_slice_bf16", "without Lynx", "Lynx full (ID + ref)", "without Lynx again")):
+        assert server[key]["aa_bit_identical"] is True, key    # the A/A control of weight 0's bit identity
+        resident = server[key]["resident_when_steps_began"]
+        assert len(resident[patched]) > len(resident[base]) >= 1, (key, resident)   # the adapters load with the identity
+    # every experiment starts with the models unloaded: the one after IaD Apply's begins without its adapter
+    resident = [server[k]["resident_when_steps_began"] for k in ("iad_apply_wan1.3B_bf16", "context_windows_wan1.3B_bf16")]
+    assert [m["model"] for m in resident[1]["windows alone"]] == [m["model"] for m in resident[0]["without IaD"]], resident
+    assert server["iad_apply_wan1.3B_bf16"]["dynamic_vram"] is False     # --cpu: no dynamic VRAM
     windows = server["context_windows_wan1.3B_bf16"]["model_calls_per_step"]["windows alone"]
     assert min(windows) >= 2, windows        # the windows were used: more than one model call per step
     assert server["multigpu"]["equal_within_1e_3_relative"] is True    # the two-CPU-device stand-in
@@ -71,6 +80,7 @@ def test_cpu_smoke_runs_every_phase(tmp_path):
     assert {k.split(",")[0] for k in trained} >= {"adapter", "base", "vae", "ddp"}, train
     assert all(v["losses_finite"] and v["checkpoint_written"] for k, v in trained.items() if k != "ddp, one process")
     assert len(data["phases"]["bench_train"]["figures"]["rows"]) == 4
+    assert len(data["phases"]["bench_train"]["figures"]["runs"]) == 4      # one RUN line per run, as each ends
 
 
 @pytest.fixture(scope="module")

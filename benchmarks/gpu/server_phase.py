@@ -1,13 +1,18 @@
 """Phase "server": a real ComfyUI v0.28.2 server (on the GPU: no --cpu, its default dynamic-VRAM model
 management) runs IaD Apply, the Lynx nodes and a context-window graph on the generated models.
 
-Each experiment queues graphs side by side (without and with the identity, alternating, then the
-unpatched graph again as the A/A control and weight 0) and reads ``IaDGpuCheckProbe``'s record of every
-sampling step: its time (the device synchronised), its model calls, the peak of
-``torch.cuda.max_memory_allocated`` from the first step on. A run's first step warms up and is left
-out. Figures, per experiment: step time with / without (median of the steps, and the ratio), the A/A
-ratio (the noise floor), peak memory with / without, whether weight 0 is bit-identical to the graph
-without IaD and whether the identity changes the latent. Each is written as soon as it is measured.
+Each experiment starts with every model unloaded (``POST /free``: so each one's first run without the
+identity starts with no adapter on the device, whatever the experiment before it left there), queues
+graphs side by side (without and with the identity, alternating, then the unpatched graph again as
+the A/A control and weight 0) and reads ``IaDGpuCheckProbe``'s record of every sampling step: its time
+(the device synchronised), its model calls, the peak of ``torch.cuda.max_memory_allocated`` from the
+first step on (torch's allocator: without the weights dynamic VRAM holds), the device's used memory
+(all allocators) and the models on the device when sampling began. A run's first step warms up and
+is left out. Figures, per experiment: step time with / without (median of the steps, and the ratio),
+the A/A ratio (the noise floor) and whether the A/A latents are bit-identical, both peaks with /
+without, whether weight 0 is bit-identical to the graph without IaD and whether the identity changes
+the latent. The record is rewritten after every run (``partial: k of n runs``), so a phase stopped at
+its cap keeps what it measured.
 """
 
 from __future__ import annotations
@@ -130,28 +135,56 @@ def _peak(probe: dict) -> int | None:
     return max(peaks) if peaks else None
 
 
+def _device_used(probe: dict) -> int | None:
+    used = probe.get("device_used_peak_bytes_per_device")
+    return max(used) if used else None
+
+
 def compare(runs: dict[str, dict], base: str, patched: str, again: str | None, zero: str | None) -> dict:
-    """The headline figures of one experiment from its runs (names: lists of runs of one graph)."""
+    """The headline figures of one experiment from its runs (names: lists of runs of one graph); the
+    runs not made yet are left out."""
     steps = {name: [t for r in rs for t in _timed(r["probe"])] for name, rs in runs.items()}
     median = {name: statistics.median(v) for name, v in steps.items() if v}
-    out = {"median_step_s": median, "ratio_with_to_without": median[patched] / median[base],
+    out = {"median_step_s": median,
            "runs": {name: [round(r["seconds"], 2) for r in rs] for name, rs in runs.items()},
-           "model_calls_per_step": {name: rs[0]["probe"]["model_calls_per_step"] for name, rs in runs.items()}}
-    if again:
+           "model_calls_per_step": {name: rs[0]["probe"]["model_calls_per_step"] for name, rs in runs.items()},
+           "dynamic_vram": runs[base][0]["probe"].get("dynamic_vram"),
+           "resident_when_steps_began": {name: rs[0]["probe"].get("resident_at_first_step") for name, rs in runs.items()}}
+    if patched not in runs:
+        return out
+    out["ratio_with_to_without"] = median[patched] / median[base]
+    if again in runs:
         out["aa_ratio"] = median[again] / median[base]
+        out["aa_bit_identical"] = torch.equal(runs[base][0]["latent"], runs[again][0]["latent"])
     peaks = {name: _peak(rs[0]["probe"]) for name, rs in runs.items()}
     if peaks.get(base) is not None:
+        # torch's allocator only: activations, cast buffers and the adapters (plain ModelPatchers); under
+        # dynamic VRAM the diffusion model's weights are not in it (docs/gpu.md, "Memory")
         out["peak_max_memory_allocated_bytes"] = peaks
         out["peak_added_by_identity_bytes"] = peaks[patched] - peaks[base]
         out["allocated_when_steps_began"] = {name: rs[0]["probe"]["allocated_at_first_step"] for name, rs in runs.items()}
+        used = {name: _device_used(rs[0]["probe"]) for name, rs in runs.items()}
+        out["device_used_peak_bytes"] = used
+        out["device_used_added_by_identity_bytes"] = used[patched] - used[base]
     reference, changed = runs[base][0]["latent"], runs[patched][0]["latent"]
     out["identity_changes_latent"] = not torch.equal(reference, changed)
     out["latent_max_abs_difference"] = float((changed.float() - reference.float()).abs().max())
     out["latent_max_abs"] = float(reference.float().abs().max())
     out["latent_finite"] = bool(torch.isfinite(changed).all())
-    if zero:
+    if zero in runs:
         out["weight0_bit_identical"] = torch.equal(reference, runs[zero][0]["latent"])
     return out
+
+
+def unload_models(server: CheckServer) -> None:
+    """Every model off the device before an experiment (ComfyUI's own ``POST /free``; the node cache is
+    kept, so nothing is read from disk again). The prompt worker applies it as soon as the flag wakes it,
+    when the queue is empty, then collects garbage and empties torch's cache: the pause makes sure that
+    is done before the next prompt arrives (the first run's ``resident_when_steps_began`` shows it)."""
+    status, body = server.request("POST", "/free", {"unload_models": True})
+    if status != 200:
+        raise RuntimeError(f"POST /free -> HTTP {status}: {body[:300]!r}")
+    time.sleep(2.0)
 
 
 def experiment(s: Run, key: str, order: list[tuple[str, object]], base: str, patched: str, again: str | None,
@@ -163,14 +196,16 @@ def experiment(s: Run, key: str, order: list[tuple[str, object]], base: str, pat
     runs: dict[str, list] = {}
     started = time.perf_counter()
     try:
+        unload_models(s.server)
         for index, (name, make) in enumerate(order):
             tag = f"{key}-{name}-{index}".replace(" ", "_").replace("/", "_")
             runs.setdefault(name, []).append(s.run(tag, make(tag)))
-        s.log.set(key, {"status": "ok", "seconds": round(time.perf_counter() - started, 1),
-                        **compare(runs, base, patched, again, zero)})
+            done = index + 1 == len(order)
+            s.log.set(key, {"status": "ok" if done else f"partial: {index + 1} of {len(order)} runs",
+                            "seconds": round(time.perf_counter() - started, 1), **compare(runs, base, patched, again, zero)})
     except Exception as exc:  # noqa: BLE001 - one experiment's failure is a figure; the others still run
-        s.log.set(key, {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[-4000:],
-                        "server_log_tail": s.server.log_tail(3000)})
+        s.log.set(key, {**s.log.data["figures"].get(key, {}), "status": "failed",   # the runs made so far stay
+                        "error": f"{type(exc).__name__}: {exc}"[-4000:], "server_log_tail": s.server.log_tail(3000)})
 
 
 def multigpu(s: Run, smoke: bool) -> None:
@@ -257,9 +292,12 @@ def run(log, smoke: bool, work: Path) -> None:
                 continue
             bits = [] if key == "multigpu" else [f"step ratio {f['ratio_with_to_without']:.3f}"]
             if "aa_ratio" in f:
-                bits.append(f"A/A {f['aa_ratio']:.3f}")
+                bits.append(f"A/A {f['aa_ratio']:.3f} (latents bit-identical {f['aa_bit_identical']})")
             if "peak_added_by_identity_bytes" in f:
-                bits.append(f"peak +{f['peak_added_by_identity_bytes'] / 2**20:.0f} MiB")
+                bits.append(f"torch-allocator peak +{f['peak_added_by_identity_bytes'] / 2**20:.0f} MiB, device used "
+                            f"+{f['device_used_added_by_identity_bytes'] / 2**20:.0f} MiB")
+            if key != "multigpu":
+                bits.append(f"dynamic VRAM {'on' if f.get('dynamic_vram') else 'off'}")
             if "weight0_bit_identical" in f:
                 bits.append(f"weight 0 bit-identical {f['weight0_bit_identical']}")
             if "equal_within_1e_3_relative" in f:

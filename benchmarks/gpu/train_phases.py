@@ -14,11 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
+import types
 from pathlib import Path
 
 import torch
@@ -33,6 +35,17 @@ def _device(smoke: bool) -> str:
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def _warm_up(device: str) -> None:
+    """cuBLAS and the attention kernels start on their first call, not with the CUDA context: one bf16
+    matmul and one SDPA call first, so that the first configuration measured does not pay for them."""
+    if device != "cuda":
+        return
+    x = torch.randn(4, 8, 256, 64, device=device, dtype=torch.bfloat16)
+    torch.nn.functional.scaled_dot_product_attention(x, x, x)
+    x.flatten(0, 1) @ x.flatten(0, 1).transpose(-1, -2)
+    _sync()
 
 
 # -- identity ------------------------------------------------------------------------------------
@@ -57,6 +70,7 @@ def identity(log, smoke: bool, work: Path) -> None:
     }
     nodes = af.module("nodes.iad_nodes")
     faces = af.face_embeds(count=3)
+    _warm_up(device)
     out = {}
     for name, config in configs.items():
         adapter = adapter_module.IdentityAdapter.random(config, seed=0).to(device, torch.bfloat16)
@@ -112,6 +126,7 @@ def train(log, smoke: bool, work: Path) -> None:
     data = train_data.ensure_prepared(persons=4, clips_per_person=2)
     student = tiny.ensure(tiny.WanVAESpec("iad-tiny-wan2.1-vae-student.safetensors", seed=5))
     log.set("dataset_s", round(time.perf_counter() - started, 1))
+    _warm_up(device)
     results, failed = {}, []
     for mode in ("adapter", "base", "vae"):
         for precision in ("fp32", "bf16"):
@@ -146,7 +161,8 @@ def train(log, smoke: bool, work: Path) -> None:
                 if results[key]["status"] != "ok":
                     failed.append(key)
                 log.set(key, results[key])
-    ddp = _ddp(data, work, device, steps) if log.left() > 40 else {"status": f"not run: {log.left():.0f} s left"}
+    ddp = _ddp(data, work, device, steps, timeout=log.left() - 5) if log.left() > 40 else \
+        {"status": f"not run: {log.left():.0f} s left"}
     log.set("ddp, one process", ddp)
     if ddp["status"] != "ok":
         failed.append("ddp, one process")
@@ -156,14 +172,33 @@ def train(log, smoke: bool, work: Path) -> None:
                          "DDP on one device": ddp["status"] + (f" ({ddp.get('backend')})" if ddp.get("backend") else "")})
 
 
+def _run_group(command: list[str], env: dict | None, timeout: float) -> types.SimpleNamespace:
+    """``command`` in a process group of its own, its output kept; at ``timeout`` the whole group is
+    killed (bench_train.py's and torchrun's children too, which would otherwise keep the GPU) and the
+    output so far is returned, with ``timed_out``."""
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=max(timeout, 1.0))
+        return types.SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr, timed_out=False)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        stdout, stderr = process.communicate()
+        return types.SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr, timed_out=True)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _ddp(data: Path, work: Path, device: str, steps: int) -> dict:
-    """torchrun, one process, strategy ddp: NCCL on the GPU, gloo on the CPU."""
+def _ddp(data: Path, work: Path, device: str, steps: int, timeout: float) -> dict:
+    """torchrun, one process, strategy ddp: NCCL on the GPU, gloo on the CPU; stopped (its process group
+    with it) at ``timeout``, inside the phase's cap."""
     backend = "nccl" if device == "cuda" else "gloo"
     out = work / "train" / "ddp"
     config = _config(data, out, "adapter", "bf16" if device == "cuda" else "fp32", False, device, steps, Path())
@@ -175,8 +210,10 @@ def _ddp(data: Path, work: Path, device: str, steps: int) -> dict:
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--master_addr", "127.0.0.1",
                "--master_port", str(_free_port()), "-m", "iad.train", str(path)]
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    done = _run_group(command, env, min(240.0, timeout))
     record = {"backend": backend, "seconds": round(time.perf_counter() - start, 1), "returncode": done.returncode}
+    if done.timed_out:
+        record["timed_out_after_s"] = round(min(240.0, timeout))
     checkpoint = out / f"{config['name']}.safetensors"
     logged = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()] if (out / "log.jsonl").is_file() else []
     record["status"] = "ok" if done.returncode == 0 and checkpoint.is_file() else "failed"
@@ -203,15 +240,27 @@ def parse_bench_train(text: str) -> list[dict]:
     return rows
 
 
+def parse_bench_runs(text: str) -> list[dict]:
+    """bench_train.py's ``RUN`` lines: one per run, printed as each ends."""
+    return [json.loads(line[4:]) for line in text.splitlines() if line.startswith("RUN {")]
+
+
 def bench_train(log, smoke: bool, work: Path) -> None:
     args = ["--steps", "3", "--warmup", "1", "--rounds", "1"] if smoke else ["--gpu", "--steps", "30", "--warmup", "10", "--rounds", "2"]
     command = [sys.executable, str(REPO / "benchmarks" / "bench_train.py"), *args]
     log.set("command", " ".join(["python3", "benchmarks/bench_train.py", *args]))
-    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=max(log.left() - 5, 10))
+    done = _run_group(command, None, max(log.left() - 5, 10))
+    runs = parse_bench_runs(done.stdout)
+    log.set("runs", runs)
     table = done.stdout[done.stdout.find("iad.train throughput"):] if "iad.train throughput" in done.stdout else ""
     log.set("table", table.strip())
     rows = parse_bench_train(done.stdout)
     log.set("rows", rows)
+    if done.timed_out and runs:   # stopped at the phase's cap: the runs that ended are the figures
+        log.set("headline", {f"{r['configuration']} (round {r['round'] + 1}; stopped at the cap before the table)":
+                             f"{r['samples_per_s']:.2f} samples/s, peak {(r.get('peak_cuda') or 0) / 2**20:.0f} MB, loss "
+                             f"{r['loss_first']:.4f} -> {r['loss_last']:.4f}" for r in runs})
+        raise RuntimeError(f"bench_train.py stopped at the phase's cap after {len(runs)} runs (kept in 'runs')")
     if done.returncode or not rows:
         raise RuntimeError(f"bench_train.py exited {done.returncode} with {len(rows)} rows:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
     log.set("headline", {r["configuration"]: f"{r['samples_per_s']:.2f} samples/s, peak {r['peak_memory_mb']} MB, loss "

@@ -3,9 +3,18 @@ never shipped, never registered by the pack).
 
 ``IaDGpuCheckProbe``: MODEL -> a clone that, while it samples, times every step's noise prediction
 (all its model calls; the device synchronised before and after), counts the diffusion-model calls of
-each step (one per context window), and reads ``torch.cuda.max_memory_allocated`` from the first step
-to the end of sampling (the peak statistics reset when the first step starts, after the models were
-loaded); written to ``output/iad_gpu_probe/<name>.json``.
+each step (one per context window) and reads three kinds of memory, written to
+``output/iad_gpu_probe/<name>.json``:
+
+- ``torch.cuda.max_memory_allocated`` from the first step to the end of sampling (the peak statistics
+  reset when the first step starts): torch's caching allocator only. Under ComfyUI v0.28.2's dynamic
+  VRAM (comfy-aimdo) the diffusion model's weights live in aimdo's own device memory, which torch's
+  allocator never sees: this peak is activations, cast buffers and what loads as a plain ModelPatcher
+  (the IaD and Lynx adapters);
+- the device's used memory (``torch.cuda.mem_get_info``: total - free, all allocators) after every
+  step, its largest value: weights included, whichever allocator holds them;
+- the models ComfyUI holds on the device when the first step starts (``current_loaded_models``, each
+  with its ``model_loaded_memory``), and whether dynamic VRAM is on.
 """
 
 from __future__ import annotations
@@ -26,6 +35,26 @@ def _sync() -> None:
             torch.cuda.synchronize(index)
 
 
+def _dynamic_vram() -> bool:
+    import comfy.memory_management
+
+    return bool(getattr(comfy.memory_management, "aimdo_enabled", False))
+
+
+def _resident_models() -> list[dict]:
+    """The models ComfyUI holds on a device: class, device, bytes loaded there (any allocator)."""
+    import comfy.model_management as mm
+
+    out = []
+    for loaded in list(mm.current_loaded_models):
+        patcher = loaded.model
+        if patcher is None:
+            continue
+        out.append({"model": type(getattr(patcher, "model", patcher)).__name__, "device": str(loaded.device),
+                    "loaded_bytes": int(loaded.model_loaded_memory())})
+    return out
+
+
 class _Probe:
     def __init__(self, name: str):
         self.name = name
@@ -33,9 +62,13 @@ class _Probe:
 
     def reset(self):
         self.steps, self.calls, self.allocated_at_first_step = [], [], None
+        self.device_used_peak, self.resident_at_first_step = None, None
 
     def predict_noise(self, executor, *args, **kwargs):
-        if not self.steps and torch.cuda.is_available():
+        cuda = torch.cuda.is_available()
+        if not self.steps:
+            self.resident_at_first_step = _resident_models()
+        if not self.steps and cuda:
             _sync()
             self.allocated_at_first_step = sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count()))
             for index in range(torch.cuda.device_count()):
@@ -46,6 +79,9 @@ class _Probe:
         out = executor(*args, **kwargs)
         _sync()
         self.steps.append(time.perf_counter() - start)
+        if cuda:   # after the timing: mem_get_info asks the driver
+            used = [total - free for free, total in (torch.cuda.mem_get_info(i) for i in range(torch.cuda.device_count()))]
+            self.device_used_peak = used if self.device_used_peak is None else list(map(max, self.device_used_peak, used))
         return out
 
     def model_call(self, executor, *args, **kwargs):
@@ -67,7 +103,9 @@ class _Probe:
             os.makedirs(folder, exist_ok=True)
             with open(os.path.join(folder, f"{self.name}.json"), "w", encoding="utf-8") as f:
                 json.dump({"steps_s": self.steps, "model_calls_per_step": self.calls, "peak_bytes_per_device": peak,
-                           "allocated_at_first_step": self.allocated_at_first_step}, f)
+                           "allocated_at_first_step": self.allocated_at_first_step,
+                           "device_used_peak_bytes_per_device": self.device_used_peak,
+                           "resident_at_first_step": self.resident_at_first_step, "dynamic_vram": _dynamic_vram()}, f)
 
 
 class IaDGpuCheckProbe(io.ComfyNode):
