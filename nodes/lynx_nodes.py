@@ -86,9 +86,18 @@ def _find(name: str) -> str | None:
 
 
 def _recognizer(path: str) -> IRSE50Recognizer:
-    device = comfy.model_management.get_torch_device()   # one set of IR-SE50 weights at a time (~175 MB)
-    return _one_per_file(_RECOGNIZERS, _RECOGNIZERS_LOCK, path, str(device),
-                         lambda: IRSE50Recognizer(load_irse50(path), device=device))
+    """IR-SE50 (~175 MB, one file at a time) under ComfyUI's model management: kept on the offload device
+    inside a ModelPatcher that every embedding loads onto the torch device, so that ComfyUI counts it,
+    offloads it when a model needs the room and frees it with Unload Models, like any model."""
+    def build():
+        offload = comfy.model_management.unet_offload_device()
+        recognizer = IRSE50Recognizer(load_irse50(path), device=offload)
+        patcher = comfy.model_patcher.ModelPatcher(recognizer.net, load_device=comfy.model_management.get_torch_device(),
+                                                   offload_device=offload)
+        recognizer.prepare = lambda: comfy.model_management.load_models_gpu([patcher])
+        return recognizer
+
+    return _one_per_file(_RECOGNIZERS, _RECOGNIZERS_LOCK, path, "managed", build)
 
 
 def weights_file_problem(weights) -> str | None:

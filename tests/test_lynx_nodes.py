@@ -70,6 +70,20 @@ def test_irse50_backend_embeds_the_same_aligned_faces_and_feeds_a_lynx_adapter(p
     torch.testing.assert_close(embeds.embeddings(), reference, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(embeds.embeddings(), plain.embeddings(), atol=1e-2)
 
+    # IR-SE50 is under ComfyUI's model management: loaded for the embedding, freed by Unload Models
+    # (POST /free), loaded again by the next embedding, with the same result.
+    import comfy.model_management as mm
+
+    def resident():
+        return [lm for lm in mm.current_loaded_models if lm.model is not None and isinstance(lm.model.model, irse50.IRSE50)]
+
+    assert len(resident()) == 1 and resident()[0].model.model_size() > 0
+    mm.unload_all_models()
+    assert resident() == []
+    again = face_nodes.IaDFaceEmbed.execute(irse, images).result[0]
+    assert len(resident()) == 1
+    torch.testing.assert_close(again.embeddings(), embeds.embeddings(), atol=0, rtol=0)
+
     # A Lynx adapter accepts the IR-SE50 embeddings and refuses the insightface ones.
     adapter = _module(pack, "iad.lynx").load_lynx(write_lynx(tmp_path / "lynx_lite", LynxSpec("lite", output=64, entries=1)))
     iad_model = patching.IaDModel.wrap(adapter, "lynx_lite")

@@ -25,6 +25,7 @@ Weights are user-supplied files: ``.safetensors``, or a ``.pth`` state dict read
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -195,10 +196,17 @@ class IRSE50Recognizer:
     embedder = IRSE50_EMBEDDER
     input_size = INPUT_SIZE
 
-    def __init__(self, net: IRSE50, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, net: IRSE50, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+                 prepare: Callable[[], object] | None = None) -> None:
         self.net = net.eval().to(device=device, dtype=dtype)
-        self.device = torch.device(device)
         self.dtype = dtype
+        # called before every embedding: in ComfyUI, model management loads the network where it runs
+        # (and may have offloaded it since), so the inputs follow the weights, wherever they are now
+        self.prepare = prepare
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
 
     @classmethod
     def from_file(cls, path: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
@@ -218,8 +226,11 @@ class IRSE50Recognizer:
     def embed_bgr_crops(self, crops_bgr, batch_size: int = 64) -> torch.Tensor:
         """(N, 512) float32 L2-normalised embeddings of BGR crops, computed in batches."""
         x = self.preprocess(crops_bgr)
+        if self.prepare is not None:
+            self.prepare()
+        device = self.device
         out = [
-            self.net(x[i:i + batch_size].to(self.device, self.dtype)).float().cpu()
+            self.net(x[i:i + batch_size].to(device, self.dtype)).float().cpu()
             for i in range(0, x.shape[0], batch_size)
         ]
         return F.normalize(torch.cat(out), dim=1)
@@ -247,7 +258,8 @@ def analyzer_with_irse50(analyzer, recognizer: IRSE50Recognizer):
     twin.embedder = recognizer.embedder
     twin.crop_size = INPUT_SIZE
     twin.notes = list(getattr(analyzer, "notes", [])) + [
-        f"identity embeddings by IR-SE50 ({recognizer.embedder}, torch on {recognizer.device}) on the detector's aligned 112x112 crops"
+        f"identity embeddings by IR-SE50 ({recognizer.embedder}, torch"
+        f"{'' if recognizer.prepare is not None else f' on {recognizer.device}'}) on the detector's aligned 112x112 crops"
     ]
 
     def embed_aligned(crops) -> torch.Tensor:
