@@ -130,3 +130,20 @@ def test_the_budget_fits_steps_to_the_time_left_and_records_them(monkeypatch):
         budget.fit("none", 10, [], share=1.0)
     record = budget.record()
     assert record["probes"][0]["stage"] == "wan" and set(record["fitted"]) == {"wan", "small", "adapters", "twice", "late"}
+
+
+def test_only_the_files_this_run_wrote_go_back(tmp_path):
+    """make gpu-world copies to $OUT whatever this run wrote, whatever its exit, and never an earlier
+    run's file left in the results folder."""
+    import os
+
+    sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
+    import gpu_world
+
+    sys.path.pop(0)
+    old, new = (tmp_path / name for name in gpu_world.FILES[:2])
+    old.write_text("an earlier run")
+    os.utime(old, (time.time() - 3600,) * 2)
+    started = time.time() - 1
+    new.write_text("this run")
+    assert gpu_world.written_by_this_run(tmp_path, started) == [new]

@@ -33,8 +33,10 @@ def test_cpu_smoke_builds_the_gpu_scale_world_and_runs_the_experiment(tmp_path):
     published = {p.name: _digest(p) for p in (REPO_ROOT / "docs" / "results").glob("synth*")}
     results = tmp_path / "results"
     start = time.monotonic()
+    returned = tmp_path / "out"     # the device call's $OUT: what comes back from the GPU machine
+    returned.mkdir()
     done = subprocess.run([sys.executable, "benchmarks/gpu_world.py", "--cpu-smoke", "--results", str(results)],
-                          cwd=REPO_ROOT, env=_clean_env(), capture_output=True, text=True, timeout=900)
+                          cwd=REPO_ROOT, env={**_clean_env(), "OUT": str(returned)}, capture_output=True, text=True, timeout=900)
     print(f"\nCPU smoke run: {time.monotonic() - start:.0f} s\n{done.stdout[-3000:]}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     data = json.loads((results / "synth_experiment_gpu.json").read_text())
@@ -43,6 +45,8 @@ def test_cpu_smoke_builds_the_gpu_scale_world_and_runs_the_experiment(tmp_path):
     assert data["device"] == "CPU smoke run (not a result)" and data["scale_name"] == "gpu-smoke"
     assert (results / "synth_table_gpu.md").read_text().startswith("GPU-scale synthetic world, CPU smoke run")
     assert (results / "synth_samples_gpu.png").stat().st_size > 0
+    assert sorted(p.name for p in returned.iterdir()) == sorted(p.name for p in results.iterdir())
+    assert data["status"] == "ok" and data["bit_reproducible"] is True and data["tf32"] is False
     assert {p.name: _digest(p) for p in (REPO_ROOT / "docs" / "results").glob("synth*")} == published
 
     # the GPU layout, its steps fitted by the budget (never above the scale's), the shipped judges copied
@@ -54,6 +58,12 @@ def test_cpu_smoke_builds_the_gpu_scale_world_and_runs_the_experiment(tmp_path):
     assert b["scale"]["wan_steps"] == fitted["wan"]["steps"] <= build.GPU_SMOKE.wan_steps
     assert b["scale"]["adapter_steps"] == fitted["adapters"]["steps"] <= build.GPU_SMOKE.adapter_steps
     assert fitted["adapters"]["runs"] == 2 and fitted["adapters"]["probes"] == ["adapter-iad", "adapter-naive"]
+    # what each stage trained on, beside the shipped CPU world's (the budget decides, so it is measured)
+    cpu = assets.manifest()["scale"]
+    assert data["training_samples"] == {
+        "wan": fitted["wan"]["steps"] * build.GPU_SMOKE.wan_batch, "adapter": fitted["adapters"]["steps"] * build.GPU_SMOKE.adapter_batch,
+        "cpu_world": {"wan": cpu["wan_steps"] * cpu["wan_batch"], "adapter": cpu["adapter_steps"] * cpu["adapter_batch"]}}
+    assert f"each adapter {data['training_samples']['adapter']:,} (CPU world 72,000)" in (results / "synth_table_gpu.md").read_text()
     assert {"recognizer_from", "judges_and_vae_from"} <= set(b["reused"])
     shipped = assets.manifest()["files"]
     for name in (f"{build.PACK_NAME}/{build.RECOGNIZER_FILE}", f"{build.PACK_NAME}/{build.DETECTOR_FILE}", build.VAE_FILE):
