@@ -66,7 +66,9 @@ class IaDFaceAnalysisLoader(io.ComfyNode):
                 io.Combo.Input(
                     "provider", options=fa.provider_choices(), default="auto",
                     tooltip="onnxruntime execution provider. 'auto' picks the GPU provider when onnxruntime has one, else "
-                            "CPU. Only providers your onnxruntime reports are listed.",
+                            "CPU. Only providers your onnxruntime reports are listed. On a GPU the loaded sessions stay "
+                            "there, outside ComfyUI's model management (Unload Models does not free them): on a card "
+                            "short of memory pick CPU; face analysis runs once per prompt.",
                 ),
                 io.Int.Input(
                     "det_size", default=640, min=128, max=2048, step=32,
