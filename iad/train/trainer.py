@@ -184,9 +184,11 @@ class Trainer:
         groups = [{"params": [p for p in trained if id(p) not in base_ids], "lr_scale": 1.0}]
         if base:
             groups.append({"params": base, "lr_scale": (c.optimizer.base_lr or c.optimizer.lr) / c.optimizer.lr})
+        # PyTorch's own choice of kernels: on CUDA the multi-tensor ones (a few launches per step, not about
+        # ten per parameter tensor, which dominate a small adapter's step), on the CPU the per-tensor loop
+        # (so CPU runs are bit for bit what they were with foreach=False)
         self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=c.optimizer.lr,
-                                           betas=tuple(c.optimizer.betas), weight_decay=c.optimizer.weight_decay,
-                                           foreach=False)
+                                           betas=tuple(c.optimizer.betas), weight_decay=c.optimizer.weight_decay)
         self.step = 0
 
     def _load_icr(self):
