@@ -8,7 +8,7 @@ working tree plus the carried folders) must stay within 64 MiB. So this builds `
   vocabularies (the check loads no text encoder: its conditioning is generated);
 - ``wheels/<wheel>.tar.xz``: each wheel that ComfyUI v0.28.2 and this pack need and the GPU image lacks,
   unpacked, the DWARF sections of its compiled files stripped (av's Cython modules carry 25 MB of them;
-  RECORD rewritten to match) and recompressed with xz (a wheel is a zip: xz makes av and comfy-kitchen
+  RECORD rewritten to match; scripts/unpacked_wheel.py) and recompressed with xz (a wheel is a zip: xz makes av and comfy-kitchen
   a third smaller, which is what makes them fit);
 - ``manifest.json``: every file with its size and sha256, each wheel's requirement and why it is here.
 
@@ -24,22 +24,21 @@ wheel's RECORD and installs them with ``pip install --no-index --no-deps --targe
 from __future__ import annotations
 
 import argparse
-import base64
 import concurrent.futures
-import csv
 import hashlib
 import json
 import lzma
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+
+from unpacked_wheel import check_record, strip_debug, strip_tool  # noqa: E402 - beside this file
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_BYTES = 64 * 2**20
@@ -291,60 +290,6 @@ def _write_tar_xz(target: Path, members: list[tuple[str, Path]], preset: str, ex
     os.replace(partial, target)
 
 
-def has_debug_sections(path: Path) -> bool:
-    """True for a 64-bit little-endian ELF file that carries DWARF (``.debug_*``) sections."""
-    with open(path, "rb") as f:
-        head = f.read(64)
-        if len(head) < 64 or head[:6] != b"\x7fELF\x02\x01":
-            return False
-        shoff, = struct.unpack_from("<Q", head, 0x28)
-        entsize, count, names_index = struct.unpack_from("<HHH", head, 0x3A)
-        if not shoff or not count or names_index >= count:
-            return False
-        f.seek(shoff)
-        table = f.read(entsize * count)
-        names_offset, names_size = struct.unpack_from("<QQ", table, names_index * entsize + 0x18)
-        f.seek(names_offset)
-        names = f.read(names_size)
-    starts = (struct.unpack_from("<I", table, i * entsize)[0] for i in range(count))
-    return any(names[s:names.index(b"\0", s)].startswith(b".debug") for s in starts if s < len(names))
-
-
-def strip_tool() -> str | None:
-    """``strip --version``'s first line (binutils), or None where there is no strip."""
-    if not shutil.which("strip"):
-        return None
-    return subprocess.run(["strip", "--version"], capture_output=True, text=True).stdout.splitlines()[0].strip()
-
-
-def strip_debug(folder: Path, names: list[str]) -> dict:
-    """Remove the DWARF sections from the unpacked wheel's ELF files and rewrite their RECORD rows.
-
-    ``strip --strip-debug`` keeps the code, the symbols and the dynamic section: what loads is the same
-    library. av 18.1.0 ships its 49 Cython modules with debug information (25 of their 31 MB): without
-    it the bundle is 5 MiB smaller, the margin that lets the working tree keep growing.
-    """
-    targets = [n for n in names if not n.endswith((".py", ".pyi", ".txt", ".json")) and has_debug_sections(folder / n)]
-    if not targets:
-        return {"files": 0, "bytes_removed": 0}
-    if strip_tool() is None:
-        print(f"{folder.name}: strip (binutils) not found: {len(targets)} files keep their debug sections", file=sys.stderr)
-        return {"files": 0, "bytes_removed": 0, "not_stripped": "strip (binutils) not found"}
-    before = sum((folder / n).stat().st_size for n in targets)
-    subprocess.run(["strip", "--strip-debug", *[str(folder / n) for n in targets]], check=True)
-    record = next(n for n in names if n.endswith(".dist-info/RECORD"))
-    rows = list(csv.reader((folder / record).read_text().splitlines()))
-    changed = set(targets)
-    for row in rows:
-        if row and row[0] in changed:
-            data = (folder / row[0]).read_bytes()
-            row[1:] = ["sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode(),
-                       str(len(data))]
-    with open(folder / record, "w", newline="") as f:
-        csv.writer(f, lineterminator="\n").writerows(rows)
-    return {"files": len(targets), "bytes_removed": before - sum((folder / n).stat().st_size for n in targets)}
-
-
 def _pack_wheel(wheel: Path, target: Path, preset: str) -> dict:
     """The wheel's files as <wheel file name>/<path> in a tar.xz (BCJ x86 filter for compiled wheels),
     debug sections stripped (what ``strip_debug`` returns)."""
@@ -431,19 +376,6 @@ def build(out: Path, python_version: str, preset: str, without: set[str], comfyu
 
 
 # -- on the GPU machine --------------------------------------------------------------------------
-def _check_record(folder: Path) -> None:
-    """Every file of an unpacked wheel against the sha256 its RECORD lists."""
-    record = next(folder.glob("*.dist-info/RECORD"))
-    for row in csv.reader(record.read_text().splitlines()):
-        path, digest = row[0], row[1] if len(row) > 1 else ""
-        if not digest:
-            continue
-        algorithm, expected = digest.split("=", 1)
-        actual = base64.urlsafe_b64encode(hashlib.new(algorithm, (folder / path).read_bytes()).digest()).rstrip(b"=")
-        if actual.decode() != expected:
-            raise SystemExit(f"{folder.name}: {path} does not match its RECORD (a damaged bundle: rebuild it)")
-
-
 def _unpack(archive: Path, dest: Path) -> None:
     with tarfile.open(archive, "r:xz") as tar:
         tar.extractall(dest, filter="data") if hasattr(tarfile, "data_filter") else tar.extractall(dest)
@@ -469,7 +401,7 @@ def restore(bundle: Path, dest: Path, python: str = sys.executable) -> dict:
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(8, len(jobs))) as pool:
         list(pool.map(lambda job: _unpack(*job), jobs))
     for folder in sorted(unpacked.iterdir()):
-        _check_record(folder)
+        check_record(folder)
         with zipfile.ZipFile(wheels / folder.name, "w", zipfile.ZIP_STORED, strict_timestamps=False) as z:   # a wheel again, for pip
             for path in sorted(p for p in folder.rglob("*") if p.is_file()):
                 z.write(path, path.relative_to(folder).as_posix())

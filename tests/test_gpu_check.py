@@ -23,6 +23,7 @@ SCRIPTS = REPO_ROOT / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 import gpu_bundle  # noqa: E402
 import gpu_twin  # noqa: E402
+import unpacked_wheel  # noqa: E402
 
 sys.path.pop(0)
 sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
@@ -158,7 +159,7 @@ def test_wheel_tags_are_judged_for_the_gpu_machine():
 
 
 def _record_row(folder, name: str) -> list[str]:
-    data = (folder / name).read_bytes()
+    data = (folder / name).read_bytes()   # PEP 427's digest, written out here rather than by the code under test
     return [name, "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode(), str(len(data))]
 
 
@@ -169,7 +170,7 @@ def test_the_bundle_strips_debug_sections_and_the_stripped_library_still_loads(t
     import markupsafe._speedups as speedups
 
     source = Path(speedups.__file__)
-    assert gpu_bundle.has_debug_sections(source), "the stand-in must carry debug sections"
+    assert unpacked_wheel.has_debug_sections(source), "the stand-in must carry debug sections"
     folder = tmp_path / "wheel"
     (folder / "markupsafe").mkdir(parents=True)
     (folder / "x-1.dist-info").mkdir()
@@ -181,12 +182,12 @@ def test_the_bundle_strips_debug_sections_and_the_stripped_library_still_loads(t
         csv.writer(f, lineterminator="\n").writerows([_record_row(folder, n) for n in names[:2]] + [[names[-1], "", ""]])
     before = (folder / library).read_bytes()
 
-    stripped = gpu_bundle.strip_debug(folder, names)
+    stripped = unpacked_wheel.strip_debug(folder, names)
     assert stripped["files"] == 1 and stripped["bytes_removed"] == len(before) - (folder / library).stat().st_size > 0
-    assert not gpu_bundle.has_debug_sections(folder / library)
-    assert not gpu_bundle.has_debug_sections(folder / "markupsafe/__init__.py")
-    gpu_bundle._check_record(folder)   # RECORD matches the stripped file, as restore checks it
-    assert gpu_bundle.strip_debug(folder, names) == {"files": 0, "bytes_removed": 0}   # nothing left to strip
+    assert not unpacked_wheel.has_debug_sections(folder / library)
+    assert not unpacked_wheel.has_debug_sections(folder / "markupsafe/__init__.py")
+    unpacked_wheel.check_record(folder)   # RECORD matches the stripped file, as restore checks it
+    assert unpacked_wheel.strip_debug(folder, names) == {"files": 0, "bytes_removed": 0}   # nothing left to strip
     code = ("import importlib.util, sys; spec = importlib.util.spec_from_file_location('markupsafe._speedups', sys.argv[1]); "
             "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m); print(m._escape_inner('<a & b>'))")
     done = subprocess.run([sys.executable, "-c", code, str(folder / library)], capture_output=True, text=True)
@@ -194,7 +195,7 @@ def test_the_bundle_strips_debug_sections_and_the_stripped_library_still_loads(t
 
     (folder / library).write_bytes(before[:-1] + bytes([before[-1] ^ 1]))   # a damaged file is still caught
     with pytest.raises(SystemExit, match="does not match its RECORD"):
-        gpu_bundle._check_record(folder)
+        unpacked_wheel.check_record(folder)
 
 
 def test_the_twin_installs_the_image_packages_that_comfyui_the_pack_and_the_bundle_require(tmp_path):

@@ -32,7 +32,7 @@ from harness.comfy_server import ComfyServer
 from harness.paths import REPO_ROOT, TEST_NODES_DIR
 from harness.prompts import Prompt, run_latent
 
-from test_gpu_check import _clean_env, gpu_bundle  # one copy of the shared setup
+from test_gpu_check import _clean_env, gpu_bundle, unpacked_wheel  # one copy of the shared setup
 
 
 @pytest.mark.slow
@@ -138,7 +138,7 @@ def test_the_restored_bundle_starts_a_server_with_the_pack_on_the_gpu_images_pac
     real, copy = (json.loads((b / "manifest.json").read_text()) for b in (bundle, twin))
     assert [w["requirement"] for w in copy["wheels"]] == [w["requirement"] for w in real["wheels"]]
     paths = gpu_bundle.restore(twin, tmp_path / "restored")
-    assert not gpu_bundle.has_debug_sections(Path(paths["site"]) / "av" / "_core.abi3.so")   # stripped; the server imports it
+    assert not unpacked_wheel.has_debug_sections(Path(paths["site"]) / "av" / "_core.abi3.so")   # stripped; the server imports it
     image = gpu_image.build_image_folder(tmp_path / "image", Path(paths["comfyui"]))
     assert "torch" in image["linked"] and not {"av", "sqlalchemy", "comfy-kitchen", "insightface"} & set(image["linked"])
     env = {**_clean_env(), "PYTHONPATH": os.pathsep.join([paths["site"], str(tmp_path / "image")])}
