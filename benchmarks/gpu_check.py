@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "tests"), str(REPO / "benchmarks")]
 
 from gpu import environment, report  # noqa: E402
+from gpu.process_group import end_group  # noqa: E402
 
 # name: (module:function, seconds reserved on the GPU, in the CPU smoke run), in the order they run
 PHASES = {
@@ -76,16 +77,6 @@ def machine() -> dict:
     info["device"] = (", ".join(torch.cuda.get_device_name(i) for i in range(info["gpus"])) if info["gpus"]
                       else f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)")
     return info
-
-
-def _stop(process: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=wait)
-            return
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            continue
 
 
 def run_all(args) -> int:
@@ -136,7 +127,7 @@ def run_all(args) -> int:
                 rc = process.wait(timeout=cap)
                 status = "ok" if rc == 0 else "failed"
             except subprocess.TimeoutExpired:
-                _stop(process)
+                end_group(process, grace_s=15)   # SIGTERM: the phase unwinds and stops its server
                 status = f"timeout: stopped at its {cap:.0f} s cap (figures up to then kept)"
         data = report.read_phase(out)
         if status.startswith("timeout") and data.get("server_pgid"):   # its server has a session of its own: end it too

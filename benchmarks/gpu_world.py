@@ -29,7 +29,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -114,13 +113,10 @@ def training_samples(manifest: dict) -> dict:
     steps are fitted to the budget, so "trained longer" is a measurement, not a given."""
     from synthworld import assets
 
-    scale = manifest["scale"]
-    fitted = (manifest.get("step_budget") or {}).get("fitted", {})
-    wan_steps = fitted.get("wan", {}).get("steps", scale["wan_steps"])
-    adapter_steps = fitted.get("adapters", {}).get("steps", scale["adapter_steps"])
-    cpu = json.loads((assets.WORLD_DIR / "manifest.json").read_text())["scale"]
-    return {"wan": wan_steps * scale["wan_batch"], "adapter": adapter_steps * scale["adapter_batch"],
-            "cpu_world": {"wan": cpu["wan_steps"] * cpu["wan_batch"], "adapter": cpu["adapter_steps"] * cpu["adapter_batch"]}}
+    def samples(scale: dict) -> dict:   # a manifest's scale holds the steps run (the budget's, where it fitted them)
+        return {"wan": scale["wan_steps"] * scale["wan_batch"], "adapter": scale["adapter_steps"] * scale["adapter_batch"]}
+
+    return {**samples(manifest["scale"]), "cpu_world": samples(assets.manifest()["scale"])}
 
 
 def written_by_this_run(results: Path, started: float) -> list[Path]:
@@ -130,6 +126,7 @@ def written_by_this_run(results: Path, started: float) -> list[Path]:
 
 def main() -> int:
     from gpu import environment
+    from gpu.process_group import end_group
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cpu-smoke", action="store_true", help="the GPU-scale code on the CPU at a few steps")
@@ -172,8 +169,7 @@ def main() -> int:
             try:
                 rc = child_process.wait(timeout=max(30.0, started + limit - time.time()))
             except subprocess.TimeoutExpired:
-                os.killpg(child_process.pid, signal.SIGKILL)
-                child_process.wait()
+                end_group(child_process)
                 rc = 124
                 print(f"gpu-world: stopped at {limit} s (budget {budget} s); what it wrote before is kept", flush=True)
     finally:

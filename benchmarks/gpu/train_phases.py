@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -24,6 +23,8 @@ import types
 from pathlib import Path
 
 import torch
+
+from .process_group import end_group
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -182,10 +183,7 @@ def _run_group(command: list[str], env: dict | None, timeout: float) -> types.Si
         stdout, stderr = process.communicate(timeout=max(timeout, 1.0))
         return types.SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr, timed_out=False)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        end_group(process)
         stdout, stderr = process.communicate()
         return types.SimpleNamespace(returncode=process.returncode, stdout=stdout, stderr=stderr, timed_out=True)
 

@@ -68,11 +68,11 @@ class _Probe:
         cuda = torch.cuda.is_available()
         if not self.steps:
             self.resident_at_first_step = _resident_models()
-        if not self.steps and cuda:
-            _sync()
-            self.allocated_at_first_step = sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count()))
-            for index in range(torch.cuda.device_count()):
-                torch.cuda.reset_peak_memory_stats(index)
+            if cuda:
+                _sync()
+                self.allocated_at_first_step = sum(torch.cuda.memory_allocated(i) for i in range(torch.cuda.device_count()))
+                for index in range(torch.cuda.device_count()):
+                    torch.cuda.reset_peak_memory_stats(index)
         self.calls.append(0)
         _sync()
         start = time.perf_counter()
