@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -398,8 +399,8 @@ def test_caption_dropout_trains_some_samples_with_the_empty_caption(dataset, tmp
         is_null = [torch.equal(row, pad_text([null], length)[0]) for row in dropped]
         kept = [torch.equal(row, pad_text([c], length)[0]) for row, c in zip(dropped, context)]
         assert all(a != b for a, b in zip(is_null, kept)) and 16 <= sum(is_null) <= 48
-        # every caption dropped == training on the empty caption
-        batch = trainer._micro_batch(0)
+        # every caption dropped == training on the empty caption (the batch's draws made again each time)
+        batch = {k: v for k, v in trainer._micro_batch(0).items() if k not in module.DRAWN}
         module.config.caption_dropout = 1.0
         with torch.no_grad():
             _, with_dropout = module(batch, 0, with_extras=False)
@@ -428,3 +429,41 @@ def test_low_rank_identity_kv_trains(dataset, tmp_path):
     assert kv.to_v_ip.up.weight.abs().max() > 0, "the value factor left zero"
     tokens = adapter.identity_tokens(torch.nn.functional.normalize(torch.randn(1, adapter.config.embed_dim), dim=-1))
     assert adapter.block_kv(adapter.config.blocks[0], tokens.to(kv.weight_param.dtype))[1].abs().max() > 0
+
+
+def test_the_loop_reads_losses_only_when_it_logs_and_batches_come_with_their_draws(dataset, tmp_path, monkeypatch):
+    """Reading a loss term (``float``/``item``) waits for the device: the loop does it only at the
+    steps it logs (and the evaluations at start and end), never inside other steps. The batch comes
+    with its seeded draws made on the CPU (``batches.SampleDraws``): the same sigma and noise as
+    drawing them for its positions, and the forward pass gives the same loss with or without them."""
+    from iad.train.batches import DRAWN
+    from iad.train.config import load_config
+    from iad.train.trainer import Trainer
+
+    trainer = Trainer(load_config(train_data.train_config(dataset, tmp_path / "reads", steps=6, log_every=3, resume=False)))
+    try:
+        batch = trainer._micro_batch(0)
+        assert all(batch[k].device.type == "cpu" for k in DRAWN)
+        sigma, noise = trainer.module.sample_sigma_noise(batch["positions"], 0, batch["latents"].shape[1:], "cpu")
+        assert torch.equal(batch["sigma"], sigma) and torch.equal(batch["noise"], noise)
+        assert batch["model_context"] is batch["context"]          # no caption dropout configured
+        with torch.no_grad():
+            _, drawn = trainer.module(batch, 0, with_extras=False)
+            _, undrawn = trainer.module({k: v for k, v in batch.items() if k not in DRAWN}, 0, with_extras=False)
+        assert all(torch.equal(drawn[k], undrawn[k]) for k in drawn)
+        reads: list[int] = []
+
+        def counted(original):
+            def read(self):
+                # AdamW's step counters live on the CPU on every device (no wait): not a loss read
+                if "optim" not in Path(traceback.extract_stack(limit=2)[0].filename).parts:
+                    reads.append(trainer.step)
+                return original(self)
+            return read
+
+        for name in ("__float__", "item"):
+            monkeypatch.setattr(torch.Tensor, name, counted(getattr(torch.Tensor, name)))
+        trainer.train()
+    finally:
+        trainer.close()
+    assert reads and set(reads) <= {0, 3, 6}, sorted(set(reads))

@@ -22,6 +22,7 @@ from ..decoupling import Decoupler
 from ..losses import (ActionTextProjector, identity_consistency_reward, identity_decoupling_loss,
                       prompt_following_loss, sample_frame_indices, semantic_consistency_reward, text_alignment_loss)
 from .base_model import TRAIN_KEY
+from .batches import DRAWN, SampleDraws
 from .config import TrainConfig
 from .data import pad_text, sample_generator
 
@@ -45,11 +46,6 @@ def saved_activation_copies():
         yield
 
 
-def shifted_sigma(u: torch.Tensor, shift: float) -> torch.Tensor:
-    """ComfyUI's ``time_snr_shift``: the sigma of flow time ``u`` under ``shift``."""
-    return u if shift == 1.0 else shift * u / (1 + (shift - 1) * u)
-
-
 class FlowObjective(nn.Module):
     """What both training modes share: the base model's flow-matching objective as ComfyUI computes
     it (``apply_model`` of the patched clone), seeded sigmas and noise, caption dropout."""
@@ -61,7 +57,8 @@ class FlowObjective(nn.Module):
 
     def attach(self, patched, base_patcher, shift: float, gather=None, prompt_bank=None, icr=None, family: str = "wan") -> None:
         self._runtime = {"patched": patched, "base": base_patcher, "shift": shift, "gather": gather, "family": family,
-                         "prompt_bank": prompt_bank, "icr": icr}
+                         "prompt_bank": prompt_bank, "icr": icr,
+                         "draws": SampleDraws(self.config, shift, prompt_bank[2] if prompt_bank else None)}
 
     def _model_call(self, x_t, sigma, context, tokens):
         patched = self._runtime["patched"]
@@ -96,37 +93,30 @@ class FlowObjective(nn.Module):
         return {name: cond.concat([row[name] for row in rows[1:]]) for name, cond in rows[0].items()}
 
     def sample_sigma_noise(self, positions, step: int, shape, device) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.config.timesteps
-        top = 1.0 - t.start_percent if t.late_steps_only else 1.0
-        sigmas, noises = [], []
-        for position in positions:
-            g = sample_generator(self.config.seed, 0, position, salt=2)
-            u = torch.rand((), generator=g) * top
-            sigmas.append(shifted_sigma(u, self._runtime["shift"]).clamp_min(t.min_sigma))
-            noises.append(torch.randn(shape, generator=g))
-        return torch.stack(sigmas).to(device), torch.stack(noises).to(device)
+        sigma, noise = self._runtime["draws"].sigma_noise(positions, shape)
+        return sigma.to(device), noise.to(device)
+
+    DRAWN = DRAWN
+
+    def draw(self, batch: dict) -> dict:
+        """``batches.SampleDraws.draw``: the batch's seeded sigma, noise and caption dropout, which the
+        trainer makes with the batch (``batches.BatchSource``); a batch built without them gets them here."""
+        return self._runtime["draws"].draw(batch)
 
     def noised(self, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x0, noise, sigma, x_t, context) of a batch: ComfyUI's flow convention
         ``x_t = sigma * noise + (1 - sigma) * x0`` on the model's own latent format."""
-        x0 = self._runtime["patched"].model.process_latent_in(batch["latents"].to(device))
-        sigma, noise = self.sample_sigma_noise(batch["positions"], 0, x0.shape[1:], device)
+        batch = self.draw(batch)
+        x0 = self._runtime["patched"].model.process_latent_in(batch["latents"].to(device, non_blocking=True))
+        sigma, noise = (batch[k].to(device, non_blocking=True) for k in ("sigma", "noise"))
+        if noise.shape != x0.shape:
+            raise RuntimeError(f"the noise was drawn in the stored latents' shape {tuple(noise.shape)}, but the model's "
+                               f"latent format made {tuple(x0.shape)} of them")
         x_t = sigma.view(-1, 1, 1, 1, 1) * noise + (1 - sigma.view(-1, 1, 1, 1, 1)) * x0
-        context = batch["context"].to(device)
-        if self.config.caption_dropout > 0:
-            context = self._drop_captions(context, batch["positions"])
-        return x0, noise, sigma, x_t, context
+        return x0, noise, sigma, x_t, batch["model_context"].to(device, non_blocking=True)
 
     def _drop_captions(self, context: torch.Tensor, positions: list[int]) -> torch.Tensor:
-        """Caption dropout: each sample, with probability ``caption_dropout`` (seeded by its position),
-        trains with the empty caption (the prompt bank's null text, what ComfyUI's negative "" gives),
-        as text-to-video models are trained for classifier-free guidance. Only the identity (if any)
-        then conditions the sample. The padded length does not depend on which samples drop."""
-        null = self._runtime["prompt_bank"][2]
-        dropped = [float(torch.rand((), generator=sample_generator(self.config.seed, 0, position, salt=5)))
-                   < self.config.caption_dropout for position in positions]
-        texts = [null if drop else row for row, drop in zip(context.cpu(), dropped)]
-        return pad_text(texts, max(context.shape[1], null.shape[0])).to(context)
+        return self._runtime["draws"].drop_captions(context, positions)
 
 
 class BaseTrainable(FlowObjective):
@@ -179,7 +169,7 @@ class IaDTrainable(FlowObjective):
         total = torch.zeros((), device=device)
 
         x0, noise, sigma, x_t, context = self.noised(batch, device)
-        tokens = self.identity_tokens(batch["references"].to(device))
+        tokens = self.identity_tokens(batch["references"].to(device, non_blocking=True))
         v_pred = self._model_call(x_t, sigma, context, tokens)
         per_sample = (v_pred.float() - (noise - x0).float()).pow(2).flatten(1).mean(1)
         parts["diffusion"] = per_sample.mean()
@@ -187,10 +177,10 @@ class IaDTrainable(FlowObjective):
 
         if self.projector is not None and (w.identity_decoupling > 0 or w.text_alignment > 0):
             gather = self._runtime["gather"] or (lambda t: t)
-            e = gather(batch["frame_embeddings"].to(device))
-            persons = gather(batch["frame_person"].to(device))
-            actions = gather(batch["frame_action"].to(device))
-            action_text = gather(batch["frame_action_text"].to(device))
+            e = gather(batch["frame_embeddings"].to(device, non_blocking=True))
+            persons = gather(batch["frame_person"].to(device, non_blocking=True))
+            actions = gather(batch["frame_action"].to(device, non_blocking=True))
+            action_text = gather(batch["frame_action_text"].to(device, non_blocking=True))
             z_id, z_act = self.adapter.decoupler(e)
             recon = self.adapter.decoupler.reconstruct(z_id, z_act)
             idl = identity_decoupling_loss(z_id, z_act, persons, e, recon, temperature=w.temperature,

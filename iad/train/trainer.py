@@ -18,7 +18,8 @@ from ..adapter import AdapterConfig, IdentityAdapter
 from ..checkpoint import load_adapter, save_adapter
 from . import distributed
 from .config import ConfigError, TrainConfig, load_config
-from .data import PreparedDataset, build_batch, build_caption_batch, build_pixel_batch, global_batch_indices
+from .batches import BatchSource
+from .data import PreparedDataset
 from .base_model import adapter_config_for, install_patches, load_base, select_trainable
 from .model import BaseTrainable, IaDTrainable
 from .vae_training import VAETrainable, load_vae
@@ -149,6 +150,7 @@ class Trainer:
         icr = self._load_icr() if c.losses.icr.weight > 0 else None
         self.module.attach(self.patched, self.patcher, shift, gather=distributed.gather_batch, family=self.arch.family,
                            prompt_bank=prompt_bank, icr=icr)
+        self.source = BatchSource(self.dataset, c, self.dist.rank, self.dist.world, self.module._runtime["draws"])
         if self.base_mode:   # every trained parameter takes part in the loss (frozen ones are not DDP's)
             self.model = distributed.wrap(self.module, self.dist, find_unused=False, shard_base=None)
         else:
@@ -168,6 +170,7 @@ class Trainer:
         select_trainable(vae, c.trainable, c.base_model)
         self.adapter_config = None
         self.module = VAETrainable(vae, latent_format, c)
+        self.source = BatchSource(self.dataset, c, self.dist.rank, self.dist.world)
         # with one of the two terms off, the other half of the VAE gets no gradient
         self.model = distributed.wrap(self.module, self.dist, find_unused=c.vae.decode == 0 or c.vae.encode == 0,
                                       shard_base=None)
@@ -326,21 +329,10 @@ class Trainer:
         return o.lr
 
     def _micro_batch(self, micro_index: int) -> dict:
-        c, d = self.config, self.dist
-        global_micro = c.batch_size * d.world
-        indices = global_batch_indices(len(self.dataset), global_micro, micro_index, c.seed)
-        mine = slice(d.rank * c.batch_size, (d.rank + 1) * c.batch_size)
-        positions = [micro_index * global_micro + p for p in range(global_micro)][mine]
-        return self._batch(indices[mine], positions, micro_index)
+        return self.source.micro_batch(micro_index)
 
     def _batch(self, indices: list[int], positions: list[int], step: int) -> dict:
-        """What the mode's objective reads: captions (base), stored frames (vae), or everything the
-        adapter's losses need (adapter)."""
-        if self.base_mode:
-            return build_caption_batch(self.dataset, indices, positions)
-        if self.vae_mode:
-            return build_pixel_batch(self.dataset, indices, positions)
-        return build_batch(self.dataset, indices, positions, step, self.config.seed, self.config.num_references)
+        return self.source.batch(indices, positions, step)
 
     def evaluate(self) -> dict[str, float]:
         """Loss terms on a fixed batch with fixed noise and sigmas (comparable across steps)."""
@@ -374,43 +366,9 @@ class Trainer:
             self._write(logfile, {"eval": result.evals[-1]})
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        samples, t_start = 0, time.perf_counter()
+        t_start = time.perf_counter()
         self.model.train()
-        while self.step < c.steps:
-            lr = self._lr(self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-            self.optimizer.zero_grad(set_to_none=True)
-            sums: dict[str, float] = {}
-            for micro in range(c.grad_accum):
-                batch = self._micro_batch(self.step * c.grad_accum + micro)
-                sync = (micro == c.grad_accum - 1) or self.dist.strategy != "ddp"
-                ctx = nullcontext() if sync else self.model.no_sync()
-                with ctx:
-                    loss, parts = self.model(batch, self.step)
-                    (loss / c.grad_accum).backward()
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach()) / c.grad_accum
-                samples += c.batch_size * self.dist.world
-            if c.optimizer.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
-                                                           c.optimizer.grad_clip)
-                sums["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
-            self.optimizer.step()
-            self.step += 1
-            if self.step % c.log_every == 0 or self.step == c.steps:
-                terms = distributed.mean_over_ranks(sums, self.device)
-                elapsed = time.perf_counter() - t_start
-                entry = {"step": self.step, "lr": lr, **terms, "samples_per_s": samples / max(elapsed, 1e-9)}
-                result.history.append(entry)
-                self._write(logfile, entry)
-                if self.dist.main:
-                    log.info("step %d  %s", self.step, "  ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
-            if c.eval_every and self.step % c.eval_every == 0 and self.step != c.steps:
-                result.evals.append({"step": self.step, **self.evaluate()})
-                self._write(logfile, {"eval": result.evals[-1]})
-            if self.step % c.checkpoint_every == 0 and self.step != c.steps:
-                self.save()
+        samples = self._loop(result, logfile, t_start)
         elapsed = time.perf_counter() - t_start
         result.samples_per_second = samples / max(elapsed, 1e-9)
         if self.device.type == "cuda":
@@ -427,6 +385,55 @@ class Trainer:
         saved = self.save(final=True)
         result.final_checkpoint = (self.out / f"{c.name}.safetensors") if saved is not None else None
         return result
+
+    def _loop(self, result: TrainResult, logfile: Path, t_start: float) -> int:
+        """The optimizer steps up to ``steps``; returns the samples trained. The loss terms stay on the
+        device until a step is logged: reading them every step would wait for the device each time
+        (and the next step's copies and kernels with it). The logged sums are the same as if read at once."""
+        c = self.config
+        samples = 0
+        while self.step < c.steps:
+            lr = self._lr(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms: dict[str, list[torch.Tensor]] = {}
+            for micro in range(c.grad_accum):
+                batch = self._micro_batch(self.step * c.grad_accum + micro)
+                sync = (micro == c.grad_accum - 1) or self.dist.strategy != "ddp"
+                ctx = nullcontext() if sync else self.model.no_sync()
+                with ctx:
+                    loss, parts = self.model(batch, self.step)
+                    (loss / c.grad_accum).backward()
+                for k, v in parts.items():
+                    terms.setdefault(k, []).append(v.detach())
+                samples += c.batch_size * self.dist.world
+            grad_norm = None
+            if c.optimizer.grad_clip > 0:
+                grad_norm = torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad],
+                                                           c.optimizer.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            if self.step % c.log_every == 0 or self.step == c.steps:
+                sums: dict[str, float] = {}
+                for k, values in terms.items():
+                    for v in values:
+                        sums[k] = sums.get(k, 0.0) + float(v) / c.grad_accum
+                if grad_norm is not None:
+                    sums["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
+                means = distributed.mean_over_ranks(sums, self.device)
+                elapsed = time.perf_counter() - t_start
+                entry = {"step": self.step, "lr": lr, **means, "samples_per_s": samples / max(elapsed, 1e-9)}
+                result.history.append(entry)
+                self._write(logfile, entry)
+                if self.dist.main:
+                    log.info("step %d  %s", self.step, "  ".join(f"{k} {v:.4g}" for k, v in entry.items() if k != "step"))
+            if c.eval_every and self.step % c.eval_every == 0 and self.step != c.steps:
+                result.evals.append({"step": self.step, **self.evaluate()})
+                self._write(logfile, {"eval": result.evals[-1]})
+            if self.step % c.checkpoint_every == 0 and self.step != c.steps:
+                self.save()
+        return samples
 
     def _write(self, path: Path, entry: dict) -> None:
         if self.dist.main:
