@@ -227,7 +227,7 @@ def test_prompt_following_rewards_and_late_steps(dataset, tmp_path):
         from iad.prepare import load_prompt_bank
 
         assert prompts == load_prompt_bank() and len(bank) == len(prompts)
-        sigma, _ = module.sample_sigma_noise(list(range(200)), 0, (1,), "cpu")
+        sigma, _ = module.draws.sigma_noise(list(range(200)), (1,))
         shift = module._runtime["shift"]
         late = shift * 0.7 / (1 + (shift - 1) * 0.7)       # percent_to_sigma(0.3) under the model's shift
         assert float(sigma.max()) <= late + 1e-6 and float(sigma.min()) > 0
@@ -382,6 +382,7 @@ def test_caption_dropout_trains_some_samples_with_the_empty_caption(dataset, tmp
     """caption_dropout replaces a seeded share of the captions by the prompt bank's null text (the
     empty caption), and a dropped sample's loss is exactly the loss with the empty caption."""
     from iad.train import ConfigError, load_config
+    from iad.train.batches import DRAWN
     from iad.train.data import pad_text
     from iad.train.trainer import Trainer
 
@@ -393,14 +394,14 @@ def test_caption_dropout_trains_some_samples_with_the_empty_caption(dataset, tmp
         module = trainer.module
         null = module._runtime["prompt_bank"][2].float()
         context = torch.randn(64, 6, null.shape[-1])
-        dropped = module._drop_captions(context, list(range(64)))
-        assert torch.equal(dropped, module._drop_captions(context, list(range(64))))      # seeded by position
+        dropped = module.draws.drop_captions(context, list(range(64)))
+        assert torch.equal(dropped, module.draws.drop_captions(context, list(range(64))))      # seeded by position
         length = max(6, null.shape[0])
         is_null = [torch.equal(row, pad_text([null], length)[0]) for row in dropped]
         kept = [torch.equal(row, pad_text([c], length)[0]) for row, c in zip(dropped, context)]
         assert all(a != b for a, b in zip(is_null, kept)) and 16 <= sum(is_null) <= 48
         # every caption dropped == training on the empty caption (the batch's draws made again each time)
-        batch = {k: v for k, v in trainer._micro_batch(0).items() if k not in module.DRAWN}
+        batch = {k: v for k, v in trainer._micro_batch(0).items() if k not in DRAWN}
         module.config.caption_dropout = 1.0
         with torch.no_grad():
             _, with_dropout = module(batch, 0, with_extras=False)
@@ -444,7 +445,7 @@ def test_the_loop_reads_losses_only_when_it_logs_and_batches_come_with_their_dra
     try:
         batch = trainer._micro_batch(0)
         assert all(batch[k].device.type == "cpu" for k in DRAWN)
-        sigma, noise = trainer.module.sample_sigma_noise(batch["positions"], 0, batch["latents"].shape[1:], "cpu")
+        sigma, noise = trainer.module.draws.sigma_noise(batch["positions"], batch["latents"].shape[1:])
         assert torch.equal(batch["sigma"], sigma) and torch.equal(batch["noise"], noise)
         assert batch["model_context"] is batch["context"]          # no caption dropout configured
         with torch.no_grad():

@@ -22,7 +22,7 @@ from ..decoupling import Decoupler
 from ..losses import (ActionTextProjector, identity_consistency_reward, identity_decoupling_loss,
                       prompt_following_loss, sample_frame_indices, semantic_consistency_reward, text_alignment_loss)
 from .base_model import TRAIN_KEY
-from .batches import DRAWN, SampleDraws
+from .batches import SampleDraws
 from .config import TrainConfig
 from .data import pad_text, sample_generator
 
@@ -92,21 +92,15 @@ class FlowObjective(nn.Module):
                 for i in range(x_t.shape[0])]
         return {name: cond.concat([row[name] for row in rows[1:]]) for name, cond in rows[0].items()}
 
-    def sample_sigma_noise(self, positions, step: int, shape, device) -> tuple[torch.Tensor, torch.Tensor]:
-        sigma, noise = self._runtime["draws"].sigma_noise(positions, shape)
-        return sigma.to(device), noise.to(device)
-
-    DRAWN = DRAWN
-
-    def draw(self, batch: dict) -> dict:
-        """``batches.SampleDraws.draw``: the batch's seeded sigma, noise and caption dropout, which the
-        trainer makes with the batch (``batches.BatchSource``); a batch built without them gets them here."""
-        return self._runtime["draws"].draw(batch)
+    @property
+    def draws(self) -> SampleDraws:
+        """The seeded per-sample draws (sigma, noise, caption dropout) as of ``attach``."""
+        return self._runtime["draws"]
 
     def noised(self, batch: dict, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x0, noise, sigma, x_t, context) of a batch: ComfyUI's flow convention
         ``x_t = sigma * noise + (1 - sigma) * x0`` on the model's own latent format."""
-        batch = self.draw(batch)
+        batch = self.draws.draw(batch)     # the trainer's batches come drawn (batches.BatchSource); others get them here
         x0 = self._runtime["patched"].model.process_latent_in(batch["latents"].to(device, non_blocking=True))
         sigma, noise = (batch[k].to(device, non_blocking=True) for k in ("sigma", "noise"))
         if noise.shape != x0.shape:
@@ -114,9 +108,6 @@ class FlowObjective(nn.Module):
                                f"latent format made {tuple(x0.shape)} of them")
         x_t = sigma.view(-1, 1, 1, 1, 1) * noise + (1 - sigma.view(-1, 1, 1, 1, 1)) * x0
         return x0, noise, sigma, x_t, batch["model_context"].to(device, non_blocking=True)
-
-    def _drop_captions(self, context: torch.Tensor, positions: list[int]) -> torch.Tensor:
-        return self._runtime["draws"].drop_captions(context, positions)
 
 
 class BaseTrainable(FlowObjective):

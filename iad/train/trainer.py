@@ -150,7 +150,7 @@ class Trainer:
         icr = self._load_icr() if c.losses.icr.weight > 0 else None
         self.module.attach(self.patched, self.patcher, shift, gather=distributed.gather_batch, family=self.arch.family,
                            prompt_bank=prompt_bank, icr=icr)
-        self.source = BatchSource(self.dataset, c, self.dist.rank, self.dist.world, self.module._runtime["draws"])
+        self.source = BatchSource(self.dataset, c, self.dist.rank, self.dist.world, self.module.draws)
         if self.base_mode:   # every trained parameter takes part in the loss (frozen ones are not DDP's)
             self.model = distributed.wrap(self.module, self.dist, find_unused=False, shard_base=None)
         else:
