@@ -15,11 +15,14 @@ the median and the range, and a ratio counts only where the ranges do not overla
 prints a ``RUN {json}`` line as it ends (what make gpu-check keeps of a run stopped at its cap).
 
     .venv/bin/python benchmarks/bench_train.py [--steps 200] [--warmup 20] [--rounds 3] [--gpu]
-        [--latent C,T,H,W] [--batch N]
+        [--latent C,T,H,W] [--batch N] [--compare precision|data_in_memory]
 
 ``--latent`` / ``--batch`` replace the mode's latent shape (ComfyUI's raw Wan latent: 16 channels, T
 latent frames = (frames - 1) / 4 + 1, H x W = pixels / 8) and batch size: ``--gpu --latent 16,9,60,104``
-is the D33 training set's 832x480x33 (docs/training.md, 4.2).
+is the D33 training set's 832x480x33 (docs/training.md, 4.2). ``--compare data_in_memory`` runs the first
+configuration twice, its training tensors read from the shards at each batch and held in memory
+(``data_in_memory``): the data path's share of a step (``--latent 16,9,8,8 --batch 48`` is the
+GPU-scale synthetic world's adapter stage).
 """
 
 from __future__ import annotations
@@ -60,6 +63,7 @@ def one(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps({"samples_per_s": steady, "peak_rss": peak_rss,
                                   "peak_cuda": result.peak_memory_bytes,
                                   "loss_first": result.evals[0]["total"], "loss_last": result.evals[-1]["total"],
+                                  "data_ms": last["data_ms"], "step_ms": last["step_ms"],
                                   "threads": torch.get_num_threads()}))
 
 
@@ -89,6 +93,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1 is fastest for the tiny model)")
     parser.add_argument("--latent", type=_latent_shape, help="latent shape C,T,H,W (default: the mode's)")
     parser.add_argument("--batch", type=_batch_size, help="batch size (default: the mode's)")
+    parser.add_argument("--compare", choices=("precision", "data_in_memory"), default="precision",
+                        help="precision: fp32/bf16 x gradient checkpointing off/on (GPU: bf16 only); data_in_memory: "
+                             "the first of those, its training tensors read from the shards per batch or held in memory")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -122,6 +129,10 @@ def _compare(args, parser, work: Path) -> None:
                     ("fp32, checkpointing on", {"precision": "fp32", "gradient_checkpointing": True}),
                     ("bf16, checkpointing off", {"precision": "bf16", "gradient_checkpointing": False}),
                     ("bf16, checkpointing on", {"precision": "bf16", "gradient_checkpointing": True})]
+    if args.compare == "data_in_memory":   # the same training, its tensors read per batch or held in memory
+        first = variants[0][1]
+        variants = [("read from the shards", {**first, "data_in_memory": False}),
+                    ("held in memory", {**first, "data_in_memory": True})]
     if not 0 < args.warmup < args.steps:
         parser.error("--warmup must be between 0 and --steps")
     data = synthetic_dataset(work / "data", latent)
@@ -149,7 +160,8 @@ def _compare(args, parser, work: Path) -> None:
             speeds = sorted(r["samples_per_s"] for r in results)
             rows.append((name, {**results[0], "samples_per_s": statistics.median(speeds), "low": speeds[0],
                                 "high": speeds[-1], "peak_rss": max(r["peak_rss"] for r in results),
-                                "peak_cuda": max(r["peak_cuda"] for r in results)}))
+                                "peak_cuda": max(r["peak_cuda"] for r in results),
+                                "data_ms": statistics.median(r["data_ms"] for r in results)}))
     if not rows:
         return
     ref = rows[0][1]
@@ -160,12 +172,13 @@ def _compare(args, parser, work: Path) -> None:
           f"median of {args.rounds} interleaved rounds")
     memory = "peak CUDA MB" if args.gpu else "peak RSS MB"   # GPU: max_memory_allocated; CPU: the process
     print(f"{'configuration':28s} {'samples/s':>10s} {'range':>15s} {'vs first':>9s} {'significant':>12s} "
-          f"{memory:>12s} {'loss start -> end':>20s}")
+          f"{memory:>12s} {'data ms/step':>12s} {'loss start -> end':>20s}")
     for name, r in rows:
         separate = r["low"] > ref["high"] or r["high"] < ref["low"]
         print(f"{name:28s} {r['samples_per_s']:10.2f} {r['low']:7.2f}-{r['high']:<7.2f} "
               f"{r['samples_per_s'] / ref['samples_per_s']:8.2f}x {'yes' if separate else 'no':>12s} "
-              f"{(r['peak_cuda'] if args.gpu else r['peak_rss']) / 2**20:12.0f} {r['loss_first']:9.4f} -> {r['loss_last']:.4f}")
+              f"{(r['peak_cuda'] if args.gpu else r['peak_rss']) / 2**20:12.0f} {r['data_ms']:12.2f} "
+              f"{r['loss_first']:9.4f} -> {r['loss_last']:.4f}")
 
 
 if __name__ == "__main__":

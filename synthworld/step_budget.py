@@ -41,6 +41,10 @@ class Probe:
     wall_s: float               # the whole probe run: start-up (model, data) + its steps
     samples_per_s: float        # steady rate, after the first logged step
     startup_s: float            # wall_s minus its steps at the steady rate: paid again by the real run
+    # the last logged interval's wall time per step and CPU time building the batches per step (iad.train's
+    # step_ms, data_ms): how much of a step the data path is (None: not logged)
+    step_ms: float | None = None
+    data_ms: float | None = None
 
 
 @dataclass
@@ -63,8 +67,10 @@ class StepBudget:
         result = run(self.probe_steps, max(1, self.probe_steps // 3))
         wall = time.time() - t0
         rate = steady_samples_per_s(result.history, batch)
+        last = result.history[-1]
         probe = Probe(stage, self.probe_steps, batch, round(wall, 2), round(rate, 2),
-                      round(max(0.0, wall - self.probe_steps * batch / rate), 2))
+                      round(max(0.0, wall - self.probe_steps * batch / rate), 2),
+                      *(round(last[k], 2) if k in last else None for k in ("step_ms", "data_ms")))
         self.probes.append(probe)
         return probe
 

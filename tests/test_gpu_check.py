@@ -51,13 +51,14 @@ def test_without_a_gpu_the_check_says_so_in_one_line_and_exits_0():
 
 
 def test_bench_train_table_and_report_rendering():
-    table = """configuration                 samples/s           range  vs first  significant peak CUDA MB    loss start -> end
-bf16, checkpointing off            4.45    4.30-4.61        1.00x           no         8225    3.0523 -> 1.8969
-bf16, checkpointing on             2.48    2.31-2.65        0.56x          yes         6400       nan -> nan"""
+    table = """configuration                 samples/s           range  vs first  significant peak CUDA MB data ms/step    loss start -> end
+bf16, checkpointing off            4.45    4.30-4.61        1.00x           no         8225         0.41    3.0523 -> 1.8969
+bf16, checkpointing on             2.48    2.31-2.65        0.56x          yes         6400         0.40       nan -> nan"""
     rows = parse_bench_train(table)
     assert [r["configuration"] for r in rows] == ["bf16, checkpointing off", "bf16, checkpointing on"]
     assert rows[0]["samples_per_s"] == 4.45 and rows[0]["range"] == [4.30, 4.61] and rows[1]["significant"]
     assert rows[0]["peak_memory_mb"] == 8225 and rows[0]["loss_end"] == 1.8969 and rows[1]["loss_end"] != rows[1]["loss_end"]
+    assert rows[0]["data_ms_per_step"] == 0.41
     text = report.markdown({"mode": "gpu", "device": "NVIDIA H100", "phases": {
         "server": {"status": "ok", "seconds": 10, "cap_s": 200, "figures": {"headline": {"x": "step ratio 1.01"}}},
         "train": {"status": "failed", "error": "Traceback\nValueError: boom", "seconds": 1, "cap_s": 100}}})
@@ -67,7 +68,8 @@ bf16, checkpointing on             2.48    2.31-2.65        0.56x          yes  
 
 def test_bench_train_takes_a_latent_shape_and_batch_and_refuses_a_bad_one():
     """bench_train.py --latent / --batch (on the GPU, --latent 16,9,60,104 is D33's 832x480x33): the run trains
-    on that shape, its table says which, and gpu-check's parser reads its rows."""
+    on that shape, its table says which, and gpu-check's parser reads its rows; --compare data_in_memory trains
+    the same losses either way."""
     bench = [sys.executable, "benchmarks/bench_train.py", "--steps", "3", "--warmup", "1", "--rounds", "1"]
     done = subprocess.run([*bench, "--latent", "16,2,4,6", "--batch", "1"], cwd=REPO_ROOT, capture_output=True,
                           text=True, timeout=600)
@@ -82,6 +84,14 @@ def test_bench_train_takes_a_latent_shape_and_batch_and_refuses_a_bad_one():
         assert refused.returncode == 2 and "--latent must be C,T,H,W with C = 16" in refused.stderr, refused.stderr
     refused = subprocess.run([*bench, "--batch", "0"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 2 and "--batch must be at least 1" in refused.stderr, refused.stderr
+    # --compare data_in_memory: the same training with its tensors read per batch or held in memory
+    done = subprocess.run([*bench, "--batch", "3", "--compare", "data_in_memory"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    shards, memory = parse_bench_train(done.stdout)
+    assert (shards["configuration"], memory["configuration"]) == ("read from the shards", "held in memory")
+    assert (shards["loss_start"], shards["loss_end"]) == (memory["loss_start"], memory["loss_end"])
+    assert shards["data_ms_per_step"] > 0 and memory["data_ms_per_step"] > 0
 
 
 def test_a_stopped_subprocess_takes_its_children_along_and_keeps_its_output(tmp_path):

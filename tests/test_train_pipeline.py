@@ -65,7 +65,7 @@ def test_losses_fall_and_every_term_is_logged(dataset, trained):
     steps = [line for line in lines if "step" in line and "eval" not in line]
     assert [s["step"] for s in steps] == list(range(25, 301, 25))
     for term in ("diffusion", "identity_decoupling", "id_nce", "decorrelation", "reconstruction", "text_alignment",
-                 "total", "lr", "grad_norm", "samples_per_s"):
+                 "total", "lr", "grad_norm", "samples_per_s", "step_ms", "data_ms"):
         assert all(term in s and s[term] == s[term] for s in steps), term   # present and not NaN
     # periodic checkpoints (the newest kept) + the final adapter + training state
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
@@ -139,7 +139,8 @@ def test_resume_continues_exactly(dataset, tmp_path):
     a, b = load_file(str(whole.final_checkpoint)), load_file(str(resumed.final_checkpoint))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     log = lambda p: [json.loads(x) for x in (p / "log.jsonl").read_text().splitlines() if '"eval"' not in x]  # noqa: E731
-    tail = lambda rows: [{k: v for k, v in r.items() if k != "samples_per_s"} for r in rows if r["step"] > 10]  # noqa: E731
+    timings = ("samples_per_s", "step_ms", "data_ms")
+    tail = lambda rows: [{k: v for k, v in r.items() if k not in timings} for r in rows if r["step"] > 10]  # noqa: E731
     assert tail(log(tmp_path / "whole")) == tail(log(tmp_path / "split"))
     # A changed config does not silently resume someone else's state.
     from iad.train import ConfigError
@@ -468,3 +469,55 @@ def test_the_loop_reads_losses_only_when_it_logs_and_batches_come_with_their_dra
     finally:
         trainer.close()
     assert reads and set(reads) <= {0, 3, 6}, sorted(set(reads))
+
+
+def test_batches_held_in_memory_equal_batches_read_from_the_shards(dataset, tmp_path, monkeypatch, caplog):
+    """data_in_memory: every mode's batches (with their draws; caption dropout on) are the same tensors,
+    bit for bit, whether the training tensors are read from the shards at each batch or held in memory,
+    where this dataset has captions of two lengths and clips with different numbers of references and
+    track faces (one tensor per clip) beside stacked columns. "auto" holds them up to its limit, whose
+    estimate from the shard headers is the memory taken; the setting is validated; the trainer says
+    which it did."""
+    import iad.train.data as data
+    from iad.train import ConfigError, load_config
+    from iad.train.batches import BatchSource, SampleDraws
+    from iad.train.trainer import Trainer
+
+    for mode in ("adapter", "base", "vae"):
+        config = load_config(train_data.train_config(dataset, tmp_path / mode, mode=mode, batch_size=5,
+                                                     caption_dropout=0.3 if mode != "vae" else 0.0,
+                                                     adapter={} if mode != "adapter" else dict(train_data.TINY_ADAPTER)),
+                             check_paths=False)
+        sources = []
+        for setting in (False, True):
+            ds = data.PreparedDataset(dataset, needs_references=mode == "adapter")
+            said = ds.hold_in_memory(setting, mode)
+            assert said.startswith("held in memory" if setting else "read from the shards"), said
+            sources.append(BatchSource(ds, config, draws=SampleDraws(config, 3.0, ds.prompt_bank()[2])))
+        resident = sources[1].dataset.resident
+        if mode == "adapter":
+            assert {"latents", "text", "action_text"} <= resident.columns.keys() and "ref.embeddings" in resident.per_clip
+            assert len(set(resident.text_lengths.tolist())) > 1
+        assert resident.nbytes == data.resident_bytes(sources[1].dataset, data.MODE_TENSORS[mode])
+        for i in range(12):
+            shards, memory = (s.micro_batch(i) for s in sources)
+            assert shards.keys() == memory.keys()
+            for key, value in shards.items():
+                if isinstance(value, torch.Tensor):
+                    assert value.dtype == memory[key].dtype and torch.equal(value, memory[key]), (mode, i, key)
+                else:
+                    assert value == memory[key], (mode, i, key)
+    ds = data.PreparedDataset(dataset)
+    monkeypatch.setattr(data, "AUTO_MAX_BYTES", data.resident_bytes(ds, data.MODE_TENSORS["adapter"]) - 1)
+    assert "over data_in_memory auto" in ds.hold_in_memory("auto", "adapter") and ds.resident is None
+    good = train_data.train_config(dataset, tmp_path / "auto", steps=1)
+    for bad in (1, "yes", None):
+        with pytest.raises(ConfigError, match="data_in_memory must be true, false or \"auto\""):
+            load_config({**good, "data_in_memory": bad})
+    monkeypatch.undo()
+    with caplog.at_level("INFO", logger="iad.train"):
+        trainer = Trainer(load_config(good))
+    try:
+        assert trainer.data_residency.startswith("held in memory") and trainer.data_residency in caplog.text
+    finally:
+        trainer.close()

@@ -222,8 +222,9 @@ def _ddp(data: Path, work: Path, device: str, steps: int, timeout: float) -> dic
 
 
 # -- bench_train ---------------------------------------------------------------------------------
-ROW = re.compile(r"^(?P<name>(fp32|bf16), checkpointing (on|off))\s+(?P<speed>[\d.]+)\s+(?P<low>[\d.]+)-(?P<high>[\d.]+)"
-                 r"\s+(?P<ratio>[\d.]+)x\s+(?P<significant>yes|no)\s+(?P<memory>\d+)\s+(?P<first>\S+) -> (?P<last>\S+)$")
+ROW = re.compile(r"^(?P<name>(fp32|bf16), checkpointing (on|off)|read from the shards|held in memory)\s+(?P<speed>[\d.]+)"
+                 r"\s+(?P<low>[\d.]+)-(?P<high>[\d.]+)\s+(?P<ratio>[\d.]+)x\s+(?P<significant>yes|no)\s+(?P<memory>\d+)"
+                 r"\s+(?P<data>[\d.]+)\s+(?P<first>\S+) -> (?P<last>\S+)$")
 
 
 def parse_bench_train(text: str) -> list[dict]:
@@ -234,6 +235,7 @@ def parse_bench_train(text: str) -> list[dict]:
             g = found.groupdict()
             rows.append({"configuration": g["name"], "samples_per_s": float(g["speed"]), "range": [float(g["low"]), float(g["high"])],
                          "vs_first": float(g["ratio"]), "significant": g["significant"] == "yes", "peak_memory_mb": int(g["memory"]),
+                         "data_ms_per_step": float(g["data"]),
                          "loss_start": float(g["first"]), "loss_end": float(g["last"])})
     return rows
 

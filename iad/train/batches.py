@@ -36,13 +36,13 @@ class SampleDraws:
     def sigma_noise(self, positions: list[int], shape) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.config.timesteps
         top = 1.0 - t.start_percent if t.late_steps_only else 1.0
-        sigmas, noises = [], []
+        times, noises = [], []
         for position in positions:
             g = sample_generator(self.config.seed, 0, position, salt=2)
-            u = torch.rand((), generator=g) * top
-            sigmas.append(shifted_sigma(u, self.shift).clamp_min(t.min_sigma))
+            times.append(torch.rand((), generator=g))
             noises.append(torch.randn(shape, generator=g))
-        return torch.stack(sigmas), torch.stack(noises)
+        # elementwise, so the same bits as sample by sample
+        return shifted_sigma(torch.stack(times) * top, self.shift).clamp_min(t.min_sigma), torch.stack(noises)
 
     def drop_captions(self, context: torch.Tensor, positions: list[int]) -> torch.Tensor:
         """Caption dropout: each sample, with probability ``caption_dropout`` (seeded by its position),
@@ -50,10 +50,13 @@ class SampleDraws:
         as text-to-video models are trained for classifier-free guidance. Only the identity (if any)
         then conditions the sample. The padded length does not depend on which samples drop."""
         null = self.null_text
-        dropped = [float(torch.rand((), generator=sample_generator(self.config.seed, 0, position, salt=5)))
-                   < self.config.caption_dropout for position in positions]
-        texts = [null if drop else row for row, drop in zip(context.cpu(), dropped)]
-        return pad_text(texts, max(context.shape[1], null.shape[0])).to(context)
+        dropped = torch.tensor([float(torch.rand((), generator=sample_generator(self.config.seed, 0, position, salt=5)))
+                                < self.config.caption_dropout for position in positions])
+        length = max(context.shape[1], null.shape[0])
+        out = torch.zeros(len(positions), length, context.shape[-1])
+        out[:, : context.shape[1]] = context.float()
+        out[dropped] = pad_text([null], length)
+        return out.to(context)
 
     def draw(self, batch: dict) -> dict:
         """The batch with ``sigma``, ``noise`` and ``model_context`` (the captions with the caption

@@ -116,6 +116,7 @@ class TrainConfig:
     precision: str = "fp32"             # fp32 | bf16 (base weights and autocast; adapter master weights fp32)
     device: str = "auto"                # auto | cpu | cuda | cuda:N
     cpu_threads: int = 0                # torch intra-op threads (0: torch's default); 1 is fastest for tiny models
+    data_in_memory: str | bool = "auto"  # read the training tensors into memory once: true | false | auto (<= 2 GiB)
     gradient_checkpointing: bool = False
     log_every: int = 10
     eval_every: int = 0                 # fixed-noise evaluation loss every n steps (0: start and end only)
@@ -235,6 +236,9 @@ def _check(config: TrainConfig, check_paths: bool) -> None:
     need(c.num_references >= 1, f"num_references must be >= 1, got {c.num_references}")
     need(0 <= c.caption_dropout <= 1, f"caption_dropout must be in [0, 1] (a share of samples), got {c.caption_dropout}")
     need(c.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {c.precision!r}")
+    need(isinstance(c.data_in_memory, bool) or c.data_in_memory == "auto",
+         f"data_in_memory must be true, false or \"auto\" (in memory when the training tensors take at most 2 GiB), "
+         f"got {c.data_in_memory!r}")
     need(c.save_dtype in ("float32", "bfloat16", "float16"), f"save_dtype must be float32/bfloat16/float16, got {c.save_dtype!r}")
     need(c.log_every >= 1 and c.checkpoint_every >= 1 and c.eval_every >= 0 and c.keep_checkpoints >= 0,
          "log_every and checkpoint_every must be >= 1, eval_every and keep_checkpoints >= 0")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from ..prepare.shards import PROMPT_BANK_FILE, DatasetFormatError, read_dataset, read_shard_records
+from .resident import AUTO_MAX_BYTES, MODE_TENSORS, ResidentTensors, resident_bytes
 
 _MIX = 0x9E3779B97F4A7C15
 log = logging.getLogger("iad.train")
@@ -68,6 +69,7 @@ class PreparedDataset:
         actions = sorted({c.record.get("action") or c.record["caption"] for c in self.clips})
         self.action_index = {a: i for i, a in enumerate(actions)}
         self._handles: dict[str, object] = {}
+        self.resident: ResidentTensors | None = None     # hold_in_memory
         # References from a different clip of the same person when a clip has none of its own.
         self.by_person: dict[str, list[int]] = {}
         for i, c in enumerate(self.clips):
@@ -106,9 +108,53 @@ class PreparedDataset:
         clip = self.clips[index]
         return f"{clip.key}.{name}" in self._handle(clip.shard).keys()
 
-    def tensor(self, index: int, name: str) -> torch.Tensor:
+    def read_tensor(self, index: int, name: str) -> torch.Tensor:
+        """From the clip's shard (a copy out of the memory map)."""
         clip = self.clips[index]
         return self._handle(clip.shard).get_tensor(f"{clip.key}.{name}")
+
+    def tensor_slice(self, index: int, name: str):
+        """The tensor's safetensors slice: its shape and dtype without reading it."""
+        clip = self.clips[index]
+        return self._handle(clip.shard).get_slice(f"{clip.key}.{name}")
+
+    def tensor(self, index: int, name: str) -> torch.Tensor:
+        if self.resident is not None and self.resident.has(name):
+            return self.resident.tensor(index, name)
+        return self.read_tensor(index, name)
+
+    def length(self, index: int, name: str) -> int:
+        """The tensor's first dimension (how many references, track faces), without reading it."""
+        if self.resident is not None and self.resident.has(name):
+            return int(self.resident.tensor(index, name).shape[0])
+        return int(self.tensor_slice(index, name).get_shape()[0])
+
+    def rows(self, name: str, indices: list[int], picks: torch.Tensor | None = None) -> torch.Tensor:
+        """The clips' tensors ``name`` stacked, ``[B, ...]``; with ``picks`` (``[B]`` or ``[B, k]``) only
+        those rows of each: one gather when the tensors are held in memory."""
+        gathered = self.resident.rows(name, indices, picks) if self.resident is not None else None
+        if gathered is not None:
+            return gathered
+        tensors = [self.tensor(i, name) for i in indices]
+        return torch.stack(tensors if picks is None else [t[p] for t, p in zip(tensors, picks)])
+
+    def texts(self, indices: list[int]) -> torch.Tensor:
+        """The clips' captions, ``[B, text_len, width]`` float32, zero-padded (``pad_text``)."""
+        padded = self.resident.texts(indices, self.text_len) if self.resident is not None else None
+        return padded if padded is not None else pad_text([self.tensor(i, "text") for i in indices], self.text_len)
+
+    def hold_in_memory(self, setting, mode: str) -> str:
+        """``data_in_memory``: read the tensors ``mode`` trains on into memory once (True; "auto": when
+        they take at most ``AUTO_MAX_BYTES``) or keep reading them from the shards (False). Returns
+        what was done, for the log."""
+        names = MODE_TENSORS[mode]
+        size = resident_bytes(self, names)
+        if setting is False or (setting == "auto" and size > AUTO_MAX_BYTES):
+            why = "data_in_memory is false" if setting is False else \
+                f"{size / 2**20:.0f} MiB is over data_in_memory auto's {AUTO_MAX_BYTES / 2**30:.0f} GiB"
+            return f"read from the shards at each batch ({why})"
+        self.resident = ResidentTensors(self, names)
+        return f"held in memory: {self.resident.nbytes / 2**20:.1f} MiB (data_in_memory {setting!r})"
 
     def prompt_bank(self) -> tuple[list[str], list[torch.Tensor], torch.Tensor]:
         from safetensors import safe_open
@@ -155,61 +201,48 @@ def pad_text(texts: list[torch.Tensor], length: int | None = None) -> torch.Tens
 
 def build_caption_batch(dataset: PreparedDataset, indices: list[int], positions: list[int]) -> dict:
     """A batch for ``mode: base``: latents and captions only (no identity)."""
-    return {
-        "latents": torch.stack([dataset.tensor(i, "latents").float() for i in indices]),
-        "context": pad_text([dataset.tensor(i, "text") for i in indices], dataset.text_len),
-        "positions": list(positions),
-    }
+    return {"latents": dataset.rows("latents", indices).float(), "context": dataset.texts(indices), "positions": list(positions)}
 
 
 def build_pixel_batch(dataset: PreparedDataset, indices: list[int], positions: list[int]) -> dict:
     """A batch for ``mode: vae``: each clip's latents and the frames they encode (``store_pixels``)."""
-    return {
-        "latents": torch.stack([dataset.tensor(i, "latents").float() for i in indices]),
-        "pixels": torch.stack([dataset.tensor(i, "target.pixels") for i in indices]),
-        "positions": list(positions),
-    }
+    return {"latents": dataset.rows("latents", indices).float(), "pixels": dataset.rows("target.pixels", indices),
+            "positions": list(positions)}
 
 
 def build_batch(dataset: PreparedDataset, indices: list[int], positions: list[int], step: int, seed: int,
                 num_references: int) -> dict:
-    """One process's batch. ``positions`` are the samples' places in the global batch (seeding)."""
-    latents, texts, refs, frames, frame_person, frame_action, action_text, persons, crops, boxes = ([] for _ in range(10))
+    """One process's batch. ``positions`` are the samples' places in the global batch (seeding): each
+    sample's draws (a reference clip where its own has none, which references, which two faces of
+    its track) come from its own generator, in that order; the tensors are then gathered at once."""
+    sources, picks, track_picks, persons, actions = [], [], [], [], []
     for index, position in zip(indices, positions):
         g = sample_generator(seed, 0, position, salt=1)
         clip = dataset.clips[index]
-        latents.append(dataset.tensor(index, "latents").float())
-        texts.append(dataset.tensor(index, "text"))
         source = index
         if clip.record["references"] == 0:   # another clip of the same person
             pool = dataset.by_person[clip.person]
             source = pool[int(torch.randint(len(pool), (1,), generator=g))]
-        ref_bank = dataset.tensor(source, "ref.embeddings")
-        pick = torch.randint(ref_bank.shape[0], (num_references,), generator=g)
-        refs.append(ref_bank[pick])
-        crops.append(dataset.tensor(source, "ref.crops")[pick[0]])
-        # Frames for the decoupling losses: the references plus target-window faces of the track.
-        track = dataset.tensor(index, "track.embeddings")
-        t_pick = torch.randint(track.shape[0], (2,), generator=g)
-        person = dataset.person_index[clip.person]
-        action = dataset.action_index[clip.record.get("action") or clip.record["caption"]]
-        for e in (ref_bank[pick[0]], track[t_pick[0]], track[t_pick[1]]):
-            frames.append(e)
-            frame_person.append(person)
-            frame_action.append(action)
-            action_text.append(dataset.tensor(index, "action_text"))
-        persons.append(person)
-        boxes.append(dataset.tensor(index, "target.bboxes"))
+        sources.append(source)
+        picks.append(torch.randint(dataset.length(source, "ref.embeddings"), (num_references,), generator=g))
+        # Frames for the decoupling losses: the first reference plus two target-window faces of the track.
+        track_picks.append(torch.randint(dataset.length(index, "track.embeddings"), (2,), generator=g))
+        persons.append(dataset.person_index[clip.person])
+        actions.append(dataset.action_index[clip.record.get("action") or clip.record["caption"]])
+    picks, track_picks = torch.stack(picks), torch.stack(track_picks)
+    refs = dataset.rows("ref.embeddings", sources, picks)                 # [B, R, D]
+    track = dataset.rows("track.embeddings", indices, track_picks)        # [B, 2, D]
+    frames = torch.stack([refs[:, 0], track[:, 0], track[:, 1]], dim=1)   # per sample: reference, face, face
     return {
-        "latents": torch.stack(latents),
-        "context": pad_text(texts, dataset.text_len),
-        "references": torch.stack(refs),               # [B, R, D]
-        "frame_embeddings": torch.stack(frames),       # [3B, D]
-        "frame_person": torch.tensor(frame_person),
-        "frame_action": torch.tensor(frame_action),
-        "frame_action_text": torch.stack(action_text).float(),
+        "latents": dataset.rows("latents", indices).float(),
+        "context": dataset.texts(indices),
+        "references": refs,
+        "frame_embeddings": frames.reshape(-1, frames.shape[-1]),       # [3B, D]
+        "frame_person": torch.tensor(persons).repeat_interleave(3),
+        "frame_action": torch.tensor(actions).repeat_interleave(3),
+        "frame_action_text": dataset.rows("action_text", indices).repeat_interleave(3, dim=0).float(),
         "person": torch.tensor(persons),
-        "reference_crops": torch.stack(crops),         # [B, S, S, 3] uint8
-        "target_boxes": torch.stack(boxes),            # [B, F, 4]
+        "reference_crops": dataset.rows("ref.crops", sources, picks[:, 0]),   # [B, S, S, 3] uint8
+        "target_boxes": dataset.rows("target.bboxes", indices),               # [B, F, 4]
         "positions": list(positions),
     }

@@ -104,6 +104,8 @@ class Trainer:
         self.out = Path(c.output_dir)
         self.base_mode, self.vae_mode = c.mode == "base", c.mode == "vae"
         self.dataset = PreparedDataset(c.data, needs_references=c.mode == "adapter")
+        self.data_residency = self.dataset.hold_in_memory(c.data_in_memory, c.mode)
+        log.info("data %s: %s", c.data, self.data_residency)
         if self.vae_mode:
             self._init_vae()
             return
@@ -392,6 +394,9 @@ class Trainer:
         (and the next step's copies and kernels with it). The logged sums are the same as if read at once."""
         c = self.config
         samples = 0
+        # since the last logged step: steps, wall time, and the CPU time spent building batches (with
+        # the step time, what says whether the device waits for the data)
+        since_steps, since_t, data_s = 0, t_start, 0.0
         while self.step < c.steps:
             lr = self._lr(self.step)
             for group in self.optimizer.param_groups:
@@ -399,7 +404,9 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             terms: dict[str, list[torch.Tensor]] = {}
             for micro in range(c.grad_accum):
+                t_data = time.perf_counter()
                 batch = self._micro_batch(self.step * c.grad_accum + micro)
+                data_s += time.perf_counter() - t_data
                 sync = (micro == c.grad_accum - 1) or self.dist.strategy != "ddp"
                 ctx = nullcontext() if sync else self.model.no_sync()
                 with ctx:
@@ -414,6 +421,7 @@ class Trainer:
                                                            c.optimizer.grad_clip)
             self.optimizer.step()
             self.step += 1
+            since_steps += 1
             if self.step % c.log_every == 0 or self.step == c.steps:
                 sums: dict[str, float] = {}
                 for k, values in terms.items():
@@ -422,8 +430,10 @@ class Trainer:
                 if grad_norm is not None:
                     sums["grad_norm"] = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
                 means = distributed.mean_over_ranks(sums, self.device)
-                elapsed = time.perf_counter() - t_start
-                entry = {"step": self.step, "lr": lr, **means, "samples_per_s": samples / max(elapsed, 1e-9)}
+                now = time.perf_counter()
+                entry = {"step": self.step, "lr": lr, **means, "samples_per_s": samples / max(now - t_start, 1e-9),
+                         "step_ms": 1000 * (now - since_t) / since_steps, "data_ms": 1000 * data_s / since_steps}
+                since_steps, since_t, data_s = 0, now, 0.0
                 result.history.append(entry)
                 self._write(logfile, entry)
                 if self.dist.main:
