@@ -73,7 +73,8 @@ def spec_dict(spec: WanWorldSpec) -> dict:
 
 
 def shifted(t: torch.Tensor, shift: float = SHIFT) -> torch.Tensor:
-    return shift * t / (1 + (shift - 1) * t)
+    """The sampler's sigmas at flow times ``t``: iad.train's (ComfyUI's ``time_snr_shift``), the world's shift."""
+    return library("train.batches").shifted_sigma(t, shift)
 
 
 class IdentityInjection:

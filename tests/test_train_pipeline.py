@@ -521,3 +521,28 @@ def test_batches_held_in_memory_equal_batches_read_from_the_shards(dataset, tmp_
         assert trainer.data_residency.startswith("held in memory") and trainer.data_residency in caplog.text
     finally:
         trainer.close()
+
+
+def test_wan_conds_of_a_batch_in_one_call_equal_the_per_sample_calls(dataset, tmp_path):
+    """Wan T2V's conditioning is built for the whole batch in one ``extra_conds`` call (no call per
+    sample each step): the same tensors, bit for bit, as one call per sample concatenated the way the
+    sampler batches conds, for captions of the dataset and the empty caption side by side."""
+    from iad.train.config import load_config
+    from iad.train.model import BATCHED_CONDS_FAMILIES
+    from iad.train.trainer import Trainer
+
+    trainer = Trainer(load_config(train_data.train_config(dataset, tmp_path / "conds", batch_size=4, resume=False)))
+    try:
+        module = trainer.module
+        assert module._runtime["family"] == "wan" and BATCHED_CONDS_FAMILIES == ("wan",)
+        batch = trainer._micro_batch(0)
+        null = trainer.dataset.prompt_bank()[2].float()
+        context = batch["context"].clone()
+        context[1] = 0
+        context[1, : null.shape[0]] = null
+        x_t = torch.randn(batch["latents"].shape, generator=torch.Generator().manual_seed(3))
+        batched, per_sample = module._conds(x_t, context), module._conds(x_t, context, per_sample=True)
+        assert batched.keys() == per_sample.keys() and "c_crossattn" in batched
+        assert all(torch.equal(batched[k], per_sample[k]) and batched[k].dtype == per_sample[k].dtype for k in batched)
+    finally:
+        trainer.close()

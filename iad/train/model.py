@@ -31,6 +31,8 @@ from .data import pad_text, sample_generator
 # backward (LTX's ``x.addcmul_``/``vx.add_``, HunyuanVideo's ``img += ...`` after its norms): harmless
 # at inference, but once the identity makes those states require gradients autograd refuses them.
 IN_PLACE_BLOCK_FAMILIES = ("ltxv", "ltx2", "hunyuan_video15")
+# Families whose ``extra_conds`` are built for the whole batch in one call (FlowObjective._conds).
+BATCHED_CONDS_FAMILIES = ("wan",)
 
 
 @contextlib.contextmanager
@@ -74,22 +76,27 @@ class FlowObjective(nn.Module):
             denoised = patched.model.apply_model(x_t, sigma, transformer_options=options, **self._conds(x_t, context))
         return (x_t - denoised.to(x_t.dtype)) / sigma.view(-1, *([1] * (x_t.dim() - 1)))   # velocity
 
-    def _conds(self, x_t: torch.Tensor, context: torch.Tensor) -> dict:
+    def _conds(self, x_t: torch.Tensor, context: torch.Tensor, per_sample: bool | None = None) -> dict:
         """The model inputs ComfyUI's sampler would give for this text: the model's own
         ``extra_conds`` (Wan T2V: the text only; LTX-2: its text connectors' output and frame rate;
         HunyuanVideo 1.5: the empty image-condition channels and guidance), batched as the sampler does."""
         base = self._runtime["patched"].model
         # One sample at a time, then batched with the conds' own concat, as the sampler batches
-        # conditionings (LTX-2's text connectors take one prompt per call). ``latent_shapes`` as the
-        # v0.2x sampler passes it (LTX-2 unpacks its input by it); older ComfyUI ignores it.
+        # conditionings (LTX-2's text connectors take one prompt per call); Wan T2V's conds treat each
+        # sample alone (the text as it is, no image channels), so one call for its batch gives the same
+        # tensors (tests/test_train_pipeline.py) without a call per sample each step. ``latent_shapes``
+        # as the v0.2x sampler passes it (LTX-2 unpacks its input by it); older ComfyUI ignores it.
         extra = {}
         if self._runtime["family"] == "ltxv":
             # LTX-Video takes T5's attention mask; captions are zero-padded, so the mask is their non-zero rows.
             extra["attention_mask"] = (context.abs().sum(-1) != 0).long()
-        rows = [{name: cond.process_cond(batch_size=1, area=None) for name, cond in
-                 base.extra_conds(noise=x_t[i:i + 1], cross_attn=context[i:i + 1], device=x_t.device, pooled_output=None,
-                                  latent_shapes=[x_t.shape], **{k: v[i:i + 1] for k, v in extra.items()}).items()}
-                for i in range(x_t.shape[0])]
+        if per_sample is None:
+            per_sample = self._runtime["family"] not in BATCHED_CONDS_FAMILIES
+        spans = [slice(i, i + 1) for i in range(x_t.shape[0])] if per_sample else [slice(None)]
+        rows = [{name: cond.process_cond(batch_size=x_t[span].shape[0], area=None) for name, cond in
+                 base.extra_conds(noise=x_t[span], cross_attn=context[span], device=x_t.device, pooled_output=None,
+                                  latent_shapes=[x_t.shape], **{k: v[span] for k, v in extra.items()}).items()}
+                for span in spans]
         return {name: cond.concat([row[name] for row in rows[1:]]) for name, cond in rows[0].items()}
 
     @property
