@@ -69,6 +69,7 @@ class PreparedDataset:
         actions = sorted({c.record.get("action") or c.record["caption"] for c in self.clips})
         self.action_index = {a: i for i, a in enumerate(actions)}
         self._handles: dict[str, object] = {}
+        self._keys: dict[str, set[str]] = {}
         self.resident: ResidentTensors | None = None     # hold_in_memory
         # References from a different clip of the same person when a clip has none of its own.
         self.by_person: dict[str, list[int]] = {}
@@ -106,7 +107,10 @@ class PreparedDataset:
 
     def has_tensor(self, index: int, name: str) -> bool:
         clip = self.clips[index]
-        return f"{clip.key}.{name}" in self._handle(clip.shard).keys()
+        keys = self._keys.get(clip.shard)
+        if keys is None:     # a set per shard: safetensors' keys() is a list, searched per call
+            keys = self._keys[clip.shard] = set(self._handle(clip.shard).keys())
+        return f"{clip.key}.{name}" in keys
 
     def read_tensor(self, index: int, name: str) -> torch.Tensor:
         """From the clip's shard (a copy out of the memory map)."""
@@ -148,11 +152,10 @@ class PreparedDataset:
         they take at most ``AUTO_MAX_BYTES``) or keep reading them from the shards (False). Returns
         what was done, for the log."""
         names = MODE_TENSORS[mode]
-        size = resident_bytes(self, names)
-        if setting is False or (setting == "auto" and size > AUTO_MAX_BYTES):
-            why = "data_in_memory is false" if setting is False else \
-                f"{size / 2**20:.0f} MiB is over data_in_memory auto's {AUTO_MAX_BYTES / 2**30:.0f} GiB"
-            return f"read from the shards at each batch ({why})"
+        if setting is False:
+            return "read from the shards at each batch (data_in_memory is false)"
+        if setting == "auto" and resident_bytes(self, names, stop_above=AUTO_MAX_BYTES) > AUTO_MAX_BYTES:
+            return f"read from the shards at each batch (over data_in_memory auto's {AUTO_MAX_BYTES / 2**30:.0f} GiB)"
         self.resident = ResidentTensors(self, names)
         return f"held in memory: {self.resident.nbytes / 2**20:.1f} MiB (data_in_memory {setting!r})"
 

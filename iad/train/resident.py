@@ -31,8 +31,9 @@ _ELEMENT_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "
                   "F8_E4M3": 1, "F8_E5M2": 1}
 
 
-def resident_bytes(dataset, names) -> int:
-    """The memory the resident columns of ``names`` would take, from the shards' headers (nothing read)."""
+def resident_bytes(dataset, names, stop_above: int | None = None) -> int:
+    """The memory the resident columns of ``names`` would take, from the shards' headers (nothing read);
+    counting stops once the total is over ``stop_above`` (a large dataset's answer is then known)."""
     total = 0
     for name in names:
         text_rows, text_width, text_bytes = 0, 0, 0
@@ -49,6 +50,8 @@ def resident_bytes(dataset, names) -> int:
             for size in shape:
                 count *= size
             total += count
+            if stop_above is not None and total > stop_above:
+                return total
         total += len(dataset) * text_rows * text_width * text_bytes
     return total
 
