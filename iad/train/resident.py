@@ -14,11 +14,7 @@ Batches built from memory are equal, bit for bit, to batches read from the shard
 
 from __future__ import annotations
 
-import logging
-
 import torch
-
-log = logging.getLogger("iad.train")
 
 # What each mode's batches read (data.py's builders); nothing else is loaded.
 MODE_TENSORS = {
